@@ -1,0 +1,150 @@
+//! A parsed resource: its identity, where it came from, and its typed spec.
+
+use crate::diag::Location;
+use crate::istio::{DestinationRule, Gateway, ServiceEntry, VirtualService};
+use crate::k8s::{Ingress, ObjectMeta, Secret};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    Gateway,
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    Secret,
+    Ingress,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gateway => "Gateway",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::Secret => "Secret",
+            Kind::Ingress => "Ingress",
+        }
+    }
+
+    /// The kind for an `apiVersion` + `kind` pair, or `None` when Portico does not handle it.
+    /// The Istio kinds share one schema across `v1`, `v1beta1` and `v1alpha3`.
+    pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        let version = api_version.rsplit_once('/').map(|(_, v)| v).unwrap_or(api_version);
+        match (group, kind) {
+            ("networking.istio.io", "Gateway") if is_istio_version(version) => Some(Kind::Gateway),
+            ("networking.istio.io", "VirtualService") if is_istio_version(version) => Some(Kind::VirtualService),
+            ("networking.istio.io", "DestinationRule") if is_istio_version(version) => Some(Kind::DestinationRule),
+            ("networking.istio.io", "ServiceEntry") if is_istio_version(version) => Some(Kind::ServiceEntry),
+            ("", "Secret") if version == "v1" => Some(Kind::Secret),
+            ("networking.k8s.io", "Ingress") if version == "v1" => Some(Kind::Ingress),
+            _ => None,
+        }
+    }
+}
+
+fn is_istio_version(v: &str) -> bool {
+    matches!(v, "v1" | "v1beta1" | "v1alpha3")
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Positions of the fields of one object, by path relative to the object root
+/// (`spec.http[0].route[1].weight`). Lets later stages point at the exact line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldIndex {
+    pub positions: HashMap<String, (u32, u32)>,
+}
+
+/// Where a resource came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<str>,
+    /// Position of the object itself (its first key).
+    pub line: u32,
+    pub col: u32,
+    pub fields: Arc<FieldIndex>,
+}
+
+impl Origin {
+    /// The location of `path` (or of its longest known prefix, or of the object).
+    pub fn locate(&self, path: &str) -> Location {
+        let mut p = path;
+        loop {
+            if let Some(&(line, col)) = self.fields.positions.get(p) {
+                return Location { file: self.file.clone(), line, col };
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => break,
+            }
+        }
+        self.location()
+    }
+
+    pub fn location(&self) -> Location {
+        Location { file: self.file.clone(), line: self.line, col: self.col }
+    }
+}
+
+// Config-time data, a few hundred values at most: boxing would buy nothing measurable.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "spec")]
+pub enum Spec {
+    Gateway(Gateway),
+    VirtualService(VirtualService),
+    DestinationRule(DestinationRule),
+    ServiceEntry(ServiceEntry),
+    Secret(Secret),
+    Ingress(Ingress),
+}
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::Gateway(_) => Kind::Gateway,
+            Spec::VirtualService(_) => Kind::VirtualService,
+            Spec::DestinationRule(_) => Kind::DestinationRule,
+            Spec::ServiceEntry(_) => Kind::ServiceEntry,
+            Spec::Secret(_) => Kind::Secret,
+            Spec::Ingress(_) => Kind::Ingress,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    pub api_version: String,
+    /// `metadata.namespace` is always filled: the loader applies the default namespace.
+    pub meta: ObjectMeta,
+    pub origin: Origin,
+    pub spec: Spec,
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.meta.namespace
+    }
+
+    /// `Kind/namespace/name`, as diagnostics print it.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.kind(), self.meta.namespace, self.meta.name)
+    }
+}

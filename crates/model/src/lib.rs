@@ -1,0 +1,16 @@
+//! PURE: validation, binding and compilation of Istio resources into a `Snapshot`.
+//! No sockets, files, clocks or threads here (DESIGN.md §2).
+#![forbid(unsafe_code)]
+
+pub mod compile;
+pub mod duration;
+pub mod host;
+mod ingress;
+pub mod matcher;
+mod registry;
+mod routes;
+pub mod snapshot;
+pub mod validate;
+
+pub use compile::{compile, Compiled, Options};
+pub use snapshot::Snapshot;

@@ -1,0 +1,312 @@
+//! The service registry (ServiceEntries) and the clusters built from it with DestinationRules.
+
+use crate::duration;
+use crate::host;
+use crate::snapshot::{Cluster, Discovery, Endpoint, HashPolicy, LbPolicy, Limits, OutlierPolicy, UpstreamProtocol};
+use portico_api::istio::{
+    ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection, Resolution,
+    ServiceEntry, SimpleLb, TrafficPolicy,
+};
+use portico_api::Resource;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One port of one registry host.
+#[derive(Clone, Debug)]
+pub struct ServicePort {
+    pub number: u32,
+    pub name: String,
+    pub protocol: Option<String>,
+    pub target_port: Option<u32>,
+}
+
+/// A host known to the registry, from one ServiceEntry.
+pub struct Service<'a> {
+    pub host: String,
+    pub namespace: String,
+    pub spec: &'a ServiceEntry,
+    pub ports: Vec<ServicePort>,
+}
+
+pub struct Registry<'a> {
+    /// By lowercase host; the first ServiceEntry (oldest) for a host wins.
+    pub services: BTreeMap<String, Service<'a>>,
+}
+
+impl<'a> Registry<'a> {
+    pub fn build(entries: &[&'a Resource]) -> Registry<'a> {
+        let mut services = BTreeMap::new();
+        for res in entries {
+            let portico_api::Spec::ServiceEntry(se) = &res.spec else { continue };
+            for h in &se.hosts {
+                let host = host::resolve_short_name(h, res.namespace());
+                services.entry(host.clone()).or_insert_with(|| Service {
+                    host,
+                    namespace: res.namespace().to_string(),
+                    spec: se,
+                    ports: se
+                        .ports
+                        .iter()
+                        .map(|p| ServicePort {
+                            number: p.number,
+                            name: p.name.clone(),
+                            protocol: p.protocol.clone(),
+                            target_port: p.target_port,
+                        })
+                        .collect(),
+                });
+            }
+        }
+        Registry { services }
+    }
+
+    /// The service for a destination host: exact host, else the most specific wildcard entry.
+    pub fn lookup(&self, h: &str) -> Option<&Service<'a>> {
+        let h = h.to_ascii_lowercase();
+        if let Some(s) = self.services.get(&h) {
+            return Some(s);
+        }
+        self.services
+            .values()
+            .filter(|s| s.host.starts_with('*') && host::matches(&s.host, &h))
+            .max_by_key(|s| s.host.len())
+    }
+}
+
+/// Envoy/Istio cluster name: `outbound|PORT|SUBSET|HOST`.
+pub fn cluster_name(port: u32, subset: Option<&str>, host: &str) -> String {
+    format!("outbound|{}|{}|{}", port, subset.unwrap_or(""), host)
+}
+
+/// The DestinationRule for a host: exact match first, then the most specific wildcard; among
+/// equals, one in the gateway's namespace, then the service's, then the oldest (input order).
+pub fn find_destination_rule<'r>(
+    drs: &[&'r Resource],
+    service_host: &str,
+    gateway_ns: &str,
+    service_ns: &str,
+) -> Option<(&'r Resource, &'r DestinationRule)> {
+    let mut best: Option<(usize, u8, &'r Resource, &'r DestinationRule)> = None;
+    for res in drs {
+        let portico_api::Spec::DestinationRule(dr) = &res.spec else { continue };
+        let dr_host = host::resolve_short_name(&dr.host, res.namespace());
+        if !host::matches(&dr_host, service_host) {
+            continue;
+        }
+        let specificity = if dr_host.starts_with('*') { dr_host.len() } else { usize::MAX };
+        let ns_rank = if res.namespace() == gateway_ns {
+            2
+        } else if res.namespace() == service_ns {
+            1
+        } else {
+            0
+        };
+        let better = match &best {
+            None => true,
+            Some((s, n, _, _)) => specificity > *s || (specificity == *s && ns_rank > *n),
+        };
+        if better {
+            best = Some((specificity, ns_rank, res, dr));
+        }
+    }
+    best.map(|(_, _, r, d)| (r, d))
+}
+
+/// The effective policy of one port: the top level, then `portLevelSettings` for the port,
+/// each field replaced whole (Istio's merge).
+pub fn port_policy(tp: Option<&TrafficPolicy>, port: u32) -> TrafficPolicy {
+    let mut out = tp.cloned().unwrap_or_default();
+    if let Some(pl) =
+        tp.and_then(|t| t.port_level_settings.iter().find(|p| p.port.as_ref().map(|s| s.number) == Some(port)))
+    {
+        if pl.load_balancer.is_some() {
+            out.load_balancer = pl.load_balancer.clone();
+        }
+        if pl.connection_pool.is_some() {
+            out.connection_pool = pl.connection_pool.clone();
+        }
+        if pl.outlier_detection.is_some() {
+            out.outlier_detection = pl.outlier_detection.clone();
+        }
+        if pl.tls.is_some() {
+            out.tls = pl.tls.clone();
+        }
+    }
+    out.port_level_settings.clear();
+    out
+}
+
+/// Overlay a subset's policy on the destination's (fields the subset sets win).
+pub fn merge_policy(base: TrafficPolicy, over: &TrafficPolicy) -> TrafficPolicy {
+    TrafficPolicy {
+        load_balancer: over.load_balancer.clone().or(base.load_balancer),
+        connection_pool: over.connection_pool.clone().or(base.connection_pool),
+        outlier_detection: over.outlier_detection.clone().or(base.outlier_detection),
+        tls: over.tls.clone().or(base.tls),
+        port_level_settings: Vec::new(),
+        tunnel: over.tunnel.clone().or(base.tunnel),
+        proxy_protocol: over.proxy_protocol.clone().or(base.proxy_protocol),
+        retry_budget: over.retry_budget.clone().or(base.retry_budget),
+    }
+}
+
+pub fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
+    let Some(lb) = lb else { return LbPolicy::LeastRequest };
+    if let Some(ch) = &lb.consistent_hash {
+        let policy = if let Some(h) = &ch.http_header_name {
+            HashPolicy::Header(h.to_ascii_lowercase())
+        } else if let Some(c) = &ch.http_cookie {
+            HashPolicy::Cookie {
+                name: c.name.clone(),
+                path: c.path.clone(),
+                ttl: c.ttl.as_deref().and_then(|t| duration::parse(t).ok()),
+            }
+        } else if let Some(q) = &ch.http_query_parameter_name {
+            HashPolicy::QueryParameter(q.clone())
+        } else {
+            HashPolicy::SourceIp
+        };
+        return LbPolicy::ConsistentHash(policy);
+    }
+    match lb.simple {
+        Some(SimpleLb::RoundRobin) => LbPolicy::RoundRobin,
+        Some(SimpleLb::Random) => LbPolicy::Random,
+        _ => LbPolicy::LeastRequest,
+    }
+}
+
+fn clamp_u32(v: Option<i32>) -> Option<u32> {
+    v.map(|n| n.max(0) as u32)
+}
+
+pub fn limits(cp: Option<&ConnectionPoolSettings>) -> Limits {
+    let mut l = Limits::default();
+    let Some(cp) = cp else { return l };
+    if let Some(tcp) = &cp.tcp {
+        if let Some(n) = clamp_u32(tcp.max_connections) {
+            l.max_connections = n;
+        }
+    }
+    if let Some(http) = &cp.http {
+        if let Some(n) = clamp_u32(http.http1_max_pending_requests) {
+            l.max_pending_requests = n;
+        }
+        if let Some(n) = clamp_u32(http.http2_max_requests) {
+            l.max_requests = n;
+        }
+        if let Some(n) = clamp_u32(http.max_retries) {
+            l.max_retries = n;
+        }
+        if let Some(n) = clamp_u32(http.max_requests_per_connection) {
+            l.max_requests_per_connection = n;
+        }
+    }
+    l
+}
+
+pub fn outlier(od: Option<&OutlierDetection>) -> Option<OutlierPolicy> {
+    let od = od?;
+    let d =
+        |s: &Option<String>, default: Duration| s.as_deref().and_then(|v| duration::parse(v).ok()).unwrap_or(default);
+    // Istio: consecutive5xxErrors defaults to 5 when the block is present; the deprecated
+    // consecutiveErrors maps to gateway errors.
+    let consecutive_5xx = match od.consecutive_5xx_errors {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None if od.consecutive_errors.is_some() => None,
+        None => Some(5),
+    };
+    let consecutive_gateway_errors =
+        od.consecutive_gateway_errors.or(od.consecutive_errors.map(|n| n.max(0) as u32)).filter(|n| *n > 0);
+    Some(OutlierPolicy {
+        consecutive_5xx,
+        consecutive_gateway_errors,
+        consecutive_local_origin_failures: od.consecutive_local_origin_failures.filter(|n| *n > 0),
+        split_external_local_origin_errors: od.split_external_local_origin_errors.unwrap_or(false),
+        interval: d(&od.interval, Duration::from_secs(10)),
+        base_ejection_time: d(&od.base_ejection_time, Duration::from_secs(30)),
+        max_ejection_percent: od.max_ejection_percent.map(|n| n.clamp(0, 100) as u32).unwrap_or(10),
+        min_health_percent: od.min_health_percent.map(|n| n.clamp(0, 100) as u32).unwrap_or(0),
+    })
+}
+
+/// Build the cluster for (service, port, subset).
+pub fn build_cluster(
+    svc: &Service<'_>,
+    port: &ServicePort,
+    subset: Option<(&str, &BTreeMap<String, String>)>,
+    policy: &TrafficPolicy,
+) -> Cluster {
+    let resolution = svc.spec.resolution.unwrap_or_default();
+    let mut endpoints = Vec::new();
+    for ep in &svc.spec.endpoints {
+        let Some(addr) = ep.address.as_deref() else { continue };
+        if let Some((_, labels)) = subset {
+            if !labels.iter().all(|(k, v)| ep.labels.get(k) == Some(v)) {
+                continue;
+            }
+        }
+        let ep_port = ep.ports.get(&port.name).copied().or(port.target_port).unwrap_or(port.number);
+        endpoints.push(Endpoint {
+            address: addr.to_string(),
+            port: u16::try_from(ep_port).unwrap_or(0),
+            labels: ep.labels.clone(),
+            weight: ep.weight.unwrap_or(1).max(1),
+        });
+    }
+    let discovery = match resolution {
+        Resolution::Dns | Resolution::DnsRoundRobin => Discovery::Dns,
+        _ => Discovery::Static,
+    };
+    // DNS entries without endpoints resolve the host itself.
+    if endpoints.is_empty() && discovery == Discovery::Dns && subset.is_none() && !svc.host.starts_with('*') {
+        endpoints.push(Endpoint {
+            address: svc.host.clone(),
+            port: u16::try_from(port.target_port.unwrap_or(port.number)).unwrap_or(0),
+            labels: BTreeMap::new(),
+            weight: 1,
+        });
+    }
+    let mut protocol = match port.protocol.as_deref().map(|p| p.to_ascii_uppercase()) {
+        Some(p) if p == "HTTP2" || p == "GRPC" || p == "GRPC-WEB" => UpstreamProtocol::Http2,
+        _ => UpstreamProtocol::Http1,
+    };
+    let cp = policy.connection_pool.as_ref();
+    if cp.and_then(|c| c.http.as_ref()).and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade) {
+        protocol = UpstreamProtocol::Http2;
+    }
+    let connect_timeout = cp
+        .and_then(|c| c.tcp.as_ref())
+        .and_then(|t| t.connect_timeout.as_deref())
+        .and_then(|t| duration::parse(t).ok())
+        .unwrap_or(Duration::from_secs(10));
+    let idle_timeout =
+        cp.and_then(|c| c.http.as_ref()).and_then(|h| h.idle_timeout.as_deref()).and_then(|t| duration::parse(t).ok());
+    let version = subset.and_then(|(_, labels)| labels.get("version").cloned());
+    let namespace = service_namespace(&svc.host).unwrap_or(&svc.namespace).to_string();
+    Cluster {
+        name: Arc::from(cluster_name(port.number, subset.map(|s| s.0), &svc.host)),
+        host: svc.host.clone(),
+        namespace,
+        port: port.number,
+        subset: subset.map(|s| s.0.to_string()),
+        protocol,
+        discovery,
+        endpoints,
+        lb: lb_policy(policy.load_balancer.as_ref()),
+        connect_timeout,
+        idle_timeout,
+        limits: limits(cp),
+        outlier: outlier(policy.outlier_detection.as_ref()),
+        tls: None,
+        version,
+    }
+}
+
+/// `name.ns.svc.cluster.local` → `ns`.
+pub fn service_namespace(host: &str) -> Option<&str> {
+    let rest = host.strip_suffix(".svc.cluster.local")?;
+    let (_, ns) = rest.rsplit_once('.')?;
+    Some(ns)
+}

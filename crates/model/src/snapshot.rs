@@ -1,0 +1,525 @@
+//! The compiled, immutable configuration the data plane serves from. Built by `compile`,
+//! shared behind an `Arc`, swapped whole on reload. Everything here is precomputed so that the
+//! request path only looks things up and matches borrowed strings.
+
+use crate::matcher::{RequestMatch, RequestView};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Snapshot {
+    /// One per port, sorted by port.
+    pub listeners: Vec<Listener>,
+    /// By cluster name (`outbound|PORT|SUBSET|HOST`, Istio/Envoy's naming).
+    pub clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
+    /// Kubernetes Secrets by `namespace/name`, for `credentialName` (TLS comes in a later stage).
+    #[serde(skip)]
+    pub secrets: BTreeMap<String, Arc<SecretData>>,
+}
+
+impl Snapshot {
+    pub fn listener(&self, port: u32) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.port == port)
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(name)
+    }
+}
+
+/// Decoded Secret keys (`tls.crt`, `tls.key`, `ca.crt`, `cert`, `key`, `cacert`, `ca.crl` …).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SecretData {
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// The Istio Gateway port protocols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING-KEBAB-CASE")]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    GrpcWeb,
+    Https,
+    Tls,
+    Tcp,
+    Mongo,
+    Mysql,
+    Redis,
+}
+
+impl Protocol {
+    /// Case-insensitive, as Istio parses protocols.
+    pub fn parse(s: &str) -> Option<Protocol> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "HTTP" => Protocol::Http,
+            "HTTP2" => Protocol::Http2,
+            "GRPC" => Protocol::Grpc,
+            "GRPC-WEB" => Protocol::GrpcWeb,
+            "HTTPS" => Protocol::Https,
+            "TLS" => Protocol::Tls,
+            "TCP" => Protocol::Tcp,
+            "MONGO" => Protocol::Mongo,
+            "MYSQL" => Protocol::Mysql,
+            "REDIS" => Protocol::Redis,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Http2 => "HTTP2",
+            Protocol::Grpc => "GRPC",
+            Protocol::GrpcWeb => "GRPC-WEB",
+            Protocol::Https => "HTTPS",
+            Protocol::Tls => "TLS",
+            Protocol::Tcp => "TCP",
+            Protocol::Mongo => "MONGO",
+            Protocol::Mysql => "MYSQL",
+            Protocol::Redis => "REDIS",
+        }
+    }
+
+    /// Plaintext HTTP family: served by the HTTP server directly.
+    pub fn is_plain_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb)
+    }
+
+    /// Opaque byte streams.
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Mongo | Protocol::Mysql | Protocol::Redis)
+    }
+}
+
+/// What a listener does with a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerKind {
+    /// Plaintext HTTP/1.1, h2c (prior knowledge) — HTTP, HTTP2, GRPC, GRPC-WEB servers.
+    Http,
+    /// TLS servers chosen by SNI (terminated or passed through), see `servers`.
+    Tls,
+    /// Opaque TCP.
+    Tcp,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Listener {
+    /// The Gateway's port number (the bind port may differ through `--port-map`).
+    pub port: u32,
+    pub kind: ListenerKind,
+    /// `server.bind`, when every server on the port names the same one.
+    pub bind: Option<String>,
+    /// The servers (doors) merged on this port, in precedence order.
+    pub servers: Vec<Arc<ServerBlock>>,
+    /// For `Http` listeners: the one route table of the port (all servers' virtual hosts).
+    pub http: Option<Arc<RouteTable>>,
+    /// For `Tcp` listeners: the TCP routes of the port, first match wins.
+    pub tcp_routes: Vec<Arc<TcpRoute>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServerBlock {
+    /// `namespace/name` of the Gateway.
+    pub gateway: String,
+    pub index: usize,
+    pub name: Option<String>,
+    pub port_name: String,
+    pub protocol: Protocol,
+    pub hosts: Vec<String>,
+    pub https_redirect: bool,
+    /// Terminated TLS servers (HTTPS SIMPLE/MUTUAL…): the HTTP routes served behind this server.
+    pub http: Option<Arc<RouteTable>>,
+    /// TLS passthrough routes (`tls` routes of bound VirtualServices).
+    pub tls_routes: Vec<Arc<TlsRoute>>,
+    /// TCP routes served after TLS termination (`TLS` protocol, SIMPLE/MUTUAL).
+    pub tcp_routes: Vec<Arc<TcpRoute>>,
+}
+
+/// The virtual hosts of one route configuration, indexed for lookup by `Host`.
+#[derive(Debug, Default, Serialize)]
+pub struct RouteTable {
+    pub virtual_hosts: Vec<VirtualHost>,
+    #[serde(skip)]
+    pub exact: HashMap<String, usize>,
+    /// `(suffix including the dot, index)`, longest suffix first.
+    #[serde(skip)]
+    pub wildcards: Vec<(String, usize)>,
+    #[serde(skip)]
+    pub catch_all: Option<usize>,
+}
+
+impl RouteTable {
+    pub fn new(virtual_hosts: Vec<VirtualHost>) -> RouteTable {
+        let mut exact = HashMap::new();
+        let mut wildcards = Vec::new();
+        let mut catch_all = None;
+        for (i, vh) in virtual_hosts.iter().enumerate() {
+            let name = vh.name.as_str();
+            if name == "*" {
+                catch_all.get_or_insert(i);
+            } else if let Some(suffix) = name.strip_prefix('*') {
+                wildcards.push((suffix.to_ascii_lowercase(), i));
+            } else {
+                exact.entry(name.to_ascii_lowercase()).or_insert(i);
+            }
+        }
+        wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        RouteTable { virtual_hosts, exact, wildcards, catch_all }
+    }
+
+    /// The virtual host for a `Host`/`:authority` value: exact name first, then the longest
+    /// wildcard suffix, then `*`. Case-insensitive; the port is ignored.
+    pub fn find(&self, authority: &str) -> Option<&VirtualHost> {
+        let host = strip_port(authority);
+        let idx = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.lookup(&host.to_ascii_lowercase())
+        } else {
+            self.lookup(host)
+        };
+        idx.map(|i| &self.virtual_hosts[i])
+    }
+
+    fn lookup(&self, host: &str) -> Option<usize> {
+        if let Some(&i) = self.exact.get(host) {
+            return Some(i);
+        }
+        // `*.x.com` matches any depth below x.com but not x.com itself.
+        for (suffix, i) in &self.wildcards {
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                return Some(*i);
+            }
+        }
+        self.catch_all
+    }
+}
+
+/// `host:port` → `host`; `[::1]:80` → `[::1]`.
+pub fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rfind(':') {
+        Some(i) if authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &authority[..i],
+        _ => authority,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct VirtualHost {
+    /// The host this virtual host answers for (`a.example.com`, `*.example.com`, `*`).
+    pub name: String,
+    pub routes: Vec<Arc<Route>>,
+    /// `httpsRedirect` of the server that opened this host: 301 to https before routing.
+    pub https_redirect: bool,
+}
+
+impl VirtualHost {
+    /// The first route whose matches accept the request (Istio: first match wins).
+    pub fn select(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.matches_request(req))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Route {
+    /// `namespace/name` of the VirtualService and the index of the http route in it.
+    pub virtual_service: String,
+    pub index: usize,
+    pub name: Option<String>,
+    /// Any one must match; empty = match everything.
+    pub matches: Vec<RequestMatch>,
+    pub action: RouteAction,
+    pub timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    pub fault: Option<Fault>,
+    pub mirrors: Vec<Mirror>,
+    pub rewrite: Option<Rewrite>,
+    pub headers: HeaderRules,
+    pub cors: Option<CorsPolicy>,
+}
+
+impl Route {
+    /// The index of the first matching `match` block (0 when there are none), or None.
+    pub fn matching_index(&self, req: &RequestView<'_>) -> Option<usize> {
+        if self.matches.is_empty() {
+            return Some(0);
+        }
+        self.matches.iter().position(|m| m.matches(req))
+    }
+
+    pub fn matches_request(&self, req: &RequestView<'_>) -> bool {
+        self.matching_index(req).is_some()
+    }
+
+    /// Matches every request (Istio moves such routes after the specific ones of other VSs).
+    pub fn is_catch_all(&self) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(RequestMatch::is_catch_all)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    Forward(WeightedClusters),
+    Redirect(Redirect),
+    DirectResponse { status: u16, body: Arc<[u8]> },
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WeightedClusters {
+    pub destinations: Vec<WeightedDestination>,
+    /// Sum of the weights (> 0).
+    pub total_weight: u32,
+}
+
+impl WeightedClusters {
+    /// The destination for a uniformly random `r` in `0..total_weight`
+    /// (share = weight / sum, as Envoy's weighted clusters).
+    pub fn pick(&self, r: u32) -> Option<&WeightedDestination> {
+        let mut acc = 0u32;
+        for d in &self.destinations {
+            acc += d.weight;
+            if r < acc {
+                return Some(d);
+            }
+        }
+        self.destinations.iter().rev().find(|d| d.weight > 0)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WeightedDestination {
+    /// Cluster name; may be absent from `Snapshot::clusters` (→ 503 `NC`).
+    pub cluster: Arc<str>,
+    /// Fully qualified destination host (`reviews.default.svc.cluster.local`).
+    pub host: String,
+    pub subset: Option<String>,
+    pub port: u32,
+    pub weight: u32,
+    pub headers: HeaderRules,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Redirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<u16>,
+    /// `derivePort: FROM_REQUEST_PORT`.
+    pub port_from_request: bool,
+    pub scheme: Option<String>,
+    pub code: u16,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RetryPolicy {
+    /// Retries after the first try (Istio's `attempts`); 0 disables.
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    /// Envoy `retry_on` tokens.
+    pub retry_on: Vec<String>,
+    pub retriable_status_codes: Vec<u16>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Fault {
+    pub delay: Option<(Duration, f64)>,
+    pub abort: Option<(FaultAbortKind, f64)>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultAbortKind {
+    Http(u16),
+    Grpc(String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Mirror {
+    pub cluster: Arc<str>,
+    pub host: String,
+    pub port: u32,
+    /// 0..=100.
+    pub percentage: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rewrite {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub uri_regex: Option<(crate::matcher::Re, String)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HeaderOps {
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HeaderRules {
+    pub request: HeaderOps,
+    pub response: HeaderOps,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CorsPolicy {
+    pub allow_origins: Vec<crate::matcher::StrMatch>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<Duration>,
+    pub allow_credentials: bool,
+    /// `unmatchedPreflights: IGNORE` (default FORWARD).
+    pub ignore_unmatched_preflights: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TcpRoute {
+    pub virtual_service: String,
+    pub index: usize,
+    /// Ports any of which must match (empty = any).
+    pub ports: Vec<u32>,
+    pub destinations: WeightedClusters,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TlsRoute {
+    pub virtual_service: String,
+    pub index: usize,
+    /// SNI patterns (exact or `*.suffix`), any of which must match.
+    pub sni_hosts: Vec<String>,
+    pub ports: Vec<u32>,
+    pub destinations: WeightedClusters,
+}
+
+// ───────────────────────────── clusters ─────────────────────────────
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// Endpoints are IP addresses.
+    Static,
+    /// Endpoints are host names, re-resolved periodically by the data plane.
+    Dns,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Endpoint {
+    /// IP address (Static) or host name (Dns).
+    pub address: String,
+    pub port: u16,
+    pub labels: BTreeMap<String, String>,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    LeastRequest,
+    RoundRobin,
+    Random,
+    ConsistentHash(HashPolicy),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashPolicy {
+    Header(String),
+    Cookie { name: String, path: Option<String>, ttl: Option<Duration> },
+    SourceIp,
+    QueryParameter(String),
+}
+
+/// Circuit-breaking limits (Envoy's defaults when the DestinationRule is silent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+    /// 0 = unlimited.
+    pub max_requests_per_connection: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // Istio sets these to 2^32-1 when unspecified, disabling Envoy's 1024 defaults.
+        Limits {
+            max_connections: u32::MAX,
+            max_pending_requests: u32::MAX,
+            max_requests: u32::MAX,
+            max_retries: u32::MAX,
+            max_requests_per_connection: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutlierPolicy {
+    pub consecutive_5xx: Option<u32>,
+    pub consecutive_gateway_errors: Option<u32>,
+    pub consecutive_local_origin_failures: Option<u32>,
+    pub split_external_local_origin_errors: bool,
+    pub interval: Duration,
+    pub base_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+    pub min_health_percent: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UpstreamTls {
+    /// SIMPLE or MUTUAL.
+    pub mutual: bool,
+    pub sni: Option<String>,
+    pub subject_alt_names: Vec<String>,
+    pub insecure_skip_verify: bool,
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub cert_pem: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub key_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Cluster {
+    pub name: Arc<str>,
+    /// Fully qualified service host, and the namespace it belongs to (for metrics labels).
+    pub host: String,
+    pub namespace: String,
+    pub port: u32,
+    pub subset: Option<String>,
+    pub protocol: UpstreamProtocol,
+    pub discovery: Discovery,
+    pub endpoints: Vec<Endpoint>,
+    pub lb: LbPolicy,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub limits: Limits,
+    pub outlier: Option<OutlierPolicy>,
+    pub tls: Option<UpstreamTls>,
+    /// `version` label of the subset's endpoints, for `destination_version`.
+    pub version: Option<String>,
+}

@@ -1,0 +1,127 @@
+//! `portico`: run the gateway, validate config, print routes (DESIGN.md §5).
+
+mod files;
+mod render;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use portico_model::Options;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "An edge gateway for Istio's Gateway, VirtualService and DestinationRule")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check config files offline; one line per finding, exit 1 on errors.
+    Validate(ValidateArgs),
+    /// Print the listeners, server blocks, virtual hosts and routes this instance would serve.
+    Routes(RoutesArgs),
+}
+
+#[derive(Args, Clone)]
+struct InstanceArgs {
+    /// This instance's labels (`k=v,k2=v2`); a Gateway applies when its selector is a subset.
+    #[arg(long, env = "PORTICO_LABELS", default_value = "istio=ingressgateway")]
+    labels: String,
+    /// Namespace for resources that do not name one.
+    #[arg(long, env = "PORTICO_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// The namespace this gateway runs in (where `credentialName` secrets are looked up).
+    #[arg(long, env = "PORTICO_GATEWAY_NAMESPACE", default_value = "istio-system")]
+    gateway_namespace: String,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// Files or directories (recursively: *.yaml, *.yml, *.json).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    instance: InstanceArgs,
+}
+
+#[derive(Args)]
+struct RoutesArgs {
+    #[arg(long, env = "PORTICO_CONFIG", value_delimiter = ',', required = true)]
+    config: Vec<PathBuf>,
+    #[command(flatten)]
+    instance: InstanceArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--labels: `{pair}` is not k=v"))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn options(i: &InstanceArgs) -> Result<Options> {
+    Ok(Options { labels: parse_labels(&i.labels)?, gateway_namespace: i.gateway_namespace.clone() })
+}
+
+/// Load and compile; diagnostics of parsing and compiling together, sorted by place.
+fn load_and_compile(
+    paths: Vec<PathBuf>,
+    i: &InstanceArgs,
+) -> Result<(portico_model::Compiled, Vec<portico_api::Diagnostic>)> {
+    let opts = options(i)?;
+    let mut source = files::FileSource::new(paths, &i.namespace);
+    let load = source.load();
+    let compiled = portico_model::compile(&load.resources, &opts);
+    let mut diags = load.diagnostics;
+    diags.extend(compiled.diagnostics.iter().cloned());
+    diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
+    diags.dedup();
+    Ok((compiled, diags))
+}
+
+fn validate(args: ValidateArgs) -> Result<ExitCode> {
+    let (_, diags) = load_and_compile(args.paths, &args.instance)?;
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    for d in &diags {
+        println!("{d}");
+    }
+    let warnings = diags.len() - errors;
+    eprintln!("{errors} error(s), {warnings} warning(s)");
+    Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn routes(args: RoutesArgs) -> Result<ExitCode> {
+    let (compiled, diags) = load_and_compile(args.config, &args.instance)?;
+    for d in &diags {
+        eprintln!("{d}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&compiled.snapshot)?);
+    } else {
+        print!("{}", render::render(&compiled.snapshot));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(a) => validate(a),
+        Command::Routes(a) => routes(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portico: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
