@@ -112,6 +112,7 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     b.build_listeners(&applied, &vss);
     b.build_clusters();
     b.analyze_destinations(&vss);
+    analyze_reachability(&vss, &mut b.diags);
 
     let Builder { mut diags, snapshot, .. } = b;
     diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
@@ -688,5 +689,56 @@ impl<'a> Builder<'a> {
             }
         }
         let _ = &self.used_clusters;
+    }
+}
+
+/// IST0130: an http route after one that matches every request can never match.
+/// IST0131: a match block identical to an earlier one in the same VirtualService is ineffective.
+fn analyze_reachability(vss: &[&Resource], diags: &mut Vec<Diagnostic>) {
+    for vs_res in vss {
+        let Spec::VirtualService(vs) = &vs_res.spec else { continue };
+        let mut catch_all: Option<usize> = None;
+        let mut seen: Vec<(String, usize, usize)> = Vec::new();
+        for (i, r) in vs.http.iter().enumerate() {
+            if let Some(j) = catch_all {
+                diags.push(Diagnostic::warning(
+                    vs_res.origin.locate(&format!("spec.http[{i}]")),
+                    code::UNREACHABLE_RULE,
+                    vs_res.key(),
+                    format!("spec.http[{i}] is unreachable: spec.http[{j}] before it matches every request"),
+                ));
+                continue;
+            }
+            for (k, m) in r.matches.iter().enumerate() {
+                let mut key = m.clone();
+                key.name = None;
+                let key = serde_json::to_string(&key).unwrap_or_default();
+                if let Some((_, pi, pk)) = seen.iter().find(|(s, _, _)| *s == key) {
+                    diags.push(Diagnostic::warning(
+                        vs_res.origin.locate(&format!("spec.http[{i}].match[{k}]")),
+                        code::INEFFECTIVE_MATCH,
+                        vs_res.key(),
+                        format!("spec.http[{i}].match[{k}] is ineffective: spec.http[{pi}].match[{pk}] is the same condition and comes first"),
+                    ));
+                } else {
+                    seen.push((key, i, k));
+                }
+            }
+            let matches_all = r.matches.is_empty()
+                || r.matches.iter().any(|m| {
+                    let mut bare = m.clone();
+                    bare.name = None;
+                    let uri_all = match &bare.uri {
+                        None => true,
+                        Some(u) => u.prefix.as_deref() == Some("/") && u.exact.is_none() && u.regex.is_none(),
+                    };
+                    bare.uri = None;
+                    uri_all && bare == portico_api::istio::HttpMatchRequest::default()
+                });
+            // Only routes that forward, redirect or respond make later ones unreachable.
+            if matches_all && r.delegate.is_none() {
+                catch_all = Some(i);
+            }
+        }
     }
 }

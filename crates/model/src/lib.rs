@@ -8,6 +8,7 @@ pub mod host;
 mod ingress;
 pub mod matcher;
 mod registry;
+pub mod render;
 mod routes;
 pub mod snapshot;
 pub mod validate;

@@ -1,7 +1,7 @@
 //! `portico routes`: the effective listeners and route tables as a readable table.
 
-use portico_model::matcher::{RequestMatch, StrMatch};
-use portico_model::snapshot::{ListenerKind, Route, RouteAction, RouteTable, Snapshot, WeightedClusters};
+use crate::matcher::{RequestMatch, StrMatch};
+use crate::snapshot::{ListenerKind, Route, RouteAction, RouteTable, Snapshot, WeightedClusters};
 use std::fmt::Write;
 
 fn str_match(m: &StrMatch) -> String {

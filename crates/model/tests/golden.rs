@@ -1,0 +1,486 @@
+//! Golden tests: YAML in → the compiled routes (as `portico routes` prints them) and the
+//! diagnostics out, one case per binding or precedence rule. Snapshots live in `snapshots/`.
+
+use portico_model::{compile, Options};
+
+fn run_with(yaml: &str, opts: &Options) -> String {
+    let parsed = portico_api::parse_text("case.yaml", yaml, "default");
+    let compiled = compile(&parsed.resources, opts);
+    let mut out = portico_model::render::render(&compiled.snapshot);
+    out.push_str("diagnostics\n");
+    for d in parsed.diagnostics.iter().chain(compiled.diagnostics.iter()) {
+        out.push_str(&format!("  {d}\n"));
+    }
+    out
+}
+
+fn run(yaml: &str) -> String {
+    run_with(yaml, &Options::default())
+}
+
+const SERVICES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 10.0.0.1, labels: {version: v1}}
+  - {address: 10.0.0.2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}, {number: 9443, name: grpc, protocol: GRPC}]
+  endpoints: [{address: 10.0.1.1}]
+"#;
+
+fn with_services(yaml: &str) -> String {
+    format!("{SERVICES}---\n{yaml}")
+}
+
+#[test]
+fn gateway_selector_must_be_subset_of_instance_labels() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: applies, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [a.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: other-instance, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers: [{port: {number: 81, name: http, protocol: HTTP}, hosts: [b.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: no-selector, namespace: istio-system}
+spec:
+  servers: [{port: {number: 82, name: http, protocol: http}, hosts: [c.example.com]}]
+"#;
+    insta::assert_snapshot!(run(yaml));
+    let opts = Options { labels: [("istio".to_string(), "egressgateway".to_string())].into(), ..Options::default() };
+    insta::assert_snapshot!("selector_other_labels", run_with(yaml, &opts));
+}
+
+#[test]
+fn virtualservice_gateway_references() {
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bare-name, namespace: default}
+spec:
+  hosts: [a.example.com]
+  gateways: [gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: qualified, namespace: other}
+spec:
+  hosts: [b.example.com]
+  gateways: [default/gw]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: mesh-only, namespace: default}
+spec:
+  hosts: [c.example.com]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wrong-namespace, namespace: other}
+spec:
+  hosts: [d.example.com]
+  gateways: [gw, mesh]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
+
+#[test]
+fn host_intersection_picks_the_narrower_name() {
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["*.example.com", "exact.io"]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: narrow, namespace: default}
+spec:
+  hosts: [a.example.com, example.com, "*.io"]
+  gateways: [gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: deeper-wildcard, namespace: default}
+spec:
+  hosts: ["*.b.example.com"]
+  gateways: [gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: everything, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http: [{route: [{destination: {host: ratings, port: {number: 9080}}}]}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
+
+#[test]
+fn server_host_namespace_restricts_binding() {
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["prod/*.example.com", "./own.example.com"]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: in-prod, namespace: prod}
+spec:
+  hosts: [a.example.com]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: in-dev, namespace: dev}
+spec:
+  hosts: [b.example.com]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: own, namespace: istio-system}
+spec:
+  hosts: [own.example.com]
+  gateways: [gw]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
+
+#[test]
+fn several_virtualservices_for_one_host_concatenate_catch_alls_last() {
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [shop.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b-newer, namespace: default, creationTimestamp: "2024-02-01T00:00:00Z"}
+spec:
+  hosts: [shop.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /ratings}}]
+    route: [{destination: {host: ratings, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: z-older, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  hosts: [shop.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {exact: /reviews}}, {uri: {prefix: /}}]
+    route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a-same-time, namespace: default, creationTimestamp: "2024-02-01T00:00:00Z"}
+spec:
+  hosts: [shop.example.com]
+  gateways: [gw]
+  http:
+  - match: [{headers: {x-canary: {exact: "1"}}}]
+    route: [{destination: {host: reviews}}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
+
+#[test]
+fn destinations_resolve_short_names_ports_and_subsets() {
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [shop.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /canary}}]
+    route:
+    - {destination: {host: reviews, subset: v1}, weight: 3}
+    - {destination: {host: reviews, subset: v2}, weight: 1}
+  - match: [{uri: {prefix: /ratings}}]
+    route: [{destination: {host: ratings}}]
+  - match: [{uri: {prefix: /missing}}]
+    route: [{destination: {host: nowhere}, weight: 50}, {destination: {host: reviews, subset: v9}, weight: 50}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
+
+#[test]
+fn conflicting_gateways_first_created_wins() {
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: newer, namespace: default, creationTimestamp: "2024-05-01T00:00:00Z"}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [a.example.com, b.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: older, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [a.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: via-newer, namespace: default}
+spec:
+  hosts: [a.example.com, b.example.com]
+  gateways: [newer]
+  http: [{route: [{destination: {host: ratings, port: {number: 9080}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: via-older, namespace: default}
+spec:
+  hosts: [a.example.com]
+  gateways: [older]
+  http: [{route: [{destination: {host: reviews}}]}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
+
+#[test]
+fn tls_servers_on_one_port_are_keyed_by_sni() {
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https-a, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: SIMPLE, credentialName: a-cert}
+  - port: {number: 443, name: https-b, protocol: HTTPS}
+    hosts: ["*.b.example.com"]
+    tls: {mode: SIMPLE, credentialName: b-cert}
+  - port: {number: 443, name: tls-pass, protocol: TLS}
+    hosts: [pass.example.com]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [a.example.com, x.b.example.com]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: default}
+spec:
+  hosts: [pass.example.com]
+  gateways: [istio-system/gw]
+  tls:
+  - match: [{sniHosts: [pass.example.com]}]
+    route: [{destination: {host: ratings, port: {number: 9443}}}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
+
+#[test]
+fn ingress_translation_orders_exact_then_longest_prefix() {
+    let yaml = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default}
+spec:
+  ingressClassName: istio
+  tls: [{hosts: [shop.example.com], secretName: shop-cert}]
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: front, port: {number: 80}}}}
+      - {path: /api/v1, pathType: Prefix, backend: {service: {name: api, port: {number: 8080}}}}
+      - {path: /api, pathType: Exact, backend: {service: {name: api-root, port: {number: 8080}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: classless, namespace: default}
+spec:
+  rules: [{host: other.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: x, port: {number: 80}}}}]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: nginx-class, namespace: default}
+spec:
+  ingressClassName: nginx
+  rules: [{host: n.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: x, port: {number: 80}}}}]}}]
+"#;
+    insta::assert_snapshot!(run(yaml));
+}
+
+#[test]
+fn invalid_resource_is_dropped_and_the_rest_compiles() {
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [shop.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [gw]
+  http:
+  - route: [{destination: {host: reviews}, weight: -5}]
+    timeout: 10x
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: good, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
+
+#[test]
+fn unreachable_rules_and_ineffective_matches() {
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shadowed, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    route: [{destination: {host: reviews}}]
+  - match: [{uri: {prefix: /a}}, {uri: {prefix: /b}}]
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+  - match: [{uri: {prefix: /never}}]
+    route: [{destination: {host: reviews}}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
+
+#[test]
+fn match_conditions_decided_per_gateway() {
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}
+  - {port: {number: 8080, name: http-alt, protocol: HTTP}, hosts: ["*"]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ports, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{port: 8080, uri: {prefix: /alt}}]
+    route: [{destination: {host: reviews}}]
+  - match: [{gateways: [istio-system/other], uri: {prefix: /other-gateway}}]
+    route: [{destination: {host: reviews}}]
+  - match: [{sourceLabels: {istio: ingressgateway}, uri: {prefix: /labelled}}]
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
