@@ -76,11 +76,21 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(location: Location, code: &'static str, resource: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn error(
+        location: Location,
+        code: &'static str,
+        resource: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic { location, severity: Severity::Error, code, resource: resource.into(), message: message.into() }
     }
 
-    pub fn warning(location: Location, code: &'static str, resource: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn warning(
+        location: Location,
+        code: &'static str,
+        resource: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic { location, severity: Severity::Warning, code, resource: resource.into(), message: message.into() }
     }
 
@@ -94,7 +104,13 @@ impl fmt::Display for Diagnostic {
         write!(
             f,
             "{}:{}:{}: {} {} {}: {}",
-            self.location.file, self.location.line, self.location.col, self.severity, self.code, self.resource, self.message
+            self.location.file,
+            self.location.line,
+            self.location.col,
+            self.severity,
+            self.code,
+            self.resource,
+            self.message
         )
     }
 }

@@ -32,6 +32,7 @@ pub fn parse_text(file: &str, text: &str, default_namespace: &str) -> Parsed {
         file: Arc::from(file),
         default_namespace,
         out: Parsed::default(),
+        index_budget: INDEX_BUDGET.saturating_add(text.len().saturating_mul(8)),
     };
     match tree::parse_documents(text) {
         Ok(docs) => {
@@ -90,25 +91,25 @@ const COMMON_KEYS: [&str; 4] = ["apiVersion", "kind", "metadata", "status"];
 /// A Secret's payload keys, in place of `spec`.
 const SECRET_KEYS: [&str; 4] = ["data", "stringData", "type", "immutable"];
 
+/// Bytes of field paths the indexes of one text may hold beyond 8 per byte of text: deep paths
+/// repeated by many leaves (or by aliases) would otherwise grow quadratically.
+const INDEX_BUDGET: usize = 32 << 20;
+
 struct Ctx<'a> {
     file: Arc<str>,
     default_namespace: &'a str,
     out: Parsed,
+    /// What is left of the field-path budget; fields past it locate to their nearest indexed parent.
+    index_budget: usize,
 }
 
 impl Ctx<'_> {
     fn loc(&self, line: u32, col: u32) -> Location {
-        Location {
-            file: self.file.clone(),
-            line,
-            col,
-        }
+        Location { file: self.file.clone(), line, col }
     }
 
     fn error(&mut self, location: Location, code: &'static str, resource: &str, message: String) {
-        self.out
-            .diagnostics
-            .push(Diagnostic::error(location, code, resource, message));
+        self.out.diagnostics.push(Diagnostic::error(location, code, resource, message));
     }
 
     fn document(&mut self, doc: &Node) {
@@ -147,22 +148,14 @@ impl Ctx<'_> {
         let at = self.loc(line, col);
         if !matches!(node.value, Value::Map(_)) {
             let found = node.type_name();
-            let msg = format!("expected a Kubernetes object (a mapping with apiVersion, kind and metadata), found {found}");
+            let msg =
+                format!("expected a Kubernetes object (a mapping with apiVersion, kind and metadata), found {found}");
             self.error(at, code::BAD_OBJECT, "-", msg);
             return;
         }
-        let str_field = |key: &str| {
-            node.get(key)
-                .and_then(|e| e.value.as_str())
-                .filter(|s| !s.is_empty())
-        };
-        let (Some(api_version), Some(kind_name)) = (str_field("apiVersion"), str_field("kind"))
-        else {
-            let missing = if str_field("apiVersion").is_none() {
-                "apiVersion"
-            } else {
-                "kind"
-            };
+        let str_field = |key: &str| node.get(key).and_then(|e| e.value.as_str()).filter(|s| !s.is_empty());
+        let (Some(api_version), Some(kind_name)) = (str_field("apiVersion"), str_field("kind")) else {
+            let missing = if str_field("apiVersion").is_none() { "apiVersion" } else { "kind" };
             self.error(
                 at,
                 code::BAD_OBJECT,
@@ -172,23 +165,15 @@ impl Ctx<'_> {
             return;
         };
         let meta = node.get("metadata");
-        let meta_str = |key: &str| {
-            meta.and_then(|m| m.value.get(key))
-                .and_then(|e| e.value.as_str())
-                .filter(|s| !s.is_empty())
-        };
+        let meta_str =
+            |key: &str| meta.and_then(|m| m.value.get(key)).and_then(|e| e.value.as_str()).filter(|s| !s.is_empty());
         let name = meta_str("name");
         let namespace = meta_str("namespace").unwrap_or(self.default_namespace);
         let resource = format!("{kind_name}/{namespace}/{}", name.unwrap_or("-"));
 
         let Some(kind) = Kind::from_type(api_version, kind_name) else {
             let msg = format!("unsupported kind `{kind_name}` (apiVersion {api_version}): skipped");
-            self.out.diagnostics.push(Diagnostic::warning(
-                at,
-                code::UNSUPPORTED_KIND,
-                resource,
-                msg,
-            ));
+            self.out.diagnostics.push(Diagnostic::warning(at, code::UNSUPPORTED_KIND, resource, msg));
             return;
         };
         let Some(name) = name else {
@@ -202,23 +187,12 @@ impl Ctx<'_> {
         };
         let resource = format!("{kind}/{namespace}/{name}");
 
-        let mut fields = FieldIndex {
-            positions: HashMap::new(),
-        };
-        index_fields(node, &mut String::new(), &mut fields.positions);
-        let origin = Origin {
-            file: self.file.clone(),
-            line,
-            col,
-            fields: Arc::new(fields),
-        };
+        let mut fields = FieldIndex { positions: HashMap::new() };
+        index_fields(node, &mut String::new(), &mut fields.positions, &mut self.index_budget);
+        let origin = Origin { file: self.file.clone(), line, col, fields: Arc::new(fields) };
 
         // Top-level keys.
-        let extra: &[&str] = if kind == Kind::Secret {
-            &SECRET_KEYS
-        } else {
-            &["spec"]
-        };
+        let extra: &[&str] = if kind == Kind::Secret { &SECRET_KEYS } else { &["spec"] };
         let mut ok = true;
         if let Value::Map(entries) = &node.value {
             for e in entries {
@@ -236,9 +210,7 @@ impl Ctx<'_> {
         }
 
         // Metadata: lenient (unknown fields ignored), nulls dropped as Kubernetes prunes them.
-        let meta_json = meta.map_or(serde_json::Value::Object(Default::default()), |m| {
-            to_json(&m.value)
-        });
+        let meta_json = meta.map_or(serde_json::Value::Object(Default::default()), |m| to_json(&m.value));
         let mut meta: ObjectMeta = match decode(meta_json, "metadata") {
             Ok(m) => m,
             Err(e) => return self.decode_error(&origin, &resource, e),
@@ -251,10 +223,7 @@ impl Ctx<'_> {
             Kind::Secret => {
                 let mut obj = serde_json::Map::new();
                 if let Value::Map(entries) = &node.value {
-                    for e in entries
-                        .iter()
-                        .filter(|e| SECRET_KEYS.contains(&e.key.as_str()))
-                    {
+                    for e in entries.iter().filter(|e| SECRET_KEYS.contains(&e.key.as_str())) {
                         if !matches!(e.value.value, Value::Null) {
                             obj.insert(e.key.clone(), to_json(&e.value));
                         }
@@ -265,34 +234,21 @@ impl Ctx<'_> {
             _ => {
                 let spec = node.get("spec").map(|e| to_json(&e.value));
                 let spec = match spec {
-                    None | Some(serde_json::Value::Null) => {
-                        serde_json::Value::Object(Default::default())
-                    }
+                    None | Some(serde_json::Value::Null) => serde_json::Value::Object(Default::default()),
                     Some(v) => v,
                 };
                 match kind {
                     Kind::Gateway => decode::<Gateway>(spec, "spec").map(Spec::Gateway),
-                    Kind::VirtualService => {
-                        decode::<VirtualService>(spec, "spec").map(Spec::VirtualService)
-                    }
-                    Kind::DestinationRule => {
-                        decode::<DestinationRule>(spec, "spec").map(Spec::DestinationRule)
-                    }
-                    Kind::ServiceEntry => {
-                        decode::<ServiceEntry>(spec, "spec").map(Spec::ServiceEntry)
-                    }
+                    Kind::VirtualService => decode::<VirtualService>(spec, "spec").map(Spec::VirtualService),
+                    Kind::DestinationRule => decode::<DestinationRule>(spec, "spec").map(Spec::DestinationRule),
+                    Kind::ServiceEntry => decode::<ServiceEntry>(spec, "spec").map(Spec::ServiceEntry),
                     Kind::Ingress => decode::<Ingress>(spec, "spec").map(Spec::Ingress),
                     Kind::Secret => decode::<Secret>(spec, "spec").map(Spec::Secret),
                 }
             }
         };
         match spec {
-            Ok(spec) => self.out.resources.push(Resource {
-                api_version: api_version.to_string(),
-                meta,
-                origin,
-                spec,
-            }),
+            Ok(spec) => self.out.resources.push(Resource { api_version: api_version.to_string(), meta, origin, spec }),
             Err(e) => self.decode_error(&origin, &resource, e),
         }
     }
@@ -306,10 +262,7 @@ impl Ctx<'_> {
 
 /// A `kind: List` (or `FooList`) with `items`.
 fn is_list(doc: &Node) -> bool {
-    doc.get("kind")
-        .and_then(|e| e.value.as_str())
-        .is_some_and(|k| k.ends_with("List"))
-        && doc.get("items").is_some()
+    doc.get("kind").and_then(|e| e.value.as_str()).is_some_and(|k| k.ends_with("List")) && doc.get("items").is_some()
 }
 
 struct DecodeError {
@@ -328,10 +281,7 @@ fn decode<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> Result
             }
             path.push_str(&inner);
         }
-        DecodeError {
-            path,
-            message: e.into_inner().to_string(),
-        }
+        DecodeError { path, message: e.into_inner().to_string() }
     })
 }
 
@@ -371,8 +321,9 @@ fn backticked(s: &str) -> Vec<&str> {
     s.split('`').skip(1).step_by(2).collect()
 }
 
-/// Records the position of every key (and sequence item) under `node`, by path.
-fn index_fields(node: &Node, path: &mut String, out: &mut HashMap<String, (u32, u32)>) {
+/// Records the position of every key (and sequence item) under `node`, by path, while
+/// `budget` (bytes of paths) lasts.
+fn index_fields(node: &Node, path: &mut String, out: &mut HashMap<String, (u32, u32)>, budget: &mut usize) {
     match &node.value {
         Value::Map(entries) => {
             for e in entries {
@@ -381,8 +332,10 @@ fn index_fields(node: &Node, path: &mut String, out: &mut HashMap<String, (u32, 
                     path.push('.');
                 }
                 path.push_str(&e.key);
-                out.insert(path.clone(), (e.line, e.col));
-                index_fields(&e.value, path, out);
+                if !record(path, (e.line, e.col), out, budget) {
+                    return;
+                }
+                index_fields(&e.value, path, out, budget);
                 path.truncate(len);
             }
         }
@@ -390,12 +343,25 @@ fn index_fields(node: &Node, path: &mut String, out: &mut HashMap<String, (u32, 
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
                 let _ = write!(path, "[{i}]");
-                out.insert(path.clone(), (item.line, item.col));
-                index_fields(&item.node, path, out);
+                if !record(path, (item.line, item.col), out, budget) {
+                    return;
+                }
+                index_fields(&item.node, path, out, budget);
                 path.truncate(len);
             }
         }
         _ => {}
+    }
+}
+
+fn record(path: &str, pos: (u32, u32), out: &mut HashMap<String, (u32, u32)>, budget: &mut usize) -> bool {
+    match budget.checked_sub(path.len()) {
+        Some(left) => {
+            *budget = left;
+            out.insert(path.to_string(), pos);
+            true
+        }
+        None => false,
     }
 }
 
@@ -407,9 +373,7 @@ fn to_json(node: &Node) -> serde_json::Value {
         Value::Bool(b) => serde_json::Value::Bool(*b),
         Value::Number(n) => serde_json::Value::Number(n.clone()),
         Value::Str(s) => serde_json::Value::String(s.clone()),
-        Value::Seq(items) => {
-            serde_json::Value::Array(items.iter().map(|i| to_json(&i.node)).collect())
-        }
+        Value::Seq(items) => serde_json::Value::Array(items.iter().map(|i| to_json(&i.node)).collect()),
         Value::Map(entries) => serde_json::Value::Object(
             entries
                 .iter()

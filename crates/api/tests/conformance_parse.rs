@@ -7,15 +7,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn corpus() -> Option<PathBuf> {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/istio-validation");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/istio-validation");
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "note: {} is absent; skipping the conformance corpus",
-            dir.display()
-        );
+        eprintln!("note: {} is absent; skipping the conformance corpus", dir.display());
         None
     }
 }
@@ -35,11 +31,7 @@ fn read(path: &Path) -> String {
 }
 
 fn errors(diags: &[Diagnostic]) -> Vec<String> {
-    diags
-        .iter()
-        .filter(|d| d.is_error())
-        .map(ToString::to_string)
-        .collect()
+    diags.iter().filter(|d| d.is_error()).map(ToString::to_string).collect()
 }
 
 #[test]
@@ -55,12 +47,7 @@ fn accepted_dataset_parses_cleanly() {
             failures.push(format!("{}: no resources", path.display()));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} problems:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -69,10 +56,7 @@ fn valid_half_of_dataset_with_invalid_parses_cleanly() {
     let files = yaml_files(&root.join("dataset-with-invalid_istio-26b6a59"));
     let (mut failures, mut invalid, mut rejected) = (Vec::new(), 0, 0);
     for path in &files {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let p = parse_text(&path.display().to_string(), &read(path), "default");
         if name.ends_with("-valid.yaml") {
             failures.extend(errors(&p.diagnostics));
@@ -87,12 +71,7 @@ fn valid_half_of_dataset_with_invalid_parses_cleanly() {
         }
     }
     eprintln!("dataset-with-invalid: the loader alone already rejects {rejected} of {invalid} invalid files");
-    assert!(
-        failures.is_empty(),
-        "{} problems:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// Splits a multi-document file; documents with a top-level `_err` have that line turned into a
@@ -112,10 +91,7 @@ fn cel_documents(text: &str) -> Vec<(bool, String)> {
         doc.1.push_str(line);
         doc.1.push('\n');
     }
-    docs.retain(|(_, d)| {
-        d.lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-    });
+    docs.retain(|(_, d)| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')));
     docs
 }
 
@@ -143,13 +119,6 @@ fn crd_cel_documents_without_err_parse_cleanly() {
         }
     }
     assert!(accepted > 0);
-    eprintln!(
-        "crd-cel: the loader alone already rejects {rejected} of {with_err} `_err` documents"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} problems:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    eprintln!("crd-cel: the loader alone already rejects {rejected} of {with_err} `_err` documents");
+    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
 }

@@ -48,32 +48,22 @@ fn gateway_with_positions() {
     // A path that is not there locates at its longest known prefix.
     let loc = r.origin.locate("spec.servers[1].tls.mode.nothing");
     assert_eq!((loc.line, loc.col), (22, 7));
-    let Spec::Gateway(gw) = &r.spec else {
-        panic!("not a gateway")
-    };
+    let Spec::Gateway(gw) = &r.spec else { panic!("not a gateway") };
     assert_eq!(gw.servers.len(), 2);
     assert_eq!(gw.servers[1].port.as_ref().map(|p| p.number), Some(443));
-    assert_eq!(
-        gw.selector.get("istio").map(String::as_str),
-        Some("ingressgateway")
-    );
+    assert_eq!(gw.selector.get("istio").map(String::as_str), Some("ingressgateway"));
 }
 
 #[test]
 fn multi_document_with_empty_documents() {
-    let text = format!(
-        "---\n# only a comment\n---\n{GATEWAY}---\n---\n{}...\n",
-        GATEWAY.replace("name: gw", "name: gw2")
-    );
+    let text =
+        format!("---\n# only a comment\n---\n{GATEWAY}---\n---\n{}...\n", GATEWAY.replace("name: gw", "name: gw2"));
     let p = parse(&text);
     assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
     let keys: Vec<String> = p.resources.iter().map(Resource::key).collect();
     assert_eq!(keys, ["Gateway/edge/gw", "Gateway/edge/gw2"]);
     assert_eq!(p.resources[0].origin.line, 4);
-    assert_eq!(
-        p.resources[1].origin.line,
-        4 + GATEWAY.lines().count() as u32 + 2
-    );
+    assert_eq!(p.resources[1].origin.line, 4 + GATEWAY.lines().count() as u32 + 2);
 }
 
 #[test]
@@ -93,16 +83,8 @@ fn json_input() {
     assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
     let r = &p.resources[0];
     assert_eq!(r.key(), "VirtualService/default/vs");
-    assert_eq!(
-        r.origin
-            .fields
-            .positions
-            .get("spec.http[0].route[1].weight"),
-        Some(&(9, 54))
-    );
-    let Spec::VirtualService(vs) = &r.spec else {
-        panic!("not a virtual service")
-    };
+    assert_eq!(r.origin.fields.positions.get("spec.http[0].route[1].weight"), Some(&(9, 54)));
+    let Spec::VirtualService(vs) = &r.spec else { panic!("not a virtual service") };
     assert_eq!(vs.http[0].route[1].weight, Some(30));
 }
 
@@ -132,40 +114,24 @@ items:
     let p = parse(text);
     assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
     let keys: Vec<String> = p.resources.iter().map(Resource::key).collect();
-    assert_eq!(
-        keys,
-        ["DestinationRule/default/dr", "Secret/istio-system/cert"]
-    );
+    assert_eq!(keys, ["DestinationRule/default/dr", "Secret/istio-system/cert"]);
     let dr = &p.resources[0];
     assert_eq!((dr.origin.line, dr.origin.col), (4, 3));
     // Paths are relative to the item.
-    assert_eq!(
-        dr.origin.fields.positions.get("spec.subsets[0].name"),
-        Some(&(11, 7))
-    );
-    let Spec::Secret(secret) = &p.resources[1].spec else {
-        panic!("not a secret")
-    };
-    assert_eq!(
-        secret.string_data.get("tls.crt").map(String::as_str),
-        Some("abc")
-    );
+    assert_eq!(dr.origin.fields.positions.get("spec.subsets[0].name"), Some(&(11, 7)));
+    let Spec::Secret(secret) = &p.resources[1].spec else { panic!("not a secret") };
+    assert_eq!(secret.string_data.get("tls.crt").map(String::as_str), Some("abc"));
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
 }
 
 #[test]
 fn syntax_error_has_position_and_drops_the_file() {
-    let text = format!(
-        "{GATEWAY}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n   bad: indent\n"
-    );
+    let text = format!("{GATEWAY}---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n   bad: indent\n");
     let p = parse(&text);
     assert!(p.resources.is_empty());
     assert_eq!(p.diagnostics.len(), 1, "{:?}", p.diagnostics);
     let d = &p.diagnostics[0];
-    assert_eq!(
-        (d.code, d.severity, d.resource.as_str()),
-        (code::SYNTAX, Severity::Error, "-")
-    );
+    assert_eq!((d.code, d.severity, d.resource.as_str()), (code::SYNTAX, Severity::Error, "-"));
     let line = GATEWAY.lines().count() as u32 + 6;
     assert_eq!((d.location.line, d.location.col), (line, 7), "{d}");
     assert!(d.message.contains("mapping values are not allowed"), "{d}");
@@ -185,10 +151,7 @@ fn unknown_field_with_hint() {
     let d = &p.diagnostics[0];
     assert_eq!(d.code, code::UNKNOWN_FIELD);
     assert_eq!(d.resource, "Gateway/edge/gw");
-    assert_eq!(
-        d.message,
-        "unknown field `spec.servers[1].tls.mdoe`; did you mean `mode`?"
-    );
+    assert_eq!(d.message, "unknown field `spec.servers[1].tls.mdoe`; did you mean `mode`?");
     assert_eq!((d.location.line, d.location.col), (22, 7));
 
     // No hint when nothing is close.
@@ -199,13 +162,7 @@ fn unknown_field_with_hint() {
     // Top-level keys too.
     let text = GATEWAY.replace("spec:", "spce:");
     let d = &parse(&text).diagnostics[0];
-    assert_eq!(
-        (d.code, d.message.as_str()),
-        (
-            code::UNKNOWN_FIELD,
-            "unknown field `spce`; did you mean `spec`?"
-        )
-    );
+    assert_eq!((d.code, d.message.as_str()), (code::UNKNOWN_FIELD, "unknown field `spce`; did you mean `spec`?"));
     assert_eq!(d.location.line, 6);
 }
 
@@ -216,10 +173,7 @@ fn wrong_type_reports_path() {
     assert!(p.resources.is_empty());
     let d = &p.diagnostics[0];
     assert_eq!(d.code, code::BAD_VALUE);
-    assert_eq!(
-        d.message,
-        "spec.servers[1].port.number: invalid type: string \"x\", expected u32"
-    );
+    assert_eq!(d.message, "spec.servers[1].port.number: invalid type: string \"x\", expected u32");
     assert_eq!((d.location.line, d.location.col), (16, 7));
 
     // Quoted numbers are strings.
@@ -230,17 +184,8 @@ fn wrong_type_reports_path() {
     let text = GATEWAY.replace("mode: SIMPLE", "mode: SIMPEL");
     let d = &parse(&text).diagnostics[0];
     assert_eq!(d.code, code::BAD_VALUE);
-    assert!(
-        d.message
-            .starts_with("spec.servers[1].tls.mode: unknown variant `SIMPEL`"),
-        "{}",
-        d.message
-    );
-    assert!(
-        d.message.ends_with("did you mean `SIMPLE`?"),
-        "{}",
-        d.message
-    );
+    assert!(d.message.starts_with("spec.servers[1].tls.mode: unknown variant `SIMPEL`"), "{}", d.message);
+    assert!(d.message.ends_with("did you mean `SIMPLE`?"), "{}", d.message);
 }
 
 #[test]
@@ -251,27 +196,22 @@ fn unsupported_kind_is_a_warning() {
     assert_eq!(p.resources.len(), 1);
     assert_eq!(p.diagnostics.len(), 1);
     let d = &p.diagnostics[0];
-    assert_eq!(
-        (d.severity, d.code),
-        (Severity::Warning, code::UNSUPPORTED_KIND)
-    );
+    assert_eq!((d.severity, d.code), (Severity::Warning, code::UNSUPPORTED_KIND));
     assert_eq!(d.resource, "Deployment/default/web");
-    assert_eq!(
-        d.message,
-        "unsupported kind `Deployment` (apiVersion apps/v1): skipped"
-    );
+    assert_eq!(d.message, "unsupported kind `Deployment` (apiVersion apps/v1): skipped");
     assert_eq!((d.location.line, d.location.col), (1, 1));
 }
 
 #[test]
 fn default_namespace_and_missing_spec() {
-    let p = parse_text("f.yaml", "apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata:\n  name: se\n  namespace: \"\"\n", "apps");
+    let p = parse_text(
+        "f.yaml",
+        "apiVersion: networking.istio.io/v1alpha3\nkind: ServiceEntry\nmetadata:\n  name: se\n  namespace: \"\"\n",
+        "apps",
+    );
     assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
     assert_eq!(p.resources[0].key(), "ServiceEntry/apps/se");
-    assert_eq!(
-        p.resources[0].spec,
-        Spec::ServiceEntry(ServiceEntry::default())
-    );
+    assert_eq!(p.resources[0].spec, Spec::ServiceEntry(ServiceEntry::default()));
 }
 
 #[test]
@@ -291,18 +231,14 @@ fn bad_objects() {
 
 #[test]
 fn deep_nesting_is_an_error_not_a_crash() {
-    for text in [
-        "[".repeat(100_000),
-        format!("a: {}1{}", "[".repeat(150), "]".repeat(150)),
-        {
-            let mut s = String::new();
-            for i in 0..200 {
-                s.push_str(&" ".repeat(i));
-                s.push_str("a:\n");
-            }
-            s
-        },
-    ] {
+    for text in ["[".repeat(100_000), format!("a: {}1{}", "[".repeat(150), "]".repeat(150)), {
+        let mut s = String::new();
+        for i in 0..200 {
+            s.push_str(&" ".repeat(i));
+            s.push_str("a:\n");
+        }
+        s
+    }] {
         let p = parse(&text);
         assert!(p.resources.is_empty());
         assert_eq!(p.diagnostics.len(), 1);
@@ -315,11 +251,7 @@ fn deep_nesting_is_an_error_not_a_crash() {
     }
     let p = parse(&text);
     assert_eq!(p.diagnostics.len(), 1);
-    assert!(
-        p.diagnostics[0].message.contains("nesting deeper"),
-        "{}",
-        p.diagnostics[0].message
-    );
+    assert!(p.diagnostics[0].message.contains("nesting deeper"), "{}", p.diagnostics[0].message);
 }
 
 #[test]
@@ -332,11 +264,31 @@ fn billion_laughs_is_bounded() {
     }
     let p = parse(&text);
     assert_eq!(p.diagnostics.len(), 1);
-    assert!(
-        p.diagnostics[0].message.contains("alias"),
-        "{}",
-        p.diagnostics[0].message
-    );
+    assert!(p.diagnostics[0].message.contains("alias"), "{}", p.diagnostics[0].message);
+
+    // Few nodes, but big strings.
+    let text = format!("a: &a \"{}\"\nb: [{}]\n", "x".repeat(100_000), ["*a"; 1000].join(", "));
+    let p = parse(&text);
+    assert_eq!(p.diagnostics.len(), 1);
+    assert!(p.diagnostics[0].message.contains("alias"), "{}", p.diagnostics[0].message);
+}
+
+#[test]
+fn long_deep_paths_stay_bounded() {
+    // 90 levels of 1 KB keys over 20 000 leaves: indexing every path would take ~2 GB.
+    let mut text = String::from("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata:\n");
+    let mut indent = 2;
+    for i in 0..90 {
+        text.push_str(&format!("{}k{i}{}:\n", " ".repeat(indent), "k".repeat(1000)));
+        indent += 1;
+    }
+    for i in 0..20_000 {
+        text.push_str(&format!("{}l{i}: v\n", " ".repeat(indent)));
+    }
+    let p = parse(&text);
+    // Secret data must be a map of strings: one error.
+    assert_eq!(p.diagnostics.len(), 1, "{:?}", p.diagnostics);
+    assert_eq!(p.diagnostics[0].code, code::BAD_VALUE);
 }
 
 #[test]
@@ -374,14 +326,9 @@ spec:
 ";
     let p = parse(text);
     assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
-    let Spec::DestinationRule(dr) = &p.resources[0].spec else {
-        panic!("not a destination rule")
-    };
+    let Spec::DestinationRule(dr) = &p.resources[0].spec else { panic!("not a destination rule") };
     assert_eq!(dr.subsets[0].traffic_policy, dr.traffic_policy);
-    assert_eq!(
-        dr.subsets[1].labels.get("version").map(String::as_str),
-        Some("v2")
-    );
+    assert_eq!(dr.subsets[1].labels.get("version").map(String::as_str), Some("v2"));
     assert_eq!(dr.subsets[1].labels.len(), 2);
 }
 
@@ -393,9 +340,7 @@ fn scalars_resolve_like_kubernetes() {
     )
     .map_err(|e| e.message)
     .unwrap_or_else(|e| panic!("{e}"));
-    let V::Seq(items) = &docs[0].value else {
-        panic!("not a list")
-    };
+    let V::Seq(items) = &docs[0].value else { panic!("not a list") };
     let got: Vec<String> = items
         .iter()
         .map(|i| match &i.node.value {
@@ -438,9 +383,7 @@ fn flow_scalars_ending_in_colon_read_like_go_yaml() {
     let docs = tree::parse_documents("[1.2.3.4, 001:db8::, x:, a:b:, p: 1, q:\n , \"r\":]")
         .map_err(|e| e.message)
         .unwrap_or_else(|e| panic!("{e}"));
-    let V::Seq(items) = &docs[0].value else {
-        panic!("not a list")
-    };
+    let V::Seq(items) = &docs[0].value else { panic!("not a list") };
     let got: Vec<String> = items
         .iter()
         .map(|i| match &i.node.value {
@@ -449,18 +392,7 @@ fn flow_scalars_ending_in_colon_read_like_go_yaml() {
             _ => "other".to_string(),
         })
         .collect();
-    assert_eq!(
-        got,
-        [
-            "str:1.2.3.4",
-            "str:001:db8::",
-            "str:x:",
-            "str:a:b:",
-            "map:p",
-            "map:q",
-            "map:r"
-        ]
-    );
+    assert_eq!(got, ["str:1.2.3.4", "str:001:db8::", "str:x:", "str:a:b:", "map:p", "map:q", "map:r"]);
 }
 
 #[test]
@@ -513,21 +445,10 @@ fn garbage_never_panics() {
 
 #[test]
 fn did_you_mean_picks_close_names() {
-    let names = [
-        "mode",
-        "credentialName",
-        "serverCertificate",
-        "httpsRedirect",
-    ];
+    let names = ["mode", "credentialName", "serverCertificate", "httpsRedirect"];
     assert_eq!(did_you_mean("mdoe", &names), Some("mode"));
-    assert_eq!(
-        did_you_mean("credentialname", &names),
-        Some("credentialName")
-    );
-    assert_eq!(
-        did_you_mean("credentalName", &names),
-        Some("credentialName")
-    );
+    assert_eq!(did_you_mean("credentialname", &names), Some("credentialName"));
+    assert_eq!(did_you_mean("credentalName", &names), Some("credentialName"));
     assert_eq!(did_you_mean("httpRedirect", &names), Some("httpsRedirect"));
     assert_eq!(did_you_mean("zzzzzzzzz", &names), None);
     assert_eq!(did_you_mean("x", &[]), None);
@@ -549,18 +470,10 @@ status: {}
     let p = parse(text);
     assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
     let m = &p.resources[0].meta;
-    assert_eq!(
-        m.creation_timestamp.as_deref(),
-        Some("2024-01-02T03:04:05Z")
-    );
+    assert_eq!(m.creation_timestamp.as_deref(), Some("2024-01-02T03:04:05Z"));
     assert_eq!(m.namespace, "default");
 
     let d = &parse(&text.replace("app: web", "app: 5")).diagnostics[0];
     assert_eq!((d.code, d.location.line), (code::BAD_VALUE, 8));
-    assert!(
-        d.message
-            .starts_with("metadata.labels.app: invalid type: integer `5`"),
-        "{}",
-        d.message
-    );
+    assert!(d.message.starts_with("metadata.labels.app: invalid type: integer `5`"), "{}", d.message);
 }

@@ -1,7 +1,7 @@
 //! YAML text → a small positioned node tree, built from `granit-parser` events (the parser
 //! serde-saphyr uses). Building is iterative (an explicit stack), so nesting is bounded by
 //! [`MAX_DEPTH`], not by the thread's stack; aliases share their anchor's node (`Rc`) and their
-//! expanded size is bounded by [`MAX_ALIAS_NODES`] (billion laughs).
+//! expanded size (nodes plus string bytes) is bounded by [`MAX_ALIAS_COST`] (billion laughs).
 //!
 //! Scalars resolve as Kubernetes reads YAML (YAML 1.2 core schema): plain `null`/`~`/empty,
 //! `true`/`false`, integers (decimal, `0o`, `0x`) and floats are typed; quoted and block scalars
@@ -13,8 +13,9 @@ use std::rc::Rc;
 
 /// Deepest nesting of collections accepted (a document root counts as level 1).
 pub(crate) const MAX_DEPTH: usize = 100;
-/// Most nodes that aliases and merge keys may add by expansion, over the whole text.
-pub(crate) const MAX_ALIAS_NODES: u64 = 1_000_000;
+/// Most that aliases and merge keys may add by expansion, over the whole text, counted as
+/// nodes plus bytes of strings (so about 16 MB of expanded text).
+pub(crate) const MAX_ALIAS_COST: u64 = 16_000_000;
 
 #[derive(Debug)]
 pub(crate) struct Node {
@@ -23,7 +24,7 @@ pub(crate) struct Node {
     pub col: u32,
     /// Levels of nesting of this node (a scalar is 1).
     pub height: u32,
-    /// Number of nodes with aliases expanded.
+    /// Cost of the node with aliases expanded: nodes plus bytes of keys and strings.
     pub size: u64,
     pub value: Value,
 }
@@ -92,11 +93,7 @@ pub(crate) struct SyntaxError {
 impl SyntaxError {
     fn at(span: &Span, message: impl Into<String>) -> Self {
         let (line, col) = pos(span);
-        SyntaxError {
-            line,
-            col,
-            message: message.into(),
-        }
+        SyntaxError { line, col, message: message.into() }
     }
 
     fn from_scan(e: &ScanError) -> Self {
@@ -112,11 +109,7 @@ impl SyntaxError {
                 }
             }
         };
-        SyntaxError {
-            line: to_u32(m.line()),
-            col: to_u32(m.col().saturating_add(1)),
-            message,
-        }
+        SyntaxError { line: to_u32(m.line()), col: to_u32(m.col().saturating_add(1)), message }
     }
 }
 
@@ -125,10 +118,7 @@ fn to_u32(n: usize) -> u32 {
 }
 
 fn pos(span: &Span) -> (u32, u32) {
-    (
-        to_u32(span.start.line()),
-        to_u32(span.start.col().saturating_add(1)),
-    )
+    (to_u32(span.start.line()), to_u32(span.start.col().saturating_add(1)))
 }
 
 /// Parse every document of `text`. Empty documents come back as `Null` nodes.
@@ -138,13 +128,7 @@ pub(crate) fn parse_documents(text: &str) -> Result<Vec<Rc<Node>>, SyntaxError> 
     options.flow_nesting_limit = MAX_DEPTH;
     options.block_nesting_limit = MAX_DEPTH;
     let parser = Parser::new_from_str_with_options(text, options);
-    let mut b = Builder {
-        text,
-        stack: Vec::new(),
-        anchors: HashMap::new(),
-        docs: Vec::new(),
-        alias_nodes: 0,
-    };
+    let mut b = Builder { text, stack: Vec::new(), anchors: HashMap::new(), docs: Vec::new(), alias_nodes: 0 };
     for ev in parser {
         let (event, span) = ev.map_err(|e| SyntaxError::from_scan(&e))?;
         b.event(event, &span)?;
@@ -161,11 +145,7 @@ struct PendingKey {
 
 enum FrameKind {
     Seq(Vec<Item>),
-    Map {
-        entries: Vec<Entry>,
-        key: Option<PendingKey>,
-        merges: Vec<(Rc<Node>, u32, u32)>,
-    },
+    Map { entries: Vec<Entry>, key: Option<PendingKey>, merges: Vec<(Rc<Node>, u32, u32)> },
 }
 
 struct Frame {
@@ -199,21 +179,11 @@ struct Builder<'t> {
 
 impl Builder<'_> {
     fn expects_key(&self) -> bool {
-        matches!(
-            self.stack.last(),
-            Some(Frame {
-                kind: FrameKind::Map { key: None, .. },
-                ..
-            })
-        )
+        matches!(self.stack.last(), Some(Frame { kind: FrameKind::Map { key: None, .. }, .. }))
     }
 
     fn set_key(&mut self, key: PendingKey) {
-        if let Some(Frame {
-            kind: FrameKind::Map { key: slot, .. },
-            ..
-        }) = self.stack.last_mut()
-        {
+        if let Some(Frame { kind: FrameKind::Map { key: slot, .. }, .. }) = self.stack.last_mut() {
             *slot = Some(key);
         }
     }
@@ -233,21 +203,13 @@ impl Builder<'_> {
                         }
                     }
                     let merge = style == ScalarStyle::Plain && text == "<<" && tag.is_none();
-                    let text = if style == ScalarStyle::Plain && text.is_empty() {
-                        "~".into()
-                    } else {
-                        text.into_owned()
-                    };
+                    let text =
+                        if style == ScalarStyle::Plain && text.is_empty() { "~".into() } else { text.into_owned() };
                     if anchor != 0 {
                         let node = Rc::new(leaf(line, col, Value::Str(text.clone())));
                         self.anchors.insert(anchor, node);
                     }
-                    self.set_key(PendingKey {
-                        text,
-                        line,
-                        col,
-                        merge,
-                    });
+                    self.set_key(PendingKey { text, line, col, merge });
                 } else {
                     if let Some(pair) = self.stack.last_mut().and_then(|f| f.pair.as_mut()) {
                         let zero_width = span.start.byte_offset() == span.end.byte_offset();
@@ -257,17 +219,13 @@ impl Builder<'_> {
                             && pair.key_end.is_some()
                             && span.start.byte_offset() == pair.key_end;
                     }
-                    let value = resolve_scalar(&text, style, tag.as_deref())
-                        .map_err(|m| SyntaxError::at(span, m))?;
+                    let value = resolve_scalar(&text, style, tag.as_deref()).map_err(|m| SyntaxError::at(span, m))?;
                     self.complete(Rc::new(leaf(line, col, value)), anchor, line, col)?;
                 }
             }
             Event::Alias(id) => {
                 let Some(node) = self.anchors.get(&id).cloned() else {
-                    return Err(SyntaxError::at(
-                        span,
-                        "alias refers to an anchor that is not defined before it",
-                    ));
+                    return Err(SyntaxError::at(span, "alias refers to an anchor that is not defined before it"));
                 };
                 if self.expects_key() {
                     let text = match &node.value {
@@ -277,12 +235,8 @@ impl Builder<'_> {
                         Value::Str(s) => s.clone(),
                         Value::Seq(_) | Value::Map(_) => return Err(complex_key(span)),
                     };
-                    self.set_key(PendingKey {
-                        text,
-                        line,
-                        col,
-                        merge: false,
-                    });
+                    self.count_alias(node.size, span)?;
+                    self.set_key(PendingKey { text, line, col, merge: false });
                 } else {
                     self.count_alias(node.size, span)?;
                     self.complete(node, 0, line, col)?;
@@ -292,16 +246,11 @@ impl Builder<'_> {
                 self.open(span, anchor, FrameKind::Seq(Vec::new()), false)?;
             }
             Event::MappingStart(style, anchor, _) => {
-                let implicit_pair = style == StructureStyle::Flow
-                    && span.start.byte_offset() == span.end.byte_offset();
+                let implicit_pair = style == StructureStyle::Flow && span.start.byte_offset() == span.end.byte_offset();
                 self.open(
                     span,
                     anchor,
-                    FrameKind::Map {
-                        entries: Vec::new(),
-                        key: None,
-                        merges: Vec::new(),
-                    },
+                    FrameKind::Map { entries: Vec::new(), key: None, merges: Vec::new() },
                     implicit_pair,
                 )?;
             }
@@ -311,11 +260,7 @@ impl Builder<'_> {
                 };
                 let value = match frame.kind {
                     FrameKind::Seq(items) => Value::Seq(items),
-                    FrameKind::Map {
-                        mut entries,
-                        merges,
-                        ..
-                    } => {
+                    FrameKind::Map { mut entries, merges, .. } => {
                         if self.is_go_yaml_plain_scalar(frame.pair.as_ref(), &entries, &merges) {
                             let mut s = entries.pop().map(|e| e.key).unwrap_or_default();
                             s.push(':');
@@ -340,11 +285,7 @@ impl Builder<'_> {
         entries: &[Entry],
         merges: &[(Rc<Node>, u32, u32)],
     ) -> bool {
-        let Some(FlowPair {
-            key_end: Some(key_end),
-            adjacent_empty_value,
-        }) = pair
-        else {
+        let Some(FlowPair { key_end: Some(key_end), adjacent_empty_value }) = pair else {
             return false;
         };
         let (key_end, bytes) = (*key_end, self.text.as_bytes());
@@ -352,61 +293,35 @@ impl Builder<'_> {
             && entries.len() == 1
             && merges.is_empty()
             && bytes.get(key_end) == Some(&b':')
-            && matches!(
-                bytes.get(key_end.saturating_add(1)),
-                Some(b',' | b']' | b'}')
-            )
+            && matches!(bytes.get(key_end.saturating_add(1)), Some(b',' | b']' | b'}'))
     }
 
-    fn open(
-        &mut self,
-        span: &Span,
-        anchor: usize,
-        kind: FrameKind,
-        implicit_pair: bool,
-    ) -> Result<(), SyntaxError> {
+    fn open(&mut self, span: &Span, anchor: usize, kind: FrameKind, implicit_pair: bool) -> Result<(), SyntaxError> {
         if self.expects_key() {
             return Err(complex_key(span));
         }
         if self.stack.len() >= MAX_DEPTH {
-            return Err(SyntaxError::at(
-                span,
-                format!("nesting deeper than {MAX_DEPTH} levels"),
-            ));
+            return Err(SyntaxError::at(span, format!("nesting deeper than {MAX_DEPTH} levels")));
         }
         let (line, col) = pos(span);
         let pair = implicit_pair.then(FlowPair::default);
-        self.stack.push(Frame {
-            line,
-            col,
-            anchor,
-            kind,
-            pair,
-        });
+        self.stack.push(Frame { line, col, anchor, kind, pair });
         Ok(())
     }
 
     fn count_alias(&mut self, size: u64, span: &Span) -> Result<(), SyntaxError> {
         self.alias_nodes = self.alias_nodes.saturating_add(size);
-        if self.alias_nodes > MAX_ALIAS_NODES {
+        if self.alias_nodes > MAX_ALIAS_COST {
             return Err(SyntaxError::at(
                 span,
-                format!(
-                    "aliases expand to more than {MAX_ALIAS_NODES} nodes (is this an alias bomb?)"
-                ),
+                format!("aliases expand to more than {MAX_ALIAS_COST} nodes and bytes (is this an alias bomb?)"),
             ));
         }
         Ok(())
     }
 
     /// Attach a finished node to its parent (or make it a document root).
-    fn complete(
-        &mut self,
-        node: Rc<Node>,
-        anchor: usize,
-        line: u32,
-        col: u32,
-    ) -> Result<(), SyntaxError> {
+    fn complete(&mut self, node: Rc<Node>, anchor: usize, line: u32, col: u32) -> Result<(), SyntaxError> {
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
         }
@@ -420,34 +335,12 @@ impl Builder<'_> {
         }
         match self.stack.last_mut() {
             None => self.docs.push(node),
-            Some(Frame {
-                kind: FrameKind::Seq(items),
-                ..
-            }) => items.push(Item { line, col, node }),
-            Some(Frame {
-                kind:
-                    FrameKind::Map {
-                        entries,
-                        key,
-                        merges,
-                    },
-                ..
-            }) => match key.take() {
+            Some(Frame { kind: FrameKind::Seq(items), .. }) => items.push(Item { line, col, node }),
+            Some(Frame { kind: FrameKind::Map { entries, key, merges }, .. }) => match key.take() {
                 Some(k) if k.merge => merges.push((node, k.line, k.col)),
-                Some(k) => entries.push(Entry {
-                    key: k.text,
-                    line: k.line,
-                    col: k.col,
-                    value: node,
-                }),
+                Some(k) => entries.push(Entry { key: k.text, line: k.line, col: k.col, value: node }),
                 // Unreachable: a scalar or alias in key position becomes the pending key.
-                None => {
-                    return Err(SyntaxError {
-                        line,
-                        col,
-                        message: "mapping value without a key".into(),
-                    })
-                }
+                None => return Err(SyntaxError { line, col, message: "mapping value without a key".into() }),
             },
         }
         Ok(())
@@ -468,10 +361,7 @@ impl Builder<'_> {
                     return Err(SyntaxError {
                         line: dup.line,
                         col: dup.col,
-                        message: format!(
-                            "duplicate key `{}` (first at line {})",
-                            dup.key, first.line
-                        ),
+                        message: format!("duplicate key `{}` (first at line {})", dup.key, first.line),
                     });
                 }
             }
@@ -484,8 +374,7 @@ impl Builder<'_> {
             let bad = || SyntaxError {
                 line,
                 col,
-                message: "the value of a merge key `<<` must be a mapping or a list of mappings"
-                    .into(),
+                message: "the value of a merge key `<<` must be a mapping or a list of mappings".into(),
             };
             let maps: Vec<&Node> = match &source.value {
                 Value::Map(_) => vec![&source],
@@ -498,14 +387,13 @@ impl Builder<'_> {
                 };
                 for e in src {
                     if seen.insert(e.key.clone()) {
-                        self.alias_nodes = self.alias_nodes.saturating_add(e.value.size);
-                        if self.alias_nodes > MAX_ALIAS_NODES {
+                        self.alias_nodes =
+                            self.alias_nodes.saturating_add(e.value.size).saturating_add(e.key.len() as u64);
+                        if self.alias_nodes > MAX_ALIAS_COST {
                             return Err(SyntaxError {
                                 line,
                                 col,
-                                message: format!(
-                                    "merge keys expand to more than {MAX_ALIAS_NODES} nodes"
-                                ),
+                                message: format!("merge keys expand to more than {MAX_ALIAS_COST} nodes and bytes"),
                             });
                         }
                         entries.push(e.clone());
@@ -518,40 +406,30 @@ impl Builder<'_> {
 }
 
 fn complex_key(span: &Span) -> SyntaxError {
-    SyntaxError::at(
-        span,
-        "mapping keys must be scalars (a list or mapping cannot be a key)",
-    )
+    SyntaxError::at(span, "mapping keys must be scalars (a list or mapping cannot be a key)")
 }
 
 fn leaf(line: u32, col: u32, value: Value) -> Node {
-    Node {
-        line,
-        col,
-        height: 1,
-        size: 1,
-        value,
-    }
+    let size = match &value {
+        Value::Str(s) => 1 + s.len() as u64,
+        _ => 1,
+    };
+    Node { line, col, height: 1, size, value }
 }
 
 fn collection(line: u32, col: u32, value: Value) -> Node {
     let (mut height, mut size) = (0u32, 1u64);
-    let mut add = |n: &Node| {
+    let mut add = |n: &Node, key_len: usize| {
         height = height.max(n.height);
-        size = size.saturating_add(n.size);
+        size = size.saturating_add(n.size).saturating_add(key_len as u64);
     };
     match &value {
-        Value::Seq(items) => items.iter().for_each(|i| add(&i.node)),
-        Value::Map(entries) => entries.iter().for_each(|e| add(&e.value)),
+        Value::Seq(items) => items.iter().for_each(|i| add(&i.node, 0)),
+        Value::Map(entries) => entries.iter().for_each(|e| add(&e.value, e.key.len())),
+        Value::Str(s) => size = size.saturating_add(s.len() as u64),
         _ => {}
     }
-    Node {
-        line,
-        col,
-        height: height.saturating_add(1),
-        size,
-        value,
-    }
+    Node { line, col, height: height.saturating_add(1), size, value }
 }
 
 fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<Value, String> {
@@ -573,11 +451,7 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Result<V
                 (Value::Number(_), "float") => true,
                 _ => false,
             };
-            return if ok {
-                Ok(v)
-            } else {
-                Err(format!("`{text}` is not a valid !!{wanted}"))
-            };
+            return if ok { Ok(v) } else { Err(format!("`{text}` is not a valid !!{wanted}")) };
         }
     }
     if style == ScalarStyle::Plain {
