@@ -61,6 +61,7 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
         if rejected {
             continue;
         }
+        diags.extend(crate::support::unsupported(res));
         if !seen.insert((res.kind(), res.namespace().to_string(), res.name().to_string())) {
             diags.push(Diagnostic::error(
                 res.origin.location(),

@@ -11,6 +11,7 @@ mod registry;
 pub mod render;
 mod routes;
 pub mod snapshot;
+mod support;
 pub mod validate;
 
 pub use compile::{compile, Compiled, Options};

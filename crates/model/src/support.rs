@@ -1,0 +1,136 @@
+//! "Not supported yet": fields that parse and validate but that the data plane does not act on
+//! yet. Users get a warning naming the field instead of silence. Shrinks as features land.
+
+use portico_api::diag::code;
+use portico_api::istio::{DestinationRule, Gateway, TrafficPolicy, VirtualService};
+use portico_api::{Diagnostic, Resource, Spec};
+
+struct Found<'r> {
+    res: &'r Resource,
+    out: Vec<Diagnostic>,
+}
+
+impl Found<'_> {
+    fn warn(&mut self, path: String, what: &str) {
+        self.out.push(Diagnostic::warning(
+            self.res.origin.locate(&path),
+            code::NOT_SUPPORTED,
+            self.res.key(),
+            format!("{path}: {what} is not supported yet and is ignored"),
+        ));
+    }
+}
+
+pub fn unsupported(res: &Resource) -> Vec<Diagnostic> {
+    let mut f = Found { res, out: Vec::new() };
+    match &res.spec {
+        Spec::Gateway(g) => gateway(&mut f, g),
+        Spec::VirtualService(vs) => virtual_service(&mut f, vs),
+        Spec::DestinationRule(dr) => destination_rule(&mut f, dr),
+        Spec::ServiceEntry(se) => {
+            if se.workload_selector.is_some() {
+                f.warn("spec.workloadSelector".into(), "selecting workloads (file mode has no WorkloadEntries)");
+            }
+        }
+        _ => {}
+    }
+    f.out
+}
+
+fn gateway(f: &mut Found<'_>, g: &Gateway) {
+    for (i, s) in g.servers.iter().enumerate() {
+        let proto = s.port.as_ref().map(|p| p.protocol.to_ascii_uppercase()).unwrap_or_default();
+        if matches!(proto.as_str(), "HTTPS" | "TLS") {
+            f.warn(
+                format!("spec.servers[{i}].port"),
+                &format!("serving a {proto} server (TLS termination and passthrough)"),
+            );
+        }
+        if matches!(proto.as_str(), "TCP" | "MONGO" | "MYSQL" | "REDIS") {
+            f.warn(format!("spec.servers[{i}].port"), &format!("serving a {proto} server (TCP proxying)"));
+        }
+        if s.default_endpoint.is_some() {
+            f.warn(format!("spec.servers[{i}].defaultEndpoint"), "defaultEndpoint (sidecar only)");
+        }
+    }
+}
+
+fn virtual_service(f: &mut Found<'_>, vs: &VirtualService) {
+    for (i, r) in vs.http.iter().enumerate() {
+        let p = |field: &str| format!("spec.http[{i}].{field}");
+        if r.retries.is_some() {
+            f.warn(p("retries"), "a custom retry policy");
+        }
+        if r.fault.is_some() {
+            f.warn(p("fault"), "fault injection");
+        }
+        if r.mirror.is_some() || !r.mirrors.is_empty() {
+            f.warn(p(if r.mirror.is_some() { "mirror" } else { "mirrors" }), "traffic mirroring");
+        }
+        if r.cors_policy.is_some() {
+            f.warn(p("corsPolicy"), "CORS");
+        }
+    }
+    if !vs.tcp.is_empty() {
+        f.warn("spec.tcp".into(), "TCP routing");
+    }
+    if !vs.tls.is_empty() {
+        f.warn("spec.tls".into(), "TLS passthrough routing");
+    }
+}
+
+fn traffic_policy(f: &mut Found<'_>, prefix: &str, tp: &TrafficPolicy) {
+    if let Some(lb) = &tp.load_balancer {
+        if lb.consistent_hash.is_some() {
+            f.warn(format!("{prefix}.loadBalancer.consistentHash"), "consistent-hash load balancing");
+        }
+        if lb.locality_lb_setting.is_some() {
+            f.warn(format!("{prefix}.loadBalancer.localityLbSetting"), "locality load balancing");
+        }
+        if lb.warmup.is_some() || lb.warmup_duration_secs.is_some() {
+            f.warn(format!("{prefix}.loadBalancer"), "slow-start warmup");
+        }
+    }
+    if tp.outlier_detection.is_some() {
+        f.warn(format!("{prefix}.outlierDetection"), "outlier detection");
+    }
+    if tp.tls.as_ref().is_some_and(|t| t.mode != portico_api::istio::ClientTlsMode::Disable) {
+        f.warn(format!("{prefix}.tls"), "TLS to the backend");
+    }
+    if let Some(cp) = &tp.connection_pool {
+        if cp.tcp.as_ref().is_some_and(|t| t.max_connections.is_some())
+            || cp.http.as_ref().is_some_and(|h| {
+                h.http1_max_pending_requests.is_some() || h.http2_max_requests.is_some() || h.max_retries.is_some()
+            })
+        {
+            f.warn(format!("{prefix}.connectionPool"), "circuit breaking (connection and request limits)");
+        }
+    }
+    if tp.tunnel.is_some() {
+        f.warn(format!("{prefix}.tunnel"), "tunneling");
+    }
+    if tp.proxy_protocol.is_some() {
+        f.warn(format!("{prefix}.proxyProtocol"), "PROXY protocol toward the backend");
+    }
+    for (i, pl) in tp.port_level_settings.iter().enumerate() {
+        let sub = TrafficPolicy {
+            load_balancer: pl.load_balancer.clone(),
+            connection_pool: pl.connection_pool.clone(),
+            outlier_detection: pl.outlier_detection.clone(),
+            tls: pl.tls.clone(),
+            ..Default::default()
+        };
+        traffic_policy(f, &format!("{prefix}.portLevelSettings[{i}]"), &sub);
+    }
+}
+
+fn destination_rule(f: &mut Found<'_>, dr: &DestinationRule) {
+    if let Some(tp) = &dr.traffic_policy {
+        traffic_policy(f, "spec.trafficPolicy", tp);
+    }
+    for (i, s) in dr.subsets.iter().enumerate() {
+        if let Some(tp) = &s.traffic_policy {
+            traffic_policy(f, &format!("spec.subsets[{i}].trafficPolicy"), tp);
+        }
+    }
+}
