@@ -27,10 +27,8 @@ pub fn unsupported(res: &Resource) -> Vec<Diagnostic> {
         Spec::Gateway(g) => gateway(&mut f, g),
         Spec::VirtualService(vs) => virtual_service(&mut f, vs),
         Spec::DestinationRule(dr) => destination_rule(&mut f, dr),
-        Spec::ServiceEntry(se) => {
-            if se.workload_selector.is_some() {
-                f.warn("spec.workloadSelector".into(), "selecting workloads (file mode has no WorkloadEntries)");
-            }
+        Spec::ServiceEntry(se) if se.workload_selector.is_some() => {
+            f.warn("spec.workloadSelector".into(), "selecting workloads (file mode has no WorkloadEntries)");
         }
         _ => {}
     }
