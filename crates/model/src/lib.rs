@@ -12,6 +12,7 @@ pub mod render;
 mod routes;
 pub mod snapshot;
 mod support;
+pub mod tls;
 pub mod validate;
 
 pub use compile::{compile, Compiled, Options};
