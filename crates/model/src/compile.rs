@@ -266,6 +266,13 @@ impl<'a> Builder<'a> {
                 .collect();
             let tls = s.server.tls.as_ref();
             let https_redirect = tls.is_some_and(|t| t.https_redirect);
+            let tls_ctx = crate::tls::TlsCtx {
+                gw_res: s.gw_res,
+                server_index: s.index,
+                secrets: &self.snapshot.secrets,
+                gateway_namespace: &self.opts.gateway_namespace,
+            };
+            let server_tls = crate::tls::server_tls(&tls_ctx, s.server, &mut self.diags);
             let mut block = ServerBlock {
                 gateway: s.gateway_key(),
                 index: s.index,
@@ -274,6 +281,7 @@ impl<'a> Builder<'a> {
                 protocol: s.protocol,
                 hosts: s.server.hosts.clone(),
                 https_redirect,
+                tls: server_tls,
                 http: None,
                 tls_routes: Vec::new(),
                 tcp_routes: Vec::new(),

@@ -132,6 +132,9 @@ pub struct ServerBlock {
     pub protocol: Protocol,
     pub hosts: Vec<String>,
     pub https_redirect: bool,
+    /// TLS settings of HTTPS/TLS servers, material resolved (None for plaintext, or when the
+    /// certificate could not be found: such a server refuses handshakes).
+    pub tls: Option<crate::tls::ServerTls>,
     /// Terminated TLS servers (HTTPS SIMPLE/MUTUAL…): the HTTP routes served behind this server.
     pub http: Option<Arc<RouteTable>>,
     /// TLS passthrough routes (`tls` routes of bound VirtualServices).

@@ -108,14 +108,18 @@ impl TlsCtx<'_> {
             ));
             return Some(s.clone());
         }
+        let looked = if own == self.gateway_namespace {
+            format!("{own}/{name}")
+        } else {
+            format!("{}/{name} and {own}/{name}", self.gateway_namespace)
+        };
         diags.push(Diagnostic::error(
             self.gw_res.origin.locate(&self.path(field)),
             code::REFERENCED_RESOURCE_NOT_FOUND,
             self.gw_res.key(),
             format!(
-                "{}: referenced secret not found: `{name}` (looked in {}/{name} and {own}/{name}); this server refuses handshakes",
-                self.path(field),
-                self.gateway_namespace
+                "{}: referenced secret not found: `{name}` (looked for {looked}); this server refuses handshakes",
+                self.path(field)
             ),
         ));
         None
