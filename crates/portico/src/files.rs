@@ -17,7 +17,6 @@ pub struct FileSource {
 }
 
 /// One load: every resource in file order, and what was found on the way.
-#[allow(dead_code)] // `kept_last_good`/`failed` are for `run`'s reload log, landing next
 pub struct Load {
     pub resources: Vec<Resource>,
     pub diagnostics: Vec<Diagnostic>,
@@ -25,6 +24,8 @@ pub struct Load {
     pub kept_last_good: Vec<PathBuf>,
     /// True when any file failed to parse or read.
     pub failed: bool,
+    /// Hash of every file's path and text: equal fingerprints mean nothing changed.
+    pub fingerprint: u64,
 }
 
 fn is_config_file(p: &Path) -> bool {
@@ -91,6 +92,7 @@ impl FileSource {
         let mut kept = Vec::new();
         let mut resources = Vec::new();
         let mut next_good = BTreeMap::new();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for f in files {
             let name = f.display().to_string();
             let text = match std::fs::read_to_string(&f) {
@@ -106,6 +108,8 @@ impl FileSource {
                     continue;
                 }
             };
+            std::hash::Hash::hash(&f, &mut hasher);
+            std::hash::Hash::hash(&text, &mut hasher);
             if let Some(prev) = self.good.remove(&f) {
                 if prev.0 == text {
                     resources.extend(prev.1.iter().cloned());
@@ -131,6 +135,7 @@ impl FileSource {
             next_good.insert(f, (text, parsed.resources, parsed.diagnostics));
         }
         self.good = next_good;
-        Load { resources, diagnostics, kept_last_good: kept, failed }
+        let fingerprint = std::hash::Hasher::finish(&hasher);
+        Load { resources, diagnostics, kept_last_good: kept, failed, fingerprint }
     }
 }

@@ -1,7 +1,8 @@
 //! `portico`: run the gateway, validate config, print routes (DESIGN.md §5).
 
+mod admin;
 mod files;
-mod render;
+mod run;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the Gateways this instance applies, reloading when the config changes.
+    Run(RunArgs),
     /// Check config files offline; one line per finding, exit 1 on errors.
     Validate(ValidateArgs),
     /// Print the listeners, server blocks, virtual hosts and routes this instance would serve.
@@ -36,6 +39,30 @@ struct InstanceArgs {
     /// The namespace this gateway runs in (where `credentialName` secrets are looked up).
     #[arg(long, env = "PORTICO_GATEWAY_NAMESPACE", default_value = "istio-system")]
     gateway_namespace: String,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Config files or directories (watched; `*.yaml`, `*.yml`, `*.json`, recursively).
+    #[arg(long, env = "PORTICO_CONFIG", value_delimiter = ',', required = true)]
+    config: Vec<PathBuf>,
+    #[command(flatten)]
+    instance: InstanceArgs,
+    /// Address listeners bind.
+    #[arg(long, env = "PORTICO_BIND", default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+    /// Serve Gateway port GW on local port LOCAL (Istio's Service port → targetPort).
+    #[arg(long = "port-map", env = "PORTICO_PORT_MAP", value_delimiter = ',', value_name = "GW=LOCAL")]
+    port_map: Vec<String>,
+    /// Admin address: /healthz/ready, /config_dump, /stats/prometheus.
+    #[arg(long, env = "PORTICO_ADMIN", default_value = "127.0.0.1:15000")]
+    admin: std::net::SocketAddr,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", default_value = "5s")]
+    drain_timeout: String,
+    /// Data-plane worker threads (default: the number of cores).
+    #[arg(long, env = "PORTICO_WORKERS")]
+    workers: Option<usize>,
 }
 
 #[derive(Args)]
@@ -87,6 +114,41 @@ fn load_and_compile(
     Ok((compiled, diags))
 }
 
+fn parse_port_map(entries: &[String]) -> Result<std::collections::HashMap<u32, u16>> {
+    let mut out = std::collections::HashMap::new();
+    for e in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let (gw, local) = e.split_once('=').ok_or_else(|| anyhow::anyhow!("--port-map: `{e}` is not GW=LOCAL"))?;
+        let gw: u32 = gw.trim().parse().map_err(|_| anyhow::anyhow!("--port-map: `{gw}` is not a port number"))?;
+        let local: u16 =
+            local.trim().parse().map_err(|_| anyhow::anyhow!("--port-map: `{local}` is not a port number"))?;
+        out.insert(gw, local);
+    }
+    Ok(out)
+}
+
+fn run_cmd(args: RunArgs) -> Result<ExitCode> {
+    let drain_timeout =
+        portico_model::duration::parse(&args.drain_timeout).map_err(|e| anyhow::anyhow!("--drain-timeout: {e}"))?;
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    run::run(run::RunConfig {
+        config: args.config,
+        options: options(&args.instance)?,
+        namespace: args.instance.namespace.clone(),
+        bind: args.bind,
+        port_map: parse_port_map(&args.port_map)?,
+        admin: args.admin,
+        drain_timeout,
+        workers,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let (_, diags) = load_and_compile(args.paths, &args.instance)?;
     let errors = diags.iter().filter(|d| d.is_error()).count();
@@ -106,7 +168,7 @@ fn routes(args: RoutesArgs) -> Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&compiled.snapshot)?);
     } else {
-        print!("{}", render::render(&compiled.snapshot));
+        print!("{}", portico_model::render::render(&compiled.snapshot));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -114,6 +176,10 @@ fn routes(args: RoutesArgs) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(a) => {
+            init_logging();
+            run_cmd(a)
+        }
         Command::Validate(a) => validate(a),
         Command::Routes(a) => routes(a),
     };

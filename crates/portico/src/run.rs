@@ -1,0 +1,192 @@
+//! `portico run`: load, compile, serve; watch the config and reload; admin server; drain.
+//!
+//! Threads: the data plane runs on its own multi-thread runtime (`--workers`); config work and
+//! the admin server run on a separate single-thread runtime, so a compile or a metrics scrape
+//! never takes request time.
+
+use crate::files::FileSource;
+use anyhow::{Context, Result};
+use portico_api::Diagnostic;
+use portico_model::{Options, Snapshot};
+use portico_proxy::{Proxy, ProxyOptions};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+pub struct RunConfig {
+    pub config: Vec<PathBuf>,
+    pub options: Options,
+    pub namespace: String,
+    pub bind: IpAddr,
+    pub port_map: HashMap<u32, u16>,
+    pub admin: SocketAddr,
+    pub drain_timeout: Duration,
+    pub workers: usize,
+}
+
+/// What `/config_dump` shows: the snapshot in service and what the last reload found.
+#[derive(Default)]
+pub struct ConfigState {
+    pub generation: u64,
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub last_reload_ok: bool,
+    pub last_reload_error: Option<String>,
+    pub last_good_unix: u64,
+    pub kept_last_good: Vec<String>,
+}
+
+pub type SharedState = Arc<Mutex<ConfigState>>;
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Load, compile and apply once. Returns the new fingerprint.
+async fn reload(
+    source: &mut FileSource,
+    cfg: &RunConfig,
+    proxy: &Proxy,
+    dp: &tokio::runtime::Handle,
+    state: &SharedState,
+    last_fingerprint: Option<u64>,
+) -> Option<u64> {
+    let load = source.load();
+    if Some(load.fingerprint) == last_fingerprint {
+        return last_fingerprint;
+    }
+    let compiled = portico_model::compile(&load.resources, &cfg.options);
+    let mut diags = load.diagnostics;
+    diags.extend(compiled.diagnostics);
+    diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
+    diags.dedup();
+    for d in &diags {
+        if d.is_error() {
+            tracing::error!("{d}");
+        } else {
+            tracing::warn!("{d}");
+        }
+    }
+    for f in &load.kept_last_good {
+        tracing::error!("{}: does not parse; serving its last good version", f.display());
+    }
+    let snapshot = Arc::new(compiled.snapshot);
+    // Bind on the data-plane runtime so listeners belong to its reactor.
+    let p = proxy.clone();
+    let s = snapshot.clone();
+    let applied = match dp.spawn(async move { p.apply(s).await }).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("apply task failed: {e}")),
+    };
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    st.diagnostics = diags;
+    st.kept_last_good = load.kept_last_good.iter().map(|p| p.display().to_string()).collect();
+    match applied {
+        Ok(()) => {
+            st.generation += 1;
+            st.snapshot = Some(snapshot);
+            st.last_reload_ok = !load.failed;
+            st.last_reload_error = None;
+            st.last_good_unix = unix_now();
+            tracing::info!(generation = st.generation, "config applied");
+            Some(load.fingerprint)
+        }
+        Err(e) => {
+            tracing::error!("config not applied, the previous one stays: {e}");
+            st.last_reload_ok = false;
+            st.last_reload_error = Some(e);
+            // Retry this content on the next change or poll.
+            last_fingerprint
+        }
+    }
+}
+
+/// Watch every config path's directory (not the files: a ConfigMap swaps a `..data` symlink).
+fn watch(paths: &[PathBuf], tx: mpsc::UnboundedSender<()>) -> Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !ev.kind.is_access() {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .context("cannot start the file watcher")?;
+    for p in paths {
+        let dir =
+            if p.is_dir() { p.clone() } else { p.parent().map(|d| d.to_path_buf()).unwrap_or_else(|| ".".into()) };
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        watcher.watch(&dir, RecursiveMode::Recursive).with_context(|| format!("cannot watch {}", dir.display()))?;
+    }
+    Ok(watcher)
+}
+
+pub fn run(cfg: RunConfig) -> Result<()> {
+    let dp = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.workers.max(1))
+        .thread_name("portico-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the data-plane runtime")?;
+    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let proxy = {
+        let _guard = dp.enter();
+        Proxy::new(ProxyOptions {
+            bind: cfg.bind,
+            port_map: cfg.port_map.clone(),
+            drain_timeout: cfg.drain_timeout,
+            ..ProxyOptions::default()
+        })
+    };
+    let state: SharedState = Arc::new(Mutex::new(ConfigState::default()));
+    let dp_handle = dp.handle().clone();
+    let result = control.block_on(async {
+        let mut source = FileSource::new(cfg.config.clone(), &cfg.namespace);
+        let mut fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, None).await;
+        {
+            let st = state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.snapshot.is_none() {
+                anyhow::bail!(
+                    "the first config could not be applied: {}",
+                    st.last_reload_error.clone().unwrap_or_default()
+                );
+            }
+        }
+        for (port, addr) in proxy.local_addrs() {
+            tracing::info!("listening on {addr} for Gateway port {port}");
+        }
+        let admin = crate::admin::serve(cfg.admin, proxy.clone(), state.clone()).await?;
+        tracing::info!("admin on http://{admin}");
+
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watcher = watch(&cfg.config, tx)?;
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut poll = tokio::time::interval(Duration::from_secs(5));
+        poll.tick().await;
+        loop {
+            tokio::select! {
+                _ = rx.recv() => {
+                    // Debounce: editors and ConfigMap swaps write several events at once.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    while rx.try_recv().is_ok() {}
+                    fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, fingerprint).await;
+                }
+                _ = poll.tick() => {
+                    // A safety net for events the watcher cannot see (some network filesystems).
+                    fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, fingerprint).await;
+                }
+                _ = sigterm.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        tracing::info!("draining (up to {:?})", cfg.drain_timeout);
+        let p = proxy.clone();
+        let _ = dp_handle.spawn(async move { p.shutdown().await }).await;
+        Ok(())
+    });
+    dp.shutdown_timeout(Duration::from_millis(100));
+    result
+}

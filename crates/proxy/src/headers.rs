@@ -1,0 +1,199 @@
+//! Proxy headers for an edge gateway (Envoy with `use_remote_address: true`, no trusted hops):
+//! hop-by-hop headers removed, `x-forwarded-for` appended with the client address,
+//! `x-forwarded-proto` overwritten, `x-request-id` generated when absent, internal `x-envoy-*`
+//! headers from clients dropped; plus the route's header operations.
+
+use crate::rng::FastRng;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use portico_model::snapshot::HeaderOps;
+use std::net::IpAddr;
+
+/// Is `token` one of the comma-separated values of header `name` (case-insensitive)?
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        std::str::from_utf8(v.as_bytes()).is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// The `Upgrade` value of an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade: x`).
+pub(crate) fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    if !has_token(headers, &header::CONNECTION, "upgrade") {
+        return None;
+    }
+    headers.get(header::UPGRADE).cloned()
+}
+
+/// Remove hop-by-hop headers: the fixed set and any named in `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for v in headers.get_all(header::CONNECTION) {
+            let Ok(s) = std::str::from_utf8(v.as_bytes()) else { continue };
+            for t in s.split(',').map(str::trim) {
+                if t.is_empty() || t.eq_ignore_ascii_case("close") || t.eq_ignore_ascii_case("keep-alive") {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                    // Never let a client strip what we set ourselves below.
+                    if n != header::HOST && !n.as_str().starts_with("x-forwarded-") && n != "x-request-id" {
+                        named.push(n);
+                    }
+                }
+            }
+        }
+        for n in named {
+            headers.remove(n);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+}
+
+/// Headers of a request going upstream. Returns the request id.
+pub(crate) fn prepare_request(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    upgrade: Option<&HeaderValue>,
+    rng: &FastRng,
+) -> HeaderValue {
+    let te_trailers = has_token(headers, &header::TE, "trailers");
+    strip_hop_by_hop(headers);
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(up) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, up.clone());
+    }
+    // `Expect: 100-continue` is answered by us (hyper sends 100 when the body is read).
+    headers.remove(header::EXPECT);
+
+    // Internal headers are not trusted from the outside (Envoy strips its x-envoy-* set for
+    // external requests; we strip the whole prefix).
+    if headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        let internal: Vec<HeaderName> =
+            headers.keys().filter(|k| k.as_str().starts_with("x-envoy-")).cloned().collect();
+        for n in internal {
+            headers.remove(n);
+        }
+    }
+
+    append_xff(headers, client_ip);
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+
+    match headers.get("x-request-id") {
+        Some(id) if !id.is_empty() => id.clone(),
+        _ => {
+            let id = new_request_id(rng);
+            headers.insert("x-request-id", id.clone());
+            id
+        }
+    }
+}
+
+fn append_xff(headers: &mut HeaderMap, client_ip: IpAddr) {
+    let ip = client_ip.to_canonical().to_string();
+    let mut value = String::new();
+    for v in headers.get_all("x-forwarded-for") {
+        if let Ok(s) = std::str::from_utf8(v.as_bytes()) {
+            let s = s.trim();
+            if !s.is_empty() {
+                value.push_str(s);
+                value.push_str(", ");
+            }
+        }
+    }
+    value.push_str(&ip);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
+/// A UUID v4 from our (seedable) random source.
+pub(crate) fn new_request_id(rng: &FastRng) -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rng.bytes16()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s = id.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Headers of an upstream response going back to the client.
+pub(crate) fn prepare_response(headers: &mut HeaderMap, upgraded: bool) {
+    if upgraded {
+        headers.remove("keep-alive");
+        headers.remove("proxy-connection");
+        headers.remove(header::TRANSFER_ENCODING);
+        return;
+    }
+    strip_hop_by_hop(headers);
+    headers.remove(header::TE);
+}
+
+/// Istio `headers.{request,response}`: remove, then set (overwrite), then add (append).
+pub(crate) fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
+    if ops.is_empty() {
+        return;
+    }
+    for name in &ops.remove {
+        headers.remove(name.as_str());
+    }
+    for (k, v) in &ops.set {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            headers.insert(n, v);
+        }
+    }
+    for (k, v) in &ops.add {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            headers.append(n, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_headers() {
+        let rng = FastRng::new(Some(1));
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert("x-envoy-retry-on", HeaderValue::from_static("5xx"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let id = prepare_request(&mut h, "127.0.0.1".parse().unwrap(), None, &rng);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("x-envoy-retry-on").is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.to_str().unwrap().as_bytes()[14], b'4');
+    }
+
+    #[test]
+    fn ops_order() {
+        let mut h = HeaderMap::new();
+        h.insert("a", HeaderValue::from_static("1"));
+        h.insert("b", HeaderValue::from_static("1"));
+        let ops = HeaderOps {
+            set: vec![("a".into(), "2".into())],
+            add: vec![("a".into(), "3".into()), ("c".into(), "x".into())],
+            remove: vec!["b".into()],
+        };
+        apply_ops(&mut h, &ops);
+        let a: Vec<_> = h.get_all("a").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(a, ["2", "3"]);
+        assert!(h.get("b").is_none());
+        assert_eq!(h.get("c").unwrap(), "x");
+    }
+}

@@ -1,0 +1,75 @@
+//! How the binary configures the data plane.
+
+use crate::log::{AccessLogSink, NoopSink};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Data-plane options. Build with struct update syntax: `ProxyOptions { bind, ..Default::default() }`.
+#[derive(Clone)]
+pub struct ProxyOptions {
+    /// Address every listener binds (`--bind`, default `0.0.0.0`).
+    pub bind: IpAddr,
+    /// Gateway port → local port (`--port-map`, Istio's Service port → targetPort). Ports not in
+    /// the map bind their own number. Local port `0` asks the OS for one (tests).
+    pub port_map: HashMap<u32, u16>,
+    /// How long `shutdown()` (and a removed port's drain) waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// A client must send a complete request head within this time, or its connection is closed
+    /// (slowloris). Also bounds the wait for the first bytes of a connection and, for HTTP/1
+    /// keep-alive connections, the idle time between requests.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line + headers) accepted: HTTP/1 → 431, HTTP/2 → the
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE` we announce. Envoy's default is 60 KiB.
+    pub max_request_headers_bytes: usize,
+    /// Most request headers accepted on HTTP/1 (Envoy's default is 100) → 431 past it.
+    pub max_request_headers: usize,
+    /// Merge `//` in paths after RFC 3986 normalization (Istio `MERGE_SLASHES`); `false` gives
+    /// Istio's `BASE`.
+    pub merge_slashes: bool,
+    /// How often DNS endpoints are re-resolved (in the background, off the request path).
+    pub dns_refresh: Duration,
+    /// Idle keep-alive connections kept per upstream endpoint (HTTP/1).
+    pub max_idle_per_endpoint: usize,
+    /// Seed for weighted picks, load balancing and generated request ids (tests); random when `None`.
+    pub rng_seed: Option<u64>,
+    /// Receives one record per finished request (access log, metrics). No-op by default.
+    pub access_log: Arc<dyn AccessLogSink>,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port_map: HashMap::new(),
+            drain_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            max_request_headers_bytes: 60 * 1024,
+            max_request_headers: 100,
+            merge_slashes: true,
+            dns_refresh: Duration::from_secs(5),
+            max_idle_per_endpoint: 256,
+            rng_seed: None,
+            access_log: Arc::new(NoopSink),
+        }
+    }
+}
+
+impl fmt::Debug for ProxyOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyOptions")
+            .field("bind", &self.bind)
+            .field("port_map", &self.port_map)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_request_headers_bytes", &self.max_request_headers_bytes)
+            .field("max_request_headers", &self.max_request_headers)
+            .field("merge_slashes", &self.merge_slashes)
+            .field("dns_refresh", &self.dns_refresh)
+            .field("max_idle_per_endpoint", &self.max_idle_per_endpoint)
+            .field("rng_seed", &self.rng_seed)
+            .finish_non_exhaustive()
+    }
+}

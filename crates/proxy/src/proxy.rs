@@ -1,0 +1,167 @@
+//! The control surface the binary drives: apply snapshots, report addresses and readiness, drain.
+
+use crate::error::ProxyError;
+use crate::listener::{self, ListenerHandle};
+use crate::options::ProxyOptions;
+use crate::state::{Shared, State};
+use crate::upstream::{UpstreamConfig, Upstreams};
+use arc_swap::ArcSwap;
+use portico_model::snapshot::{ListenerKind, Snapshot};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// The data plane. Cheap to clone: clones share one proxy.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// The runtime current at `Proxy::new`: listeners and background tasks run there, whichever
+    /// runtime calls `apply`.
+    runtime: Option<tokio::runtime::Handle>,
+    control: tokio::sync::Mutex<Control>,
+    addrs: ArcSwap<Vec<(u32, SocketAddr)>>,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+#[derive(Default)]
+struct Control {
+    listeners: BTreeMap<u32, ListenerHandle>,
+    /// Drains of removed ports still running.
+    draining: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A proxy with no configuration: no listener is open until [`Proxy::apply`].
+    ///
+    /// Call it inside the data-plane runtime (`Runtime::enter` or from a task): listeners and
+    /// background tasks are spawned on the runtime current here, even when `apply` is awaited on
+    /// another one. Without a current runtime they go to the runtime that calls `apply`.
+    pub fn new(opts: ProxyOptions) -> Proxy {
+        Proxy {
+            inner: Arc::new(Inner {
+                shared: Arc::new(Shared::new(opts)),
+                runtime: tokio::runtime::Handle::try_current().ok(),
+                control: tokio::sync::Mutex::new(Control::default()),
+                addrs: ArcSwap::from_pointee(Vec::new()),
+                ready: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Serve `snapshot` from now on.
+    ///
+    /// Binds a listener for each new plaintext HTTP port (if any bind fails nothing changes: the
+    /// error is returned and the previous configuration keeps serving), keeps the listeners of
+    /// ports that stay (never rebound), swaps the snapshot atomically, then drains the listeners
+    /// of removed ports in the background. Requests in flight finish on the snapshot they
+    /// started with. Upstream pools of unchanged clusters are kept.
+    ///
+    /// TLS and TCP listeners are not served yet; their ports are not bound.
+    pub async fn apply(&self, snapshot: Arc<Snapshot>) -> Result<(), ProxyError> {
+        let inner = &self.inner;
+        let shared = &inner.shared;
+        let mut ctl = inner.control.lock().await;
+        if inner.draining.load(Ordering::Acquire) {
+            return Err(ProxyError::ShuttingDown);
+        }
+        let wanted: BTreeSet<u32> = snapshot
+            .listeners
+            .iter()
+            .filter(|l| {
+                if l.kind != ListenerKind::Http {
+                    tracing::warn!(port = l.port, kind = ?l.kind, "listener kind not served yet; port not opened");
+                }
+                l.kind == ListenerKind::Http
+            })
+            .map(|l| l.port)
+            .collect();
+        let removed = {
+            // No await in this block: sockets register with, and tasks spawn on, the data-plane
+            // runtime.
+            let _runtime = inner.runtime.as_ref().map(tokio::runtime::Handle::enter);
+            let mut fresh = Vec::new();
+            for &port in wanted.iter().filter(|p| !ctl.listeners.contains_key(p)) {
+                let local = match shared.opts.port_map.get(&port) {
+                    Some(&p) => p,
+                    None => u16::try_from(port).map_err(|_| ProxyError::PortOutOfRange { port })?,
+                };
+                let addr = SocketAddr::new(shared.opts.bind, local);
+                let bound = listener::bind(addr).and_then(|l| l.local_addr().map(|a| (l, a)));
+                let (l, local_addr) = bound.map_err(|source| ProxyError::Bind { port, addr, source })?;
+                fresh.push((port, l, local_addr));
+            }
+
+            let cfg = UpstreamConfig {
+                max_idle_per_endpoint: shared.opts.max_idle_per_endpoint,
+                dns_refresh: shared.opts.dns_refresh,
+                stop: shared.stop.subscribe(),
+            };
+            let old = shared.state.load_full();
+            let upstreams = Upstreams::build(&old.upstreams, &snapshot, &cfg);
+            shared.state.store(Arc::new(State::new(snapshot, upstreams)));
+
+            for (port, l, local_addr) in fresh {
+                tracing::info!(port, %local_addr, "listening");
+                ctl.listeners.insert(port, ListenerHandle::start(port, l, local_addr, shared.clone()));
+            }
+            let gone: Vec<u32> = ctl.listeners.keys().filter(|p| !wanted.contains(p)).copied().collect();
+            gone.into_iter().filter_map(|p| ctl.listeners.remove(&p).map(|h| (p, h))).collect::<Vec<_>>()
+        };
+        for (port, mut h) in removed {
+            tracing::info!(port, "draining removed listener");
+            // Closed before returning, so a later apply can bind the port again.
+            h.stop_accepting().await;
+            let drain = h.drain(shared.opts.drain_timeout);
+            ctl.draining.push(match &inner.runtime {
+                Some(rt) => rt.spawn(drain),
+                None => tokio::spawn(drain),
+            });
+        }
+        ctl.draining.retain(|h| !h.is_finished());
+        inner.addrs.store(Arc::new(ctl.listeners.iter().map(|(p, h)| (*p, h.local_addr)).collect()));
+        inner.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The snapshot new requests are served from (an empty one before the first `apply`).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.shared.state.load().snapshot.clone()
+    }
+
+    /// The bound address of each Gateway port, sorted by port.
+    pub fn local_addrs(&self) -> Vec<(u32, SocketAddr)> {
+        self.inner.addrs.load().as_ref().clone()
+    }
+
+    /// True once a snapshot has been applied and its listeners are bound; false once draining.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire) && !self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Stop accepting (listening sockets close: new connections are refused), let in-flight
+    /// requests finish (HTTP/1 responses carry `Connection: close`, HTTP/2 gets GOAWAY) for up to
+    /// `drain_timeout`, then close what is left and return. Later `apply` calls fail.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.draining.store(true, Ordering::Release);
+        let (listeners, drains) = {
+            let mut ctl = inner.control.lock().await;
+            (std::mem::take(&mut ctl.listeners), std::mem::take(&mut ctl.draining))
+        };
+        inner.addrs.store(Arc::new(Vec::new()));
+        inner.shared.stop.send_replace(true);
+        let timeout = inner.shared.opts.drain_timeout;
+        futures_util::future::join_all(listeners.into_values().map(|h| h.drain(timeout))).await;
+        for d in drains {
+            let _ = d.await;
+        }
+    }
+}

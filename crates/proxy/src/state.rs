@@ -1,0 +1,79 @@
+//! What requests read: the shared, immutable-per-request state behind one arc-swap.
+
+use crate::log::AccessLogSink;
+use crate::options::ProxyOptions;
+use crate::rng::FastRng;
+use crate::upstream::Upstreams;
+use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use portico_model::snapshot::{ListenerKind, RouteTable, Snapshot};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// One applied configuration: the snapshot and the pools built for it.
+pub(crate) struct State {
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) upstreams: Upstreams,
+    /// Route table of each plaintext HTTP listener, by Gateway port.
+    http: Vec<(u32, Arc<RouteTable>)>,
+}
+
+impl State {
+    pub(crate) fn empty() -> State {
+        State { snapshot: Arc::new(Snapshot::default()), upstreams: Upstreams::default(), http: Vec::new() }
+    }
+
+    pub(crate) fn new(snapshot: Arc<Snapshot>, upstreams: Upstreams) -> State {
+        let http = snapshot
+            .listeners
+            .iter()
+            .filter(|l| l.kind == ListenerKind::Http)
+            .filter_map(|l| l.http.clone().map(|t| (l.port, t)))
+            .collect();
+        State { snapshot, upstreams, http }
+    }
+
+    pub(crate) fn route_table(&self, port: u32) -> Option<&RouteTable> {
+        self.http.iter().find(|(p, _)| *p == port).map(|(_, t)| &**t)
+    }
+}
+
+/// Shared by the control surface, listeners and every request.
+pub(crate) struct Shared {
+    pub(crate) opts: ProxyOptions,
+    pub(crate) sink: Arc<dyn AccessLogSink>,
+    pub(crate) state: ArcSwap<State>,
+    pub(crate) rng: FastRng,
+    pub(crate) h1: http1::Builder,
+    pub(crate) h2: http2::Builder<TokioExecutor>,
+    /// `true` once shutting down (stops background tasks).
+    pub(crate) stop: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(crate) fn new(opts: ProxyOptions) -> Shared {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .max_header_size(opts.max_request_headers_bytes)
+            .keep_alive(true)
+            .half_close(false);
+        if opts.max_request_headers != 100 {
+            // hyper's default is 100 (on the stack); another value allocates per request.
+            h1.max_headers(opts.max_request_headers);
+        }
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(opts.max_request_headers_bytes).unwrap_or(u32::MAX));
+        Shared {
+            sink: opts.access_log.clone(),
+            rng: FastRng::new(opts.rng_seed),
+            state: ArcSwap::from_pointee(State::empty()),
+            h1,
+            h2,
+            stop: watch::Sender::new(false),
+            opts,
+        }
+    }
+}

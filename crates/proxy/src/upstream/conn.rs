@@ -1,0 +1,228 @@
+//! Connections to one endpoint: a lock-free queue of idle HTTP/1.1 keep-alive connections, or
+//! one shared multiplexed HTTP/2 (prior knowledge, h2c) connection.
+
+use crate::body::UpstreamBody;
+use crate::ResponseFlags;
+use arc_swap::ArcSwapOption;
+use crossbeam_queue::SegQueue;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use portico_model::snapshot::{Cluster, UpstreamProtocol};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Why an upstream exchange failed before response headers.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(hyper::Error),
+    /// The connection was reset or closed before the response headers.
+    #[error("connection reset before response headers: {0}")]
+    Reset(hyper::Error),
+}
+
+impl SendError {
+    pub(crate) fn flag(&self) -> ResponseFlags {
+        match self {
+            SendError::Reset(_) => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            _ => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+        }
+    }
+
+    /// Envoy's response code details for the failure.
+    pub(crate) fn details(&self) -> &'static str {
+        match self {
+            SendError::ConnectTimeout => "upstream_reset_before_response_started{connection_timeout}",
+            SendError::Connect(_) | SendError::Handshake(_) => {
+                "upstream_reset_before_response_started{connection_failure}"
+            }
+            SendError::Reset(_) => "upstream_reset_before_response_started{connection_termination}",
+        }
+    }
+
+    /// Envoy's local-reply body for the failure.
+    pub(crate) fn body(&self) -> &'static str {
+        match self {
+            SendError::ConnectTimeout => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
+            }
+            SendError::Connect(_) | SendError::Handshake(_) => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+            }
+            SendError::Reset(_) => {
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+            }
+        }
+    }
+}
+
+struct IdleConn {
+    sender: http1::SendRequest<UpstreamBody>,
+    uses: u32,
+}
+
+/// One endpoint of a cluster and its connections.
+pub(crate) struct EndpointState {
+    pub(crate) addr: SocketAddr,
+    pub(crate) active: AtomicUsize,
+    /// Idle HTTP/1.1 connections (lock-free; grows in small blocks, nothing preallocated).
+    idle: SegQueue<IdleConn>,
+    max_idle: usize,
+    h2: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
+}
+
+impl EndpointState {
+    pub(crate) fn new(addr: SocketAddr, max_idle: usize) -> EndpointState {
+        EndpointState { addr, active: AtomicUsize::new(0), idle: SegQueue::new(), max_idle, h2: ArcSwapOption::empty() }
+    }
+
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Send `req` to this endpoint over a pooled (or new) connection.
+    /// `upgrade`: the connection is handed over to a protocol upgrade and never reused.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        req: Request<UpstreamBody>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, SendError> {
+        match cluster.protocol {
+            UpstreamProtocol::Http1 => self.send_h1(cluster, req, upgrade).await,
+            UpstreamProtocol::Http2 => self.send_h2(cluster, req).await,
+        }
+    }
+
+    fn take_idle(&self) -> Option<IdleConn> {
+        while let Some(c) = self.idle.pop() {
+            if c.sender.is_ready() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        mut req: Request<UpstreamBody>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, SendError> {
+        loop {
+            let (mut conn, reused) = match self.take_idle() {
+                Some(c) => (c, true),
+                None => (IdleConn { sender: self.connect_h1(cluster).await?, uses: 0 }, false),
+            };
+            conn.uses = conn.uses.saturating_add(1);
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let max = cluster.limits.max_requests_per_connection;
+                    if !upgrade && (max == 0 || conn.uses < max) {
+                        self.recycle(conn);
+                    }
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // A pooled connection closed under us before the request was written: the
+                    // request is intact, try again on another connection.
+                    Some(r) if reused => req = r,
+                    _ => return Err(SendError::Reset(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Back to the idle queue once the response body has been read to its end.
+    fn recycle(self: &Arc<Self>, mut conn: IdleConn) {
+        let ep = self.clone();
+        tokio::spawn(async move {
+            let ready = futures_util::future::poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_ok();
+            // Past the limit the connection is dropped, which closes it.
+            if ready && ep.idle.len() < ep.max_idle {
+                ep.idle.push(conn);
+            }
+        });
+    }
+
+    async fn connect_h1(&self, cluster: &Cluster) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+        let io = connect_tcp(self.addr, cluster).await?;
+        let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(SendError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream HTTP/1 connection closed with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        loop {
+            let current = self.h2.load_full().filter(|s| !s.is_closed());
+            let (mut sender, reused) = match current {
+                Some(s) => ((*s).clone(), true),
+                None => (self.connect_h2(cluster).await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => {
+                        self.h2.store(None);
+                        req = r;
+                    }
+                    _ => return Err(SendError::Reset(e.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn connect_h2(&self, cluster: &Cluster) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
+        let io = connect_tcp(self.addr, cluster).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(SendError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection closed with an error");
+            }
+        });
+        // Concurrent first requests may each connect; the last one stored is shared afterwards and
+        // the others close once their streams end.
+        self.h2.store(Some(Arc::new(sender.clone())));
+        Ok(sender)
+    }
+}
+
+/// The cluster's connect timeout; Istio's default (10 s) should a cluster come without one.
+pub(crate) fn connect_timeout(cluster: &Cluster) -> Duration {
+    if cluster.connect_timeout.is_zero() {
+        Duration::from_secs(10)
+    } else {
+        cluster.connect_timeout
+    }
+}
+
+async fn connect_tcp(addr: SocketAddr, cluster: &Cluster) -> Result<TokioIo<TcpStream>, SendError> {
+    let stream = match tokio::time::timeout(connect_timeout(cluster), TcpStream::connect(addr)).await {
+        Err(_) => return Err(SendError::ConnectTimeout),
+        Ok(Err(e)) => return Err(SendError::Connect(e)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(TokioIo::new(stream))
+}

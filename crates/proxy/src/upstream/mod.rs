@@ -1,0 +1,176 @@
+//! Upstream clusters: endpoints (static or DNS-resolved), load balancing, pooled connections.
+//!
+//! Pools are keyed by cluster name and survive snapshot swaps: a cluster whose definition is
+//! unchanged keeps its pool as is; a changed one gets a new pool that still takes over the
+//! connections of endpoints it shares with the old one (same address, protocol and TLS).
+
+mod conn;
+mod dns;
+mod lb;
+
+pub(crate) use conn::EndpointState;
+
+use crate::rng::FastRng;
+use arc_swap::ArcSwap;
+use portico_model::snapshot::{Cluster, Discovery, Snapshot};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Settings the pools take from `ProxyOptions`.
+#[derive(Clone)]
+pub(crate) struct UpstreamConfig {
+    pub max_idle_per_endpoint: usize,
+    pub dns_refresh: Duration,
+    /// Flips to `true` on shutdown: background DNS tasks stop.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// All cluster pools of one snapshot.
+#[derive(Default)]
+pub(crate) struct Upstreams {
+    by_name: HashMap<Arc<str>, Arc<ClusterPool>>,
+}
+
+impl Upstreams {
+    /// Pools for `snapshot`'s clusters, reusing `prev`'s where possible. Must run on a tokio runtime
+    /// (DNS clusters spawn their resolver).
+    pub(crate) fn build(prev: &Upstreams, snapshot: &Snapshot, cfg: &UpstreamConfig) -> Upstreams {
+        let mut by_name = HashMap::with_capacity(snapshot.clusters.len());
+        for (name, def) in &snapshot.clusters {
+            let old = prev.by_name.get(name);
+            let pool = match old {
+                Some(old) if same_definition(&old.def, def) => old.clone(),
+                _ => ClusterPool::new(def.clone(), old.map(|o| &**o), cfg),
+            };
+            by_name.insert(name.clone(), pool);
+        }
+        Upstreams { by_name }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<ClusterPool>> {
+        self.by_name.get(name)
+    }
+}
+
+/// Everything that affects how we talk to a cluster (names and metric labels do not).
+fn same_definition(a: &Cluster, b: &Cluster) -> bool {
+    a.protocol == b.protocol
+        && a.discovery == b.discovery
+        && a.endpoints == b.endpoints
+        && a.lb == b.lb
+        && a.connect_timeout == b.connect_timeout
+        && a.idle_timeout == b.idle_timeout
+        && a.limits == b.limits
+        && a.outlier == b.outlier
+        && a.tls == b.tls
+}
+
+/// Endpoints can carry connections over from an old pool when they speak the same way.
+fn compatible(a: &Cluster, b: &Cluster) -> bool {
+    a.protocol == b.protocol && a.tls == b.tls
+}
+
+/// One cluster: its endpoints (with their connections) and load-balancing state.
+pub(crate) struct ClusterPool {
+    pub(crate) def: Arc<Cluster>,
+    endpoints: ArcSwap<Vec<Arc<EndpointState>>>,
+    rr: AtomicUsize,
+    resolved_once: AtomicBool,
+    resolved: watch::Sender<bool>,
+    max_idle: usize,
+}
+
+impl ClusterPool {
+    fn new(def: Arc<Cluster>, prev: Option<&ClusterPool>, cfg: &UpstreamConfig) -> Arc<ClusterPool> {
+        let prev = prev.filter(|p| compatible(&p.def, &def));
+        let mut statics = Vec::new();
+        let mut names = Vec::new();
+        for ep in &def.endpoints {
+            match ep.address.parse::<IpAddr>() {
+                Ok(ip) if def.discovery == Discovery::Static => statics.push(SocketAddr::new(ip, ep.port)),
+                // DNS clusters may still list literal IPs; lookup_host passes them through.
+                _ => names.push((ep.address.clone(), ep.port)),
+            }
+        }
+        let needs_dns = !names.is_empty();
+        let pool = Arc::new(ClusterPool {
+            def,
+            endpoints: ArcSwap::from_pointee(Vec::new()),
+            rr: AtomicUsize::new(0),
+            resolved_once: AtomicBool::new(false),
+            resolved: watch::Sender::new(false),
+            max_idle: cfg.max_idle_per_endpoint,
+        });
+        if needs_dns {
+            // Start from what the old pool resolved, so a reload leaves no gap.
+            if let Some(p) = prev.filter(|p| p.resolved_once.load(Ordering::Acquire)) {
+                let mut addrs: Vec<SocketAddr> = p.endpoints.load().iter().map(|e| e.addr).collect();
+                addrs.extend(statics.iter().copied());
+                pool.set_endpoints(addrs, Some(p));
+                pool.mark_resolved();
+            }
+            dns::spawn(Arc::downgrade(&pool), statics, names, cfg.dns_refresh, cfg.stop.clone());
+        } else {
+            pool.set_endpoints(statics, prev);
+            pool.mark_resolved();
+        }
+        pool
+    }
+
+    /// Replace the endpoint list, keeping the state (connections, counters) of addresses that
+    /// stay, taken from this pool or from `carry`.
+    fn set_endpoints(&self, mut addrs: Vec<SocketAddr>, carry: Option<&ClusterPool>) {
+        addrs.sort_unstable();
+        addrs.dedup();
+        let current = self.endpoints.load();
+        let carried = carry.map(|c| c.endpoints.load_full());
+        let list: Vec<Arc<EndpointState>> = addrs
+            .into_iter()
+            .map(|a| {
+                current
+                    .iter()
+                    .chain(carried.iter().flat_map(|c| c.iter()))
+                    .find(|e| e.addr == a)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(EndpointState::new(a, self.max_idle)))
+            })
+            .collect();
+        self.endpoints.store(Arc::new(list));
+    }
+
+    fn mark_resolved(&self) {
+        self.resolved_once.store(true, Ordering::Release);
+        self.resolved.send_replace(true);
+    }
+
+    /// Choose an endpoint per the cluster's load-balancing policy; `None` when there is none
+    /// (503 `UH`). Waits (bounded by the connect timeout) only for a DNS cluster's first resolution.
+    pub(crate) async fn pick(&self, rng: &FastRng) -> Option<Arc<EndpointState>> {
+        if !self.resolved_once.load(Ordering::Acquire) {
+            let mut rx = self.resolved.subscribe();
+            let _ = tokio::time::timeout(conn::connect_timeout(&self.def), rx.wait_for(|r| *r)).await;
+        }
+        let eps = self.endpoints.load();
+        lb::pick(&eps, &self.def.lb, rng, &self.rr).cloned()
+    }
+}
+
+/// Counts a request against an endpoint (least-request load balancing) while it is alive.
+pub(crate) struct ActiveRequest(Arc<EndpointState>);
+
+impl ActiveRequest {
+    pub(crate) fn new(ep: Arc<EndpointState>) -> ActiveRequest {
+        ep.active.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(ep)
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}

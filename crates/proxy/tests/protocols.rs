@@ -1,0 +1,416 @@
+//! Protocols and the request itself: HTTP/1.1 + h2c on one port, gRPC (tonic), WebSocket,
+//! proxy headers, path normalization, malformed / oversized / slow requests.
+
+mod common;
+
+use bytes::{Buf, BufMut, Bytes};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico_model::matcher::{RequestMatch, StrMatch};
+use portico_model::snapshot::*;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::Status;
+
+#[tokio::test]
+async fn http1_and_h2c_on_the_same_port() {
+    let be = backend("be").await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let r1 = get(addr, "a.example.com", "/one").await;
+    assert_eq!((r1.status, r1.json()["version"].as_str()), (200, Some("HTTP/1.1")));
+    let mut h2 = H2::connect(addr).await;
+    let r2 = h2.get("a.example.com", "/two").await;
+    assert_eq!(r2.status, 200);
+    assert_eq!(r2.seen_path(), "/two");
+    // :authority becomes Host for the HTTP/1.1 upstream.
+    assert_eq!(r2.seen("host").as_deref(), Some("a.example.com"));
+    // Many streams on one client connection.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut c = h2.clone();
+        tasks.push(tokio::spawn(async move { c.get("a.example.com", &format!("/s/{i}")).await.seen_path() }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap(), format!("/s/{i}"));
+    }
+}
+
+#[tokio::test]
+async fn h2c_request_trailers_reach_an_h2_upstream() {
+    let be = backend("be").await;
+    let snap = snapshot(
+        vec![listener(80, vec![vhost("*", vec![route(vec![], forward("c"))])])],
+        vec![cluster_h2("c", &[be.addr])],
+    );
+    let (_proxy, addr) = start(snap).await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    type B = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, B>(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    let frames = vec![Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"payload"))), Ok(Frame::trailers(trailers))];
+    let body: B = BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)));
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://t.example.com/up")
+        .header("te", "trailers")
+        .header("x-trailer", "resp-trailer")
+        .body(body)
+        .unwrap();
+    let r = read(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body"], "payload");
+    assert_eq!(r.json()["trailers"]["x-checksum"], "abc");
+    assert_eq!(r.seen("te").as_deref(), Some("trailers"));
+    assert_eq!(r.trailers.unwrap().get("x-trailer").unwrap(), "resp-trailer");
+}
+
+// ───────────────────────────── gRPC ─────────────────────────────
+
+/// Messages are plain UTF-8 strings (no protobuf needed to exercise the framing).
+#[derive(Clone, Copy, Default)]
+struct StrCodec;
+
+impl Codec for StrCodec {
+    type Encode = String;
+    type Decode = String;
+    type Encoder = StrCodec;
+    type Decoder = StrCodec;
+    fn encoder(&mut self) -> StrCodec {
+        StrCodec
+    }
+    fn decoder(&mut self) -> StrCodec {
+        StrCodec
+    }
+}
+
+impl Encoder for StrCodec {
+    type Item = String;
+    type Error = Status;
+    fn encode(&mut self, item: String, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(item.as_bytes());
+        Ok(())
+    }
+}
+
+impl Decoder for StrCodec {
+    type Item = String;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<String>, Status> {
+        let b = src.copy_to_bytes(src.remaining());
+        String::from_utf8(b.to_vec()).map(Some).map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+type MsgStream = Pin<Box<dyn futures_util::Stream<Item = Result<String, Status>> + Send>>;
+
+/// `/test.Echo/Stream`: two messages, then an error status (in the trailers, after data).
+struct StreamSvc;
+impl tonic::server::ServerStreamingService<String> for StreamSvc {
+    type Response = String;
+    type ResponseStream = MsgStream;
+    type Future = std::future::Ready<Result<tonic::Response<MsgStream>, Status>>;
+    fn call(&mut self, req: tonic::Request<String>) -> Self::Future {
+        let te = req.metadata().get("te").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let msg = req.into_inner();
+        let items =
+            vec![Ok(format!("{msg}-1")), Ok(format!("{msg}-2 te={te}")), Err(Status::data_loss("boom after data"))];
+        std::future::ready(Ok(tonic::Response::new(Box::pin(futures_util::stream::iter(items)))))
+    }
+}
+
+/// `/test.Echo/Unary`: echoes, or fails with NOT_FOUND for "missing".
+struct UnarySvc;
+impl tonic::server::UnaryService<String> for UnarySvc {
+    type Response = String;
+    type Future = std::future::Ready<Result<tonic::Response<String>, Status>>;
+    fn call(&mut self, req: tonic::Request<String>) -> Self::Future {
+        let msg = req.into_inner();
+        std::future::ready(if msg == "missing" {
+            Err(Status::not_found("no such thing"))
+        } else {
+            Ok(tonic::Response::new(format!("echo:{msg}")))
+        })
+    }
+}
+
+async fn grpc_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                let mut grpc = tonic::server::Grpc::new(StrCodec);
+                let resp = match req.uri().path() {
+                    "/test.Echo/Stream" => grpc.server_streaming(StreamSvc, req).await,
+                    _ => grpc.unary(UnarySvc, req).await,
+                };
+                Ok::<_, Infallible>(resp)
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn grpc_end_to_end_with_trailers() {
+    let be = grpc_backend().await;
+    let snap = snapshot(
+        vec![listener(80, vec![vhost("*", vec![route(vec![uri_prefix("/test.Echo/")], forward("grpc"))])])],
+        vec![cluster_h2("grpc", &[be])],
+    );
+    let sink = Arc::new(RecordingSink::default());
+    let (_proxy, addr) =
+        start_with(portico_proxy::ProxyOptions { access_log: sink.clone(), ..opts(&[80]) }, snap).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+
+    client.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/test.Echo/Unary");
+    let r = client.unary(tonic::Request::new("hi".to_string()), path.clone(), StrCodec).await.unwrap();
+    assert_eq!(r.into_inner(), "echo:hi");
+
+    client.ready().await.unwrap();
+    let err = client.unary(tonic::Request::new("missing".to_string()), path, StrCodec).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::NotFound, "no such thing"));
+
+    client.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/test.Echo/Stream");
+    let mut stream =
+        client.server_streaming(tonic::Request::new("s".to_string()), path, StrCodec).await.unwrap().into_inner();
+    assert_eq!(stream.message().await.unwrap().as_deref(), Some("s-1"));
+    assert_eq!(stream.message().await.unwrap().as_deref(), Some("s-2 te=trailers"));
+    let status = stream.message().await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (tonic::Code::DataLoss, "boom after data"));
+    drop(stream);
+
+    let recs = sink.wait_for(3).await;
+    let grpc: Vec<Option<u32>> = recs.iter().map(|r| r.grpc_status).collect();
+    assert_eq!(grpc, [Some(0), Some(5), Some(15)]);
+    assert!(recs.iter().all(|r| r.status == 200 && r.flags.is_empty()), "{recs:?}");
+}
+
+// ───────────────────────────── WebSocket ─────────────────────────────
+
+async fn ws_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_proxy() {
+    let be = ws_backend().await;
+    let (_proxy, addr) = start(simple(be)).await;
+
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let request = "ws://ws.example.com/chat".into_client_request().unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let got = ws.next().await.unwrap().unwrap();
+        assert_eq!(got.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    ws.close(None).await.unwrap();
+
+    // Tokens compared case-insensitively, `Connection` with several tokens.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nConnection: keep-alive, UPGRADE\r\nUpgrade: WebSocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+}
+
+/// Read until the end of a response head (bounded).
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 64 * 1024 {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+// ───────────────────────────── headers and paths ─────────────────────────────
+
+#[tokio::test]
+async fn proxy_headers() {
+    let be = backend("be").await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let mut c = H1::connect(addr).await;
+    let r = c
+        .send(
+            req("GET", "Api.Example.com:8080", "/h")
+                .header("x-forwarded-for", "203.0.113.9")
+                .header("x-forwarded-proto", "https")
+                .header("x-envoy-upstream-rq-timeout-ms", "1")
+                .header("x-envoy-internal", "true")
+                .header("connection", "keep-alive, x-hop")
+                .header("x-hop", "secret")
+                .header("keep-alive", "timeout=5")
+                .header("proxy-connection", "keep-alive")
+                .header("te", "trailers, deflate")
+                .header("x-custom", "kept")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.seen("x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(r.seen("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(r.seen("host").as_deref(), Some("Api.Example.com:8080"));
+    assert_eq!(r.seen("x-custom").as_deref(), Some("kept"));
+    assert_eq!(r.seen("te").as_deref(), Some("trailers"));
+    for gone in ["x-envoy-upstream-rq-timeout-ms", "x-envoy-internal", "x-hop", "keep-alive", "proxy-connection"] {
+        assert_eq!(r.seen(gone), None, "{gone} must not be forwarded");
+    }
+    let id = r.seen("x-request-id").unwrap();
+    assert_eq!(id.len(), 36, "{id}");
+    assert_eq!(&id[14..15], "4", "UUID v4: {id}");
+
+    let r2 = c.get("a", "/").await;
+    assert_ne!(r2.seen("x-request-id").unwrap(), id, "a new id per request");
+    assert_eq!(r2.seen("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+
+    let r3 = c.send(req("GET", "a", "/").header("x-request-id", "given-id").body(Default::default()).unwrap()).await;
+    assert_eq!(r3.seen("x-request-id").as_deref(), Some("given-id"));
+}
+
+#[tokio::test]
+async fn paths_are_normalized_before_matching_and_forwarding() {
+    let be = backend("be").await;
+    let snap = snapshot(
+        vec![listener(
+            80,
+            vec![vhost(
+                "*",
+                vec![
+                    route(
+                        vec![RequestMatch { uri: Some(StrMatch::Exact("/b".into())), ..Default::default() }],
+                        forward("c"),
+                    ),
+                    route(vec![uri_prefix("/x/")], forward("c")),
+                    route(vec![], RouteAction::DirectResponse { status: 404, body: Arc::from(&b"other"[..]) }),
+                ],
+            )],
+        )],
+        vec![cluster("c", &[be.addr])],
+    );
+    let (_proxy, addr) = start(snap).await;
+    let mut c = H1::connect(addr).await;
+    for (sent, seen) in [
+        ("/a/../b", "/b"),
+        ("/a/./../b", "/b"),
+        ("/%61/%2E%2e/b", "/b"),
+        ("/x//y/./z?q=1", "/x/y/z?q=1"),
+        ("/x/a%2fb", "/x/a%2Fb"),
+    ] {
+        let r = c.get("h", sent).await;
+        assert_eq!((r.status, r.seen_path()), (200, seen.to_string()), "{sent}");
+    }
+    assert_eq!(c.get("h", "/a/../c").await.text(), "other");
+
+    // A NUL byte (%00) cannot be normalized: 400.
+    let r = get(addr, "h", "/a%00b").await;
+    assert_eq!(r.status, 400);
+}
+
+// ───────────────────────────── bad clients ─────────────────────────────
+
+#[tokio::test]
+async fn malformed_and_oversized_requests() {
+    let be = backend("be").await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GARBAGE\x01 WHAT\r\n\r\n").await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head:?}");
+
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nx-big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 70 * 1024));
+    big.extend_from_slice(b"\r\n\r\n");
+    let _ = s.write_all(&big).await;
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head:?}");
+
+    // Too many headers also → 431.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+    for i in 0..150 {
+        many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let _ = s.write_all(&many).await;
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head:?}");
+
+    // Others are unaffected.
+    assert_eq!(get(addr, "h", "/").await.status, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slowloris_is_cut_off_by_the_header_read_timeout() {
+    let be = backend("be").await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let mut good = H1::connect(addr).await;
+    assert_eq!(good.get("h", "/").await.status, 200);
+
+    // Part of an HTTP/1 head, and part of the HTTP/2 preface: both stall.
+    for partial in [&b"GET / HTTP/1.1\r\nHost: h\r\nx-slow: "[..], &b"PRI * HTTP/2"[..]] {
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(partial).await.unwrap();
+        let mut buf = [0u8; 256];
+        // The paused clock runs forward to the timeout; the proxy closes the connection.
+        let n = tokio::time::timeout(Duration::from_secs(60), slow.read(&mut buf)).await;
+        match n {
+            Ok(Ok(n)) => assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "{n}"),
+            Ok(Err(_)) => {}
+            Err(_) => panic!("slow connection was not closed"),
+        }
+    }
+    // A fresh connection is served.
+    assert_eq!(get(addr, "h", "/").await.status, 200);
+}
