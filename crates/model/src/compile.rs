@@ -97,7 +97,7 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     }
 
     let registry = Registry::build(&ses);
-    let mut b = Builder { opts, diags, registry, drs, snapshot, used_clusters: BTreeSet::new() };
+    let mut b = Builder { opts, diags, registry, drs, snapshot };
 
     // 3. Gateways this instance applies.
     let applied: Vec<(&Resource, &Gateway)> = gateways
@@ -164,8 +164,6 @@ struct Builder<'a> {
     registry: Registry<'a>,
     drs: Vec<&'a Resource>,
     snapshot: Snapshot,
-    /// Clusters routes point at (built even when the registry lacks them? no: those stay NC).
-    used_clusters: BTreeSet<String>,
 }
 
 /// Does the VirtualService name this Gateway in `gateways` (`name` = the VS's namespace, `ns/name`)?
@@ -189,6 +187,38 @@ fn gateway_ref_matches(g: &str, vs_ns: &str, gw_ns: &str, gw_name: &str) -> bool
         }
     }
     false
+}
+
+/// The names a VirtualService serves on a server: each VS host (short names resolved)
+/// intersected with each server host whose `ns/` part admits the VS's namespace.
+fn bound_hosts(server_hosts: &[String], gw_ns: &str, vs_res: &Resource, vs: &VirtualService) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for vh in &vs.hosts {
+        let vh = host::resolve_short_name(vh, vs_res.namespace());
+        for sh in server_hosts {
+            let (ns, shost) = host::split_namespace(sh);
+            if !namespace_allows(ns, gw_ns, vs_res.namespace()) {
+                continue;
+            }
+            if let Some(name) = host::intersect(shost, &vh) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+fn route_ctx<'x>(opts: &'x Options, s: &ServerRef<'x>, vs_res: &'x Resource, port: u32) -> RouteCtx<'x> {
+    RouteCtx {
+        vs_res,
+        gw_ns: s.gw_res.namespace(),
+        gw_name: s.gw_res.name(),
+        port,
+        labels: &opts.labels,
+        gateway_namespace: &opts.gateway_namespace,
+    }
 }
 
 /// May a VirtualService in `vs_ns` bind to a server host written `ns/host` on a Gateway in `gw_ns`?
@@ -250,7 +280,7 @@ impl<'a> Builder<'a> {
             }
             kept.push(s);
         }
-        self.check_host_conflicts(port, kind, &kept);
+        self.check_host_conflicts(port, &kept);
 
         let mut blocks = Vec::new();
         let mut http_vhosts: Vec<VirtualHost> = Vec::new();
@@ -340,7 +370,7 @@ impl<'a> Builder<'a> {
 
     /// Same port, same host on two servers: IST0145. For plaintext HTTP the first server keeps
     /// the host; for TLS the SNI is ambiguous and the later one loses too.
-    fn check_host_conflicts(&mut self, port: u32, kind: ListenerKind, servers: &[ServerRef<'a>]) {
+    fn check_host_conflicts(&mut self, port: u32, servers: &[ServerRef<'a>]) {
         let mut owners: Vec<(String, String)> = Vec::new();
         for s in servers {
             for h in &s.server.hosts {
@@ -348,7 +378,6 @@ impl<'a> Builder<'a> {
                 let hostname = hostname.to_ascii_lowercase();
                 if let Some((_, owner)) = owners.iter().find(|(hn, owner)| *hn == hostname && *owner != s.gateway_key())
                 {
-                    let _ = kind;
                     self.diags.push(Diagnostic::error(
                         s.gw_res.origin.locate(&format!("spec.servers[{}].hosts", s.index)),
                         code::CONFLICTING_GATEWAYS,
@@ -375,45 +404,16 @@ impl<'a> Builder<'a> {
     ) -> Vec<VirtualHost> {
         let mut order: Vec<String> = Vec::new();
         let mut routes_by_host: BTreeMap<String, Vec<Arc<crate::snapshot::Route>>> = BTreeMap::new();
-        let gw_ns = s.gw_res.namespace();
         for (vs_res, vs) in bound {
             if vs.http.is_empty() {
                 continue;
             }
-            let mut names: Vec<String> = Vec::new();
-            for vh in &vs.hosts {
-                let vh = host::resolve_short_name(vh, vs_res.namespace());
-                for sh in &s.server.hosts {
-                    let (ns, shost) = host::split_namespace(sh);
-                    if !namespace_allows(ns, gw_ns, vs_res.namespace()) {
-                        continue;
-                    }
-                    if let Some(name) = host::intersect(shost, &vh) {
-                        if !names.contains(&name) {
-                            names.push(name);
-                        }
-                    }
-                }
-            }
+            let names = bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs);
             if names.is_empty() {
                 continue;
             }
-            let ctx = RouteCtx {
-                vs_res,
-                gw_ns,
-                gw_name: s.gw_res.name(),
-                port,
-                labels: &self.opts.labels,
-                gateway_namespace: &self.opts.gateway_namespace,
-            };
+            let ctx = route_ctx(self.opts, s, vs_res, port);
             let compiled = routes::compile_http_routes(&ctx, vs, &self.registry, &mut self.diags);
-            for r in &compiled {
-                if let crate::snapshot::RouteAction::Forward(w) = &r.action {
-                    for d in &w.destinations {
-                        self.used_clusters.insert(d.cluster.to_string());
-                    }
-                }
-            }
             for name in names {
                 if !order.contains(&name) {
                     order.push(name.clone());
@@ -434,16 +434,6 @@ impl<'a> Builder<'a> {
             .collect()
     }
 
-    fn bound_hosts_overlap(&self, s: &ServerRef<'a>, vs_res: &Resource, vs: &VirtualService) -> bool {
-        vs.hosts.iter().any(|vh| {
-            let vh = host::resolve_short_name(vh, vs_res.namespace());
-            s.server.hosts.iter().any(|sh| {
-                let (ns, shost) = host::split_namespace(sh);
-                namespace_allows(ns, s.gw_res.namespace(), vs_res.namespace()) && host::intersect(shost, &vh).is_some()
-            })
-        })
-    }
-
     fn tcp_routes(
         &mut self,
         s: &ServerRef<'a>,
@@ -452,23 +442,11 @@ impl<'a> Builder<'a> {
     ) -> Vec<Arc<TcpRoute>> {
         let mut out = Vec::new();
         for (vs_res, vs) in bound {
-            if vs.tcp.is_empty() || !self.bound_hosts_overlap(s, vs_res, vs) {
+            if vs.tcp.is_empty() || bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs).is_empty() {
                 continue;
             }
-            let ctx = RouteCtx {
-                vs_res,
-                gw_ns: s.gw_res.namespace(),
-                gw_name: s.gw_res.name(),
-                port,
-                labels: &self.opts.labels,
-                gateway_namespace: &self.opts.gateway_namespace,
-            };
+            let ctx = route_ctx(self.opts, s, vs_res, port);
             let routes = routes::compile_tcp_routes(&ctx, vs, &self.registry, &mut self.diags);
-            for r in &routes {
-                for d in &r.destinations.destinations {
-                    self.used_clusters.insert(d.cluster.to_string());
-                }
-            }
             // Istio: the first VirtualService with TCP routes for the server wins.
             if !routes.is_empty() {
                 out = routes;
@@ -486,23 +464,11 @@ impl<'a> Builder<'a> {
     ) -> Vec<Arc<TlsRoute>> {
         let mut out = Vec::new();
         for (vs_res, vs) in bound {
-            if vs.tls.is_empty() || !self.bound_hosts_overlap(s, vs_res, vs) {
+            if vs.tls.is_empty() || bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs).is_empty() {
                 continue;
             }
-            let ctx = RouteCtx {
-                vs_res,
-                gw_ns: s.gw_res.namespace(),
-                gw_name: s.gw_res.name(),
-                port,
-                labels: &self.opts.labels,
-                gateway_namespace: &self.opts.gateway_namespace,
-            };
+            let ctx = route_ctx(self.opts, s, vs_res, port);
             let routes = routes::compile_tls_routes(&ctx, vs, &s.server.hosts, &self.registry, &mut self.diags);
-            for r in &routes {
-                for d in &r.destinations.destinations {
-                    self.used_clusters.insert(d.cluster.to_string());
-                }
-            }
             out.extend(routes);
         }
         out
@@ -592,16 +558,8 @@ impl<'a> Builder<'a> {
                         if vs.hosts.is_empty() {
                             continue;
                         }
-                        let any = vs.hosts.iter().any(|vh| {
-                            let vh = host::resolve_short_name(vh, vs_res.namespace());
-                            gws.servers.iter().any(|s| {
-                                s.hosts.iter().any(|sh| {
-                                    let (ns, shost) = host::split_namespace(sh);
-                                    namespace_allows(ns, gw.namespace(), vs_res.namespace())
-                                        && host::intersect(shost, &vh).is_some()
-                                })
-                            })
-                        });
+                        let any =
+                            gws.servers.iter().any(|s| !bound_hosts(&s.hosts, gw.namespace(), vs_res, vs).is_empty());
                         if !any {
                             self.diags.push(Diagnostic::warning(
                                 vs_res.origin.locate("spec.hosts"),
@@ -697,7 +655,6 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        let _ = &self.used_clusters;
     }
 }
 

@@ -118,7 +118,6 @@ fn translate_one(res: &Resource, ing: &Ingress, opts: &Options, diags: &mut Vec<
             };
             let path = path.trim_end_matches(".*").trim_end_matches("/*").to_string();
             let path = if path.is_empty() { "/".to_string() } else { path };
-            let _ = (ri, pi);
             paths.entry(host.clone()).or_default().push((ri, pi, exact, path, &p.backend));
         }
     }
