@@ -37,16 +37,6 @@ pub fn unsupported(res: &Resource) -> Vec<Diagnostic> {
 
 fn gateway(f: &mut Found<'_>, g: &Gateway) {
     for (i, s) in g.servers.iter().enumerate() {
-        let proto = s.port.as_ref().map(|p| p.protocol.to_ascii_uppercase()).unwrap_or_default();
-        if matches!(proto.as_str(), "HTTPS" | "TLS") {
-            f.warn(
-                format!("spec.servers[{i}].port"),
-                &format!("serving a {proto} server (TLS termination and passthrough)"),
-            );
-        }
-        if matches!(proto.as_str(), "TCP" | "MONGO" | "MYSQL" | "REDIS") {
-            f.warn(format!("spec.servers[{i}].port"), &format!("serving a {proto} server (TCP proxying)"));
-        }
         if s.default_endpoint.is_some() {
             f.warn(format!("spec.servers[{i}].defaultEndpoint"), "defaultEndpoint (sidecar only)");
         }
@@ -68,12 +58,6 @@ fn virtual_service(f: &mut Found<'_>, vs: &VirtualService) {
         if r.cors_policy.is_some() {
             f.warn(p("corsPolicy"), "CORS");
         }
-    }
-    if !vs.tcp.is_empty() {
-        f.warn("spec.tcp".into(), "TCP routing");
-    }
-    if !vs.tls.is_empty() {
-        f.warn("spec.tls".into(), "TLS passthrough routing");
     }
 }
 

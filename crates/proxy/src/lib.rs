@@ -36,11 +36,15 @@ mod rng;
 mod routing;
 mod server;
 mod state;
+mod tcp;
+mod tls;
 mod upstream;
 
 pub use error::ProxyError;
-pub use log::{AccessLogSink, NoopSink, RequestRecord};
+pub use log::{AccessLogSink, NoopSink, RequestRecord, TcpRecord};
 pub use options::ProxyOptions;
 /// Envoy response flags, shared with telemetry (one type across the workspace).
 pub use portico_telemetry::ResponseFlags;
 pub use proxy::Proxy;
+/// The TLS ClientHello reader (SNI, ALPN), public for fuzzing.
+pub use tls::hello as client_hello;

@@ -4,8 +4,10 @@
 use crate::io::{sniff, Prefixed};
 use crate::server::ProxyService;
 use crate::state::Shared;
+use crate::tcp::{self, TcpLog};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico_model::snapshot::ListenerKind;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -101,6 +103,19 @@ pub(crate) struct ConnInfo {
     pub(crate) gateway_port: u32,
     /// For upgraded tunnels, which outlive the HTTP connection but not the drain.
     pub(crate) phase: watch::Receiver<Phase>,
+    /// Set on connections whose TLS we terminated.
+    pub(crate) tls: Option<crate::tls::TlsInfo>,
+}
+
+impl ConnInfo {
+    /// The scheme requests on this connection arrived with (route matching, redirects).
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 async fn serve(
@@ -110,6 +125,12 @@ async fn serve(
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
 ) {
+    let kind = shared.state.load().snapshot.listener(port).map(|l| l.kind);
+    match kind {
+        Some(ListenerKind::Tls) => return crate::tls::serve(stream, peer, port, shared, phase).await,
+        Some(ListenerKind::Tcp) => return serve_tcp(stream, peer, port, shared, phase).await,
+        Some(ListenerKind::Http) | None => {}
+    }
     let sniffed = tokio::select! {
         r = tokio::time::timeout(shared.opts.header_read_timeout, sniff(&mut stream)) => r,
         _ = until(&mut phase, Phase::Draining) => return,
@@ -121,13 +142,22 @@ async fn serve(
     };
     let local = stream.local_addr().unwrap_or(peer);
     let io = TokioIo::new(Prefixed::new(prefix, stream));
-    let info = ConnInfo { peer, local, gateway_port: port, phase: phase.clone() };
+    let info = ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: None };
     let svc = ProxyService::new(shared.clone(), Arc::new(info));
     if is_h2 {
         drive(shared.h2.serve_connection(io, svc), phase).await;
     } else {
         drive(shared.h1.serve_connection(io, svc).with_upgrades(), phase).await;
     }
+}
+
+/// A connection on a TCP listener: relayed by the port's first matching TCP route.
+async fn serve_tcp(stream: TcpStream, peer: SocketAddr, port: u32, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
+    let local = stream.local_addr().unwrap_or(peer);
+    let mut log = TcpLog::new(shared.clone(), TcpLog::record(peer, local, port, None));
+    let state = shared.state.load_full();
+    let dests = state.snapshot.listener(port).and_then(|l| tcp::tcp_route(&l.tcp_routes, port));
+    tcp::proxy(&shared, &state, dests, None, stream, bytes::Bytes::new(), &mut log, phase).await;
 }
 
 /// Resolve once the phase is at least `at` (never, if the sender is gone).
@@ -142,26 +172,30 @@ pub(crate) async fn until(phase: &mut watch::Receiver<Phase>, at: Phase) {
     }
 }
 
-type Io = TokioIo<Prefixed<TcpStream>>;
-
-/// hyper server connections that can shut down gracefully.
-trait Graceful: Future<Output = Result<(), hyper::Error>> {
+/// hyper server connections that can shut down gracefully (over plain TCP or TLS).
+pub(crate) trait Graceful: Future<Output = Result<(), hyper::Error>> {
     fn begin_graceful_shutdown(self: Pin<&mut Self>);
 }
 
-impl Graceful for http1::UpgradeableConnection<Io, ProxyService> {
+impl<S> Graceful for http1::UpgradeableConnection<TokioIo<S>, ProxyService>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     fn begin_graceful_shutdown(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
 }
 
-impl Graceful for http2::Connection<Io, ProxyService, TokioExecutor> {
+impl<S> Graceful for http2::Connection<TokioIo<S>, ProxyService, TokioExecutor>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     fn begin_graceful_shutdown(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
 }
 
-async fn drive<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase>) {
+pub(crate) async fn drive<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase>) {
     tokio::pin!(conn);
     let mut shutting_down = false;
     loop {

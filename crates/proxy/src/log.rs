@@ -15,6 +15,33 @@ use std::time::{Duration, Instant, SystemTime};
 /// (hand the record to a channel or bump atomics).
 pub trait AccessLogSink: Send + Sync + 'static {
     fn log(&self, record: &RequestRecord);
+
+    /// One record per proxied TCP connection (TCP servers, TLS passthrough, TLS-terminated TCP),
+    /// when the connection is closed.
+    fn log_tcp(&self, _record: &TcpRecord) {}
+}
+
+/// What happened to one proxied TCP connection (Envoy's TCP proxy access-log fields).
+#[derive(Clone, Debug)]
+pub struct TcpRecord {
+    pub start_time: SystemTime,
+    pub duration: Duration,
+    pub downstream_remote: SocketAddr,
+    pub downstream_local: SocketAddr,
+    /// The Gateway port the connection arrived on.
+    pub gateway_port: u32,
+    /// The SNI the client sent (TLS listeners).
+    pub sni: Option<Arc<str>>,
+    /// The cluster the connection was routed to.
+    pub upstream_cluster: Option<Arc<str>>,
+    /// The endpoint address it was relayed to.
+    pub upstream_host: Option<SocketAddr>,
+    /// Bytes received from the client (including a passed-through ClientHello).
+    pub bytes_received: u64,
+    /// Bytes sent to the client.
+    pub bytes_sent: u64,
+    /// `NR` no route, `UF` connect failure, `UH` no endpoint, `NC` no cluster, `SI` idle timeout…
+    pub flags: ResponseFlags,
 }
 
 /// The default sink: drops every record.

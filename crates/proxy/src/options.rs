@@ -35,6 +35,13 @@ pub struct ProxyOptions {
     pub max_idle_per_endpoint: usize,
     /// Seed for weighted picks, load balancing and generated request ids (tests); random when `None`.
     pub rng_seed: Option<u64>,
+    /// A TLS client must complete its ClientHello and handshake within this time.
+    pub tls_handshake_timeout: Duration,
+    /// How often certificate files are re-read (a changed file is used by new handshakes).
+    pub tls_refresh_interval: Duration,
+    /// A proxied TCP connection with no bytes either way for this long is closed (Istio's
+    /// default TCP idle timeout is 1 h).
+    pub tcp_idle_timeout: Duration,
     /// Receives one record per finished request (access log, metrics). No-op by default.
     pub access_log: Arc<dyn AccessLogSink>,
 }
@@ -52,6 +59,9 @@ impl Default for ProxyOptions {
             dns_refresh: Duration::from_secs(5),
             max_idle_per_endpoint: 256,
             rng_seed: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            tls_refresh_interval: Duration::from_secs(10),
+            tcp_idle_timeout: Duration::from_secs(3600),
             access_log: Arc::new(NoopSink),
         }
     }
@@ -70,6 +80,9 @@ impl fmt::Debug for ProxyOptions {
             .field("dns_refresh", &self.dns_refresh)
             .field("max_idle_per_endpoint", &self.max_idle_per_endpoint)
             .field("rng_seed", &self.rng_seed)
+            .field("tls_handshake_timeout", &self.tls_handshake_timeout)
+            .field("tls_refresh_interval", &self.tls_refresh_interval)
+            .field("tcp_idle_timeout", &self.tcp_idle_timeout)
             .finish_non_exhaustive()
     }
 }

@@ -4,9 +4,10 @@ use crate::error::ProxyError;
 use crate::listener::{self, ListenerHandle};
 use crate::options::ProxyOptions;
 use crate::state::{Shared, State};
+use crate::tls::TlsStore;
 use crate::upstream::{UpstreamConfig, Upstreams};
 use arc_swap::ArcSwap;
-use portico_model::snapshot::{ListenerKind, Snapshot};
+use portico_model::snapshot::Snapshot;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,35 @@ struct Control {
     listeners: BTreeMap<u32, ListenerHandle>,
     /// Drains of removed ports still running.
     draining: Vec<JoinHandle<()>>,
+    /// The periodic re-read of certificate files.
+    tls_refresh: Option<JoinHandle<()>>,
+}
+
+/// Re-read certificate files every `tls_refresh_interval`: changed material gets a new config
+/// for new handshakes; open connections keep theirs.
+async fn refresh_tls(shared: std::sync::Weak<Shared>) {
+    let Some(interval) = shared.upgrade().map(|s| s.opts.tls_refresh_interval) else { return };
+    let mut stop = match shared.upgrade() {
+        Some(s) => s.stop.subscribe(),
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        reload_tls(&shared);
+    }
+}
+
+/// Rebuild the current state's TLS configs from the material as it is now.
+fn reload_tls(shared: &Shared) {
+    let state = shared.state.load_full();
+    let (store, changed) = TlsStore::build(&state.snapshot, &state.tls.load(), &shared.crypto);
+    if changed {
+        state.tls.store(Arc::new(store));
+    }
 }
 
 impl Proxy {
@@ -64,7 +94,8 @@ impl Proxy {
     /// of removed ports in the background. Requests in flight finish on the snapshot they
     /// started with. Upstream pools of unchanged clusters are kept.
     ///
-    /// TLS and TCP listeners are not served yet; their ports are not bound.
+    /// TLS configs are built here (certificate files read now) and kept by content: unchanged
+    /// material keeps its config. Files are re-read every `tls_refresh_interval` as well.
     pub async fn apply(&self, snapshot: Arc<Snapshot>) -> Result<(), ProxyError> {
         let inner = &self.inner;
         let shared = &inner.shared;
@@ -72,17 +103,7 @@ impl Proxy {
         if inner.draining.load(Ordering::Acquire) {
             return Err(ProxyError::ShuttingDown);
         }
-        let wanted: BTreeSet<u32> = snapshot
-            .listeners
-            .iter()
-            .filter(|l| {
-                if l.kind != ListenerKind::Http {
-                    tracing::warn!(port = l.port, kind = ?l.kind, "listener kind not served yet; port not opened");
-                }
-                l.kind == ListenerKind::Http
-            })
-            .map(|l| l.port)
-            .collect();
+        let wanted: BTreeSet<u32> = snapshot.listeners.iter().map(|l| l.port).collect();
         let removed = {
             // No await in this block: sockets register with, and tasks spawn on, the data-plane
             // runtime.
@@ -106,7 +127,14 @@ impl Proxy {
             };
             let old = shared.state.load_full();
             let upstreams = Upstreams::build(&old.upstreams, &snapshot, &cfg);
-            shared.state.store(Arc::new(State::new(snapshot, upstreams)));
+            let (tls, _) = TlsStore::build(&snapshot, &old.tls.load(), &shared.crypto);
+            let state = State::new(snapshot, upstreams);
+            // Set before the state is published: a handshake never sees a state without its configs.
+            state.tls.store(Arc::new(tls));
+            shared.state.store(Arc::new(state));
+            if ctl.tls_refresh.is_none() {
+                ctl.tls_refresh = Some(tokio::spawn(refresh_tls(Arc::downgrade(shared))));
+            }
 
             for (port, l, local_addr) in fresh {
                 tracing::info!(port, %local_addr, "listening");
@@ -129,6 +157,12 @@ impl Proxy {
         inner.addrs.store(Arc::new(ctl.listeners.iter().map(|(p, h)| (*p, h.local_addr)).collect()));
         inner.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Re-read certificate files now (as the periodic refresh does): new handshakes use changed
+    /// certificates, open connections are untouched.
+    pub fn reload_tls(&self) {
+        reload_tls(&self.inner.shared);
     }
 
     /// The snapshot new requests are served from (an empty one before the first `apply`).
@@ -154,6 +188,9 @@ impl Proxy {
         inner.draining.store(true, Ordering::Release);
         let (listeners, drains) = {
             let mut ctl = inner.control.lock().await;
+            if let Some(r) = ctl.tls_refresh.take() {
+                r.abort();
+            }
             (std::mem::take(&mut ctl.listeners), std::mem::take(&mut ctl.draining))
         };
         inner.addrs.store(Arc::new(Vec::new()));

@@ -112,7 +112,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     if parts.method == Method::CONNECT {
         return local_reply(StatusCode::NOT_FOUND, "", ResponseFlags::NO_ROUTE_FOUND, "route_not_found", log);
     }
-    let Some(vhost) = state.route_table(conn.gateway_port).and_then(|t| t.find(authority)) else {
+    let Some(vhost) = state.route_table_for(conn).and_then(|t| t.find(authority)) else {
         return local_reply(StatusCode::NOT_FOUND, "", ResponseFlags::NO_ROUTE_FOUND, "route_not_found", log);
     };
     let raw_path = parts.uri.path();
@@ -121,8 +121,14 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     };
     let query = parts.uri.query();
     if vhost.https_redirect {
-        let location =
-            routing::redirect_location(&https_redirect(), "http", authority, &norm_path, query, conn.gateway_port);
+        let location = routing::redirect_location(
+            &https_redirect(),
+            conn.scheme(),
+            authority,
+            &norm_path,
+            query,
+            conn.gateway_port,
+        );
         return redirect_reply(StatusCode::MOVED_PERMANENTLY, &location, None, log);
     }
 
@@ -132,7 +138,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         let lookup = RequestHeaders::new(&parts.headers, authority, parts.method.as_str(), full_path);
         let view = RequestView {
             method: parts.method.as_str(),
-            scheme: "http",
+            scheme: conn.scheme(),
             authority,
             path: &norm_path,
             query,
@@ -157,7 +163,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
             return resp;
         }
         RouteAction::Redirect(r) => {
-            let location = routing::redirect_location(r, "http", authority, &norm_path, query, conn.gateway_port);
+            let location =
+                routing::redirect_location(r, conn.scheme(), authority, &norm_path, query, conn.gateway_port);
             let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
             return redirect_reply(status, &location, Some(&route.headers.response), log);
         }
@@ -220,6 +227,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     let client_upgrade = if upgrade.is_some() { parts.extensions.remove::<OnUpgrade>() } else { None };
     let request_id = headers::prepare_request(&mut parts.headers, conn.peer.ip(), upgrade.as_ref(), &shared.rng);
     log.record.request_id = Some(request_id);
+    crate::tls::downstream_headers(&mut parts.headers, conn);
     headers::apply_ops(&mut parts.headers, &dest.headers.request);
     headers::apply_ops(&mut parts.headers, &route.headers.request);
     log.record.x_forwarded_for = parts.headers.get("x-forwarded-for").cloned();

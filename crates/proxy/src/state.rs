@@ -17,11 +17,18 @@ pub(crate) struct State {
     pub(crate) upstreams: Upstreams,
     /// Route table of each plaintext HTTP listener, by Gateway port.
     http: Vec<(u32, Arc<RouteTable>)>,
+    /// TLS configs of this snapshot's terminated servers (swapped when certificate files change).
+    pub(crate) tls: ArcSwap<crate::tls::TlsStore>,
 }
 
 impl State {
     pub(crate) fn empty() -> State {
-        State { snapshot: Arc::new(Snapshot::default()), upstreams: Upstreams::default(), http: Vec::new() }
+        State {
+            snapshot: Arc::new(Snapshot::default()),
+            upstreams: Upstreams::default(),
+            http: Vec::new(),
+            tls: ArcSwap::from_pointee(crate::tls::TlsStore::default()),
+        }
     }
 
     pub(crate) fn new(snapshot: Arc<Snapshot>, upstreams: Upstreams) -> State {
@@ -31,7 +38,15 @@ impl State {
             .filter(|l| l.kind == ListenerKind::Http)
             .filter_map(|l| l.http.clone().map(|t| (l.port, t)))
             .collect();
-        State { snapshot, upstreams, http }
+        State { snapshot, upstreams, http, tls: ArcSwap::from_pointee(crate::tls::TlsStore::default()) }
+    }
+
+    /// The route table for requests on `conn`: its TLS server's (chosen by SNI), or the port's.
+    pub(crate) fn route_table_for(&self, conn: &crate::listener::ConnInfo) -> Option<&RouteTable> {
+        match &conn.tls {
+            Some(tls) => crate::tls::route_table(self, conn.gateway_port, tls),
+            None => self.route_table(conn.gateway_port),
+        }
     }
 
     pub(crate) fn route_table(&self, port: u32) -> Option<&RouteTable> {
@@ -47,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) rng: FastRng,
     pub(crate) h1: http1::Builder,
     pub(crate) h2: http2::Builder<TokioExecutor>,
+    /// The one crypto provider (aws-lc-rs), built once and passed explicitly.
+    pub(crate) crypto: Arc<rustls::crypto::CryptoProvider>,
     /// `true` once shutting down (stops background tasks).
     pub(crate) stop: watch::Sender<bool>,
 }
@@ -73,6 +90,7 @@ impl Shared {
             h1,
             h2,
             stop: watch::Sender::new(false),
+            crypto: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             opts,
         }
     }

@@ -8,7 +8,7 @@ mod conn;
 mod dns;
 mod lb;
 
-pub(crate) use conn::EndpointState;
+pub(crate) use conn::{connect_timeout, EndpointState};
 
 use crate::rng::FastRng;
 use arc_swap::ArcSwap;

@@ -1,0 +1,213 @@
+//! L4 proxying: TCP servers (`TCP`, `MONGO`, `MYSQL`, `REDIS` as opaque streams), TCP routes
+//! behind terminated TLS, and TLS passthrough. One weighted destination per connection, a
+//! connect timeout, an idle timeout, half-close both ways, bytes counted both ways.
+
+use crate::listener::{until, Phase};
+use crate::log::TcpRecord;
+use crate::state::{Shared, State};
+use crate::ResponseFlags;
+use bytes::Bytes;
+use portico_model::snapshot::{TcpRoute, WeightedClusters};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// The first TCP route for `port` (Istio: first match wins; a route without ports matches all).
+pub(crate) fn tcp_route(routes: &[Arc<TcpRoute>], port: u32) -> Option<&WeightedClusters> {
+    routes.iter().find(|r| r.ports.is_empty() || r.ports.contains(&port)).map(|r| &r.destinations)
+}
+
+/// A connection record being filled; logged once, when dropped.
+pub(crate) struct TcpLog {
+    shared: Arc<Shared>,
+    started: Instant,
+    pub(crate) record: TcpRecord,
+}
+
+impl TcpLog {
+    pub(crate) fn new(shared: Arc<Shared>, record: TcpRecord) -> TcpLog {
+        TcpLog { shared, started: Instant::now(), record }
+    }
+
+    pub(crate) fn record(
+        peer: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+        port: u32,
+        sni: Option<Arc<str>>,
+    ) -> TcpRecord {
+        TcpRecord {
+            start_time: SystemTime::now(),
+            duration: std::time::Duration::ZERO,
+            downstream_remote: peer,
+            downstream_local: local,
+            gateway_port: port,
+            sni,
+            upstream_cluster: None,
+            upstream_host: None,
+            bytes_received: 0,
+            bytes_sent: 0,
+            flags: ResponseFlags::NONE,
+        }
+    }
+}
+
+impl Drop for TcpLog {
+    fn drop(&mut self) {
+        self.record.duration = self.started.elapsed();
+        self.shared.sink.log_tcp(&self.record);
+    }
+}
+
+/// Relay `down` (whose first bytes `prefix` were already read) to a weighted destination of
+/// `dests`, or to `cluster` directly (AUTO_PASSTHROUGH). Failures close the connection and are
+/// flagged in the record.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn proxy<S>(
+    shared: &Shared,
+    state: &State,
+    dests: Option<&WeightedClusters>,
+    cluster: Option<Arc<str>>,
+    down: S,
+    prefix: Bytes,
+    log: &mut TcpLog,
+    phase: watch::Receiver<Phase>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let cluster = match (cluster, dests) {
+        (Some(c), _) => c,
+        (None, Some(wc)) => match wc.pick(shared.rng.below(wc.total_weight)) {
+            Some(d) => d.cluster.clone(),
+            None => {
+                log.record.flags.insert(ResponseFlags::NO_CLUSTER_FOUND);
+                return;
+            }
+        },
+        (None, None) => {
+            log.record.flags.insert(ResponseFlags::NO_ROUTE_FOUND);
+            return;
+        }
+    };
+    log.record.upstream_cluster = Some(cluster.clone());
+    let Some(pool) = state.upstreams.get(&cluster) else {
+        log.record.flags.insert(ResponseFlags::NO_CLUSTER_FOUND);
+        return;
+    };
+    let Some(endpoint) = pool.pick(&shared.rng).await else {
+        log.record.flags.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
+        return;
+    };
+    log.record.upstream_host = Some(endpoint.addr);
+    let _active = crate::upstream::ActiveRequest::new(endpoint.clone());
+    let timeout = crate::upstream::connect_timeout(&pool.def);
+    let up = match tokio::time::timeout(timeout, TcpStream::connect(endpoint.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(upstream = %endpoint.addr, error = %e, "TCP upstream connect failed");
+            log.record.flags.insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(upstream = %endpoint.addr, "TCP upstream connect timed out");
+            log.record.flags.insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+            return;
+        }
+    };
+    let _ = up.set_nodelay(true);
+    let counters = Counters::default();
+    counters.received.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+    let outcome = relay(down, up, prefix, shared.opts.tcp_idle_timeout, &counters, phase).await;
+    log.record.bytes_received = counters.received.load(Ordering::Relaxed);
+    log.record.bytes_sent = counters.sent.load(Ordering::Relaxed);
+    match outcome {
+        Outcome::Done => {}
+        Outcome::Idle => log.record.flags.insert(ResponseFlags::STREAM_IDLE_TIMEOUT),
+        Outcome::UpstreamWriteFailed => log.record.flags.insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE),
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    /// Client → upstream.
+    pub(crate) received: AtomicU64,
+    /// Upstream → client.
+    pub(crate) sent: AtomicU64,
+    /// Last activity, in ms since `base` (tokio's clock, so tests can pause it).
+    last: AtomicU64,
+}
+
+enum Outcome {
+    Done,
+    Idle,
+    UpstreamWriteFailed,
+}
+
+/// Copy both ways until both directions ended (each end's EOF becomes a write shutdown on the
+/// other side: half-close), nothing moved for `idle`, or the drain closes the listener.
+async fn relay<D, U>(
+    down: D,
+    mut up: U,
+    prefix: Bytes,
+    idle: std::time::Duration,
+    counters: &Counters,
+    mut phase: watch::Receiver<Phase>,
+) -> Outcome
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    if !prefix.is_empty() && up.write_all(&prefix).await.is_err() {
+        return Outcome::UpstreamWriteFailed;
+    }
+    let base = tokio::time::Instant::now();
+    let (mut dr, mut dw) = tokio::io::split(down);
+    let (mut ur, mut uw) = tokio::io::split(up);
+    let both = async {
+        tokio::join!(
+            copy_half(&mut dr, &mut uw, &counters.received, &counters.last, base),
+            copy_half(&mut ur, &mut dw, &counters.sent, &counters.last, base)
+        )
+    };
+    let watchdog = async {
+        loop {
+            let last = base + std::time::Duration::from_millis(counters.last.load(Ordering::Relaxed));
+            let deadline = last + idle;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    tokio::select! {
+        _ = both => Outcome::Done,
+        _ = watchdog => Outcome::Idle,
+        _ = until(&mut phase, Phase::Closed) => Outcome::Done,
+    }
+}
+
+/// One direction: read until EOF (or an error), then shut the writer down so the other side
+/// sees the half-close.
+async fn copy_half<R, W>(r: &mut R, w: &mut W, count: &AtomicU64, last: &AtomicU64, base: tokio::time::Instant)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // Small to start: most L4 connections are idle most of the time.
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        let ms = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(ms, Ordering::Relaxed);
+    }
+    let _ = w.shutdown().await;
+}

@@ -1,0 +1,276 @@
+//! TLS listeners: read the ClientHello without consuming it, choose the Gateway server by SNI,
+//! then terminate (HTTP through the hyper service, or a TCP relay for `TLS` servers) or pass the
+//! bytes through (PASSTHROUGH by VirtualService `tls` routes, AUTO_PASSTHROUGH by the SNI).
+
+mod config;
+pub mod hello;
+mod identity;
+
+pub(crate) use config::TlsStore;
+
+use crate::io::Prefixed;
+use crate::listener::{drive, until, ConnInfo, Phase};
+use crate::server::ProxyService;
+use crate::state::{Shared, State};
+use crate::tcp::{self, TcpLog};
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderValue};
+use hyper_util::rt::TokioIo;
+use portico_model::snapshot::{Protocol, ServerBlock, TlsRoute};
+use portico_model::tls::TlsMode;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// What the HTTP service needs to know about a terminated TLS connection.
+pub(crate) struct TlsInfo {
+    /// The SNI the client sent (it chose the server block, hence the route table).
+    pub(crate) sni: Option<Arc<str>>,
+    /// The verified client certificate, in XFCC form (MUTUAL / OPTIONAL_MUTUAL with a cert).
+    pub(crate) xfcc: Option<HeaderValue>,
+}
+
+/// A Gateway host as an SNI pattern: `ns/host` → `host`.
+fn host_pattern(h: &str) -> &str {
+    h.rsplit_once('/').map_or(h, |(_, host)| host)
+}
+
+/// The server for `sni`, as Envoy's filter chain match does: exact name, then the longest
+/// wildcard suffix, then a server with `*` (which also takes clients without SNI).
+pub(crate) fn select_server<'a>(servers: &'a [Arc<ServerBlock>], sni: Option<&str>) -> Option<&'a Arc<ServerBlock>> {
+    let catch_all = || servers.iter().find(|s| s.hosts.iter().any(|h| host_pattern(h) == "*"));
+    let Some(sni) = sni else { return catch_all() };
+    if let Some(s) = servers.iter().find(|s| s.hosts.iter().any(|h| host_pattern(h).eq_ignore_ascii_case(sni))) {
+        return Some(s);
+    }
+    let mut best: Option<(usize, &Arc<ServerBlock>)> = None;
+    for s in servers {
+        for h in &s.hosts {
+            if let Some(suffix) = host_pattern(h).strip_prefix('*') {
+                if !suffix.is_empty() && wildcard_matches(suffix, sni) && best.is_none_or(|(len, _)| suffix.len() > len)
+                {
+                    best = Some((suffix.len(), s));
+                }
+            }
+        }
+    }
+    best.map(|(_, s)| s).or_else(catch_all)
+}
+
+/// `.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com`.
+fn wildcard_matches(suffix: &str, name: &str) -> bool {
+    name.len() > suffix.len()
+        && name.is_char_boundary(name.len() - suffix.len())
+        && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+}
+
+/// Envoy's `server_names` rules for passthrough routes: exact, `*.suffix`, or `*`.
+fn sni_matches(pattern: &str, sni: &str) -> bool {
+    let pattern = host_pattern(pattern);
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => wildcard_matches(suffix, sni),
+        None => pattern.eq_ignore_ascii_case(sni),
+    }
+}
+
+fn tls_route<'a>(routes: &'a [Arc<TlsRoute>], sni: Option<&str>, port: u32) -> Option<&'a TlsRoute> {
+    let sni = sni?;
+    routes
+        .iter()
+        .find(|r| (r.ports.is_empty() || r.ports.contains(&port)) && r.sni_hosts.iter().any(|p| sni_matches(p, sni)))
+        .map(|r| &**r)
+}
+
+/// AUTO_PASSTHROUGH: `outbound_.PORT_.SUBSET_.HOST` → `outbound|PORT|SUBSET|HOST` (`_` = no subset).
+pub(crate) fn auto_passthrough_cluster(sni: &str) -> Option<String> {
+    let rest = sni.strip_prefix("outbound_.")?;
+    let (port, rest) = rest.split_once("_.")?;
+    let (subset, host) = rest.split_once("_.")?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || host.is_empty() {
+        return None;
+    }
+    let subset = if subset == "_" { "" } else { subset };
+    Some(format!("outbound|{port}|{subset}|{host}"))
+}
+
+/// The route table for requests on a terminated TLS connection: the one of the server its
+/// SNI selects in the current snapshot.
+pub(crate) fn route_table<'a>(
+    state: &'a State,
+    port: u32,
+    tls: &TlsInfo,
+) -> Option<&'a portico_model::snapshot::RouteTable> {
+    let l = state.snapshot.listener(port)?;
+    select_server(&l.servers, tls.sni.as_deref())?.http.as_deref()
+}
+
+/// Headers that depend on how the client connected: `x-forwarded-proto`, and
+/// `x-forwarded-client-cert`, which a client never sets itself (Istio gateways' SANITIZE_SET).
+pub(crate) fn downstream_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
+    headers.remove("x-forwarded-client-cert");
+    if let Some(tls) = &conn.tls {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        if let Some(x) = &tls.xfcc {
+            headers.insert("x-forwarded-client-cert", x.clone());
+        }
+    }
+}
+
+enum Start {
+    Hello(hello::ClientHello, BytesMut),
+    NotTls(BytesMut),
+    Closed,
+}
+
+async fn read_hello(stream: &mut TcpStream) -> std::io::Result<Start> {
+    let mut buf = BytesMut::with_capacity(2048);
+    loop {
+        match hello::parse(&buf) {
+            hello::Parsed::Hello(h) => return Ok(Start::Hello(h, buf)),
+            hello::Parsed::NotTls => return Ok(Start::NotTls(buf)),
+            hello::Parsed::NeedMore => {}
+        }
+        if buf.len() > hello::MAX_HELLO + 5 * 8 {
+            return Ok(Start::NotTls(buf));
+        }
+        buf.reserve(4096);
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(Start::Closed);
+        }
+    }
+}
+
+const PLAIN_HTTP_REPLY: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 45\r\nconnection: close\r\n\r\nThe plain HTTP request was sent to TLS port.\n";
+
+/// Serve one connection on a TLS listener.
+pub(crate) async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    port: u32,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let started = tokio::time::Instant::now();
+    let limit = shared.opts.tls_handshake_timeout;
+    let start = tokio::select! {
+        r = tokio::time::timeout(limit, read_hello(&mut stream)) => r,
+        _ = until(&mut phase, Phase::Draining) => return,
+    };
+    let (hello, buf) = match start {
+        Ok(Ok(Start::Hello(h, b))) => (h, b),
+        Ok(Ok(Start::NotTls(b))) => {
+            // Plain HTTP to a TLS port: say so (as nginx does) and close; anything else: close.
+            if b.first().is_some_and(u8::is_ascii_uppercase) {
+                let _ = tokio::time::timeout(limit, stream.write_all(PLAIN_HTTP_REPLY)).await;
+                let _ = stream.shutdown().await;
+            }
+            tracing::debug!(%peer, port, "not a TLS ClientHello; connection closed");
+            return;
+        }
+        Ok(Ok(Start::Closed)) | Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::debug!(%peer, port, "no ClientHello within the handshake timeout; connection closed");
+            return;
+        }
+    };
+    let local = stream.local_addr().unwrap_or(peer);
+    let sni: Option<Arc<str>> = hello.sni.as_deref().map(Arc::from);
+    let state = shared.state.load_full();
+    let Some(listener) = state.snapshot.listener(port) else { return };
+    let Some(block) = select_server(&listener.servers, sni.as_deref()) else {
+        tracing::debug!(%peer, port, sni = ?sni, "no server for this SNI; handshake refused");
+        return;
+    };
+    match block.tls.as_ref().map(|t| t.mode) {
+        Some(TlsMode::Passthrough) => {
+            let mut log = TcpLog::new(shared.clone(), TcpLog::record(peer, local, port, sni.clone()));
+            let route = tls_route(&block.tls_routes, sni.as_deref(), port);
+            let dests = route.map(|r| &r.destinations);
+            tcp::proxy(&shared, &state, dests, None, stream, buf.freeze(), &mut log, phase).await;
+        }
+        Some(TlsMode::AutoPassthrough) => {
+            let mut log = TcpLog::new(shared.clone(), TcpLog::record(peer, local, port, sni.clone()));
+            let cluster = sni.as_deref().and_then(auto_passthrough_cluster).map(Arc::<str>::from);
+            if cluster.is_none() {
+                log.record.flags.insert(crate::ResponseFlags::NO_ROUTE_FOUND);
+                return;
+            }
+            tcp::proxy(&shared, &state, None, cluster, stream, buf.freeze(), &mut log, phase).await;
+        }
+        _ => {
+            let config = match state.tls.load().get(block) {
+                Ok(c) => c,
+                Err(why) => {
+                    tracing::debug!(%peer, port, sni = ?sni, gateway = %block.gateway, reason = %why, "handshake refused");
+                    return;
+                }
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let remaining = limit.saturating_sub(started.elapsed());
+            let accepted = tokio::select! {
+                r = tokio::time::timeout(remaining, acceptor.accept(Prefixed::new(buf.freeze(), stream))) => r,
+                _ = until(&mut phase, Phase::Draining) => return,
+            };
+            let tls = match accepted {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, port, sni = ?sni, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, port, sni = ?sni, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let (_, session) = tls.get_ref();
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let xfcc = session.peer_certificates().and_then(|c| c.first()).and_then(|c| identity::xfcc(c));
+            if block.protocol == Protocol::Tls {
+                let mut log = TcpLog::new(shared.clone(), TcpLog::record(peer, local, port, sni.clone()));
+                let dests = tcp::tcp_route(&block.tcp_routes, port);
+                tcp::proxy(&shared, &state, dests, None, tls, Bytes::new(), &mut log, phase).await;
+                return;
+            }
+            // The HTTP service loads the snapshot per request; this connection keeps none.
+            drop(state);
+            let info =
+                ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: Some(TlsInfo { sni, xfcc }) };
+            let svc = ProxyService::new(shared.clone(), Arc::new(info));
+            let io = TokioIo::new(tls);
+            if h2 {
+                drive(shared.h2.serve_connection(io, svc), phase).await;
+            } else {
+                drive(shared.h1.serve_connection(io, svc).with_upgrades(), phase).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_passthrough_names() {
+        assert_eq!(
+            auto_passthrough_cluster("outbound_.8080_.v1_.reviews.default.svc.cluster.local").as_deref(),
+            Some("outbound|8080|v1|reviews.default.svc.cluster.local")
+        );
+        assert_eq!(auto_passthrough_cluster("outbound_.443_._.a.b").as_deref(), Some("outbound|443||a.b"));
+        assert_eq!(auto_passthrough_cluster("outbound_.x_._.a.b"), None);
+        assert_eq!(auto_passthrough_cluster("a.b"), None);
+    }
+
+    #[test]
+    fn sni_patterns() {
+        assert!(sni_matches("*.example.com", "a.b.example.com"));
+        assert!(!sni_matches("*.example.com", "example.com"));
+        assert!(sni_matches("*", "x"));
+        assert!(sni_matches("ns/a.io", "A.io"));
+    }
+}

@@ -1,0 +1,901 @@
+//! TLS and L4 doors over real sockets: SNI selection, mutual TLS, passthrough, TCP routes,
+//! rotation, HTTP/2 by ALPN with gRPC, plain HTTP to a TLS port. Certificates are made here.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico_model::Snapshot;
+use portico_proxy::{AccessLogSink, ProxyOptions, RequestRecord, TcpRecord};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+
+// ───────────────────────────── certificates ─────────────────────────────
+
+struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        Ca { pem: cert.pem(), params: p, key }
+    }
+
+    /// A leaf with DNS (or IP) SANs, plus URI SANs, and a serial number (for the CRL).
+    fn issue(&self, cn: &str, names: &[&str], uris: &[&str], serial: u64) -> Leaf {
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        for u in uris {
+            p.subject_alt_names.push(SanType::URI((*u).try_into().unwrap()));
+        }
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.distinguished_name.push(DnType::OrganizationName, "Portico Tests");
+        p.serial_number = Some(SerialNumber::from(serial));
+        let key = KeyPair::generate().unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().clone() }
+    }
+
+    fn crl(&self, revoked: &[u64]) -> String {
+        let p = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: rcgen::date_time_ymd(2024, 6, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        p.signed_by(&Issuer::from_params(&self.params, &self.key)).unwrap().pem().unwrap()
+    }
+}
+
+/// A `kubernetes.io/tls` Secret (JSON strings are valid YAML and escape the PEM).
+fn secret(name: &str, leaf: &Leaf, ca: Option<&str>, crl: Option<&str>) -> String {
+    let mut data = serde_json::json!({"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem});
+    if let Some(ca) = ca {
+        data["ca.crt"] = ca.into();
+    }
+    if let Some(crl) = crl {
+        data["ca.crl"] = crl.into();
+    }
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\ntype: kubernetes.io/tls\nstringData: {data}\n---\n"
+    )
+}
+
+fn service_entry(name: &str, port: u16, protocol: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: ["{name}.default.svc.cluster.local"]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9000, name: p, protocol: {protocol}}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{p: {port}}}}}
+---
+"#
+    )
+}
+
+fn compile(yaml: &str) -> Arc<Snapshot> {
+    let parsed = portico_api::parse_text("test.yaml", yaml, "default");
+    assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "parse: {:?}", parsed.diagnostics);
+    let compiled = portico_model::compile(&parsed.resources, &portico_model::Options::default());
+    let errors: Vec<_> = compiled.diagnostics.iter().filter(|d| d.is_error()).collect();
+    assert!(errors.is_empty(), "compile: {errors:?}");
+    Arc::new(compiled.snapshot)
+}
+
+// ───────────────────────────── clients ─────────────────────────────
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn client_config(roots: &[&str], client: Option<&Leaf>, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut store = rustls::RootCertStore::empty();
+    for pem in roots {
+        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
+            store.add(c.unwrap()).unwrap();
+        }
+    }
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
+    let mut cfg = match client {
+        Some(l) => {
+            let key: PrivateKeyDer<'static> =
+                rustls::pki_types::pem::PemObject::from_pem_slice(l.key_pem.as_bytes()).unwrap();
+            b.with_client_auth_cert(vec![l.der.clone()], key).unwrap()
+        }
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    cfg
+}
+
+/// Connect with `sni` (None: connect by IP, so no SNI is sent).
+async fn tls_connect(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    cfg: rustls::ClientConfig,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let name = match sni {
+        Some(s) => ServerName::try_from(s.to_string()).unwrap(),
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await
+}
+
+fn peer_cert(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    s.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+}
+
+/// An HTTP/1.1 client over a TLS stream.
+async fn h1_over(
+    s: TlsStream<TcpStream>,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, hyper::Error> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn https_get(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> Result<Resp, hyper::Error> {
+    let mut r = req("GET", host, path);
+    for (k, v) in extra {
+        r = r.header(*k, *v);
+    }
+    sender.ready().await?;
+    Ok(read(sender.send_request(r.body(Full::default()).unwrap()).await?).await)
+}
+
+/// Handshake and one request; `Err` when the handshake or the request was refused.
+async fn try_get(addr: SocketAddr, sni: &str, cfg: rustls::ClientConfig) -> Result<Resp, String> {
+    let s = tls_connect(addr, Some(sni), cfg).await.map_err(|e| format!("handshake: {e}"))?;
+    let mut c = h1_over(s).await.map_err(|e| format!("h1: {e}"))?;
+    https_get(&mut c, sni, "/", &[]).await.map_err(|e| format!("request: {e}"))
+}
+
+fn tls_opts(ports: &[u32]) -> ProxyOptions {
+    opts(ports)
+}
+
+async fn launch(o: ProxyOptions, snap: Arc<Snapshot>) -> portico_proxy::Proxy {
+    let proxy = portico_proxy::Proxy::new(o);
+    proxy.apply(snap).await.unwrap();
+    proxy
+}
+
+#[derive(Default)]
+struct Sink {
+    tcp: Mutex<Vec<TcpRecord>>,
+}
+impl AccessLogSink for Sink {
+    fn log(&self, _r: &RequestRecord) {}
+    fn log_tcp(&self, r: &TcpRecord) {
+        self.tcp.lock().unwrap().push(r.clone());
+    }
+}
+impl Sink {
+    async fn wait_tcp(&self, n: usize) -> Vec<TcpRecord> {
+        for _ in 0..300 {
+            if self.tcp.lock().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.tcp.lock().unwrap().clone()
+    }
+}
+
+// ───────────────────────────── SNI ─────────────────────────────
+
+fn https_gateway(servers: &[(&str, &str, &str)], extra_tls: &str) -> String {
+    // (port-name, host, secret)
+    let mut s = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n",
+    );
+    for (name, host, sec) in servers {
+        s.push_str(&format!(
+            "  - port: {{number: 443, name: {name}, protocol: HTTPS}}\n    hosts: [\"{host}\"]\n    tls: {{mode: SIMPLE, credentialName: {sec}{extra_tls}}}\n"
+        ));
+    }
+    s.push_str("---\n");
+    s
+}
+
+fn vs_all(backend: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: all, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: ["istio-system/gw"]
+  http:
+  - route:
+    - destination: {{host: {backend}.default.svc.cluster.local, port: {{number: 9000}}}}
+---
+"#
+    )
+}
+
+#[tokio::test]
+async fn sni_selects_among_certificates_and_serves_https() {
+    let be = backend("web").await;
+    let ca = Ca::new("test ca");
+    let a = ca.issue("a", &["a.example.com"], &[], 10);
+    let b = ca.issue("b", &["b.example.com"], &[], 11);
+    let w = ca.issue("wild", &["*.wild.example.com", "*.x.wild.example.com"], &[], 12);
+    let d = ca.issue("default", &["127.0.0.1", "default.example.com"], &[], 13);
+    let yaml = https_gateway(
+        &[("a", "a.example.com", "a"), ("w", "*.wild.example.com", "w"), ("b", "b.example.com", "b"), ("d", "*", "d")],
+        "",
+    ) + &secret("a", &a, None, None)
+        + &secret("b", &b, None, None)
+        + &secret("w", &w, None, None)
+        + &secret("d", &d, None, None)
+        + &vs_all("web")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let cfg = || client_config(&[&ca.pem], None, &[b"http/1.1"]);
+
+    for (sni, want) in [
+        (Some("a.example.com"), &a),
+        (Some("b.example.com"), &b),
+        (Some("x.wild.example.com"), &w),
+        (Some("deep.x.wild.example.com"), &w),
+        // No SNI: the `*` server.
+        (None, &d),
+    ] {
+        let s = tls_connect(addr, sni, cfg()).await.unwrap_or_else(|e| panic!("{sni:?}: {e}"));
+        assert_eq!(peer_cert(&s), want.der, "certificate for {sni:?}");
+    }
+    // An SNI no server names falls to the `*` server too (Envoy: it has no server_names).
+    let s = tls_connect(addr, Some("default.example.com"), cfg()).await.unwrap();
+    assert_eq!(peer_cert(&s), d.der);
+
+    // HTTP behind TLS: x-forwarded-proto https, a client's XFCC is dropped, scheme https.
+    let s = tls_connect(addr, Some("a.example.com"), cfg()).await.unwrap();
+    let mut c = h1_over(s).await.unwrap();
+    let r = https_get(
+        &mut c,
+        "a.example.com",
+        "/hello",
+        &[("x-forwarded-client-cert", "By=forged"), ("x-forwarded-proto", "http")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.backend(), "web");
+    assert_eq!(r.seen("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(r.seen("x-forwarded-client-cert"), None);
+    // Keep-alive on the TLS connection.
+    assert_eq!(https_get(&mut c, "a.example.com", "/again", &[]).await.unwrap().seen_path(), "/again");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_sni_and_missing_sni_are_refused_without_a_catch_all() {
+    let be = backend("web").await;
+    let ca = Ca::new("test ca");
+    let a = ca.issue("a", &["a.example.com", "127.0.0.1"], &[], 10);
+    let yaml = https_gateway(&[("a", "a.example.com", "a"), ("m", "missing.example.com", "nope")], "")
+        + &secret("a", &a, None, None)
+        + &vs_all("web")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    // The missing secret is an error diagnostic: compile without the error filter.
+    let parsed = portico_api::parse_text("t.yaml", &yaml, "default");
+    let snap = Arc::new(portico_model::compile(&parsed.resources, &portico_model::Options::default()).snapshot);
+    let proxy = launch(tls_opts(&[443]), snap).await;
+    let addr = addr_of(&proxy, 443);
+    let cfg = || client_config(&[&ca.pem], None, &[]);
+    assert!(tls_connect(addr, Some("other.example.com"), cfg()).await.is_err(), "unknown SNI refused");
+    assert!(tls_connect(addr, None, cfg()).await.is_err(), "no SNI refused");
+    // The server whose secret is missing refuses; its neighbour on the port still works.
+    assert!(tls_connect(addr, Some("missing.example.com"), cfg()).await.is_err());
+    assert_eq!(try_get(addr, "a.example.com", cfg()).await.unwrap().status, 200);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn plain_http_to_a_tls_port_gets_400_and_a_close() {
+    let ca = Ca::new("test ca");
+    let a = ca.issue("a", &["a.example.com"], &[], 10);
+    let yaml = https_gateway(&[("a", "a.example.com", "a")], "") + &secret("a", &a, None, None);
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    // read_to_end returns only once the proxy closed the connection.
+    s.read_to_end(&mut out).await.unwrap();
+    assert!(out.starts_with(b"HTTP/1.1 400 "), "{}", String::from_utf8_lossy(&out));
+    // Garbage that is not HTTP: just closed.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&[0x16, 0x09, 0, 0, 0]).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert!(out.is_empty());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_client_hello_is_cut_by_the_handshake_timeout() {
+    let ca = Ca::new("test ca");
+    let a = ca.issue("a", &["a.example.com"], &[], 10);
+    let yaml = https_gateway(&[("a", "a.example.com", "a")], "") + &secret("a", &a, None, None);
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The start of a record, then nothing: the paused clock runs to the 10 s timeout.
+    s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let mut out = Vec::new();
+    let n = s.read_to_end(&mut out).await.unwrap_or(0);
+    assert_eq!(n, 0);
+    proxy.shutdown().await;
+}
+
+// ───────────────────────────── mutual TLS ─────────────────────────────
+
+#[tokio::test]
+async fn mutual_tls_verifies_clients_and_forwards_their_identity() {
+    let be = backend("web").await;
+    let ca = Ca::new("client ca");
+    let server = ca.issue("server", &["m.example.com"], &[], 1);
+    let good = ca.issue("good client", &[], &["spiffe://cluster.local/ns/default/sa/good"], 100);
+    let revoked = ca.issue("revoked client", &[], &["spiffe://cluster.local/ns/default/sa/good"], 101);
+    let wrong_san = ca.issue("other client", &[], &["spiffe://cluster.local/ns/default/sa/other"], 102);
+    let rogue_ca = Ca::new("rogue ca");
+    let untrusted = rogue_ca.issue("untrusted", &[], &["spiffe://cluster.local/ns/default/sa/good"], 100);
+    let crl = ca.crl(&[101]);
+    let yaml = https_gateway(
+        &[("m", "m.example.com", "m")],
+        ", mode: MUTUAL, subjectAltNames: [\"spiffe://cluster.local/ns/default/sa/good\"]",
+    )
+    .replace("mode: SIMPLE, ", "")
+        + &secret("m", &server, Some(&ca.pem), Some(&crl))
+        + &vs_all("web")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let cfg = |c: Option<&Leaf>| client_config(&[&ca.pem], c, &[b"http/1.1"]);
+
+    let r = try_get(addr, "m.example.com", cfg(Some(&good))).await.unwrap();
+    assert_eq!(r.status, 200);
+    let xfcc = r.seen("x-forwarded-client-cert").expect("xfcc upstream");
+    let hash: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &good.der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        xfcc,
+        format!("Hash={hash};Subject=\"O=Portico Tests,CN=good client\";URI=spiffe://cluster.local/ns/default/sa/good")
+    );
+
+    for (what, client) in [("no certificate", None), ("revoked", Some(&revoked)), ("wrong SAN", Some(&wrong_san))] {
+        assert!(try_get(addr, "m.example.com", cfg(client)).await.is_err(), "{what} must be refused");
+    }
+    let untrusted_cfg = client_config(&[&ca.pem], Some(&untrusted), &[b"http/1.1"]);
+    assert!(try_get(addr, "m.example.com", untrusted_cfg).await.is_err(), "untrusted must be refused");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn optional_mutual_works_with_and_without_a_client_certificate() {
+    let be = backend("web").await;
+    let ca = Ca::new("client ca");
+    let server = ca.issue("server", &["o.example.com"], &[], 1);
+    let client = ca.issue("client", &["client.example.com"], &[], 2);
+    let yaml = https_gateway(&[("o", "o.example.com", "o")], "").replace("mode: SIMPLE", "mode: OPTIONAL_MUTUAL")
+        + &secret("o", &server, Some(&ca.pem), None)
+        + &vs_all("web")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let r = try_get(addr, "o.example.com", client_config(&[&ca.pem], None, &[])).await.unwrap();
+    assert_eq!((r.status, r.seen("x-forwarded-client-cert")), (200, None));
+    let r = try_get(addr, "o.example.com", client_config(&[&ca.pem], Some(&client), &[])).await.unwrap();
+    let xfcc = r.seen("x-forwarded-client-cert").unwrap();
+    assert!(xfcc.contains("Subject=\"O=Portico Tests,CN=client\";DNS=client.example.com"), "{xfcc}");
+    proxy.shutdown().await;
+}
+
+// ───────────────────────────── rotation ─────────────────────────────
+
+#[tokio::test]
+async fn rotation_serves_new_handshakes_and_keeps_open_connections() {
+    let be = backend("web").await;
+    let ca = Ca::new("test ca");
+    let one = ca.issue("one", &["r.example.com"], &[], 1);
+    let two = ca.issue("two", &["r.example.com"], &[], 2);
+    let three = ca.issue("three", &["f.example.com"], &[], 3);
+    let four = ca.issue("four", &["f.example.com"], &[], 4);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("f.crt"), dir.path().join("f.key"));
+    std::fs::write(&cert_path, &three.cert_pem).unwrap();
+    std::fs::write(&key_path, &three.key_pem).unwrap();
+    let config = |leaf: &Leaf| {
+        https_gateway(&[("r", "r.example.com", "r")], "")
+            + &format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: files, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 443, name: f, protocol: HTTPS}}\n    hosts: [\"f.example.com\"]\n    tls: {{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}\n---\n",
+                cert_path.display(),
+                key_path.display()
+            )
+            + &secret("r", leaf, None, None)
+            + &vs_all("web").replace("gateways: [\"istio-system/gw\"]", "gateways: [\"istio-system/gw\", \"istio-system/files\"]")
+            + &service_entry("web", be.addr.port(), "HTTP")
+    };
+    let proxy = launch(tls_opts(&[443]), compile(&config(&one))).await;
+    let addr = addr_of(&proxy, 443);
+    let cfg = || client_config(&[&ca.pem], None, &[]);
+
+    // A changed Secret (a new snapshot).
+    let old = tls_connect(addr, Some("r.example.com"), cfg()).await.unwrap();
+    assert_eq!(peer_cert(&old), one.der);
+    let mut old = h1_over(old).await.unwrap();
+    assert_eq!(https_get(&mut old, "r.example.com", "/1", &[]).await.unwrap().status, 200);
+    proxy.apply(compile(&config(&two))).await.unwrap();
+    let fresh = tls_connect(addr, Some("r.example.com"), cfg()).await.unwrap();
+    assert_eq!(peer_cert(&fresh), two.der);
+    assert_eq!(https_get(&mut old, "r.example.com", "/2", &[]).await.unwrap().seen_path(), "/2");
+
+    // A changed certificate file (re-read as the periodic refresh does).
+    let old_f = tls_connect(addr, Some("f.example.com"), cfg()).await.unwrap();
+    assert_eq!(peer_cert(&old_f), three.der);
+    let mut old_f = h1_over(old_f).await.unwrap();
+    std::fs::write(&cert_path, &four.cert_pem).unwrap();
+    std::fs::write(&key_path, &four.key_pem).unwrap();
+    proxy.reload_tls();
+    let fresh = tls_connect(addr, Some("f.example.com"), cfg()).await.unwrap();
+    assert_eq!(peer_cert(&fresh), four.der);
+    assert_eq!(https_get(&mut old_f, "f.example.com", "/3", &[]).await.unwrap().status, 200);
+    // A broken file: that server refuses, the other one on the port keeps working.
+    std::fs::write(&key_path, "not a key").unwrap();
+    proxy.reload_tls();
+    assert!(tls_connect(addr, Some("f.example.com"), cfg()).await.is_err());
+    assert_eq!(try_get(addr, "r.example.com", cfg()).await.unwrap().status, 200);
+    proxy.shutdown().await;
+}
+
+// ───────────────────────────── HTTP/2 + gRPC ─────────────────────────────
+
+/// A tonic gRPC server (h2c) whose unary method answers `echo:<msg>` (messages are raw bytes).
+async fn grpc_backend() -> SocketAddr {
+    #[derive(Clone, Copy, Default)]
+    struct Raw;
+    impl tonic::codec::Codec for Raw {
+        type Encode = Bytes;
+        type Decode = Bytes;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+    impl tonic::codec::Encoder for Raw {
+        type Item = Bytes;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            bytes::BufMut::put_slice(dst, &item);
+            Ok(())
+        }
+    }
+    impl tonic::codec::Decoder for Raw {
+        type Item = Bytes;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+            let n = bytes::Buf::remaining(src);
+            Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
+        }
+    }
+    struct Echo;
+    impl tonic::server::UnaryService<Bytes> for Echo {
+        type Response = Bytes;
+        type Future = std::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
+        fn call(&mut self, req: tonic::Request<Bytes>) -> Self::Future {
+            let mut out = b"echo:".to_vec();
+            out.extend_from_slice(req.get_ref());
+            std::future::ready(Ok(tonic::Response::new(Bytes::from(out))))
+        }
+    }
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                Ok::<_, Infallible>(tonic::server::Grpc::new(Raw).unary(Echo, req).await)
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn http2_by_alpn_carries_a_grpc_call() {
+    let be = grpc_backend().await;
+    let ca = Ca::new("test ca");
+    let g = ca.issue("g", &["grpc.example.com"], &[], 1);
+    let yaml = https_gateway(&[("g", "grpc.example.com", "g")], "")
+        + &secret("g", &g, None, None)
+        + &vs_all("grpc")
+        + &service_entry("grpc", be.port(), "GRPC");
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let s = tls_connect(addr, Some("grpc.example.com"), client_config(&[&ca.pem], None, &[b"h2", b"http/1.1"]))
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
+    tokio::spawn(conn);
+    // One length-prefixed gRPC message: uncompressed, 2 bytes.
+    let body = Full::new(Bytes::from_static(&[0, 0, 0, 0, 2, b'h', b'i']));
+    let r = http::Request::builder()
+        .method("POST")
+        .uri("https://grpc.example.com/test.Echo/Unary")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let resp = sender.send_request(r).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("grpc trailers");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    let data = collected.to_bytes();
+    assert_eq!(&data[5..], b"echo:hi");
+    proxy.shutdown().await;
+}
+
+// ───────────────────────────── passthrough ─────────────────────────────
+
+/// A TLS server with its own certificate that writes `hello from <name>` and echoes.
+async fn tls_backend(name: &'static str, leaf: &Leaf) -> SocketAddr {
+    let key: PrivateKeyDer<'static> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(s).await else { return };
+                let _ = s.write_all(format!("hello from {name}\n").as_bytes()).await;
+                let _ = s.flush().await;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    let _ = s.flush().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn passthrough_relays_to_the_backend_which_presents_its_own_certificate() {
+    let backend_ca = Ca::new("backend ca");
+    let db = backend_ca.issue("db", &["db.pass.example.com"], &[], 7);
+    let auto = backend_ca.issue("auto", &["outbound_.9000_._.auto.default.svc.cluster.local"], &[], 8);
+    let be = tls_backend("db", &db).await;
+    let auto_be = tls_backend("auto", &auto).await;
+    let yaml = String::from(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ["*.pass.example.com"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 15443, name: auto, protocol: TLS}
+    hosts: ["*.local"]
+    tls: {mode: AUTO_PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: default}
+spec:
+  hosts: ["*.pass.example.com"]
+  gateways: ["istio-system/gw"]
+  tls:
+  - match:
+    - sniHosts: ["db.pass.example.com"]
+    route:
+    - destination: {host: db.default.svc.cluster.local, port: {number: 9000}}
+---
+"#,
+    ) + &service_entry("db", be.port(), "TLS")
+        + &service_entry("auto", auto_be.port(), "TLS");
+    let sink = Arc::new(Sink::default());
+    let o = ProxyOptions { access_log: sink.clone(), ..tls_opts(&[443, 15443]) };
+    let proxy = launch(o, compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+
+    let mut s =
+        tls_connect(addr, Some("db.pass.example.com"), client_config(&[&backend_ca.pem], None, &[])).await.unwrap();
+    assert_eq!(peer_cert(&s), db.der, "the backend's own certificate");
+    let mut line = [0u8; 14];
+    s.read_exact(&mut line).await.unwrap();
+    assert_eq!(&line, b"hello from db\n");
+    s.write_all(b"ping").await.unwrap();
+    let mut pong = [0u8; 4];
+    s.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"ping");
+    drop(s);
+
+    // No route for this SNI: closed.
+    let cfg = client_config(&[&backend_ca.pem], None, &[]);
+    assert!(tls_connect(addr, Some("other.pass.example.com"), cfg).await.is_err());
+
+    // AUTO_PASSTHROUGH: the SNI names the cluster.
+    let auto_addr = addr_of(&proxy, 15443);
+    let sni = "outbound_.9000_._.auto.default.svc.cluster.local";
+    let mut s = tls_connect(auto_addr, Some(sni), client_config(&[&backend_ca.pem], None, &[])).await.unwrap();
+    assert_eq!(peer_cert(&s), auto.der);
+    let mut line = [0u8; 16];
+    s.read_exact(&mut line).await.unwrap();
+    assert_eq!(&line, b"hello from auto\n");
+    drop(s);
+
+    let recs = sink.wait_tcp(3).await;
+    let db_rec = recs.iter().find(|r| r.sni.as_deref() == Some("db.pass.example.com")).expect("db record");
+    assert_eq!(db_rec.upstream_cluster.as_deref(), Some("outbound|9000||db.default.svc.cluster.local"));
+    assert!(db_rec.bytes_received > 100 && db_rec.bytes_sent > 100, "{db_rec:?}");
+    let nr = recs.iter().find(|r| r.sni.as_deref() == Some("other.pass.example.com")).expect("no-route record");
+    assert_eq!(nr.flags, portico_proxy::ResponseFlags::NO_ROUTE_FOUND);
+    proxy.shutdown().await;
+}
+
+// ───────────────────────────── TCP ─────────────────────────────
+
+/// A TCP server that reads until EOF, then answers `<name>:<bytes read>` and closes.
+async fn tcp_backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                let _ = s.read_to_end(&mut all).await;
+                let _ = s.write_all(format!("{name}:{}", all.len()).as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+fn tcp_config(a: u16, b: u16, extra_servers: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 9000, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+{extra_servers}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: ["istio-system/gw"]
+  tcp:
+  - route:
+    - destination: {{host: a.default.svc.cluster.local, port: {{number: 9000}}}}
+      weight: 80
+    - destination: {{host: b.default.svc.cluster.local, port: {{number: 9000}}}}
+      weight: 20
+---
+"#
+    ) + &service_entry("a", a, "TCP")
+        + &service_entry("b", b, "TCP")
+}
+
+async fn tcp_exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, payload: &[u8]) -> String {
+    s.write_all(payload).await.unwrap();
+    // Half-close: the backend sees EOF and still answers on the other half.
+    s.shutdown().await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn tcp_routes_split_by_weight_with_half_close() {
+    let (a, b) = (tcp_backend("a").await, tcp_backend("b").await);
+    let sink = Arc::new(Sink::default());
+    let o = ProxyOptions { access_log: sink.clone(), ..tls_opts(&[9000]) };
+    let proxy = launch(o, compile(&tcp_config(a.port(), b.port(), ""))).await;
+    let addr = addr_of(&proxy, 9000);
+
+    // 80/20 over 300 connections (seeded): tolerance ±8 points (3.5 standard deviations).
+    const N: usize = 300;
+    let mut to_a = 0;
+    for i in 0..N {
+        let out = tcp_exchange(TcpStream::connect(addr).await.unwrap(), format!("hello {i}").as_bytes()).await;
+        let (name, n) = out.split_once(':').unwrap();
+        assert_eq!(n, format!("hello {i}").len().to_string());
+        if name == "a" {
+            to_a += 1;
+        }
+    }
+    let share = to_a as f64 / N as f64;
+    assert!((0.72..=0.88).contains(&share), "share to a: {share}");
+
+    let recs = sink.wait_tcp(N).await;
+    assert_eq!(recs.len(), N);
+    assert!(recs.iter().all(|r| r.bytes_received >= 7 && r.bytes_sent >= 3 && r.flags.is_empty()));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_terminated_tcp_and_connect_failure_flag() {
+    let a = tcp_backend("a").await;
+    // `b` points at a closed port: connections routed there fail with UF.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let ca = Ca::new("test ca");
+    let t = ca.issue("t", &["t.example.com"], &[], 1);
+    let extra = "  - port: {number: 9443, name: tls, protocol: TLS}\n    hosts: [\"t.example.com\"]\n    tls: {mode: SIMPLE, credentialName: t}\n";
+    let yaml = tcp_config(a.port(), closed.port(), extra)
+        .replace("weight: 80", "weight: 100")
+        .replace("weight: 20", "weight: 0")
+        + &secret("t", &t, None, None);
+    let sink = Arc::new(Sink::default());
+    let o = ProxyOptions { access_log: sink.clone(), ..tls_opts(&[9000, 9443]) };
+    let proxy = launch(o, compile(&yaml)).await;
+    let s =
+        tls_connect(addr_of(&proxy, 9443), Some("t.example.com"), client_config(&[&ca.pem], None, &[])).await.unwrap();
+    assert_eq!(tcp_exchange(s, b"over tls").await, "a:8");
+
+    let yaml =
+        tcp_config(closed.port(), a.port(), "").replace("weight: 80", "weight: 100").replace("weight: 20", "weight: 0");
+    proxy.apply(compile(&yaml)).await.unwrap();
+    let mut s = TcpStream::connect(addr_of(&proxy, 9000)).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    assert!(out.is_empty());
+    let recs = sink.wait_tcp(2).await;
+    assert!(recs.iter().any(|r| r.flags == portico_proxy::ResponseFlags::UPSTREAM_CONNECTION_FAILURE), "{recs:?}");
+    proxy.shutdown().await;
+}
+
+// ───────────────────────────── real clients ─────────────────────────────
+
+#[tokio::test]
+async fn curl_and_openssl_talk_to_an_https_server() {
+    let be = backend("web").await;
+    let ca = Ca::new("test ca");
+    let c = ca.issue("c", &["curl.example.com"], &[], 1);
+    let yaml = https_gateway(&[("c", "curl.example.com", "c")], "")
+        + &secret("c", &c, None, None)
+        + &vs_all("web")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.crt");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIP curl part: curl is not installed");
+    } else {
+        let port = addr.port();
+        let ca_path = ca_path.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "20", "--http2", "--resolve"])
+                .arg(format!("curl.example.com:{port}:127.0.0.1"))
+                .arg("--cacert")
+                .arg(&ca_path)
+                .args(["-w", "\n%{http_version} %{http_code}"])
+                .arg(format!("https://curl.example.com:{port}/via-curl"))
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "curl: {text} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.ends_with("2 200"), "{text}");
+        assert!(text.contains("\"path\":\"/via-curl\""), "{text}");
+    }
+
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIP openssl part: openssl is not installed");
+    } else {
+        let port = addr.port();
+        let out = tokio::task::spawn_blocking(move || {
+            let run = |extra: &[&str]| {
+                let mut cmd = std::process::Command::new("openssl");
+                cmd.args(["s_client", "-connect"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .args(["-servername", "curl.example.com", "-CAfile"])
+                    .arg(&ca_path)
+                    .args(extra)
+                    .stdin(std::process::Stdio::null());
+                cmd.output().unwrap()
+            };
+            (run(&["-verify_return_error"]), run(&["-tls1_1"]))
+        })
+        .await
+        .unwrap();
+        let good = String::from_utf8_lossy(&out.0.stdout).to_string();
+        assert!(good.contains("Verify return code: 0 (ok)"), "{good}");
+        assert!(good.contains("CN=c") || good.contains("CN = c"), "{good}");
+        assert!(!out.1.status.success(), "TLS 1.1 must be refused");
+    }
+    proxy.shutdown().await;
+}
