@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,39 @@ fn seed_example_serves_reviews() {
     assert_eq!((r.status, r.body.as_str()), (200, "reviews\n"));
     let r = get(gw.http_port, "dev.example.com", "/other", &[]).unwrap();
     assert_eq!(r.status, 404);
+}
+
+/// The seed example's HTTPS server (443, `credentialName: my-cert-secret`), through the binary,
+/// with curl as the client and the example's CA as the only trust anchor.
+#[test]
+fn seed_example_serves_reviews_over_https() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIP: curl is not installed");
+        return;
+    }
+    let _reviews = echo_backend(19090, "reviews-tls");
+    let seed = tempfile::tempdir().unwrap();
+    // The example as shipped, with the backend port moved so this test runs beside the HTTP one.
+    for f in std::fs::read_dir(repo("examples/seed")).unwrap() {
+        let f = f.unwrap().path();
+        let text = std::fs::read_to_string(&f).unwrap().replace("http: 19080", "http: 19090");
+        std::fs::write(seed.path().join(f.file_name().unwrap()), text).unwrap();
+    }
+    let https = free_port();
+    let _gw = start_gateway(seed.path(), &["--port-map", &format!("443={https}")]);
+    wait_port(https);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--resolve"])
+        .arg(format!("dev.example.com:{https}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(repo("examples/seed/ca.crt"))
+        .args(["-w", "|%{http_code}|%{scheme}"])
+        .arg(format!("https://dev.example.com:{https}/reviews"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "curl failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.to_ascii_lowercase(), "reviews-tls\n|200|https");
 }
 
 fn write(path: &Path, text: &str) {

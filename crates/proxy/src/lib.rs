@@ -18,7 +18,15 @@
 //! the end. Failures answer as Envoy does and carry an Envoy response flag
 //! ([`ResponseFlags`]), reported with the rest of the request to an [`AccessLogSink`].
 //!
+//! TLS ports (`HTTPS`, `TLS`): the ClientHello is read without being consumed, the Gateway
+//! server is chosen by SNI, then TLS is terminated with rustls (SIMPLE, MUTUAL, OPTIONAL_MUTUAL;
+//! HTTP/1.1 or h2 by ALPN, or a TCP relay for `TLS` servers) or the bytes are passed through
+//! (PASSTHROUGH by `tls` routes, AUTO_PASSTHROUGH by the SNI). TCP ports relay by `tcp` routes.
+//! Each proxied TCP connection is reported as a [`TcpRecord`].
+//!
 //! Module map: `listener` (bind, accept, h1/h2c detection, drain), `server` (request handling),
+//! `tls` (ClientHello, SNI selection, rustls configs by content hash, client identity), `tcp`
+//! (L4 relay),
 //! `routing` (matcher glue, redirects, rewrites), `headers` (proxy headers), `path`
 //! (normalization), `upstream/` (pools, load balancing, DNS), `body`, `log` (the sink hook).
 #![forbid(unsafe_code)]

@@ -211,3 +211,43 @@ where
     }
     let _ = w.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_are_closed_and_half_close_is_passed_on() {
+        // client ⇄ (down) relay (up) ⇄ server, over in-memory pipes.
+        let (client, down) = tokio::io::duplex(1024);
+        let (up, mut server) = tokio::io::duplex(1024);
+        let (_tx, phase) = watch::channel(Phase::Running);
+        let counters = Counters::default();
+        let relay = relay(down, up, Bytes::from_static(b"hello "), Duration::from_secs(3600), &counters, phase);
+        let peers = async {
+            let (mut cr, mut cw) = tokio::io::split(client);
+            cw.write_all(b"world").await.unwrap();
+            // Half-close from the client: the server sees EOF and can still answer.
+            cw.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"hello world");
+            server.write_all(b"bye").await.unwrap();
+            let mut back = [0u8; 3];
+            cr.read_exact(&mut back).await.unwrap();
+            assert_eq!(&back, b"bye");
+            // Then nothing moves; keep both ends open.
+            std::future::pending::<()>().await;
+        };
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            o = relay => o,
+            _ = peers => unreachable!(),
+        };
+        assert!(matches!(outcome, Outcome::Idle));
+        assert!(started.elapsed() >= Duration::from_secs(3600));
+        assert_eq!(counters.received.load(Ordering::Relaxed), 5);
+        assert_eq!(counters.sent.load(Ordering::Relaxed), 3);
+    }
+}

@@ -899,3 +899,139 @@ async fn curl_and_openssl_talk_to_an_https_server() {
     }
     proxy.shutdown().await;
 }
+
+// ───────────────────────────── more ─────────────────────────────
+
+#[tokio::test]
+async fn https_redirect_on_plaintext_then_served_over_tls() {
+    let be = backend("web").await;
+    let ca = Ca::new("test ca");
+    let s = ca.issue("s", &["shop.example.com"], &[], 1);
+    let yaml = String::from(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["shop.example.com"]
+    tls: {httpsRedirect: true}
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["shop.example.com"]
+    tls: {mode: SIMPLE, credentialName: s}
+---
+"#,
+    ) + &secret("s", &s, None, None)
+        + &vs_all("web").replace("hosts: [\"*\"]", "hosts: [\"shop.example.com\"]")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    let proxy = launch(tls_opts(&[80, 443]), compile(&yaml)).await;
+    let mut c = H1::connect(addr_of(&proxy, 80)).await;
+    // Whatever X-Forwarded-Proto the client claims, plaintext is redirected, before routing.
+    for xfp in ["http", "https"] {
+        let r = c
+            .send(
+                req("GET", "shop.example.com", "/cart?item=1")
+                    .header("x-forwarded-proto", xfp)
+                    .body(Default::default())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 301);
+        assert_eq!(r.header("location").as_deref(), Some("https://shop.example.com/cart?item=1"));
+    }
+    // Over TLS the same host is served (no redirect loop).
+    let r = try_get(addr_of(&proxy, 443), "shop.example.com", client_config(&[&ca.pem], None, &[])).await.unwrap();
+    assert_eq!((r.status, r.backend()), (200, "web".to_string()));
+    proxy.shutdown().await;
+}
+
+/// Issue a client certificate and return it with its SPKI pin and certificate hash.
+fn pinned(ca: &Ca, cn: &str, serial: u64) -> (Leaf, String, String) {
+    use base64::Engine;
+    let leaf = ca.issue(cn, &[], &[], serial);
+    let (_, x509) = x509_parser::parse_x509_certificate(&leaf.der).unwrap();
+    let spki = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, x509.tbs_certificate.subject_pki.raw);
+    let spki = base64::engine::general_purpose::STANDARD.encode(spki.as_ref());
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &leaf.der);
+    let hash: Vec<String> = hash.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    (leaf, spki, hash.join(":"))
+}
+
+#[tokio::test]
+async fn mutual_tls_certificate_pins() {
+    let be = backend("web").await;
+    let ca = Ca::new("client ca");
+    let server = ca.issue("server", &["p.example.com", "h.example.com"], &[], 1);
+    let (by_spki, spki, _) = pinned(&ca, "by spki", 2);
+    let (by_hash, _, hash) = pinned(&ca, "by hash", 3);
+    let (other, _, _) = pinned(&ca, "other", 4);
+    let yaml = https_gateway(&[("p", "p.example.com", "p")], &format!(", verifyCertificateSpki: [\"{spki}\"]"))
+        .replace("mode: SIMPLE", "mode: MUTUAL")
+        + &secret("p", &server, Some(&ca.pem), None)
+        + &vs_all("web")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    let yaml = yaml.replacen(
+        "---\n",
+        &format!(
+            "  - port: {{number: 443, name: h, protocol: HTTPS}}\n    hosts: [\"h.example.com\"]\n    tls: {{mode: MUTUAL, credentialName: p, verifyCertificateHash: [\"{hash}\"]}}\n---\n"
+        ),
+        1,
+    );
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let cfg = |c: &Leaf| client_config(&[&ca.pem], Some(c), &[]);
+    assert_eq!(try_get(addr, "p.example.com", cfg(&by_spki)).await.unwrap().status, 200);
+    assert!(try_get(addr, "p.example.com", cfg(&other)).await.is_err());
+    assert_eq!(try_get(addr, "h.example.com", cfg(&by_hash)).await.unwrap().status, 200);
+    assert!(try_get(addr, "h.example.com", cfg(&by_spki)).await.is_err());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn rsa_and_ecdsa_certificates_on_one_server() {
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIP: openssl is not installed");
+        return;
+    }
+    let be = backend("web").await;
+    let ca = Ca::new("test ca");
+    let ecdsa = ca.issue("ecdsa", &["two.example.com"], &[], 1);
+    let rsa = {
+        let mut p = CertificateParams::new(vec!["two.example.com".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "rsa");
+        let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
+        let cert = p.signed_by(&key, &Issuer::from_params(&ca.params, &ca.key)).unwrap();
+        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().clone() }
+    };
+    let yaml = https_gateway(&[("t", "two.example.com", "x")], "")
+        .replace("credentialName: x", "credentialNames: [ec, rsa]")
+        + &secret("ec", &ecdsa, None, None)
+        + &secret("rsa", &rsa, None, None)
+        + &vs_all("web")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let port = addr_of(&proxy, 443).port();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.crt");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let run = |sigalgs: &str| {
+            let o = std::process::Command::new("openssl")
+                .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "two.example.com"])
+                .arg("-CAfile")
+                .arg(&ca_path)
+                .args(["-sigalgs", sigalgs])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).to_string()
+        };
+        (run("ECDSA+SHA256"), run("rsa_pss_rsae_sha256:RSA+SHA256"))
+    })
+    .await
+    .unwrap();
+    assert!(out.0.contains("CN=ecdsa") || out.0.contains("CN = ecdsa"), "{}", out.0);
+    assert!(out.1.contains("CN=rsa") || out.1.contains("CN = rsa"), "{}", out.1);
+    proxy.shutdown().await;
+}

@@ -228,6 +228,9 @@ fn build_config(
         _ => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(Resolver { keys }));
+    // The server's order (the configured `cipherSuites` order, else the provider's, strongest
+    // AEAD first) wins, as in Envoy/BoringSSL.
+    config.ignore_client_order = true;
     if protocol == Protocol::Https {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     }
