@@ -45,6 +45,6 @@ fi
 mkdir -p target && cp "$WORK/out.txt" target/testssl-full.txt
 
 echo "== testssl.sh $("$TESTSSL" --version 2>/dev/null | grep -m1 -oE '[0-9]+\.[0-9]+(\.[0-9]+)?[^ ]*' || true) against Portico (default TLS settings)"
-sed -n "/Testing protocols/,/Testing server.s cipher preferences\|Testing robust forward secrecy/p" "$WORK/out.txt" | grep -v "^ *$" || true
+sed -n "/Testing protocols/,/Testing server defaults/p" "$WORK/out.txt" | grep -v "^ *$" | grep -v "Testing server defaults" || true
 sed -n "/Testing vulnerabilities/,/Running client simulations\|Rating (experimental)\|Done /p" "$WORK/out.txt" | grep -v "^ *$" || true
 echo "(full report: target/testssl-full.txt)"

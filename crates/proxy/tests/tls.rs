@@ -1035,3 +1035,47 @@ async fn rsa_and_ecdsa_certificates_on_one_server() {
     assert!(out.1.contains("CN=rsa") || out.1.contains("CN = rsa"), "{}", out.1);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn protocol_versions_and_cipher_suites_follow_the_server_settings() {
+    let be = backend("web").await;
+    let ca = Ca::new("test ca");
+    let v = ca.issue("v", &["v13.example.com", "c12.example.com"], &[], 1);
+    let yaml = https_gateway(&[("v", "v13.example.com", "v")], ", minProtocolVersion: TLSV1_3")
+        + &https_gateway(
+            &[("c", "c12.example.com", "v")],
+            ", maxProtocolVersion: TLSV1_2, cipherSuites: [ECDHE-ECDSA-CHACHA20-POLY1305, NOT-A-SUITE]",
+        )
+        .replace("name: gw,", "name: gw2,")
+        + &secret("v", &v, None, None)
+        + &vs_all("web")
+            .replace("gateways: [\"istio-system/gw\"]", "gateways: [\"istio-system/gw\", \"istio-system/gw2\"]")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    // The unknown suite is a warning (dropped), not an error.
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let only = |v: &'static rustls::SupportedProtocolVersion| {
+        let mut store = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(ca.pem.as_bytes()) {
+            store.add(c.unwrap()).unwrap();
+        }
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[v])
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth()
+    };
+    assert!(tls_connect(addr, Some("v13.example.com"), only(&rustls::version::TLS12)).await.is_err());
+    let s = tls_connect(addr, Some("v13.example.com"), only(&rustls::version::TLS13)).await.unwrap();
+    assert_eq!(s.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+
+    assert!(tls_connect(addr, Some("c12.example.com"), only(&rustls::version::TLS13)).await.is_err());
+    let s = tls_connect(addr, Some("c12.example.com"), client_config(&[&ca.pem], None, &[])).await.unwrap();
+    let session = s.get_ref().1;
+    assert_eq!(session.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(
+        session.negotiated_cipher_suite().map(|c| c.suite()),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)
+    );
+    proxy.shutdown().await;
+}
