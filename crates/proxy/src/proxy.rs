@@ -54,7 +54,8 @@ async fn refresh_tls(shared: std::sync::Weak<Shared>) {
             _ = stop.wait_for(|s| *s) => return,
         }
         let Some(shared) = shared.upgrade() else { return };
-        reload_tls(&shared);
+        // File reads stay off the data-plane threads.
+        let _ = tokio::task::spawn_blocking(move || reload_tls(&shared)).await;
     }
 }
 
