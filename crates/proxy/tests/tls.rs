@@ -1079,3 +1079,51 @@ async fn protocol_versions_and_cipher_suites_follow_the_server_settings() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn certificate_files_are_re_read_periodically() {
+    let ca = Ca::new("test ca");
+    let (one, two) = (ca.issue("one", &["p.example.com"], &[], 1), ca.issue("two", &["p.example.com"], &[], 2));
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("p.crt"), dir.path().join("p.key"));
+    std::fs::write(&cert, &one.cert_pem).unwrap();
+    std::fs::write(&key, &one.key_pem).unwrap();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 443, name: p, protocol: HTTPS}}\n    hosts: [\"p.example.com\"]\n    tls: {{mode: SIMPLE, serverCertificate: {}, privateKey: {}}}\n",
+        cert.display(),
+        key.display()
+    );
+    // Only handshakes here (no HTTP timers); the handshake timeout is far beyond the test's
+    // virtual time, so the paused clock only ever jumps to the refresh ticks.
+    let o = ProxyOptions {
+        tls_refresh_interval: Duration::from_secs(10),
+        tls_handshake_timeout: Duration::from_secs(24 * 3600),
+        ..tls_opts(&[443])
+    };
+    let proxy = launch(o, compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let cfg = || client_config(&[&ca.pem], None, &[]);
+    assert_eq!(peer_cert(&tls_connect(addr, Some("p.example.com"), cfg()).await.unwrap()), one.der);
+    std::fs::write(&cert, &two.cert_pem).unwrap();
+    std::fs::write(&key, &two.key_pem).unwrap();
+    // Two refresh periods of virtual time: at least one re-read ran.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        // Let the blocking re-read finish (it runs on real threads).
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let mut seen = peer_cert(&tls_connect(addr, Some("p.example.com"), cfg()).await.unwrap());
+    // The re-read runs on the blocking pool, in real time: allow it a moment.
+    for _ in 0..100 {
+        if seen == two.der {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        seen = peer_cert(&tls_connect(addr, Some("p.example.com"), cfg()).await.unwrap());
+    }
+    assert_eq!(seen, two.der);
+    proxy.shutdown().await;
+}
