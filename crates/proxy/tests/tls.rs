@@ -395,12 +395,16 @@ async fn mutual_tls_verifies_clients_and_forwards_their_identity() {
     let rogue_ca = Ca::new("rogue ca");
     let untrusted = rogue_ca.issue("untrusted", &[], &["spiffe://cluster.local/ns/default/sa/good"], 100);
     let crl = ca.crl(&[101]);
+    // A second trusted CA without a CRL: its clients are refused once CRLs are configured.
+    let no_crl_ca = Ca::new("trusted ca without crl");
+    let no_crl = no_crl_ca.issue("no crl", &[], &["spiffe://cluster.local/ns/default/sa/good"], 103);
+    let bundle = format!("{}{}", ca.pem, no_crl_ca.pem);
     let yaml = https_gateway(
         &[("m", "m.example.com", "m")],
         ", mode: MUTUAL, subjectAltNames: [\"spiffe://cluster.local/ns/default/sa/good\"]",
     )
     .replace("mode: SIMPLE, ", "")
-        + &secret("m", &server, Some(&ca.pem), Some(&crl))
+        + &secret("m", &server, Some(&bundle), Some(&crl))
         + &vs_all("web")
         + &service_entry("web", be.addr.port(), "HTTP");
     let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
@@ -420,7 +424,12 @@ async fn mutual_tls_verifies_clients_and_forwards_their_identity() {
         format!("Hash={hash};Subject=\"O=Portico Tests,CN=good client\";URI=spiffe://cluster.local/ns/default/sa/good")
     );
 
-    for (what, client) in [("no certificate", None), ("revoked", Some(&revoked)), ("wrong SAN", Some(&wrong_san))] {
+    for (what, client) in [
+        ("no certificate", None),
+        ("revoked", Some(&revoked)),
+        ("wrong SAN", Some(&wrong_san)),
+        ("issuer without CRL", Some(&no_crl)),
+    ] {
         assert!(try_get(addr, "m.example.com", cfg(client)).await.is_err(), "{what} must be refused");
     }
     let untrusted_cfg = client_config(&[&ca.pem], Some(&untrusted), &[b"http/1.1"]);

@@ -207,9 +207,11 @@ fn build_config(
                     CertificateRevocationListDer::pem_slice_iter(bytes(crl)?)
                         .collect::<Result<_, _>>()
                         .map_err(|e| format!("CRL: bad PEM: {e}"))?;
-                // Envoy checks only the leaf against CRLs unless told otherwise, and allows
-                // certificates of issuers without a CRL.
-                vb = vb.with_crls(crls).only_check_end_entity_revocation().allow_unknown_revocation_status();
+                // The client certificate must be covered by a CRL of its issuer (Envoy refuses a
+                // certificate whose CA has no CRL once CRLs are configured). Intermediates are
+                // not checked (Envoy's `only_verify_leaf_cert_crl`): gateway client CAs are
+                // mostly one level deep, and a missing intermediate CRL would refuse everyone.
+                vb = vb.with_crls(crls).only_check_end_entity_revocation();
             }
             if tls.mode == TlsMode::OptionalMutual {
                 vb = vb.allow_unauthenticated();
