@@ -5,7 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_model::Snapshot;
@@ -516,38 +516,40 @@ async fn rotation_serves_new_handshakes_and_keeps_open_connections() {
 
 // ───────────────────────────── HTTP/2 + gRPC ─────────────────────────────
 
+/// gRPC messages as raw bytes (no protobuf needed to exercise the framing).
+#[derive(Clone, Copy, Default)]
+struct Raw;
+impl tonic::codec::Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+impl tonic::codec::Encoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+impl tonic::codec::Decoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
+    }
+}
+
 /// A tonic gRPC server (h2c) whose unary method answers `echo:<msg>` (messages are raw bytes).
 async fn grpc_backend() -> SocketAddr {
-    #[derive(Clone, Copy, Default)]
-    struct Raw;
-    impl tonic::codec::Codec for Raw {
-        type Encode = Bytes;
-        type Decode = Bytes;
-        type Encoder = Raw;
-        type Decoder = Raw;
-        fn encoder(&mut self) -> Raw {
-            Raw
-        }
-        fn decoder(&mut self) -> Raw {
-            Raw
-        }
-    }
-    impl tonic::codec::Encoder for Raw {
-        type Item = Bytes;
-        type Error = tonic::Status;
-        fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
-            bytes::BufMut::put_slice(dst, &item);
-            Ok(())
-        }
-    }
-    impl tonic::codec::Decoder for Raw {
-        type Item = Bytes;
-        type Error = tonic::Status;
-        fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-            let n = bytes::Buf::remaining(src);
-            Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
-        }
-    }
     struct Echo;
     impl tonic::server::UnaryService<Bytes> for Echo {
         type Response = Bytes;
@@ -576,6 +578,34 @@ async fn grpc_backend() -> SocketAddr {
     addr
 }
 
+/// tonic's connector: a TLS connection to the gateway, h2 by ALPN.
+#[derive(Clone)]
+struct TlsConnector {
+    addr: SocketAddr,
+    sni: &'static str,
+    cfg: Arc<rustls::ClientConfig>,
+}
+
+impl tower_service::Service<http::Uri> for TlsConnector {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let me = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(me.addr).await?;
+            let name = ServerName::try_from(me.sni).map_err(std::io::Error::other)?;
+            let tls = tokio_rustls::TlsConnector::from(me.cfg).connect(name, tcp).await?;
+            Ok(TokioIo::new(tls))
+        })
+    }
+}
+
 #[tokio::test]
 async fn http2_by_alpn_carries_a_grpc_call() {
     let be = grpc_backend().await;
@@ -591,25 +621,20 @@ async fn http2_by_alpn_carries_a_grpc_call() {
         .await
         .unwrap();
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
-    tokio::spawn(conn);
-    // One length-prefixed gRPC message: uncompressed, 2 bytes.
-    let body = Full::new(Bytes::from_static(&[0, 0, 0, 0, 2, b'h', b'i']));
-    let r = http::Request::builder()
-        .method("POST")
-        .uri("https://grpc.example.com/test.Echo/Unary")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(body)
+    drop(s);
+
+    // A tonic client whose transport is our TLS connection (tonic's own TLS is not built here).
+    let connector =
+        TlsConnector { addr, sni: "grpc.example.com", cfg: Arc::new(client_config(&[&ca.pem], None, &[b"h2"])) };
+    let channel = tonic::transport::Endpoint::from_static("http://grpc.example.com")
+        .connect_with_connector(connector)
+        .await
         .unwrap();
-    let resp = sender.send_request(r).await.unwrap();
-    assert_eq!(resp.version(), http::Version::HTTP_2);
-    let collected = resp.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("grpc trailers");
-    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
-    let data = collected.to_bytes();
-    assert_eq!(&data[5..], b"echo:hi");
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/test.Echo/Unary");
+    let r = client.unary(tonic::Request::new(Bytes::from_static(b"hi")), path, Raw).await.unwrap();
+    assert_eq!(&r.into_inner()[..], b"echo:hi");
     proxy.shutdown().await;
 }
 
