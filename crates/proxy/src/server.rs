@@ -120,15 +120,10 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         return local_reply(StatusCode::BAD_REQUEST, "", NONE, "path_normalization_failed", log);
     };
     let query = parts.uri.query();
+    let scheme = conn.scheme();
     if vhost.https_redirect {
-        let location = routing::redirect_location(
-            &https_redirect(),
-            conn.scheme(),
-            authority,
-            &norm_path,
-            query,
-            conn.gateway_port,
-        );
+        let location =
+            routing::redirect_location(&https_redirect(), scheme, authority, &norm_path, query, conn.gateway_port);
         return redirect_reply(StatusCode::MOVED_PERMANENTLY, &location, None, log);
     }
 
@@ -138,7 +133,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         let lookup = RequestHeaders::new(&parts.headers, authority, parts.method.as_str(), full_path);
         let view = RequestView {
             method: parts.method.as_str(),
-            scheme: conn.scheme(),
+            scheme,
             authority,
             path: &norm_path,
             query,
@@ -163,8 +158,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
             return resp;
         }
         RouteAction::Redirect(r) => {
-            let location =
-                routing::redirect_location(r, conn.scheme(), authority, &norm_path, query, conn.gateway_port);
+            let location = routing::redirect_location(r, scheme, authority, &norm_path, query, conn.gateway_port);
             let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
             return redirect_reply(status, &location, Some(&route.headers.response), log);
         }
