@@ -485,7 +485,10 @@ impl<'a> Builder<'a> {
             let dr = registry::find_destination_rule(&self.drs, &svc.host, &self.opts.gateway_namespace, &svc_ns);
             for port in &svc.ports {
                 let base = registry::port_policy(dr.and_then(|(_, d)| d.traffic_policy.as_ref()), port.number);
-                let c = registry::build_cluster(svc, port, None, &base);
+                let mut c = registry::build_cluster(svc, port, None, &base);
+                let dr_ns = dr.map(|(r, _)| r.namespace()).unwrap_or(&svc_ns);
+                let namespaces = [self.opts.gateway_namespace.as_str(), dr_ns];
+                c.tls = registry::upstream_tls(base.tls.as_ref(), &self.snapshot.secrets, &namespaces);
                 clusters.insert(c.name.clone(), Arc::new(c));
                 if let Some((dr_res, d)) = dr {
                     for (si, subset) in d.subsets.iter().enumerate() {
@@ -495,7 +498,8 @@ impl<'a> Builder<'a> {
                             Some(p) => registry::merge_policy(base.clone(), p),
                             None => base.clone(),
                         };
-                        let c = registry::build_cluster(svc, port, Some((&subset.name, &subset.labels)), &policy);
+                        let mut c = registry::build_cluster(svc, port, Some((&subset.name, &subset.labels)), &policy);
+                        c.tls = registry::upstream_tls(policy.tls.as_ref(), &self.snapshot.secrets, &namespaces);
                         if c.endpoints.is_empty()
                             && !svc.spec.endpoints.is_empty()
                             && port.number == svc.ports[0].number

@@ -54,21 +54,6 @@ fn gateway(f: &mut Found<'_>, g: &Gateway) {
 }
 
 fn virtual_service(f: &mut Found<'_>, vs: &VirtualService) {
-    for (i, r) in vs.http.iter().enumerate() {
-        let p = |field: &str| format!("spec.http[{i}].{field}");
-        if r.retries.is_some() {
-            f.warn(p("retries"), "a custom retry policy");
-        }
-        if r.fault.is_some() {
-            f.warn(p("fault"), "fault injection");
-        }
-        if r.mirror.is_some() || !r.mirrors.is_empty() {
-            f.warn(p(if r.mirror.is_some() { "mirror" } else { "mirrors" }), "traffic mirroring");
-        }
-        if r.cors_policy.is_some() {
-            f.warn(p("corsPolicy"), "CORS");
-        }
-    }
     if !vs.tcp.is_empty() {
         f.warn("spec.tcp".into(), "TCP routing");
     }
@@ -79,9 +64,6 @@ fn virtual_service(f: &mut Found<'_>, vs: &VirtualService) {
 
 fn traffic_policy(f: &mut Found<'_>, prefix: &str, tp: &TrafficPolicy) {
     if let Some(lb) = &tp.load_balancer {
-        if lb.consistent_hash.is_some() {
-            f.warn(format!("{prefix}.loadBalancer.consistentHash"), "consistent-hash load balancing");
-        }
         if lb.locality_lb_setting.is_some() {
             f.warn(format!("{prefix}.loadBalancer.localityLbSetting"), "locality load balancing");
         }
@@ -89,20 +71,11 @@ fn traffic_policy(f: &mut Found<'_>, prefix: &str, tp: &TrafficPolicy) {
             f.warn(format!("{prefix}.loadBalancer"), "slow-start warmup");
         }
     }
-    if tp.outlier_detection.is_some() {
-        f.warn(format!("{prefix}.outlierDetection"), "outlier detection");
+    if tp.tls.as_ref().is_some_and(|t| t.mode == portico_api::istio::ClientTlsMode::IstioMutual) {
+        f.warn(format!("{prefix}.tls.mode"), "ISTIO_MUTUAL (mesh certificates; use MUTUAL with a credentialName)");
     }
-    if tp.tls.as_ref().is_some_and(|t| t.mode != portico_api::istio::ClientTlsMode::Disable) {
-        f.warn(format!("{prefix}.tls"), "TLS to the backend");
-    }
-    if let Some(cp) = &tp.connection_pool {
-        if cp.tcp.as_ref().is_some_and(|t| t.max_connections.is_some())
-            || cp.http.as_ref().is_some_and(|h| {
-                h.http1_max_pending_requests.is_some() || h.http2_max_requests.is_some() || h.max_retries.is_some()
-            })
-        {
-            f.warn(format!("{prefix}.connectionPool"), "circuit breaking (connection and request limits)");
-        }
+    if tp.tls.as_ref().is_some_and(|t| t.ca_crl.is_some()) {
+        f.warn(format!("{prefix}.tls.caCrl"), "certificate revocation lists toward the backend");
     }
     if tp.tunnel.is_some() {
         f.warn(format!("{prefix}.tunnel"), "tunneling");

@@ -24,14 +24,18 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod cors;
 mod error;
+mod fault;
 mod headers;
 mod io;
 mod listener;
 mod log;
+mod mirror;
 mod options;
 pub mod path;
 mod proxy;
+mod retry;
 mod rng;
 mod routing;
 mod server;
