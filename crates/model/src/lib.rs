@@ -9,7 +9,7 @@ mod ingress;
 pub mod matcher;
 mod registry;
 pub mod render;
-mod routes;
+pub mod routes;
 pub mod snapshot;
 mod support;
 pub mod tls;
