@@ -12,6 +12,7 @@ pub mod render;
 pub mod routes;
 pub mod snapshot;
 mod support;
+pub mod template;
 pub mod tls;
 pub mod validate;
 

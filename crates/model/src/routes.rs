@@ -131,8 +131,8 @@ fn request_match(m: &HttpMatchRequest) -> RequestMatch {
 fn header_ops(ops: Option<&HeaderOperations>) -> HeaderOps {
     let Some(ops) = ops else { return HeaderOps::default() };
     HeaderOps {
-        set: ops.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
-        add: ops.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+        set: ops.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().into())).collect(),
+        add: ops.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().into())).collect(),
         remove: ops.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
     }
 }

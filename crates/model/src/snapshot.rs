@@ -362,12 +362,18 @@ pub struct Rewrite {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HeaderOps {
-    pub set: Vec<(String, String)>,
-    pub add: Vec<(String, String)>,
+    /// Values are templates (`%VAR%` parsed at compile time); `"text".into()` makes one.
+    pub set: Vec<(String, crate::template::HeaderValueTemplate)>,
+    pub add: Vec<(String, crate::template::HeaderValueTemplate)>,
     pub remove: Vec<String>,
 }
 
 impl HeaderOps {
+    /// Some value reads request headers (`%REQ(…)%`).
+    pub fn uses_request(&self) -> bool {
+        self.set.iter().chain(&self.add).any(|(_, v)| v.uses_request())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }

@@ -41,6 +41,7 @@ mod routing;
 mod server;
 mod state;
 mod upstream;
+mod varsubst;
 
 pub use error::ProxyError;
 pub use log::{AccessLogSink, NoopSink, RequestRecord};

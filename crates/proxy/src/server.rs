@@ -12,6 +12,7 @@ use crate::state::Shared;
 use crate::state::State;
 use crate::upstream::breaker::Resource;
 use crate::upstream::hash;
+use crate::varsubst::{Vars, VarsBase};
 use crate::ResponseFlags;
 use crate::{cors, fault, retry};
 use bytes::Bytes;
@@ -108,6 +109,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         bytes_sent: 0,
         user_agent: parts.headers.get(header::USER_AGENT).cloned(),
     };
+    let log_start = record.start_time;
+    let downstream_version = record.protocol;
     let mut log = RequestLog::new(shared.sink.clone(), started, record);
 
     let authority = match authority_value.as_ref().and_then(|v| std::str::from_utf8(v.as_bytes()).ok()) {
@@ -179,19 +182,22 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
             None => {}
         }
     }
+    // `%VAR%` values of header rules (start time, addresses, protocol of the downstream request).
+    let vars = VarsBase { peer: conn.peer, local: conn.local, start: log_start, protocol: downstream_version };
     let wc = match &route.action {
         RouteAction::DirectResponse { status, body } => {
             log.record.status = *status;
             log.record.details = "direct_response";
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = text_reply(status, Bytes::from_owner(body.clone()), log);
-            headers::apply_ops(resp.headers_mut(), &route.headers.response);
+            headers::apply_ops(resp.headers_mut(), &route.headers.response, &vars.with(Some(&parts.headers), None));
             return resp;
         }
         RouteAction::Redirect(r) => {
             let location = routing::redirect_location(r, "http", authority, &norm_path, query, conn.gateway_port);
             let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-            return redirect_reply(status, &location, Some(&route.headers.response), log);
+            let ops = Some((&route.headers.response, &vars.with(Some(&parts.headers), None)));
+            return redirect_reply(status, &location, ops, log);
         }
         RouteAction::Forward(wc) => wc,
     };
@@ -262,8 +268,17 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     let client_upgrade = if upgrade.is_some() { parts.extensions.remove::<OnUpgrade>() } else { None };
     let request_id = headers::prepare_request(&mut parts.headers, conn.peer.ip(), upgrade.as_ref(), &shared.rng);
     log.record.request_id = Some(request_id);
-    headers::apply_ops(&mut parts.headers, &dest.headers.request);
-    headers::apply_ops(&mut parts.headers, &route.headers.request);
+    {
+        // `%REQ(…)%` reads the request as it came in (before these rules).
+        let needs = dest.headers.request.uses_request() || route.headers.request.uses_request();
+        let before = needs.then(|| parts.headers.clone());
+        let v = vars.with(before.as_ref(), Some(endpoint.addr));
+        headers::apply_ops(&mut parts.headers, &dest.headers.request, &v);
+        headers::apply_ops(&mut parts.headers, &route.headers.request, &v);
+    }
+    // Response rules reading the request need a copy: the request goes upstream.
+    let request_for_response =
+        (dest.headers.response.uses_request() || route.headers.response.uses_request()).then(|| parts.headers.clone());
     log.record.x_forwarded_for = parts.headers.get("x-forwarded-for").cloned();
 
     let upstream_authority = match route.rewrite.as_ref().and_then(|r| r.authority.as_deref()) {
@@ -382,8 +397,9 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         }
     }
     headers::prepare_response(&mut rp.headers, upgraded);
-    headers::apply_ops(&mut rp.headers, &dest.headers.response);
-    headers::apply_ops(&mut rp.headers, &route.headers.response);
+    let v = vars.with(request_for_response.as_ref(), log.record.upstream_host);
+    headers::apply_ops(&mut rp.headers, &dest.headers.response, &v);
+    headers::apply_ops(&mut rp.headers, &route.headers.response, &v);
     if let Some(h) = cors_headers {
         rp.headers.extend(h);
     }
@@ -452,7 +468,7 @@ fn local_reply(
 fn redirect_reply(
     status: StatusCode,
     location: &str,
-    ops: Option<&portico_model::snapshot::HeaderOps>,
+    ops: Option<(&portico_model::snapshot::HeaderOps, &Vars<'_>)>,
     mut log: Box<RequestLog>,
 ) -> Response<ProxyBody> {
     let Ok(location) = HeaderValue::from_str(location) else {
@@ -462,8 +478,8 @@ fn redirect_reply(
     log.record.details = "redirect";
     let mut resp = text_reply(status, Bytes::new(), log);
     resp.headers_mut().insert(header::LOCATION, location);
-    if let Some(ops) = ops {
-        headers::apply_ops(resp.headers_mut(), ops);
+    if let Some((ops, vars)) = ops {
+        headers::apply_ops(resp.headers_mut(), ops, vars);
     }
     resp
 }

@@ -921,3 +921,30 @@ async fn upstream_tls_mutual_presents_the_client_certificate() {
     assert_eq!((r.status, r.text().as_str()), (200, "sni=backend.internal"));
     assert_eq!(handshakes.load(Ordering::SeqCst), 1);
 }
+
+// ───────────────────────────── %VAR% header values ─────────────────────────────
+
+#[tokio::test]
+async fn header_values_substitute_envoy_variables() {
+    let be = backend("be").await;
+    let mut r = route(vec![], forward("c"));
+    r.headers.request.set = vec![
+        ("x-client".into(), "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%".into()),
+        ("x-copy".into(), "%REQ(x-orig)%-%PROTOCOL%".into()),
+        ("x-pct".into(), "100%%".into()),
+    ];
+    r.headers.response.add = vec![
+        ("x-upstream".into(), "%UPSTREAM_HOST%".into()),
+        ("x-echo".into(), "%REQ(x-orig)%".into()),
+        ("x-started".into(), "%START_TIME(%Y)%".into()),
+    ];
+    let (_p, addr) = start(one(r, vec![cluster("c", &[be.addr])])).await;
+    let resp =
+        H1::connect(addr).await.send(req("GET", "h", "/").header("x-orig", "o1").body(Full::default()).unwrap()).await;
+    assert_eq!(resp.seen("x-client").as_deref(), Some("127.0.0.1"));
+    assert_eq!(resp.seen("x-copy").as_deref(), Some("o1-HTTP/1.1"));
+    assert_eq!(resp.seen("x-pct").as_deref(), Some("100%"));
+    assert_eq!(resp.header("x-upstream"), Some(be.addr.to_string()));
+    assert_eq!(resp.header("x-echo").as_deref(), Some("o1"));
+    assert_eq!(resp.header("x-started").map(|y| y.len()), Some(4));
+}
