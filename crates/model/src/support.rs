@@ -53,7 +53,28 @@ fn gateway(f: &mut Found<'_>, g: &Gateway) {
     }
 }
 
+/// `%VAR%`s in header values that we do not substitute (they are sent as written).
+fn header_vars(f: &mut Found<'_>, path: &str, h: Option<&portico_api::istio::Headers>) {
+    let Some(h) = h else { return };
+    for (side, ops) in [("request", &h.request), ("response", &h.response)] {
+        let Some(ops) = ops else { continue };
+        for (op, map) in [("set", &ops.set), ("add", &ops.add)] {
+            for (k, v) in map {
+                for var in crate::template::HeaderValueTemplate::parse(v).unknown {
+                    f.warn(format!("{path}.headers.{side}.{op}.{k}"), &format!("the variable %{var}%"));
+                }
+            }
+        }
+    }
+}
+
 fn virtual_service(f: &mut Found<'_>, vs: &VirtualService) {
+    for (i, r) in vs.http.iter().enumerate() {
+        header_vars(f, &format!("spec.http[{i}]"), r.headers.as_ref());
+        for (j, d) in r.route.iter().enumerate() {
+            header_vars(f, &format!("spec.http[{i}].route[{j}]"), d.headers.as_ref());
+        }
+    }
     if !vs.tcp.is_empty() {
         f.warn("spec.tcp".into(), "TCP routing");
     }

@@ -615,3 +615,24 @@ spec:
     let warned: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
     assert!(!warned.iter().any(|d| d.contains("not supported")), "{warned:?}");
 }
+
+#[test]
+fn unknown_header_variables_are_warned() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [a.example.com]
+  http:
+  - headers:
+      request:
+        set: {x-ok: "%DOWNSTREAM_REMOTE_ADDRESS%", x-bad: "%NOT_A_VAR%"}
+    route: [{destination: {host: a.example.com}}]
+"#;
+    let parsed = portico_api::parse_text("case.yaml", yaml, "default");
+    let compiled = compile(&parsed.resources, &Options::default());
+    let warned: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(warned.iter().any(|d| d.contains("%NOT_A_VAR%") && d.contains("x-bad")), "{warned:?}");
+    assert!(!warned.iter().any(|d| d.contains("DOWNSTREAM_REMOTE_ADDRESS")), "{warned:?}");
+}

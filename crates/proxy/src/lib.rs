@@ -20,7 +20,9 @@
 //!
 //! Module map: `listener` (bind, accept, h1/h2c detection, drain), `server` (request handling),
 //! `routing` (matcher glue, redirects, rewrites), `headers` (proxy headers), `path`
-//! (normalization), `upstream/` (pools, load balancing, DNS), `body`, `log` (the sink hook).
+//! (normalization), `upstream/` (pools, load balancing incl. consistent hash, DNS, circuit
+//! breakers, outlier detection, upstream TLS), `retry` (tries, per-try timeouts, retries),
+//! `fault`, `mirror`, `cors`, `varsubst` (`%VAR%` header values), `body`, `log` (the sink hook).
 #![forbid(unsafe_code)]
 
 mod body;

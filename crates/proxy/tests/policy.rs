@@ -948,3 +948,26 @@ async fn header_values_substitute_envoy_variables() {
     assert_eq!(resp.header("x-echo").as_deref(), Some("o1"));
     assert_eq!(resp.header("x-started").map(|y| y.len()), Some(4));
 }
+
+#[tokio::test(start_paused = true)]
+async fn outlier_ejection_survives_an_unchanged_reload() {
+    let bad = scripted("bad", |_| Act::Status(500)).await;
+    let good = scripted("good", |_| Act::Status(200)).await;
+    let mut c = cluster("c", &[bad.addr, good.addr]);
+    c.lb = LbPolicy::RoundRobin;
+    c.outlier = Some(outlier_policy());
+    let snap = || {
+        let mut r = route(vec![], forward("c"));
+        r.retry = retries(0, &[]);
+        one(r, vec![clone_cluster(&c)])
+    };
+    let (p, addr) = start(snap()).await;
+    while bad.hits.load(Ordering::SeqCst) < 3 {
+        get(addr, "h", "/").await;
+    }
+    p.apply(snap()).await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(get(addr, "h", "/").await.status, 200, "still ejected after the reload");
+    }
+    assert_eq!(bad.hits.load(Ordering::SeqCst), 3);
+}
