@@ -317,7 +317,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     let received = Arc::new(AtomicU64::new(0));
     log.received = Some(received.clone());
     let retrying = retry::may_retry(&route.retry, upgrade.is_some());
-    let mirrors = pick_mirrors(&route, &state, &shared.rng);
+    // Upgrades (WebSocket) are not mirrored: a shadow cannot take part in the tunnel.
+    let mirrors = if upgrade.is_some() { Vec::new() } else { pick_mirrors(&route, &state, &shared.rng) };
     let (leftover_tx, leftover_rx) = if retrying {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (Some(tx), Some(rx))
