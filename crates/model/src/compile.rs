@@ -97,7 +97,7 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     }
 
     let registry = Registry::build(&ses);
-    let mut b = Builder { opts, diags, registry, drs, snapshot };
+    let mut b = Builder { opts, diags, registry, drs, vss: vss.clone(), snapshot };
 
     // 3. Gateways this instance applies.
     let applied: Vec<(&Resource, &Gateway)> = gateways
@@ -163,6 +163,8 @@ struct Builder<'a> {
     diags: Vec<Diagnostic>,
     registry: Registry<'a>,
     drs: Vec<&'a Resource>,
+    /// All VirtualServices, where `delegate` references are looked up.
+    vss: Vec<&'a Resource>,
     snapshot: Snapshot,
 }
 
@@ -210,8 +212,15 @@ fn bound_hosts(server_hosts: &[String], gw_ns: &str, vs_res: &Resource, vs: &Vir
     names
 }
 
-fn route_ctx<'x>(opts: &'x Options, s: &ServerRef<'x>, vs_res: &'x Resource, port: u32) -> RouteCtx<'x> {
+fn route_ctx<'x>(
+    opts: &'x Options,
+    s: &ServerRef<'x>,
+    vs_res: &'x Resource,
+    port: u32,
+    vss: &'x [&'x Resource],
+) -> RouteCtx<'x> {
     RouteCtx {
+        vss,
         vs_res,
         gw_ns: s.gw_res.namespace(),
         gw_name: s.gw_res.name(),
@@ -412,7 +421,7 @@ impl<'a> Builder<'a> {
             if names.is_empty() {
                 continue;
             }
-            let ctx = route_ctx(self.opts, s, vs_res, port);
+            let ctx = route_ctx(self.opts, s, vs_res, port, &self.vss);
             let compiled = routes::compile_http_routes(&ctx, vs, &self.registry, &mut self.diags);
             for name in names {
                 if !order.contains(&name) {
@@ -445,7 +454,7 @@ impl<'a> Builder<'a> {
             if vs.tcp.is_empty() || bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs).is_empty() {
                 continue;
             }
-            let ctx = route_ctx(self.opts, s, vs_res, port);
+            let ctx = route_ctx(self.opts, s, vs_res, port, &self.vss);
             let routes = routes::compile_tcp_routes(&ctx, vs, &self.registry, &mut self.diags);
             // Istio: the first VirtualService with TCP routes for the server wins.
             if !routes.is_empty() {
@@ -467,7 +476,7 @@ impl<'a> Builder<'a> {
             if vs.tls.is_empty() || bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs).is_empty() {
                 continue;
             }
-            let ctx = route_ctx(self.opts, s, vs_res, port);
+            let ctx = route_ctx(self.opts, s, vs_res, port, &self.vss);
             let routes = routes::compile_tls_routes(&ctx, vs, &s.server.hosts, &self.registry, &mut self.diags);
             out.extend(routes);
         }
@@ -485,7 +494,10 @@ impl<'a> Builder<'a> {
             let dr = registry::find_destination_rule(&self.drs, &svc.host, &self.opts.gateway_namespace, &svc_ns);
             for port in &svc.ports {
                 let base = registry::port_policy(dr.and_then(|(_, d)| d.traffic_policy.as_ref()), port.number);
-                let c = registry::build_cluster(svc, port, None, &base);
+                let mut c = registry::build_cluster(svc, port, None, &base);
+                let dr_ns = dr.map(|(r, _)| r.namespace()).unwrap_or(&svc_ns);
+                let namespaces = [self.opts.gateway_namespace.as_str(), dr_ns];
+                c.tls = registry::upstream_tls(base.tls.as_ref(), &self.snapshot.secrets, &namespaces);
                 clusters.insert(c.name.clone(), Arc::new(c));
                 if let Some((dr_res, d)) = dr {
                     for (si, subset) in d.subsets.iter().enumerate() {
@@ -495,7 +507,8 @@ impl<'a> Builder<'a> {
                             Some(p) => registry::merge_policy(base.clone(), p),
                             None => base.clone(),
                         };
-                        let c = registry::build_cluster(svc, port, Some((&subset.name, &subset.labels)), &policy);
+                        let mut c = registry::build_cluster(svc, port, Some((&subset.name, &subset.labels)), &policy);
+                        c.tls = registry::upstream_tls(policy.tls.as_ref(), &self.snapshot.secrets, &namespaces);
                         if c.endpoints.is_empty()
                             && !svc.spec.endpoints.is_empty()
                             && port.number == svc.ports[0].number

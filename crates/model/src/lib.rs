@@ -9,9 +9,10 @@ mod ingress;
 pub mod matcher;
 mod registry;
 pub mod render;
-mod routes;
+pub mod routes;
 pub mod snapshot;
 mod support;
+pub mod template;
 pub mod tls;
 pub mod validate;
 

@@ -2,7 +2,10 @@
 
 use crate::duration;
 use crate::host;
-use crate::snapshot::{Cluster, Discovery, Endpoint, HashPolicy, LbPolicy, Limits, OutlierPolicy, UpstreamProtocol};
+use crate::snapshot::{
+    Cluster, Discovery, Endpoint, HashPolicy, HashTable, LbPolicy, Limits, OutlierPolicy, SecretData, UpstreamProtocol,
+    UpstreamTls,
+};
 use portico_api::istio::{
     ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection, Resolution,
     ServiceEntry, SimpleLb, TrafficPolicy,
@@ -167,7 +170,21 @@ pub fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
         } else {
             HashPolicy::SourceIp
         };
-        return LbPolicy::ConsistentHash(policy);
+        // Istio: `maglev` selects Maglev; otherwise a ring hash whose size comes from
+        // `ringHash.minimumRingSize`, else the deprecated top-level `minimumRingSize`, else 1024.
+        let table = match &ch.maglev {
+            Some(m) => HashTable::Maglev { table_size: m.table_size.filter(|n| *n > 0).unwrap_or(65537) },
+            None => HashTable::Ring {
+                minimum_size: ch
+                    .ring_hash
+                    .as_ref()
+                    .and_then(|r| r.minimum_ring_size)
+                    .or(ch.minimum_ring_size)
+                    .filter(|n| *n > 0)
+                    .unwrap_or(1024),
+            },
+        };
+        return LbPolicy::ConsistentHash(policy, table);
     }
     match lb.simple {
         Some(SimpleLb::RoundRobin) => LbPolicy::RoundRobin,
@@ -309,4 +326,40 @@ pub fn service_namespace(host: &str) -> Option<&str> {
     let rest = host.strip_suffix(".svc.cluster.local")?;
     let (_, ns) = rest.rsplit_once('.')?;
     Some(ns)
+}
+
+/// DestinationRule `tls` toward the backend, for SIMPLE and MUTUAL (DISABLE → none;
+/// ISTIO_MUTUAL needs mesh certificates a standalone gateway does not have: none, and the
+/// support check warns). `credentialName` is resolved here from the Secrets, looked up in
+/// `namespaces` in order (the gateway's namespace first, as Istio does); file paths are left for
+/// the data plane to read.
+pub fn upstream_tls(
+    t: Option<&portico_api::istio::ClientTlsSettings>,
+    secrets: &BTreeMap<String, Arc<SecretData>>,
+    namespaces: &[&str],
+) -> Option<UpstreamTls> {
+    use portico_api::istio::ClientTlsMode;
+    let t = t?;
+    let mutual = match t.mode {
+        ClientTlsMode::Simple => false,
+        ClientTlsMode::Mutual => true,
+        ClientTlsMode::Disable | ClientTlsMode::IstioMutual => return None,
+    };
+    let secret = t
+        .credential_name
+        .as_deref()
+        .and_then(|name| namespaces.iter().find_map(|ns| secrets.get(&format!("{ns}/{name}"))));
+    let key = |names: &[&str]| secret.and_then(|s| names.iter().find_map(|n| s.data.get(*n).cloned()));
+    Some(UpstreamTls {
+        mutual,
+        sni: t.sni.clone().filter(|s| !s.is_empty()),
+        subject_alt_names: t.subject_alt_names.clone(),
+        insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+        ca_pem: key(&["ca.crt", "cacert"]),
+        cert_pem: if mutual { key(&["tls.crt", "cert"]) } else { None },
+        key_pem: if mutual { key(&["tls.key", "key"]) } else { None },
+        ca_file: t.ca_certificates.clone().filter(|s| !s.is_empty()),
+        cert_file: t.client_certificate.clone().filter(|s| !s.is_empty() && mutual),
+        key_file: t.private_key.clone().filter(|s| !s.is_empty() && mutual),
+    })
 }

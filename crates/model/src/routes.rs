@@ -26,6 +26,8 @@ pub struct RouteCtx<'a> {
     pub port: u32,
     pub labels: &'a BTreeMap<String, String>,
     pub gateway_namespace: &'a str,
+    /// All VirtualServices (to resolve `delegate`).
+    pub vss: &'a [&'a Resource],
 }
 
 impl RouteCtx<'_> {
@@ -129,8 +131,8 @@ fn request_match(m: &HttpMatchRequest) -> RequestMatch {
 fn header_ops(ops: Option<&HeaderOperations>) -> HeaderOps {
     let Some(ops) = ops else { return HeaderOps::default() };
     HeaderOps {
-        set: ops.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
-        add: ops.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+        set: ops.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().into())).collect(),
+        add: ops.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().into())).collect(),
         remove: ops.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
     }
 }
@@ -192,7 +194,197 @@ pub fn compile_http_routes(
 ) -> Vec<Arc<Route>> {
     let mut out = Vec::new();
     for (i, r) in vs.http.iter().enumerate() {
-        let Some(action) = action(ctx, r, i, registry, diags) else { continue };
+        match &r.delegate {
+            Some(d) => compile_delegate(ctx, r, i, d, registry, diags, &mut out),
+            None => compile_one(ctx, r, i, registry, &mut out),
+        }
+    }
+    out
+}
+
+/// `delegate`: the delegate VirtualService's http routes, each merged with the root route by
+/// Istio's `mergeHTTPRoute` (see [`merge_http_route`]) and compiled in the delegate's namespace.
+/// One level only (validation rejects a delegate that delegates again).
+fn compile_delegate(
+    ctx: &RouteCtx<'_>,
+    root: &HttpRoute,
+    i: usize,
+    d: &portico_api::istio::Delegate,
+    registry: &Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+    out: &mut Vec<Arc<Route>>,
+) {
+    let ns = d.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(ctx.vs_res.namespace());
+    let found = ctx.vss.iter().find_map(|res| match &res.spec {
+        portico_api::Spec::VirtualService(v) if res.namespace() == ns && res.name() == d.name => Some((*res, v)),
+        _ => None,
+    });
+    let warn = |diags: &mut Vec<Diagnostic>, msg: String| {
+        diags.push(Diagnostic::warning(
+            ctx.vs_res.origin.locate(&format!("spec.http[{i}].delegate")),
+            code::NOT_SUPPORTED,
+            ctx.vs_res.key(),
+            msg,
+        ))
+    };
+    let Some((dres, dvs)) = found else {
+        warn(
+            diags,
+            format!("spec.http[{i}].delegate: VirtualService {ns}/{} not found; this route is skipped", d.name),
+        );
+        return;
+    };
+    if !dvs.hosts.is_empty() {
+        warn(diags, format!("spec.http[{i}].delegate: {ns}/{} has hosts, so it is not a delegate; skipped", d.name));
+        return;
+    }
+    let dctx = RouteCtx { vs_res: dres, ..*ctx };
+    for (j, leaf) in dvs.http.iter().enumerate() {
+        if leaf.delegate.is_some() {
+            continue;
+        }
+        match merge_http_route(root, leaf) {
+            Some(merged) => compile_one(&dctx, &merged, j, registry, out),
+            None => warn(
+                diags,
+                format!(
+                    "spec.http[{i}].delegate: route {j} of {ns}/{} conflicts with this route's match and is skipped",
+                    d.name
+                ),
+            ),
+        }
+    }
+}
+
+/// Istio's `mergeHTTPRoute`: the delegate's matches are merged with the root's (each delegate
+/// match must fit inside some root match, else the route conflicts → `None`); the delegate's
+/// name is prefixed with the root's; fields the delegate leaves unset are taken from the root
+/// (rewrite, timeout, retries, fault, mirror(s), CORS, headers, direct response).
+pub fn merge_http_route(root: &HttpRoute, leaf: &HttpRoute) -> Option<HttpRoute> {
+    let mut out = leaf.clone();
+    out.matches = merge_match_requests(&root.matches, &leaf.matches)?;
+    out.name = join_names(root.name.as_deref(), leaf.name.as_deref());
+    macro_rules! inherit {
+        ($($f:ident),*) => { $( if out.$f.is_none() { out.$f = root.$f.clone(); } )* };
+    }
+    inherit!(
+        rewrite,
+        direct_response,
+        timeout,
+        retries,
+        fault,
+        mirror,
+        mirror_percent,
+        mirror_percentage,
+        cors_policy,
+        headers
+    );
+    if out.mirrors.is_empty() {
+        out.mirrors = root.mirrors.clone();
+    }
+    Some(out)
+}
+
+fn join_names(root: Option<&str>, leaf: Option<&str>) -> Option<String> {
+    match (root.filter(|s| !s.is_empty()), leaf.filter(|s| !s.is_empty())) {
+        (Some(r), Some(l)) => Some(format!("{r}-{l}")),
+        (r, l) => l.or(r).map(str::to_string),
+    }
+}
+
+fn merge_match_requests(root: &[HttpMatchRequest], leaf: &[HttpMatchRequest]) -> Option<Vec<HttpMatchRequest>> {
+    if root.is_empty() {
+        return Some(leaf.to_vec());
+    }
+    if leaf.is_empty() {
+        return Some(root.to_vec());
+    }
+    let mut out = Vec::new();
+    for l in leaf {
+        let before = out.len();
+        for r in root {
+            if !match_conflict(r, l) {
+                out.push(merge_match(r, l));
+            }
+        }
+        if out.len() == before {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// Istio's `stringMatchConflict`: a regex must be the same regex on both sides; under an exact
+/// root the leaf must be the same exact; under a prefix root the leaf must be a longer prefix or
+/// an exact value starting with it.
+fn string_conflict(root: Option<&StringMatch>, leaf: Option<&StringMatch>) -> bool {
+    let (Some(r), Some(l)) = (root, leaf) else { return false };
+    if (r.regex.is_some() || l.regex.is_some()) && r.regex != l.regex {
+        return true;
+    }
+    if let Some(e) = r.exact.as_deref().filter(|e| !e.is_empty()) {
+        if l.exact.as_deref() != Some(e) {
+            return true;
+        }
+    }
+    if let Some(p) = r.prefix.as_deref().filter(|p| !p.is_empty()) {
+        let ok = l.prefix.as_deref().is_some_and(|lp| lp.starts_with(p))
+            || l.exact.as_deref().is_some_and(|le| le.starts_with(p));
+        if !ok {
+            return true;
+        }
+    }
+    false
+}
+
+fn match_conflict(r: &HttpMatchRequest, l: &HttpMatchRequest) -> bool {
+    let map_conflict = |a: &BTreeMap<String, StringMatch>, b: &BTreeMap<String, StringMatch>| {
+        a.iter().any(|(k, v)| string_conflict(Some(v), b.get(k)))
+    };
+    string_conflict(r.uri.as_ref(), l.uri.as_ref())
+        || string_conflict(r.scheme.as_ref(), l.scheme.as_ref())
+        || string_conflict(r.method.as_ref(), l.method.as_ref())
+        || string_conflict(r.authority.as_ref(), l.authority.as_ref())
+        || map_conflict(&r.headers, &l.headers)
+        || map_conflict(&r.query_params, &l.query_params)
+        || map_conflict(&r.without_headers, &l.without_headers)
+        || r.ignore_uri_case != l.ignore_uri_case
+        || matches!((r.port, l.port), (Some(a), Some(b)) if a != 0 && b != 0 && a != b)
+        || r.source_labels.iter().any(|(k, v)| l.source_labels.get(k).is_some_and(|lv| lv != v))
+        || (!r.gateways.is_empty() && !l.gateways.is_empty() && r.gateways != l.gateways)
+        || matches!((&r.source_namespace, &l.source_namespace), (Some(a), Some(b)) if a != b)
+}
+
+/// Istio's `mergeHTTPMatchRequest`: the leaf's conditions, completed by the root's.
+fn merge_match(r: &HttpMatchRequest, l: &HttpMatchRequest) -> HttpMatchRequest {
+    let mut m = l.clone();
+    m.name = join_names(r.name.as_deref(), l.name.as_deref());
+    macro_rules! inherit {
+        ($($f:ident),*) => { $( if m.$f.is_none() { m.$f = r.$f.clone(); } )* };
+    }
+    inherit!(uri, scheme, method, authority, port, source_namespace, stat_prefix);
+    for (map_r, map_m) in [
+        (&r.headers, &mut m.headers),
+        (&r.query_params, &mut m.query_params),
+        (&r.without_headers, &mut m.without_headers),
+    ] {
+        for (k, v) in map_r {
+            map_m.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    for (k, v) in &r.source_labels {
+        m.source_labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if m.gateways.is_empty() {
+        m.gateways = r.gateways.clone();
+    }
+    m
+}
+
+/// One http route (not a delegate): one snapshot route per applicable match block.
+fn compile_one(ctx: &RouteCtx<'_>, r: &HttpRoute, i: usize, registry: &Registry<'_>, out: &mut Vec<Arc<Route>>) {
+    {
+        let Some(action) = action(ctx, r, registry) else { return };
         let blocks: Vec<Option<&HttpMatchRequest>> = if r.matches.is_empty() {
             vec![None]
         } else {
@@ -207,7 +399,6 @@ pub fn compile_http_routes(
             out.push(Arc::new(build_route(ctx, r, i, m.map(request_match), &action)));
         }
     }
-    out
 }
 
 /// One snapshot route: an http route restricted to one of its match blocks.
@@ -329,13 +520,7 @@ fn build_route(
     }
 }
 
-fn action(
-    ctx: &RouteCtx<'_>,
-    r: &HttpRoute,
-    i: usize,
-    registry: &Registry<'_>,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<RouteAction> {
+fn action(ctx: &RouteCtx<'_>, r: &HttpRoute, registry: &Registry<'_>) -> Option<RouteAction> {
     if let Some(red) = &r.redirect {
         return Some(RouteAction::Redirect(Redirect {
             uri: red.uri.clone(),
@@ -362,15 +547,6 @@ fn action(
             status: u16::try_from(dr.status).unwrap_or(500),
             body: Arc::from(body),
         });
-    }
-    if r.delegate.is_some() {
-        diags.push(Diagnostic::warning(
-            ctx.vs_res.origin.locate(&format!("spec.http[{i}].delegate")),
-            code::NOT_SUPPORTED,
-            ctx.vs_res.key(),
-            format!("spec.http[{i}].delegate: delegation is not supported yet; this route is skipped"),
-        ));
-        return None;
     }
     let dests = r.route.iter().map(|d| (&d.destination, d.weight, header_rules(d.headers.as_ref())));
     weighted(ctx, dests, registry).map(RouteAction::Forward)

@@ -362,12 +362,18 @@ pub struct Rewrite {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HeaderOps {
-    pub set: Vec<(String, String)>,
-    pub add: Vec<(String, String)>,
+    /// Values are templates (`%VAR%` parsed at compile time); `"text".into()` makes one.
+    pub set: Vec<(String, crate::template::HeaderValueTemplate)>,
+    pub add: Vec<(String, crate::template::HeaderValueTemplate)>,
     pub remove: Vec<String>,
 }
 
 impl HeaderOps {
+    /// Some value reads request headers (`%REQ(…)%`).
+    pub fn uses_request(&self) -> bool {
+        self.set.iter().chain(&self.add).any(|(_, v)| v.uses_request())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
@@ -443,7 +449,18 @@ pub enum LbPolicy {
     LeastRequest,
     RoundRobin,
     Random,
-    ConsistentHash(HashPolicy),
+    /// The hash key and the table that maps hashes to endpoints.
+    ConsistentHash(HashPolicy, HashTable),
+}
+
+/// Envoy's consistent-hash load balancers as Istio configures them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashTable {
+    /// Ketama ring with at least this many points (Istio's default: 1024).
+    Ring { minimum_size: u64 },
+    /// Maglev lookup table of this (prime) size (Envoy's default: 65537).
+    Maglev { table_size: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -504,6 +521,11 @@ pub struct UpstreamTls {
     pub cert_pem: Option<Vec<u8>>,
     #[serde(skip)]
     pub key_pem: Option<Vec<u8>>,
+    /// File paths (`caCertificates`, `clientCertificate`, `privateKey`), read by the proxy when
+    /// the PEM was not resolved from a secret.
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

@@ -43,29 +43,32 @@ fn gateway(f: &mut Found<'_>, g: &Gateway) {
     }
 }
 
+/// `%VAR%`s in header values that we do not substitute (they are sent as written).
+fn header_vars(f: &mut Found<'_>, path: &str, h: Option<&portico_api::istio::Headers>) {
+    let Some(h) = h else { return };
+    for (side, ops) in [("request", &h.request), ("response", &h.response)] {
+        let Some(ops) = ops else { continue };
+        for (op, map) in [("set", &ops.set), ("add", &ops.add)] {
+            for (k, v) in map {
+                for var in crate::template::HeaderValueTemplate::parse(v).unknown {
+                    f.warn(format!("{path}.headers.{side}.{op}.{k}"), &format!("the variable %{var}%"));
+                }
+            }
+        }
+    }
+}
+
 fn virtual_service(f: &mut Found<'_>, vs: &VirtualService) {
     for (i, r) in vs.http.iter().enumerate() {
-        let p = |field: &str| format!("spec.http[{i}].{field}");
-        if r.retries.is_some() {
-            f.warn(p("retries"), "a custom retry policy");
-        }
-        if r.fault.is_some() {
-            f.warn(p("fault"), "fault injection");
-        }
-        if r.mirror.is_some() || !r.mirrors.is_empty() {
-            f.warn(p(if r.mirror.is_some() { "mirror" } else { "mirrors" }), "traffic mirroring");
-        }
-        if r.cors_policy.is_some() {
-            f.warn(p("corsPolicy"), "CORS");
+        header_vars(f, &format!("spec.http[{i}]"), r.headers.as_ref());
+        for (j, d) in r.route.iter().enumerate() {
+            header_vars(f, &format!("spec.http[{i}].route[{j}]"), d.headers.as_ref());
         }
     }
 }
 
 fn traffic_policy(f: &mut Found<'_>, prefix: &str, tp: &TrafficPolicy) {
     if let Some(lb) = &tp.load_balancer {
-        if lb.consistent_hash.is_some() {
-            f.warn(format!("{prefix}.loadBalancer.consistentHash"), "consistent-hash load balancing");
-        }
         if lb.locality_lb_setting.is_some() {
             f.warn(format!("{prefix}.loadBalancer.localityLbSetting"), "locality load balancing");
         }
@@ -73,20 +76,11 @@ fn traffic_policy(f: &mut Found<'_>, prefix: &str, tp: &TrafficPolicy) {
             f.warn(format!("{prefix}.loadBalancer"), "slow-start warmup");
         }
     }
-    if tp.outlier_detection.is_some() {
-        f.warn(format!("{prefix}.outlierDetection"), "outlier detection");
+    if tp.tls.as_ref().is_some_and(|t| t.mode == portico_api::istio::ClientTlsMode::IstioMutual) {
+        f.warn(format!("{prefix}.tls.mode"), "ISTIO_MUTUAL (mesh certificates; use MUTUAL with a credentialName)");
     }
-    if tp.tls.as_ref().is_some_and(|t| t.mode != portico_api::istio::ClientTlsMode::Disable) {
-        f.warn(format!("{prefix}.tls"), "TLS to the backend");
-    }
-    if let Some(cp) = &tp.connection_pool {
-        if cp.tcp.as_ref().is_some_and(|t| t.max_connections.is_some())
-            || cp.http.as_ref().is_some_and(|h| {
-                h.http1_max_pending_requests.is_some() || h.http2_max_requests.is_some() || h.max_retries.is_some()
-            })
-        {
-            f.warn(format!("{prefix}.connectionPool"), "circuit breaking (connection and request limits)");
-        }
+    if tp.tls.as_ref().is_some_and(|t| t.ca_crl.is_some()) {
+        f.warn(format!("{prefix}.tls.caCrl"), "certificate revocation lists toward the backend");
     }
     if tp.tunnel.is_some() {
         f.warn(format!("{prefix}.tunnel"), "tunneling");

@@ -484,3 +484,155 @@ spec:
     );
     insta::assert_snapshot!(run(&yaml));
 }
+
+#[test]
+fn delegate_routes_merge_with_the_root() {
+    // Root `/reviews` (prefix) with a timeout delegates to `reviews-routes` in namespace `prod`;
+    // the delegate's `/reviews/v2` fits inside and keeps its own retries, inherits the timeout;
+    // its `/ratings` conflicts with the root prefix and is skipped with a warning; a delegate
+    // route without match takes the root's match.
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*/bookinfo.example.com"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: default}
+spec:
+  hosts: [bookinfo.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - name: reviews
+    match: [{uri: {prefix: /reviews}, headers: {x-team: {exact: a}}}]
+    timeout: 3s
+    delegate: {name: reviews-routes, namespace: prod}
+  - name: missing
+    match: [{uri: {prefix: /missing}}]
+    delegate: {name: nope}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-routes, namespace: prod}
+spec:
+  http:
+  - name: v2
+    match: [{uri: {prefix: /reviews/v2}}]
+    retries: {attempts: 5, retryOn: 5xx}
+    route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]
+  - name: bad
+    match: [{uri: {prefix: /ratings}}]
+    route: [{destination: {host: ratings.default.svc.cluster.local}}]
+  - route: [{destination: {host: reviews.default.svc.cluster.local}}]
+"#,
+    );
+    insta::assert_snapshot!(run(&yaml));
+}
+
+#[test]
+fn delegate_merge_semantics() {
+    use portico_api::istio::{HttpMatchRequest, HttpRoute, StringMatch};
+    use portico_model::routes::merge_http_route;
+    let prefix = |p: &str| Some(StringMatch { prefix: Some(p.into()), ..Default::default() });
+    let exact = |p: &str| Some(StringMatch { exact: Some(p.into()), ..Default::default() });
+    let root = HttpRoute {
+        name: Some("root".into()),
+        matches: vec![HttpMatchRequest { uri: prefix("/api"), port: Some(80), ..Default::default() }],
+        timeout: Some("1s".into()),
+        ..Default::default()
+    };
+    let leaf = |uri| HttpRoute {
+        name: Some("leaf".into()),
+        matches: vec![HttpMatchRequest { uri, ..Default::default() }],
+        timeout: Some("9s".into()),
+        ..Default::default()
+    };
+    let m = merge_http_route(&root, &leaf(exact("/api/x"))).expect("exact under prefix");
+    assert_eq!(m.name.as_deref(), Some("root-leaf"));
+    assert_eq!(m.timeout.as_deref(), Some("9s"), "the delegate's own value wins");
+    assert_eq!(m.matches[0].port, Some(80), "root conditions complete the delegate's");
+    assert!(merge_http_route(&root, &leaf(prefix("/other"))).is_none());
+    let regex = Some(StringMatch { regex: Some("/api/.*".into()), ..Default::default() });
+    assert!(merge_http_route(&root, &leaf(regex)).is_none(), "regex under prefix conflicts");
+    let no_match = HttpRoute { matches: vec![], ..leaf(None) };
+    let m = merge_http_route(&root, &no_match).unwrap();
+    assert_eq!(m.matches[0].uri, prefix("/api"));
+    let untimed = HttpRoute { timeout: None, ..leaf(prefix("/api/v1")) };
+    assert_eq!(merge_http_route(&root, &untimed).unwrap().timeout.as_deref(), Some("1s"));
+}
+
+#[test]
+fn destination_rule_tls_and_consistent_hash_compile() {
+    use portico_model::snapshot::{HashPolicy, HashTable, LbPolicy};
+    let yaml = with_services(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: upstream-cert, namespace: istio-system}
+type: kubernetes.io/tls
+stringData: {tls.crt: CERT, tls.key: KEY, ca.crt: CA}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy:
+    tls: {mode: MUTUAL, credentialName: upstream-cert, sni: reviews.internal}
+    loadBalancer: {consistentHash: {httpHeaderName: X-User, maglev: {tableSize: 65537}}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      tls: {mode: SIMPLE, caCertificates: /etc/ca.pem}
+      loadBalancer: {consistentHash: {useSourceIp: true, ringHash: {minimumRingSize: 2048}}}
+"#,
+    );
+    let parsed = portico_api::parse_text("case.yaml", &yaml, "default");
+    let compiled = compile(&parsed.resources, &Options::default());
+    let c = compiled.snapshot.cluster("outbound|9080||reviews.default.svc.cluster.local").unwrap();
+    let tls = c
+        .tls
+        .as_ref()
+        .unwrap_or_else(|| panic!("{:?}", compiled.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>()));
+    assert!(tls.mutual);
+    assert_eq!(tls.sni.as_deref(), Some("reviews.internal"));
+    assert_eq!(tls.cert_pem.as_deref(), Some(&b"CERT"[..]));
+    assert_eq!(tls.ca_pem.as_deref(), Some(&b"CA"[..]));
+    assert_eq!(
+        c.lb,
+        LbPolicy::ConsistentHash(HashPolicy::Header("x-user".into()), HashTable::Maglev { table_size: 65537 })
+    );
+    let v1 = compiled.snapshot.cluster("outbound|9080|v1|reviews.default.svc.cluster.local").unwrap();
+    let tls = v1.tls.as_ref().unwrap();
+    assert!(!tls.mutual);
+    assert_eq!(tls.ca_file.as_deref(), Some("/etc/ca.pem"));
+    assert_eq!(v1.lb, LbPolicy::ConsistentHash(HashPolicy::SourceIp, HashTable::Ring { minimum_size: 2048 }));
+    let warned: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(!warned.iter().any(|d| d.contains("not supported")), "{warned:?}");
+}
+
+#[test]
+fn unknown_header_variables_are_warned() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [a.example.com]
+  http:
+  - headers:
+      request:
+        set: {x-ok: "%DOWNSTREAM_REMOTE_ADDRESS%", x-bad: "%NOT_A_VAR%"}
+    route: [{destination: {host: a.example.com}}]
+"#;
+    let parsed = portico_api::parse_text("case.yaml", yaml, "default");
+    let compiled = compile(&parsed.resources, &Options::default());
+    let warned: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(warned.iter().any(|d| d.contains("%NOT_A_VAR%") && d.contains("x-bad")), "{warned:?}");
+    assert!(!warned.iter().any(|d| d.contains("DOWNSTREAM_REMOTE_ADDRESS")), "{warned:?}");
+}

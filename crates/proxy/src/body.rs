@@ -6,10 +6,12 @@ use crate::ResponseFlags;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio::sync::oneshot;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -117,15 +119,156 @@ pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
     std::str::from_utf8(headers.get("grpc-status")?.as_bytes()).ok()?.trim().parse().ok()
 }
 
+/// Request bodies up to this size are kept for replay (retries) and mirroring; beyond it the body
+/// streams through unkept and the request is not retried or mirrored with its body.
+pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
+
 /// A client's request body on its way upstream, counting bytes for the access log.
+///
+/// When the request may be retried or mirrored it also keeps a copy of what it forwarded (up to
+/// [`REPLAY_LIMIT`]); when hyper drops it (the exchange ended, or failed part-way), it hands the
+/// copy and the unread rest of the client's body back through a oneshot channel, so a retry
+/// replays the copy and then continues with the rest. No lock: the body is owned by one exchange
+/// at a time and ownership moves through the channel.
 pub struct UpstreamBody {
-    inner: Incoming,
+    /// Frames of an earlier attempt, sent again first.
+    replay: VecDeque<Bytes>,
+    replay_trailers: Option<http::HeaderMap>,
+    /// The rest of the client's body (None once it ended).
+    inner: Option<Incoming>,
     received: Arc<AtomicU64>,
+    capture: Option<Capture>,
+}
+
+/// The copy kept for replay.
+#[derive(Default)]
+pub(crate) struct Capture {
+    frames: Vec<Bytes>,
+    len: usize,
+    trailers: Option<http::HeaderMap>,
+    /// More than [`REPLAY_LIMIT`] went by: the copy is gone for good.
+    overflow: bool,
+    /// Where the state goes when this attempt's body is dropped.
+    leftover: Option<oneshot::Sender<Option<Leftover>>>,
+    /// Told once the whole body (≤ limit) has been read: the mirror's copy.
+    complete: Option<oneshot::Sender<(Bytes, Option<http::HeaderMap>)>>,
+}
+
+/// What an attempt's body leaves behind for the next attempt.
+pub(crate) struct Leftover {
+    capture: Capture,
+    inner: Option<Incoming>,
+}
+
+impl Leftover {
+    /// The body can be sent again in full.
+    pub(crate) fn replayable(&self) -> bool {
+        !self.capture.overflow
+    }
 }
 
 impl UpstreamBody {
+    /// A streamed body that keeps nothing.
     pub(crate) fn new(inner: Incoming, received: Arc<AtomicU64>) -> UpstreamBody {
-        UpstreamBody { inner, received }
+        UpstreamBody { replay: VecDeque::new(), replay_trailers: None, inner: Some(inner), received, capture: None }
+    }
+
+    /// A body known in full (a mirror's copy).
+    pub(crate) fn from_bytes(bytes: Bytes, trailers: Option<http::HeaderMap>) -> UpstreamBody {
+        UpstreamBody {
+            replay: if bytes.is_empty() { VecDeque::new() } else { VecDeque::from([bytes]) },
+            replay_trailers: trailers,
+            inner: None,
+            received: Arc::new(AtomicU64::new(0)),
+            capture: None,
+        }
+    }
+
+    /// A body that keeps its copy for a retry (`leftover`) and/or a mirror (`complete`).
+    pub(crate) fn capturing(
+        inner: Incoming,
+        received: Arc<AtomicU64>,
+        leftover: Option<oneshot::Sender<Option<Leftover>>>,
+        complete: Option<oneshot::Sender<(Bytes, Option<http::HeaderMap>)>>,
+    ) -> UpstreamBody {
+        let mut b = UpstreamBody::new(inner, received);
+        b.capture = Some(Capture { leftover, complete, ..Capture::default() });
+        b.check_complete();
+        b
+    }
+
+    /// The next attempt's body: the kept copy first, then the rest of the client's body.
+    pub(crate) fn resume(
+        left: Leftover,
+        received: Arc<AtomicU64>,
+        leftover: Option<oneshot::Sender<Option<Leftover>>>,
+    ) -> UpstreamBody {
+        let Leftover { mut capture, inner } = left;
+        capture.leftover = leftover;
+        let mut b = UpstreamBody {
+            replay: capture.frames.iter().cloned().collect(),
+            replay_trailers: capture.trailers.clone(),
+            inner: inner.filter(|i| !i.is_end_stream()),
+            received,
+            capture: Some(capture),
+        };
+        b.check_complete();
+        b
+    }
+
+    fn inner_done(&self) -> bool {
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
+    }
+
+    /// The client's body has been read to its end: hand the mirror its copy.
+    fn check_complete(&mut self) {
+        if !self.inner_done() {
+            return;
+        }
+        if let Some(c) = &mut self.capture {
+            if let Some(tx) = c.complete.take() {
+                if !c.overflow {
+                    let mut all = bytes::BytesMut::with_capacity(c.len);
+                    for f in &c.frames {
+                        all.extend_from_slice(f);
+                    }
+                    let _ = tx.send((all.freeze(), c.trailers.clone()));
+                }
+            }
+        }
+    }
+
+    fn keep(&mut self, frame: &Frame<Bytes>) {
+        let Some(c) = &mut self.capture else { return };
+        if c.overflow {
+            return;
+        }
+        if let Some(data) = frame.data_ref() {
+            if c.len + data.len() > REPLAY_LIMIT {
+                c.overflow = true;
+                c.frames = Vec::new();
+                c.complete = None;
+                // Tell the retry logic now: it need not wait for this body to be dropped.
+                if let Some(tx) = c.leftover.take() {
+                    let _ = tx.send(None);
+                }
+            } else {
+                c.len += data.len();
+                c.frames.push(data.clone());
+            }
+        } else if let Some(t) = frame.trailers_ref() {
+            c.trailers = Some(t.clone());
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(mut capture) = self.capture.take() {
+            if let Some(tx) = capture.leftover.take() {
+                let _ = tx.send(Some(Leftover { capture, inner: self.inner.take() }));
+            }
+        }
     }
 }
 
@@ -134,20 +277,47 @@ impl Body for UpstreamBody {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.received.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let this = &mut *self;
+        if let Some(b) = this.replay.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(this.replay_trailers.take().map(|t| Ok(Frame::trailers(t))));
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                this.keep(frame);
+                this.check_complete();
             }
+            Poll::Ready(None) => {
+                this.inner = None;
+                this.check_complete();
+            }
+            _ => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.replay.is_empty() && self.replay_trailers.is_none() && self.inner_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let kept: u64 = self.replay.iter().map(|b| b.len() as u64).sum();
+        let inner = match &self.inner {
+            Some(i) => i.size_hint(),
+            None => SizeHint::with_exact(0),
+        };
+        // Built fresh: SizeHint's setters panic when lower would pass upper mid-update.
+        let mut hint = SizeHint::new();
+        if let Some(u) = inner.upper() {
+            hint.set_upper(u.saturating_add(kept));
+        }
+        hint.set_lower(inner.lower().saturating_add(kept).min(hint.upper().unwrap_or(u64::MAX)));
+        hint
     }
 }

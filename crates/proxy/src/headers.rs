@@ -4,6 +4,7 @@
 //! headers from clients dropped; plus the route's header operations.
 
 use crate::rng::FastRng;
+use crate::varsubst::{self, Vars};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use portico_model::snapshot::HeaderOps;
 use std::net::IpAddr;
@@ -133,8 +134,10 @@ pub(crate) fn prepare_response(headers: &mut HeaderMap, upgraded: bool) {
     headers.remove(header::TE);
 }
 
-/// Istio `headers.{request,response}`: remove, then set (overwrite), then add (append).
-pub(crate) fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
+/// Istio `headers.{request,response}`: remove, then set (overwrite), then add (append). Values
+/// are templates filled from `vars`; `%REQ(…)%` of request-side rules reads `vars.request` (the
+/// headers as they were before these rules).
+pub(crate) fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps, vars: &Vars<'_>) {
     if ops.is_empty() {
         return;
     }
@@ -142,12 +145,12 @@ pub(crate) fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
         headers.remove(name.as_str());
     }
     for (k, v) in &ops.set {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), varsubst::render(v, vars)) {
             headers.insert(n, v);
         }
     }
     for (k, v) in &ops.add {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), varsubst::render(v, vars)) {
             headers.append(n, v);
         }
     }
@@ -190,7 +193,15 @@ mod tests {
             add: vec![("a".into(), "3".into()), ("c".into(), "x".into())],
             remove: vec!["b".into()],
         };
-        apply_ops(&mut h, &ops);
+        let vars = Vars {
+            peer: "1.2.3.4:5".parse().unwrap(),
+            local: "127.0.0.1:80".parse().unwrap(),
+            start: std::time::SystemTime::now(),
+            protocol: http::Version::HTTP_11,
+            upstream: None,
+            request: None,
+        };
+        apply_ops(&mut h, &ops, &vars);
         let a: Vec<_> = h.get_all("a").iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(a, ["2", "3"]);
         assert!(h.get("b").is_none());

@@ -28,18 +28,24 @@
 //! `tls` (ClientHello, SNI selection, rustls configs by content hash, client identity), `tcp`
 //! (L4 relay),
 //! `routing` (matcher glue, redirects, rewrites), `headers` (proxy headers), `path`
-//! (normalization), `upstream/` (pools, load balancing, DNS), `body`, `log` (the sink hook).
+//! (normalization), `upstream/` (pools, load balancing incl. consistent hash, DNS, circuit
+//! breakers, outlier detection, upstream TLS), `retry` (tries, per-try timeouts, retries),
+//! `fault`, `mirror`, `cors`, `varsubst` (`%VAR%` header values), `body`, `log` (the sink hook).
 #![forbid(unsafe_code)]
 
 mod body;
+mod cors;
 mod error;
+mod fault;
 mod headers;
 mod io;
 mod listener;
 mod log;
+mod mirror;
 mod options;
 pub mod path;
 mod proxy;
+mod retry;
 mod rng;
 mod routing;
 mod server;
@@ -47,6 +53,7 @@ mod state;
 mod tcp;
 mod tls;
 mod upstream;
+mod varsubst;
 
 pub use error::ProxyError;
 pub use log::{AccessLogSink, NoopSink, RequestRecord, TcpRecord};

@@ -5,20 +5,26 @@ use crate::body::{ProxyBody, UpstreamBody};
 use crate::headers;
 use crate::listener::{until, ConnInfo, Phase};
 use crate::log::{RequestLog, RequestRecord};
+use crate::mirror::{self, MirrorBody};
 use crate::path;
 use crate::routing::{self, RequestHeaders};
 use crate::state::Shared;
-use crate::upstream::ActiveRequest;
+use crate::state::State;
+use crate::upstream::breaker::Resource;
+use crate::upstream::hash;
+use crate::varsubst::{Vars, VarsBase};
 use crate::ResponseFlags;
+use crate::{cors, fault, retry};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use portico_model::matcher::RequestView;
-use portico_model::snapshot::{Redirect, RouteAction, UpstreamProtocol};
+use portico_model::snapshot::{Redirect, Route, RouteAction, UpstreamProtocol};
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
@@ -53,6 +59,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 }
 
 const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
+const OVERFLOW: &str = "upstream connect error or disconnect/reset before headers. reset reason: overflow";
 const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
 
 /// `https_redirect` of a virtual host.
@@ -102,6 +109,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         bytes_sent: 0,
         user_agent: parts.headers.get(header::USER_AGENT).cloned(),
     };
+    let log_start = record.start_time;
+    let downstream_version = record.protocol;
     let mut log = RequestLog::new(shared.sink.clone(), started, record);
 
     let authority = match authority_value.as_ref().and_then(|v| std::str::from_utf8(v.as_bytes()).ok()) {
@@ -148,19 +157,48 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     };
 
     log.record.route = Some(route.clone());
+    // Istio's filter order: CORS, then fault injection, then the router.
+    let cors_headers = match route.cors.as_ref().map(|c| cors::check(c, &parts.method, &parts.headers)) {
+        Some(cors::Verdict::Preflight(h)) => return preflight_reply(h, log),
+        Some(cors::Verdict::Actual(h)) => Some(h),
+        _ => None,
+    };
+    if let Some(f) = &route.fault {
+        let (delayed, abort) = fault::apply(f, &shared.rng).await;
+        if delayed {
+            log.flag(ResponseFlags::DELAY_INJECTED);
+        }
+        match abort {
+            Some(fault::Abort::Http(code)) => {
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                return local_reply(
+                    status,
+                    "fault filter abort",
+                    ResponseFlags::FAULT_INJECTED,
+                    "fault_filter_abort",
+                    log,
+                );
+            }
+            Some(fault::Abort::Grpc(code)) => return grpc_abort_reply(code, log),
+            None => {}
+        }
+    }
+    // `%VAR%` values of header rules (start time, addresses, protocol of the downstream request).
+    let vars = VarsBase { peer: conn.peer, local: conn.local, start: log_start, protocol: downstream_version };
     let wc = match &route.action {
         RouteAction::DirectResponse { status, body } => {
             log.record.status = *status;
             log.record.details = "direct_response";
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut resp = text_reply(status, Bytes::from_owner(body.clone()), log);
-            headers::apply_ops(resp.headers_mut(), &route.headers.response);
+            headers::apply_ops(resp.headers_mut(), &route.headers.response, &vars.with(Some(&parts.headers), None));
             return resp;
         }
         RouteAction::Redirect(r) => {
             let location = routing::redirect_location(r, scheme, authority, &norm_path, query, conn.gateway_port);
             let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-            return redirect_reply(status, &location, Some(&route.headers.response), log);
+            let ops = Some((&route.headers.response, &vars.with(Some(&parts.headers), None)));
+            return redirect_reply(status, &location, ops, log);
         }
         RouteAction::Forward(wc) => wc,
     };
@@ -200,7 +238,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
             log,
         );
     };
-    let Some(endpoint) = pool.pick(&shared.rng).await else {
+    let (hash, set_cookie) = hash::request_key(&pool.def.lb, &parts, conn.peer, &shared.rng);
+    let Some(endpoint) = pool.pick(&shared.rng, hash, &[]).await else {
         return local_reply(
             StatusCode::SERVICE_UNAVAILABLE,
             NO_HEALTHY_UPSTREAM,
@@ -209,8 +248,17 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
             log,
         );
     };
+    // `http2MaxRequests`: active requests to the cluster.
+    let Some(slot) = pool.breaker.try_acquire(Resource::Request, &pool.def.limits) else {
+        return local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            OVERFLOW,
+            ResponseFlags::UPSTREAM_OVERFLOW,
+            "upstream_reset_before_response_started{overflow}",
+            log,
+        );
+    };
     log.record.upstream_host = Some(endpoint.addr);
-    log.active = Some(ActiveRequest::new(endpoint.clone()));
     let cluster = &pool.def;
     let h2_upstream = cluster.protocol == UpstreamProtocol::Http2;
 
@@ -222,8 +270,17 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     let request_id = headers::prepare_request(&mut parts.headers, conn.peer.ip(), upgrade.as_ref(), &shared.rng);
     log.record.request_id = Some(request_id);
     crate::tls::downstream_headers(&mut parts.headers, conn);
-    headers::apply_ops(&mut parts.headers, &dest.headers.request);
-    headers::apply_ops(&mut parts.headers, &route.headers.request);
+    {
+        // `%REQ(…)%` reads the request as it came in (before these rules).
+        let needs = dest.headers.request.uses_request() || route.headers.request.uses_request();
+        let before = needs.then(|| parts.headers.clone());
+        let v = vars.with(before.as_ref(), Some(endpoint.addr));
+        headers::apply_ops(&mut parts.headers, &dest.headers.request, &v);
+        headers::apply_ops(&mut parts.headers, &route.headers.request, &v);
+    }
+    // Response rules reading the request need a copy: the request goes upstream.
+    let request_for_response =
+        (dest.headers.response.uses_request() || route.headers.response.uses_request()).then(|| parts.headers.clone());
     log.record.x_forwarded_for = parts.headers.get("x-forwarded-for").cloned();
 
     let upstream_authority = match route.rewrite.as_ref().and_then(|r| r.authority.as_deref()) {
@@ -261,12 +318,48 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     parts.extensions = http::Extensions::new();
     let received = Arc::new(AtomicU64::new(0));
     log.received = Some(received.clone());
-    let upstream_req = Request::from_parts(parts, UpstreamBody::new(body, received));
-
-    let sent = endpoint.send(cluster, upstream_req, upgrade.is_some());
-    let result = match route.timeout.filter(|t| !t.is_zero()) {
+    let retrying = retry::may_retry(&route.retry, upgrade.is_some());
+    // Upgrades (WebSocket) are not mirrored: a shadow cannot take part in the tunnel.
+    let mirrors = if upgrade.is_some() { Vec::new() } else { pick_mirrors(&route, &state, &shared.rng) };
+    let (leftover_tx, leftover_rx) = if retrying {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let has_body = !body.is_end_stream();
+    let (mirror_tx, mirror_rx) = if !mirrors.is_empty() && has_body {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let upstream_body = if retrying || mirror_tx.is_some() {
+        UpstreamBody::capturing(body, received.clone(), leftover_tx, mirror_tx)
+    } else {
+        UpstreamBody::new(body, received.clone())
+    };
+    if !mirrors.is_empty() {
+        spawn_mirrors(mirrors, &parts, has_body, mirror_rx, route.timeout, &shared.rng);
+    }
+    let timeout = match (route.timeout.filter(|t| !t.is_zero()), retry::grpc_timeout(&parts.headers)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let attempts = retry::Attempts {
+        pool,
+        policy: &route.retry,
+        rng: &shared.rng,
+        hash,
+        upgrade: upgrade.is_some(),
+        received,
+        parts,
+        slot: Some(slot),
+    };
+    let sent = attempts.run(endpoint, upstream_body, leftover_rx);
+    let done = match timeout {
         // TODO(timeouts): Envoy's route timeout also covers the response body; this one ends at
-        // the response headers.
+        // the response headers. It covers all tries, as Envoy's global route timeout does.
         Some(limit) => match tokio::time::timeout(limit, sent).await {
             Ok(r) => r,
             Err(_) => {
@@ -281,12 +374,12 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         },
         None => sent.await,
     };
-    let resp = match result {
+    log.record.upstream_host = Some(done.endpoint.addr);
+    log.active = Some(done.active);
+    log.flag(done.flags);
+    let resp = match done.result {
         Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(upstream = %endpoint.addr, error = %e, "upstream request failed");
-            return local_reply(StatusCode::SERVICE_UNAVAILABLE, e.body(), e.flag(), e.details(), log);
-        }
+        Err(f) => return local_reply(f.status, f.body, f.flags, f.details, log),
     };
     log.record.upstream_service_time = Some(started.elapsed());
 
@@ -307,8 +400,15 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         }
     }
     headers::prepare_response(&mut rp.headers, upgraded);
-    headers::apply_ops(&mut rp.headers, &dest.headers.response);
-    headers::apply_ops(&mut rp.headers, &route.headers.response);
+    let v = vars.with(request_for_response.as_ref(), log.record.upstream_host);
+    headers::apply_ops(&mut rp.headers, &dest.headers.response, &v);
+    headers::apply_ops(&mut rp.headers, &route.headers.response, &v);
+    if let Some(h) = cors_headers {
+        rp.headers.extend(h);
+    }
+    if let Some(c) = set_cookie {
+        rp.headers.append(header::SET_COOKIE, c);
+    }
     rp.version = Version::HTTP_11;
     rp.extensions = http::Extensions::new();
     log.record.status = rp.status.as_u16();
@@ -371,7 +471,7 @@ fn local_reply(
 fn redirect_reply(
     status: StatusCode,
     location: &str,
-    ops: Option<&portico_model::snapshot::HeaderOps>,
+    ops: Option<(&portico_model::snapshot::HeaderOps, &Vars<'_>)>,
     mut log: Box<RequestLog>,
 ) -> Response<ProxyBody> {
     let Ok(location) = HeaderValue::from_str(location) else {
@@ -381,8 +481,78 @@ fn redirect_reply(
     log.record.details = "redirect";
     let mut resp = text_reply(status, Bytes::new(), log);
     resp.headers_mut().insert(header::LOCATION, location);
-    if let Some(ops) = ops {
-        headers::apply_ops(resp.headers_mut(), ops);
+    if let Some((ops, vars)) = ops {
+        headers::apply_ops(resp.headers_mut(), ops, vars);
     }
     resp
+}
+
+/// A CORS preflight answered here (Envoy's CORS filter: 200, the CORS headers, no body).
+fn preflight_reply(h: http::HeaderMap, mut log: Box<RequestLog>) -> Response<ProxyBody> {
+    log.record.status = 200;
+    log.record.details = "cors_response";
+    let mut resp = text_reply(StatusCode::OK, Bytes::new(), log);
+    resp.headers_mut().extend(h);
+    resp
+}
+
+/// A gRPC fault abort: HTTP 200, trailers-only `grpc-status` (as Envoy's fault filter).
+fn grpc_abort_reply(code: u32, mut log: Box<RequestLog>) -> Response<ProxyBody> {
+    log.flag(ResponseFlags::FAULT_INJECTED);
+    log.record.status = 200;
+    log.record.details = "fault_filter_abort";
+    log.record.grpc_status = Some(code);
+    let mut resp = text_reply(StatusCode::OK, Bytes::new(), log);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(code));
+    h.insert("grpc-message", HeaderValue::from_static("fault filter abort"));
+    resp
+}
+
+/// The mirrors this request goes to (each rolls its own percentage), with their pools.
+fn pick_mirrors(route: &Route, state: &State, rng: &crate::rng::FastRng) -> Vec<Arc<crate::upstream::ClusterPool>> {
+    if route.mirrors.is_empty() {
+        return Vec::new();
+    }
+    route
+        .mirrors
+        .iter()
+        .filter(|m| fault::roll(rng, m.percentage))
+        .filter_map(|m| state.upstreams.get(&m.cluster).cloned())
+        .collect()
+}
+
+/// Fire the mirrors: a copy of the forwarded request (after rewrites and header rules), its
+/// authority suffixed `-shadow`. They never hold up this request.
+fn spawn_mirrors(
+    pools: Vec<Arc<crate::upstream::ClusterPool>>,
+    parts: &http::request::Parts,
+    has_body: bool,
+    body: Option<tokio::sync::oneshot::Receiver<(Bytes, Option<http::HeaderMap>)>>,
+    timeout: Option<Duration>,
+    rng: &crate::rng::FastRng,
+) {
+    let authority = match parts.uri.authority() {
+        Some(a) => a.as_str(),
+        None => parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(""),
+    };
+    let Some(shadow) = mirror::shadow_authority(authority) else { return };
+    // One body copy: it goes to the first mirror; further mirrors of a request with a body
+    // are sent only when it had none (a rare configuration; documented limitation).
+    let mut body = body;
+    for pool in pools {
+        let b = match body.take() {
+            Some(rx) => MirrorBody::Pending(rx),
+            None if has_body => continue,
+            None => MirrorBody::Empty,
+        };
+        let req = mirror::Mirrored {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            authority: shadow.clone(),
+        };
+        mirror::spawn(pool, crate::rng::FastRng::new(Some(rng.next_u64())), req, b, timeout);
+    }
 }

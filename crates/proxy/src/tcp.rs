@@ -96,7 +96,7 @@ pub(crate) async fn proxy<S>(
         log.record.flags.insert(ResponseFlags::NO_CLUSTER_FOUND);
         return;
     };
-    let Some(endpoint) = pool.pick(&shared.rng).await else {
+    let Some(endpoint) = pool.pick(&shared.rng, None, &[]).await else {
         log.record.flags.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
         return;
     };

@@ -1,6 +1,9 @@
 //! Connections to one endpoint: a lock-free queue of idle HTTP/1.1 keep-alive connections, or
 //! one shared multiplexed HTTP/2 (prior knowledge, h2c) connection.
 
+use super::breaker::{Resource, Slot};
+use super::outlier::OutlierState;
+use super::ClusterPool;
 use crate::body::UpstreamBody;
 use crate::ResponseFlags;
 use arc_swap::ArcSwapOption;
@@ -8,6 +11,7 @@ use crossbeam_queue::SegQueue;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
+use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_model::snapshot::{Cluster, UpstreamProtocol};
 use std::net::SocketAddr;
@@ -28,12 +32,16 @@ pub(crate) enum SendError {
     /// The connection was reset or closed before the response headers.
     #[error("connection reset before response headers: {0}")]
     Reset(hyper::Error),
+    /// A circuit breaker (`maxConnections` with `http1MaxPendingRequests`) refused the request.
+    #[error("upstream overflow")]
+    Overflow,
 }
 
 impl SendError {
     pub(crate) fn flag(&self) -> ResponseFlags {
         match self {
             SendError::Reset(_) => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            SendError::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
             _ => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
         }
     }
@@ -46,6 +54,7 @@ impl SendError {
                 "upstream_reset_before_response_started{connection_failure}"
             }
             SendError::Reset(_) => "upstream_reset_before_response_started{connection_termination}",
+            SendError::Overflow => "upstream_reset_before_response_started{overflow}",
         }
     }
 
@@ -61,7 +70,12 @@ impl SendError {
             SendError::Reset(_) => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
             }
+            SendError::Overflow => "upstream connect error or disconnect/reset before headers. reset reason: overflow",
         }
+    }
+
+    pub(crate) fn is_connect_failure(&self) -> bool {
+        matches!(self, SendError::ConnectTimeout | SendError::Connect(_) | SendError::Handshake(_))
     }
 }
 
@@ -78,11 +92,19 @@ pub(crate) struct EndpointState {
     idle: SegQueue<IdleConn>,
     max_idle: usize,
     h2: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
+    pub(crate) outlier: OutlierState,
 }
 
 impl EndpointState {
     pub(crate) fn new(addr: SocketAddr, max_idle: usize) -> EndpointState {
-        EndpointState { addr, active: AtomicUsize::new(0), idle: SegQueue::new(), max_idle, h2: ArcSwapOption::empty() }
+        EndpointState {
+            addr,
+            active: AtomicUsize::new(0),
+            idle: SegQueue::new(),
+            max_idle,
+            h2: ArcSwapOption::empty(),
+            outlier: OutlierState::default(),
+        }
     }
 
     pub(crate) fn active(&self) -> usize {
@@ -93,13 +115,37 @@ impl EndpointState {
     /// `upgrade`: the connection is handed over to a protocol upgrade and never reused.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        cluster: &Cluster,
+        pool: &ClusterPool,
         req: Request<UpstreamBody>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, SendError> {
-        match cluster.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(cluster, req, upgrade).await,
-            UpstreamProtocol::Http2 => self.send_h2(cluster, req).await,
+        match pool.def.protocol {
+            UpstreamProtocol::Http1 => self.send_h1(pool, req, upgrade).await,
+            UpstreamProtocol::Http2 => self.send_h2(pool, req).await,
+        }
+    }
+
+    /// A connection slot of the cluster (`maxConnections`). Over the limit the request waits as
+    /// pending for a connection to close or go idle, unless `http1MaxPendingRequests` are
+    /// already waiting: then it overflows (503 `UO`), as Envoy's connection pool does.
+    /// `Ok(None)`: an idle connection came free while waiting.
+    async fn connection_slot(&self, pool: &ClusterPool) -> Result<Result<Slot, IdleConn>, SendError> {
+        let limits = &pool.def.limits;
+        if let Some(s) = pool.breaker.try_acquire(Resource::Connection, limits) {
+            return Ok(Ok(s));
+        }
+        let _pending = pool.breaker.try_acquire(Resource::Pending, limits).ok_or(SendError::Overflow)?;
+        loop {
+            let notified = pool.breaker.freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(s) = pool.breaker.try_acquire(Resource::Connection, limits) {
+                return Ok(Ok(s));
+            }
+            if let Some(c) = self.take_idle() {
+                return Ok(Err(c));
+            }
+            notified.await;
         }
     }
 
@@ -114,21 +160,28 @@ impl EndpointState {
 
     async fn send_h1(
         self: &Arc<Self>,
-        cluster: &Cluster,
+        pool: &ClusterPool,
         mut req: Request<UpstreamBody>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, SendError> {
+        let cluster = &*pool.def;
         loop {
             let (mut conn, reused) = match self.take_idle() {
                 Some(c) => (c, true),
-                None => (IdleConn { sender: self.connect_h1(cluster).await?, uses: 0 }, false),
+                None => match self.connection_slot(pool).await? {
+                    Err(idle) => (idle, true),
+                    Ok(slot) => {
+                        let host = request_host(&req);
+                        (IdleConn { sender: self.connect_h1(pool, &host, slot).await?, uses: 0 }, false)
+                    }
+                },
             };
             conn.uses = conn.uses.saturating_add(1);
             match conn.sender.try_send_request(req).await {
                 Ok(resp) => {
                     let max = cluster.limits.max_requests_per_connection;
                     if !upgrade && (max == 0 || conn.uses < max) {
-                        self.recycle(conn);
+                        self.recycle(conn, pool.breaker.clone());
                     }
                     return Ok(resp);
                 }
@@ -143,38 +196,50 @@ impl EndpointState {
     }
 
     /// Back to the idle queue once the response body has been read to its end.
-    fn recycle(self: &Arc<Self>, mut conn: IdleConn) {
+    fn recycle(self: &Arc<Self>, mut conn: IdleConn, breaker: Arc<super::breaker::Breaker>) {
         let ep = self.clone();
         tokio::spawn(async move {
             let ready = futures_util::future::poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_ok();
             // Past the limit the connection is dropped, which closes it.
             if ready && ep.idle.len() < ep.max_idle {
                 ep.idle.push(conn);
+                // A request pending on `maxConnections` may take it.
+                breaker.freed.notify_waiters();
             }
         });
     }
 
-    async fn connect_h1(&self, cluster: &Cluster) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
-        let io = connect_tcp(self.addr, cluster).await?;
-        let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(SendError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream HTTP/1 connection closed with an error");
+    async fn connect_h1(
+        &self,
+        pool: &ClusterPool,
+        host: &str,
+        slot: Slot,
+    ) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+        let tcp = connect_tcp(self.addr, &pool.def).await?;
+        match &pool.tls {
+            None => handshake_h1(TokioIo::new(tcp), slot).await,
+            Some(tls) => {
+                let stream = tls.connect(tcp, host).await.map_err(SendError::Connect)?;
+                handshake_h1(TokioIo::new(stream), slot).await
             }
-        });
-        Ok(sender)
+        }
     }
 
     async fn send_h2(
         self: &Arc<Self>,
-        cluster: &Cluster,
+        pool: &ClusterPool,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         loop {
             let current = self.h2.load_full().filter(|s| !s.is_closed());
             let (mut sender, reused) = match current {
                 Some(s) => ((*s).clone(), true),
-                None => (self.connect_h2(cluster).await?, false),
+                None => {
+                    let slot =
+                        pool.breaker.try_acquire(Resource::Connection, &pool.def.limits).ok_or(SendError::Overflow)?;
+                    let host = request_host(&req);
+                    (self.connect_h2(pool, &host, slot).await?, false)
+                }
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
@@ -189,18 +254,20 @@ impl EndpointState {
         }
     }
 
-    async fn connect_h2(&self, cluster: &Cluster) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
-        let io = connect_tcp(self.addr, cluster).await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io)
-            .await
-            .map_err(SendError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection closed with an error");
+    async fn connect_h2(
+        &self,
+        pool: &ClusterPool,
+        host: &str,
+        slot: Slot,
+    ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
+        let tcp = connect_tcp(self.addr, &pool.def).await?;
+        let sender = match &pool.tls {
+            None => handshake_h2(TokioIo::new(tcp), slot).await?,
+            Some(tls) => {
+                let stream = tls.connect(tcp, host).await.map_err(SendError::Connect)?;
+                handshake_h2(TokioIo::new(stream), slot).await?
             }
-        });
+        };
         // Concurrent first requests may each connect; the last one stored is shared afterwards and
         // the others close once their streams end.
         self.h2.store(Some(Arc::new(sender.clone())));
@@ -217,12 +284,58 @@ pub(crate) fn connect_timeout(cluster: &Cluster) -> Duration {
     }
 }
 
-async fn connect_tcp(addr: SocketAddr, cluster: &Cluster) -> Result<TokioIo<TcpStream>, SendError> {
+/// The request's host (`:authority` or `Host`), for the TLS SNI.
+fn request_host(req: &Request<UpstreamBody>) -> String {
+    match req.uri().authority() {
+        Some(a) => a.host().to_string(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(|h| portico_model::snapshot::strip_port(h).to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// HTTP/1.1 over `io`; the connection task holds the cluster's connection slot until it ends.
+async fn handshake_h1<I>(io: I, slot: Slot) -> Result<http1::SendRequest<UpstreamBody>, SendError>
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(SendError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream HTTP/1 connection closed with an error");
+        }
+        drop(slot);
+    });
+    Ok(sender)
+}
+
+async fn handshake_h2<I>(io: I, slot: Slot) -> Result<http2::SendRequest<UpstreamBody>, SendError>
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await
+        .map_err(SendError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection closed with an error");
+        }
+        drop(slot);
+    });
+    Ok(sender)
+}
+
+async fn connect_tcp(addr: SocketAddr, cluster: &Cluster) -> Result<TcpStream, SendError> {
     let stream = match tokio::time::timeout(connect_timeout(cluster), TcpStream::connect(addr)).await {
         Err(_) => return Err(SendError::ConnectTimeout),
         Ok(Err(e)) => return Err(SendError::Connect(e)),
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    Ok(TokioIo::new(stream))
+    Ok(stream)
 }

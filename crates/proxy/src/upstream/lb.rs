@@ -19,10 +19,9 @@ pub(super) fn pick<'a>(
     let n32 = u32::try_from(n).unwrap_or(u32::MAX);
     match lb {
         LbPolicy::RoundRobin => eps.get(rr.fetch_add(1, Ordering::Relaxed) % n),
-        LbPolicy::Random => eps.get(rng.below(n32) as usize),
-        // TODO(consistent-hash): ring hash / Maglev over the hash policy (header, cookie, source
-        // IP, query parameter). Until then consistent-hash clusters balance by least request.
-        LbPolicy::LeastRequest | LbPolicy::ConsistentHash(_) => {
+        // A consistent-hash request without its key goes to a random endpoint, as Envoy does.
+        LbPolicy::Random | LbPolicy::ConsistentHash(..) => eps.get(rng.below(n32) as usize),
+        LbPolicy::LeastRequest => {
             // Power of two choices over active requests (Envoy's default choice_count = 2),
             // two distinct candidates.
             let a = rng.below(n32) as usize;

@@ -4,15 +4,20 @@
 //! unchanged keeps its pool as is; a changed one gets a new pool that still takes over the
 //! connections of endpoints it shares with the old one (same address, protocol and TLS).
 
+pub(crate) mod breaker;
 mod conn;
 mod dns;
+pub(crate) mod hash;
 mod lb;
+pub(crate) mod outlier;
+pub(crate) mod tls;
 
-pub(crate) use conn::{connect_timeout, EndpointState};
+pub(crate) use conn::{connect_timeout, EndpointState, SendError};
 
 use crate::rng::FastRng;
-use arc_swap::ArcSwap;
-use portico_model::snapshot::{Cluster, Discovery, Snapshot};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use breaker::Breaker;
+use portico_model::snapshot::{Cluster, Discovery, LbPolicy, Snapshot};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -78,6 +83,12 @@ fn compatible(a: &Cluster, b: &Cluster) -> bool {
 pub(crate) struct ClusterPool {
     pub(crate) def: Arc<Cluster>,
     endpoints: ArcSwap<Vec<Arc<EndpointState>>>,
+    /// Consistent-hash table over `endpoints` (same order), rebuilt with it.
+    table: ArcSwapOption<hash::Table>,
+    /// Circuit-breaker counters (kept with the pool across reloads of an unchanged cluster).
+    pub(crate) breaker: Arc<Breaker>,
+    /// Client TLS toward the endpoints (DestinationRule `tls`), built once per pool.
+    pub(crate) tls: Option<Arc<tls::Connector>>,
     rr: AtomicUsize,
     resolved_once: AtomicBool,
     resolved: watch::Sender<bool>,
@@ -97,9 +108,21 @@ impl ClusterPool {
             }
         }
         let needs_dns = !names.is_empty();
+        let tls_connector = match def.tls.as_ref().map(tls::Connector::new) {
+            None => None,
+            Some(Ok(c)) => Some(Arc::new(c)),
+            Some(Err(e)) => {
+                // Requests then fail to connect (503 UF) rather than going out in plaintext.
+                tracing::warn!(cluster = %def.name, error = %e, "upstream TLS settings unusable");
+                Some(Arc::new(tls::Connector::broken()))
+            }
+        };
         let pool = Arc::new(ClusterPool {
             def,
             endpoints: ArcSwap::from_pointee(Vec::new()),
+            table: ArcSwapOption::empty(),
+            breaker: Arc::new(Breaker::default()),
+            tls: tls_connector,
             rr: AtomicUsize::new(0),
             resolved_once: AtomicBool::new(false),
             resolved: watch::Sender::new(false),
@@ -139,6 +162,10 @@ impl ClusterPool {
                     .unwrap_or_else(|| Arc::new(EndpointState::new(a, self.max_idle)))
             })
             .collect();
+        if let LbPolicy::ConsistentHash(_, kind) = &self.def.lb {
+            let addrs: Vec<SocketAddr> = list.iter().map(|e| e.addr).collect();
+            self.table.store(hash::Table::build(kind, &addrs).map(Arc::new));
+        }
         self.endpoints.store(Arc::new(list));
     }
 
@@ -149,23 +176,68 @@ impl ClusterPool {
 
     /// Choose an endpoint per the cluster's load-balancing policy; `None` when there is none
     /// (503 `UH`). Waits (bounded by the connect timeout) only for a DNS cluster's first resolution.
-    pub(crate) async fn pick(&self, rng: &FastRng) -> Option<Arc<EndpointState>> {
+    /// `hash`: the request's consistent-hash key, if the policy has one and the request carries
+    /// it. `avoid`: endpoints already tried (retries prefer another one, as Istio configures
+    /// Envoy's `previous_hosts` predicate with 5 selection attempts).
+    pub(crate) async fn pick(
+        &self,
+        rng: &FastRng,
+        hash: Option<u64>,
+        avoid: &[SocketAddr],
+    ) -> Option<Arc<EndpointState>> {
         if !self.resolved_once.load(Ordering::Acquire) {
             let mut rx = self.resolved.subscribe();
             let _ = tokio::time::timeout(conn::connect_timeout(&self.def), rx.wait_for(|r| *r)).await;
         }
         let eps = self.endpoints.load();
-        lb::pick(&eps, &self.def.lb, rng, &self.rr).cloned()
+        let filtered = self.def.outlier.as_ref().and_then(|p| outlier::healthy(p, &eps));
+        let list: &[Arc<EndpointState>] = filtered.as_deref().unwrap_or(&eps);
+        let table = if hash.is_some() { self.table.load_full() } else { None };
+        let mut chosen = None;
+        for attempt in 0u64..5 {
+            let ep = match (&table, hash) {
+                (Some(t), Some(h)) => {
+                    // Later attempts probe other points of the table, deterministically.
+                    let h = h.wrapping_add(attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    match t.lookup(h).and_then(|i| eps.get(i)) {
+                        Some(e) if filtered.is_none() || !e.outlier.is_ejected() => Some(e),
+                        // Ejected: any healthy endpoint, still chosen by the key.
+                        _ if list.is_empty() => None,
+                        _ => list.get((h % list.len() as u64) as usize),
+                    }
+                }
+                _ => lb::pick(list, &self.def.lb, rng, &self.rr),
+            };
+            let ep = ep?;
+            chosen = Some(ep.clone());
+            if !avoid.contains(&ep.addr) || list.len() <= 1 {
+                break;
+            }
+        }
+        chosen
+    }
+
+    /// Tell outlier detection how a try at `ep` went.
+    pub(crate) fn report(&self, ep: &EndpointState, outcome: outlier::Outcome) {
+        if let Some(p) = &self.def.outlier {
+            outlier::report(p, &self.endpoints.load(), ep, outcome);
+        }
     }
 }
 
-/// Counts a request against an endpoint (least-request load balancing) while it is alive.
-pub(crate) struct ActiveRequest(Arc<EndpointState>);
+/// Counts a request against an endpoint (least-request load balancing) while it is alive, and
+/// holds its circuit-breaker slot (`http2MaxRequests`) until the response is done.
+pub(crate) struct ActiveRequest(Arc<EndpointState>, Option<breaker::Slot>);
 
 impl ActiveRequest {
     pub(crate) fn new(ep: Arc<EndpointState>) -> ActiveRequest {
         ep.active.fetch_add(1, Ordering::Relaxed);
-        ActiveRequest(ep)
+        ActiveRequest(ep, None)
+    }
+
+    pub(crate) fn with_slot(mut self, slot: Option<breaker::Slot>) -> ActiveRequest {
+        self.1 = slot;
+        self
     }
 }
 

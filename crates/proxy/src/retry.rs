@@ -1,0 +1,379 @@
+//! Upstream attempts: the first try, per-try timeouts and retries (VirtualService `retries`, or
+//! Istio's default policy), as Envoy's router does them.
+//!
+//! * `retry_on` tokens: `5xx`, `gateway-error`, `reset`, `reset-before-request`,
+//!   `connect-failure`, `retriable-4xx` (409), `refused-stream`, `retriable-status-codes` (the
+//!   numeric codes of `retryOn`), and the gRPC ones (`cancelled`, `deadline-exceeded`,
+//!   `internal`, `resource-exhausted`, `unavailable`) read from a trailers-only `grpc-status`.
+//!   A per-try timeout counts as a reset (retried on `5xx`, `gateway-error`, `reset`).
+//!   `refused-stream` is recognised from the reset error's text (hyper does not expose the h2
+//!   reason code); connect failures count as `reset-before-request` (no byte went out).
+//! * Backoff: Envoy's jittered exponential backoff, 25 ms base, 250 ms cap: before retry n, a
+//!   random wait in `[0, (2^n − 1) × 25 ms)`, on tokio's clock.
+//! * Another endpoint is preferred (Istio's `previous_hosts` predicate).
+//! * The body is replayed from the copy kept by [`UpstreamBody`] (≤ 64 KiB); a larger body is
+//!   never retried: the result of the try stands.
+//! * Retries count against the cluster's `maxRetries` (active retries): over it, no retry, the
+//!   result stands with `UO` (as Envoy's retry overflow).
+//! * When a retry was wanted and no attempt was left: `URX` on the result.
+
+use crate::body::{Leftover, UpstreamBody};
+use crate::rng::FastRng;
+use crate::upstream::breaker::{Resource, Slot};
+use crate::upstream::outlier::Outcome;
+use crate::upstream::{ActiveRequest, ClusterPool, EndpointState, SendError};
+use crate::ResponseFlags;
+use http::{HeaderMap, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use portico_model::snapshot::RetryPolicy;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+const BACKOFF_BASE: Duration = Duration::from_millis(25);
+const BACKOFF_MAX: Duration = Duration::from_millis(250);
+
+/// The `retry_on` tokens, as bits.
+#[derive(Clone, Copy, Default, Debug)]
+struct RetryOn(u32);
+
+impl RetryOn {
+    const FIVE_XX: u32 = 1;
+    const GATEWAY: u32 = 1 << 1;
+    const RESET: u32 = 1 << 2;
+    const RESET_BEFORE: u32 = 1 << 3;
+    const CONNECT: u32 = 1 << 4;
+    const R4XX: u32 = 1 << 5;
+    const REFUSED: u32 = 1 << 6;
+    const CODES: u32 = 1 << 7;
+    const G_CANCELLED: u32 = 1 << 8;
+    const G_DEADLINE: u32 = 1 << 9;
+    const G_INTERNAL: u32 = 1 << 10;
+    const G_EXHAUSTED: u32 = 1 << 11;
+    const G_UNAVAILABLE: u32 = 1 << 12;
+
+    fn parse(tokens: &[String]) -> RetryOn {
+        let mut bits = 0;
+        for t in tokens {
+            bits |= match t.as_str() {
+                "5xx" => Self::FIVE_XX,
+                "gateway-error" => Self::GATEWAY,
+                "reset" => Self::RESET,
+                "reset-before-request" => Self::RESET_BEFORE,
+                "connect-failure" => Self::CONNECT,
+                "retriable-4xx" => Self::R4XX,
+                "refused-stream" => Self::REFUSED,
+                "retriable-status-codes" => Self::CODES,
+                "cancelled" => Self::G_CANCELLED,
+                "deadline-exceeded" => Self::G_DEADLINE,
+                "internal" => Self::G_INTERNAL,
+                "resource-exhausted" => Self::G_EXHAUSTED,
+                "unavailable" => Self::G_UNAVAILABLE,
+                _ => 0,
+            };
+        }
+        RetryOn(bits)
+    }
+
+    fn has(self, bit: u32) -> bool {
+        self.0 & bit != 0
+    }
+
+    fn status(self, status: StatusCode, headers: &HeaderMap, codes: &[u16]) -> bool {
+        let s = status.as_u16();
+        if (self.has(Self::FIVE_XX) && s >= 500)
+            || (self.has(Self::GATEWAY) && (502..=504).contains(&s))
+            || (self.has(Self::R4XX) && s == 409)
+            || (self.has(Self::CODES) && codes.contains(&s))
+        {
+            return true;
+        }
+        match crate::body::grpc_status(headers) {
+            Some(1) => self.has(Self::G_CANCELLED),
+            Some(4) => self.has(Self::G_DEADLINE),
+            Some(13) => self.has(Self::G_INTERNAL),
+            Some(8) => self.has(Self::G_EXHAUSTED),
+            Some(14) => self.has(Self::G_UNAVAILABLE),
+            _ => false,
+        }
+    }
+
+    fn error(self, e: &SendError) -> bool {
+        if matches!(e, SendError::Overflow) {
+            return false;
+        }
+        if self.has(Self::FIVE_XX) || self.has(Self::GATEWAY) || self.has(Self::RESET) {
+            return true;
+        }
+        if e.is_connect_failure() && (self.has(Self::CONNECT) || self.has(Self::RESET_BEFORE)) {
+            return true;
+        }
+        self.has(Self::REFUSED)
+            && matches!(e, SendError::Reset(h) if h.to_string().to_ascii_lowercase().contains("refused"))
+    }
+
+    fn timeout(self) -> bool {
+        self.has(Self::FIVE_XX) || self.has(Self::GATEWAY) || self.has(Self::RESET)
+    }
+}
+
+/// Envoy's jittered exponential backoff before retry `n` (1-based).
+fn backoff(rng: &FastRng, n: u32) -> Duration {
+    let factor = (1u32 << n.min(16)) - 1;
+    let ceiling = BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX);
+    let micros = u32::try_from(ceiling.as_micros()).unwrap_or(u32::MAX);
+    Duration::from_micros(u64::from(rng.below(micros)))
+}
+
+/// What the attempts came to.
+pub(crate) struct Done {
+    pub(crate) result: Result<Response<Incoming>, Failure>,
+    /// The endpoint of the last try, and its least-request/breaker accounting (to keep alive
+    /// with the response body).
+    pub(crate) endpoint: Arc<EndpointState>,
+    pub(crate) active: ActiveRequest,
+    /// URX / UO added by the retry logic.
+    pub(crate) flags: ResponseFlags,
+}
+
+/// A local failure of the last try.
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
+    pub(crate) body: &'static str,
+    pub(crate) flags: ResponseFlags,
+    pub(crate) details: &'static str,
+}
+
+impl Failure {
+    fn from_send(e: &SendError) -> Failure {
+        Failure { status: StatusCode::SERVICE_UNAVAILABLE, body: e.body(), flags: e.flag(), details: e.details() }
+    }
+
+    fn per_try_timeout() -> Failure {
+        Failure {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            body: "upstream request timeout",
+            flags: ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+            details: "upstream_per_try_timeout",
+        }
+    }
+}
+
+/// Everything the attempts need.
+pub(crate) struct Attempts<'a> {
+    pub(crate) pool: &'a ClusterPool,
+    pub(crate) policy: &'a RetryPolicy,
+    pub(crate) rng: &'a FastRng,
+    pub(crate) hash: Option<u64>,
+    pub(crate) upgrade: bool,
+    pub(crate) received: Arc<AtomicU64>,
+    /// The request (its body is sent separately) — cloned for each retry.
+    pub(crate) parts: http::request::Parts,
+    /// The request's circuit-breaker slot, kept with the final response.
+    pub(crate) slot: Option<Slot>,
+}
+
+/// Whether this request may be retried at all (so its body must be kept).
+pub(crate) fn may_retry(policy: &RetryPolicy, upgrade: bool) -> bool {
+    policy.attempts > 0 && !upgrade && !policy.retry_on.is_empty()
+}
+
+fn request_from(parts: &http::request::Parts, body: UpstreamBody) -> Request<UpstreamBody> {
+    let mut r = Request::new(body);
+    *r.method_mut() = parts.method.clone();
+    *r.uri_mut() = parts.uri.clone();
+    *r.version_mut() = parts.version;
+    *r.headers_mut() = parts.headers.clone();
+    r
+}
+
+impl Attempts<'_> {
+    /// Run the tries, starting at `first` with `body`. `leftover`: where the body's kept copy
+    /// comes back after each try (None when the request may not be retried).
+    pub(crate) async fn run(
+        self,
+        first: Arc<EndpointState>,
+        body: UpstreamBody,
+        mut leftover: Option<oneshot::Receiver<Option<Leftover>>>,
+    ) -> Done {
+        let Attempts { pool, policy, rng, hash, upgrade, received, parts, mut slot } = self;
+        let mut attach = move |active: ActiveRequest| active.with_slot(slot.take());
+        let on = RetryOn::parse(&policy.retry_on);
+        let retry_enabled = leftover.is_some();
+        let mut ep = first;
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut retries = 0u32;
+        let mut flags = ResponseFlags::empty();
+        let mut _retry_slot: Option<Slot> = None;
+        let mut body = Some(body);
+        let mut parts = Some(parts);
+        loop {
+            let active = ActiveRequest::new(ep.clone());
+            let last_chance = !retry_enabled;
+            let req = match (&parts, body.take()) {
+                // The last possible try takes the original parts (no clone).
+                (Some(_), Some(b)) if last_chance => match parts.take() {
+                    Some(p) => Request::from_parts(p, b),
+                    None => Request::new(b),
+                },
+                (Some(p), Some(b)) => request_from(p, b),
+                (_, b) => Request::new(b.unwrap_or_else(|| UpstreamBody::from_bytes(bytes::Bytes::new(), None))),
+            };
+            let sent = ep.send(pool, req, upgrade);
+            let outcome = match policy.per_try_timeout.filter(|t| !t.is_zero()) {
+                Some(t) => tokio::time::timeout(t, sent).await.map_err(|_| ()),
+                None => Ok(sent.await),
+            };
+            let (wants_retry, result) = match outcome {
+                Ok(Ok(resp)) => {
+                    pool.report(&ep, Outcome::Status(resp.status().as_u16()));
+                    let want = on.status(resp.status(), resp.headers(), &policy.retriable_status_codes);
+                    (want, Ok(resp))
+                }
+                Ok(Err(e)) => {
+                    if !matches!(e, SendError::Overflow) {
+                        pool.report(&ep, Outcome::LocalFailure);
+                    }
+                    tracing::debug!(upstream = %ep.addr, error = %e, "upstream try failed");
+                    (on.error(&e), Err(Failure::from_send(&e)))
+                }
+                Err(()) => {
+                    pool.report(&ep, Outcome::LocalFailure);
+                    (on.timeout(), Err(Failure::per_try_timeout()))
+                }
+            };
+            let finish = |result, flags, active, ep| Done { result, endpoint: ep, active, flags };
+            if !wants_retry || !retry_enabled {
+                return finish(result, flags, attach(active), ep);
+            }
+            if retries >= policy.attempts {
+                flags.insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                return finish(result, flags, attach(active), ep);
+            }
+            // The body's kept copy: back once the try let go of it.
+            let left = match leftover.take() {
+                Some(mut rx) => {
+                    let got = match rx.try_recv() {
+                        // Known too large to replay: the try's result stands.
+                        Ok(None) => return finish(result, flags, attach(active), ep),
+                        Ok(Some(l)) => {
+                            drop(result);
+                            Some(l)
+                        }
+                        Err(_) => {
+                            // Let hyper finish with (and drop) the body of a response we will
+                            // not use; the copy comes back then.
+                            drop(result);
+                            rx.await.ok().flatten()
+                        }
+                    };
+                    match got {
+                        Some(l) if l.replayable() => l,
+                        // Too large to replay after all (the try's result is gone): a local
+                        // 503 marked URX.
+                        _ => {
+                            return finish(
+                                Err(Failure {
+                                    status: StatusCode::SERVICE_UNAVAILABLE,
+                                    body: "upstream connect error or disconnect/reset before headers. reset reason: request body too large to retry",
+                                    flags: ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
+                                    details: "request_body_too_large_to_retry",
+                                }),
+                                flags,
+                                attach(active),
+                                ep,
+                            )
+                        }
+                    }
+                }
+                None => return finish(result, flags, attach(active), ep),
+            };
+            let Some(slot) = pool.breaker.try_acquire(Resource::Retry, &pool.def.limits) else {
+                // Retry overflow: Envoy passes the try's result through with UO; ours was
+                // dropped for the body, so a local 503 with UO.
+                flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
+                let f = Failure {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    body: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+                    flags: ResponseFlags::empty(),
+                    details: "upstream_retry_overflow",
+                };
+                return finish(Err(f), flags, attach(active), ep);
+            };
+            _retry_slot = Some(slot);
+            drop(active);
+            tried.push(ep.addr);
+            retries += 1;
+            tokio::time::sleep(backoff(rng, retries)).await;
+            let (tx, rx) = oneshot::channel();
+            body = Some(UpstreamBody::resume(left, received.clone(), Some(tx)));
+            leftover = Some(rx);
+            if let Some(next) = pool.pick(rng, hash, &tried).await {
+                ep = next;
+            }
+        }
+    }
+}
+
+/// `grpc-timeout` (`1..8` digits and a unit `H M S m u n`), which Istio lets bound the request
+/// (`maxStreamDuration.grpcTimeoutHeaderMax: 0`, i.e. no cap).
+pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_millis(250)));
+        h.insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), Some(Duration::from_secs(2)));
+        h.insert("grpc-timeout", "123456789S".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), None);
+        h.insert("grpc-timeout", "5x".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), None);
+    }
+
+    #[test]
+    fn tokens() {
+        let on = RetryOn::parse(&["gateway-error".into(), "unavailable".into()]);
+        let h = HeaderMap::new();
+        assert!(on.status(StatusCode::BAD_GATEWAY, &h, &[]));
+        assert!(!on.status(StatusCode::INTERNAL_SERVER_ERROR, &h, &[]));
+        let mut g = HeaderMap::new();
+        g.insert("grpc-status", "14".parse().unwrap());
+        assert!(on.status(StatusCode::OK, &g, &[]));
+        let codes = RetryOn::parse(&["retriable-status-codes".into()]);
+        assert!(codes.status(StatusCode::CONFLICT, &h, &[409]));
+        assert!(!codes.status(StatusCode::CONFLICT, &h, &[]));
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let rng = FastRng::new(Some(3));
+        for n in 1..20 {
+            assert!(backoff(&rng, n) < BACKOFF_MAX);
+        }
+        assert!(backoff(&rng, 1) < BACKOFF_BASE);
+    }
+}
