@@ -117,6 +117,17 @@ pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
     std::str::from_utf8(headers.get("grpc-status")?.as_bytes()).ok()?.trim().parse().ok()
 }
 
+/// `content-type: application/grpc` or `application/grpc+…` (gRPC-Web is not gRPC here, as in
+/// Istio's stats filter).
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && (v.len() == 16 || v[16] == b'+' || v[16] == b';')
+    })
+}
+
 /// A client's request body on its way upstream, counting bytes for the access log.
 pub struct UpstreamBody {
     inner: Incoming,

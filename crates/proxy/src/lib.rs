@@ -43,4 +43,4 @@ pub use log::{AccessLogSink, NoopSink, RequestRecord};
 pub use options::ProxyOptions;
 /// Envoy response flags, shared with telemetry (one type across the workspace).
 pub use portico_telemetry::ResponseFlags;
-pub use proxy::Proxy;
+pub use proxy::{ClusterInfo, EndpointInfo, Proxy};

@@ -37,6 +37,9 @@ pub struct ProxyOptions {
     pub rng_seed: Option<u64>,
     /// Receives one record per finished request (access log, metrics). No-op by default.
     pub access_log: Arc<dyn AccessLogSink>,
+    /// Tracing (server span per request, client span per upstream try); off when `None`. The
+    /// finished trace is in [`RequestRecord::trace`](crate::RequestRecord) for the sink to export.
+    pub tracer: Option<portico_telemetry::Tracer>,
 }
 
 impl Default for ProxyOptions {
@@ -53,6 +56,7 @@ impl Default for ProxyOptions {
             max_idle_per_endpoint: 256,
             rng_seed: None,
             access_log: Arc::new(NoopSink),
+            tracer: None,
         }
     }
 }
@@ -70,6 +74,7 @@ impl fmt::Debug for ProxyOptions {
             .field("dns_refresh", &self.dns_refresh)
             .field("max_idle_per_endpoint", &self.max_idle_per_endpoint)
             .field("rng_seed", &self.rng_seed)
+            .field("tracing", &self.tracer.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -101,6 +101,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         bytes_received: 0,
         bytes_sent: 0,
         user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+        grpc: crate::body::is_grpc(&parts.headers),
+        trace: shared.opts.tracer.as_ref().and_then(|t| t.start(&parts.headers)).map(Box::new),
     };
     let mut log = RequestLog::new(shared.sink.clone(), started, record);
 
@@ -259,6 +261,10 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     parts.extensions = http::Extensions::new();
     let received = Arc::new(AtomicU64::new(0));
     log.received = Some(received.clone());
+    // One client span per upstream try (a retry loop calls this per try, `end_try` on a failed one).
+    if let (Some(tracer), Some(trace)) = (&shared.opts.tracer, log.record.trace.as_deref_mut()) {
+        tracer.start_try(trace, &mut parts.headers, Some(endpoint.addr));
+    }
     let upstream_req = Request::from_parts(parts, UpstreamBody::new(body, received));
 
     let sent = endpoint.send(cluster, upstream_req, upgrade.is_some());

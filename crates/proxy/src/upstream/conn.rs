@@ -85,6 +85,11 @@ impl EndpointState {
         EndpointState { addr, active: AtomicUsize::new(0), idle: SegQueue::new(), max_idle, h2: ArcSwapOption::empty() }
     }
 
+    /// Idle keep-alive connections pooled now (admin `/clusters`).
+    pub(crate) fn idle_connections(&self) -> usize {
+        self.idle.len()
+    }
+
     pub(crate) fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
