@@ -195,6 +195,7 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
             drain_timeout: cfg.drain_timeout,
             access_log: sink.clone(),
             tracer,
+            telemetry: Some(telemetry.clone()),
             ..ProxyOptions::default()
         })
     };

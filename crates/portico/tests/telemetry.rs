@@ -264,6 +264,8 @@ fn istio_metrics_and_access_log_after_known_traffic() {
     assert_eq!(value(&s, "portico_config_generation", &[]), 1.0);
     assert_eq!(value(&s, "portico_listeners", &[]), 1.0);
     assert!(value(&s, "portico_config_last_reload_success_timestamp_seconds", &[]) > 1.0e9);
+    // 5 HTTP/1.1 connections (Connection: close) and one h2c connection.
+    assert_eq!(value(&s, "portico_downstream_connections_total", &[]), 6.0);
 
     // Access log: Istio's default text format, flags included.
     let log = wait_lines(&lines, 6, |l| l.starts_with('['));

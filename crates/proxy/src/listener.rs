@@ -110,6 +110,8 @@ async fn serve(
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
 ) {
+    // portico_downstream_connections_{total,active}: counted while this task lives.
+    let _counted = shared.opts.telemetry.as_ref().map(|t| t.metrics().gateway().downstream_connection());
     let sniffed = tokio::select! {
         r = tokio::time::timeout(shared.opts.header_read_timeout, sniff(&mut stream)) => r,
         _ = until(&mut phase, Phase::Draining) => return,

@@ -40,6 +40,9 @@ pub struct ProxyOptions {
     /// Tracing (server span per request, client span per upstream try); off when `None`. The
     /// finished trace is in [`RequestRecord::trace`](crate::RequestRecord) for the sink to export.
     pub tracer: Option<portico_telemetry::Tracer>,
+    /// Portico's own gauges and counters the data plane keeps (downstream connections); `None`
+    /// counts nothing. Istio's request metrics go through `access_log`.
+    pub telemetry: Option<portico_telemetry::Telemetry>,
 }
 
 impl Default for ProxyOptions {
@@ -57,6 +60,7 @@ impl Default for ProxyOptions {
             rng_seed: None,
             access_log: Arc::new(NoopSink),
             tracer: None,
+            telemetry: None,
         }
     }
 }
