@@ -315,6 +315,14 @@ fn json_access_log_and_metrics_address() {
     let s = scrape(metrics_port);
     assert_eq!(value(&s, "istio_requests_total", &[("grpc_response_status", "14")]), 1.0);
     assert_eq!(get(metrics_port, "localhost", "/config_dump", &[]).unwrap().status, 404);
+
+    // The log filter changes at run time; a bad one is refused and the old one stays.
+    assert_eq!(get(gw.admin_port, "localhost", "/logging?level=debug", &[]).unwrap().status, 200);
+    assert_eq!(get(gw.admin_port, "localhost", "/logging?level=not%20a%20level[", &[]).unwrap().status, 400);
+    assert_eq!(get(gw.admin_port, "localhost", "/logging?level=warn", &[]).unwrap().status, 200);
+    // Pool gauges per cluster, read from the pools at scrape time.
+    let s = scrape(gw.admin_port);
+    assert_eq!(find(&s, "portico_upstream_requests_active", &[("cluster_name", "outbound|80||grpc.backend")]).len(), 1);
 }
 
 /// After a reload removes a cluster, its Istio series are gone from the scrape.

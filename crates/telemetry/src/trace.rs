@@ -172,6 +172,8 @@ impl Tracer {
             return None;
         }
         let (trace_id, parent_id, propagation) = match incoming {
+            // A bare sampling decision (`b3: 1`, `x-b3-sampled: 1`) starts a new trace.
+            Some(c) if c.trace_id == [0; 16] => (random_nonzero_16(), None, c.propagation),
             Some(c) => (c.trace_id, c.span_id, c.propagation),
             None => (random_nonzero_16(), None, Propagation::W3c),
         };
@@ -360,8 +362,8 @@ pub(crate) fn extract(h: &HeaderMap) -> Option<Incoming> {
             sampled,
             propagation: Propagation::B3Multi,
         }),
-        // `x-b3-sampled: 0` alone is a valid "do not sample" request.
-        None if sampled == Some(false) => {
+        // `x-b3-sampled` alone is a valid decision without a context.
+        None if sampled.is_some() => {
             Some(Incoming { trace_id: [0; 16], span_id: None, sampled, propagation: Propagation::B3Multi })
         }
         None => None,
@@ -395,8 +397,7 @@ fn parse_b3_single(v: &[u8]) -> Option<Incoming> {
     };
     if first.len() <= 1 {
         let sampled = sampled_of(first)?;
-        return Some(Incoming { trace_id: [0; 16], span_id: None, sampled, propagation: Propagation::B3Single })
-            .filter(|c| c.sampled == Some(false));
+        return Some(Incoming { trace_id: [0; 16], span_id: None, sampled, propagation: Propagation::B3Single });
     }
     let trace_id = hex_trace_id(first.as_bytes())?;
     let span_id = hex8(parts.next()?.as_bytes())?;
@@ -618,6 +619,8 @@ mod tests {
         assert_eq!((c.propagation, c.sampled), (Propagation::B3Single, Some(true)));
         let h = headers(&[("b3", "0")]);
         assert_eq!(extract(&h).unwrap().sampled, Some(false));
+        let h = headers(&[("b3", "1")]);
+        assert_eq!(extract(&h).unwrap().sampled, Some(true));
         let h = headers(&[("x-b3-traceid", "463ac35c9f6413ad"), ("x-b3-spanid", "a2fb4a1d1a96d312")]);
         let c = extract(&h).unwrap();
         assert_eq!((c.propagation, c.sampled), (Propagation::B3Multi, None));
@@ -642,7 +645,9 @@ mod tests {
         let mut parent = Vec::new();
         push_hex(&mut parent, &t.span_id);
         assert_eq!(h.get("x-b3-parentspanid").unwrap().as_bytes(), &parent[..]);
-        // 0 %: a request with no context is not sampled.
+        // 0 %: a request with no context is not sampled; a bare decision starts a new trace.
         assert!(tracer.start(&HeaderMap::new()).is_none());
+        let t = tracer.start(&headers(&[("x-b3-sampled", "1")])).unwrap();
+        assert!(t.trace_id != [0; 16] && t.parent_id.is_none());
     }
 }
