@@ -3,6 +3,7 @@
 mod admin;
 mod files;
 mod run;
+mod sink;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -21,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the Gateways this instance applies, reloading when the config changes.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check config files offline; one line per finding, exit 1 on errors.
     Validate(ValidateArgs),
     /// Print the listeners, server blocks, virtual hosts and routes this instance would serve.
@@ -63,6 +64,25 @@ struct RunArgs {
     /// Data-plane worker threads (default: the number of cores).
     #[arg(long, env = "PORTICO_WORKERS")]
     workers: Option<usize>,
+    /// Access log on stdout, one line per request: Istio's text format, JSON, or off.
+    #[arg(long, env = "PORTICO_ACCESS_LOG", default_value = "text", value_name = "text|json|off")]
+    access_log: String,
+    /// Same as `--access-log` (Istio's `accessLogEncoding` spelled as a flag); wins when given.
+    #[arg(long, env = "PORTICO_ACCESS_LOG_FORMAT", value_name = "text|json")]
+    access_log_format: Option<String>,
+    /// Also serve `/stats/prometheus` (and `/metrics`) here, as Istio's proxies do on 15090.
+    #[arg(long, env = "PORTICO_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Export trace spans with OTLP HTTP/protobuf to this URL (`http://collector:4318/v1/traces`).
+    #[arg(long, env = "PORTICO_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Percentage of requests traced when the caller did not decide (Istio's default: 1).
+    #[arg(long, env = "PORTICO_TRACE_SAMPLING", default_value_t = 1.0, value_name = "PERCENT")]
+    trace_sampling: f64,
+    /// This gateway's workload name: `source_workload` of its metrics and the trace service name
+    /// (`NAME.GATEWAY_NAMESPACE`). Istio's default gateway is `istio-ingressgateway`.
+    #[arg(long, env = "PORTICO_WORKLOAD_NAME", default_value = "istio-ingressgateway")]
+    workload_name: String,
 }
 
 #[derive(Args)]
@@ -126,10 +146,29 @@ fn parse_port_map(entries: &[String]) -> Result<std::collections::HashMap<u32, u
     Ok(out)
 }
 
-fn run_cmd(args: RunArgs) -> Result<ExitCode> {
+fn run_cmd(args: RunArgs, log_control: run::LogControl) -> Result<ExitCode> {
     let drain_timeout =
         portico_model::duration::parse(&args.drain_timeout).map_err(|e| anyhow::anyhow!("--drain-timeout: {e}"))?;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let access_log: portico_telemetry::AccessLogFormat = args
+        .access_log_format
+        .as_deref()
+        .unwrap_or(&args.access_log)
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--access-log: {e}"))?;
+    let otlp_endpoint = match args.otlp_endpoint.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(url) => {
+            let uri: http::Uri = url.parse().map_err(|e| anyhow::anyhow!("--otlp-endpoint `{url}`: {e}"))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                anyhow::bail!("--otlp-endpoint `{url}`: an http://HOST:PORT/PATH URL is needed (OTLP HTTP/protobuf)");
+            }
+            Some(uri)
+        }
+    };
+    if !(0.0..=100.0).contains(&args.trace_sampling) {
+        anyhow::bail!("--trace-sampling: {} is not a percentage (0 to 100)", args.trace_sampling);
+    }
     run::run(run::RunConfig {
         config: args.config,
         options: options(&args.instance)?,
@@ -139,21 +178,33 @@ fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         admin: args.admin,
         drain_timeout,
         workers,
+        access_log,
+        metrics: args.metrics,
+        otlp_endpoint,
+        trace_sampling: args.trace_sampling,
+        workload_name: args.workload_name,
+        gateway_namespace: args.instance.gateway_namespace.clone(),
+        log_control,
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging() {
+/// Logs on stderr (the access log has stdout), with a filter `/logging?level=…` can change.
+fn init_logging() -> run::LogControl {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a person at a terminal, not for log collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi))
         .init();
+    Box::new(move |directives: &str| {
+        let f = tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    })
 }
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
@@ -184,8 +235,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => {
-            init_logging();
-            run_cmd(a)
+            let log_control = init_logging();
+            run_cmd(*a, log_control)
         }
         Command::Validate(a) => validate(a),
         Command::Routes(a) => routes(a),

@@ -5,10 +5,14 @@
 //! never takes request time.
 
 use crate::files::FileSource;
+use crate::sink::TelemetrySink;
 use anyhow::{Context, Result};
 use portico_api::Diagnostic;
 use portico_model::{Options, Snapshot};
 use portico_proxy::{Proxy, ProxyOptions};
+use portico_telemetry::{
+    AccessLogFormat, MetricsConfig, SourceLabels, Telemetry, TelemetryConfig, TraceConfig, Tracer,
+};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -25,7 +29,19 @@ pub struct RunConfig {
     pub admin: SocketAddr,
     pub drain_timeout: Duration,
     pub workers: usize,
+    pub access_log: AccessLogFormat,
+    /// `--metrics`: a second address serving only `/stats/prometheus`.
+    pub metrics: Option<SocketAddr>,
+    pub otlp_endpoint: Option<http::Uri>,
+    pub trace_sampling: f64,
+    /// `source_workload`; the namespace is `gateway_namespace`.
+    pub workload_name: String,
+    pub gateway_namespace: String,
+    pub log_control: LogControl,
 }
+
+/// Changes the log filter at run time (`/logging?level=…`): takes `EnvFilter` directives.
+pub type LogControl = Box<dyn Fn(&str) -> std::result::Result<(), String> + Send + Sync>;
 
 /// What `/config_dump` shows: the snapshot in service and what the last reload found.
 #[derive(Default)]
@@ -52,6 +68,7 @@ async fn reload(
     proxy: &Proxy,
     dp: &tokio::runtime::Handle,
     state: &SharedState,
+    sink: &TelemetrySink,
     last_fingerprint: Option<u64>,
 ) -> Option<u64> {
     let load = source.load();
@@ -81,6 +98,11 @@ async fn reload(
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(format!("apply task failed: {e}")),
     };
+    let metrics = sink.telemetry().metrics();
+    if applied.is_ok() {
+        sink.apply(&snapshot);
+        metrics.gateway().listeners.set(i64::try_from(proxy.local_addrs().len()).unwrap_or(i64::MAX));
+    }
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
     st.diagnostics = diags;
     st.kept_last_good = load.kept_last_good.iter().map(|p| p.display().to_string()).collect();
@@ -91,6 +113,13 @@ async fn reload(
             st.last_reload_ok = !load.failed;
             st.last_reload_error = None;
             st.last_good_unix = unix_now();
+            if load.failed {
+                // Served, but with a file's last good version: the change itself was rejected.
+                metrics.config_reload_failed();
+                metrics.gateway().config_generation.set(i64::try_from(st.generation).unwrap_or(i64::MAX));
+            } else {
+                metrics.config_reload_succeeded(st.generation, SystemTime::now());
+            }
             tracing::info!(generation = st.generation, "config applied");
             Some(load.fingerprint)
         }
@@ -98,6 +127,7 @@ async fn reload(
             tracing::error!("config not applied, the previous one stays: {e}");
             st.last_reload_ok = false;
             st.last_reload_error = Some(e);
+            metrics.config_reload_failed();
             // Retry this content on the next change or poll.
             last_fingerprint
         }
@@ -124,7 +154,8 @@ fn watch(paths: &[PathBuf], tx: mpsc::UnboundedSender<()>) -> Result<notify::Rec
     Ok(watcher)
 }
 
-pub fn run(cfg: RunConfig) -> Result<()> {
+pub fn run(mut cfg: RunConfig) -> Result<()> {
+    let mut log_control = std::mem::replace(&mut cfg.log_control, Box::new(|_| Err("unavailable".into())));
     let dp = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.workers.max(1))
         .thread_name("portico-worker")
@@ -132,12 +163,39 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         .build()
         .context("cannot start the data-plane runtime")?;
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let telemetry = Telemetry::new(TelemetryConfig {
+        metrics: MetricsConfig {
+            source: SourceLabels::new(cfg.workload_name.as_str(), cfg.gateway_namespace.as_str()),
+            ..MetricsConfig::default()
+        },
+        access_log: cfg.access_log,
+        ..TelemetryConfig::default()
+    })
+    .context("cannot start the access log")?;
+    // The exporter runs on the control runtime: a slow collector never takes data-plane time.
+    let tracer = cfg.otlp_endpoint.clone().map(|endpoint| {
+        let gw = telemetry.metrics().gateway();
+        let (tracer, export) = Tracer::new(
+            TraceConfig {
+                sampling_percent: cfg.trace_sampling,
+                ..TraceConfig::new(endpoint, format!("{}.{}", cfg.workload_name, cfg.gateway_namespace))
+            },
+            gw.spans_exported.clone(),
+            gw.spans_dropped.clone(),
+        );
+        control.spawn(export);
+        tracer
+    });
+    let sink = Arc::new(TelemetrySink::new(telemetry.clone(), tracer.clone()));
     let proxy = {
         let _guard = dp.enter();
         Proxy::new(ProxyOptions {
             bind: cfg.bind,
             port_map: cfg.port_map.clone(),
             drain_timeout: cfg.drain_timeout,
+            access_log: sink.clone(),
+            tracer,
+            telemetry: Some(telemetry.clone()),
             ..ProxyOptions::default()
         })
     };
@@ -145,7 +203,7 @@ pub fn run(cfg: RunConfig) -> Result<()> {
     let dp_handle = dp.handle().clone();
     let result = control.block_on(async {
         let mut source = FileSource::new(cfg.config.clone(), &cfg.namespace);
-        let mut fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, None).await;
+        let mut fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, &sink, None).await;
         {
             let st = state.lock().unwrap_or_else(|e| e.into_inner());
             if st.snapshot.is_none() {
@@ -158,8 +216,18 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         for (port, addr) in proxy.local_addrs() {
             tracing::info!("listening on {addr} for Gateway port {port}");
         }
-        let admin = crate::admin::serve(cfg.admin, proxy.clone(), state.clone()).await?;
+        let admin_ctx = Arc::new(crate::admin::Admin {
+            proxy: proxy.clone(),
+            state: state.clone(),
+            sink: sink.clone(),
+            log_control: std::mem::replace(&mut log_control, Box::new(|_| Err("unavailable".into()))),
+        });
+        let admin = crate::admin::serve(cfg.admin, admin_ctx.clone(), false).await?;
         tracing::info!("admin on http://{admin}");
+        if let Some(addr) = cfg.metrics {
+            let m = crate::admin::serve(addr, admin_ctx, true).await?;
+            tracing::info!("metrics on http://{m}/stats/prometheus");
+        }
 
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _watcher = watch(&cfg.config, tx)?;
@@ -172,11 +240,11 @@ pub fn run(cfg: RunConfig) -> Result<()> {
                     // Debounce: editors and ConfigMap swaps write several events at once.
                     tokio::time::sleep(Duration::from_millis(150)).await;
                     while rx.try_recv().is_ok() {}
-                    fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, fingerprint).await;
+                    fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, &sink, fingerprint).await;
                 }
                 _ = poll.tick() => {
                     // A safety net for events the watcher cannot see (some network filesystems).
-                    fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, fingerprint).await;
+                    fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, &sink, fingerprint).await;
                 }
                 _ = sigterm.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
@@ -188,5 +256,6 @@ pub fn run(cfg: RunConfig) -> Result<()> {
         Ok(())
     });
     dp.shutdown_timeout(Duration::from_millis(100));
+    telemetry.access_log().flush(Duration::from_secs(1));
     result
 }

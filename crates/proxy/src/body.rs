@@ -123,6 +123,17 @@ pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
 /// streams through unkept and the request is not retried or mirrored with its body.
 pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
 
+/// `content-type: application/grpc` or `application/grpc+…` (gRPC-Web is not gRPC here, as in
+/// Istio's stats filter).
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && (v.len() == 16 || v[16] == b'+' || v[16] == b';')
+    })
+}
+
 /// A client's request body on its way upstream, counting bytes for the access log.
 ///
 /// When the request may be retried or mirrored it also keeps a copy of what it forwarded (up to

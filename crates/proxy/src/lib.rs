@@ -60,6 +60,6 @@ pub use log::{AccessLogSink, NoopSink, RequestRecord, TcpRecord};
 pub use options::ProxyOptions;
 /// Envoy response flags, shared with telemetry (one type across the workspace).
 pub use portico_telemetry::ResponseFlags;
-pub use proxy::Proxy;
+pub use proxy::{ClusterInfo, EndpointInfo, Proxy};
 /// The TLS ClientHello reader (SNI, ALPN), public for fuzzing.
 pub use tls::hello as client_hello;

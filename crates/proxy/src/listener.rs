@@ -125,6 +125,8 @@ async fn serve(
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
 ) {
+    // portico_downstream_connections_{total,active}: counted while this task lives.
+    let _counted = shared.opts.telemetry.as_ref().map(|t| t.metrics().gateway().downstream_connection());
     let kind = shared.state.load().snapshot.listener(port).map(|l| l.kind);
     match kind {
         Some(ListenerKind::Tls) => return crate::tls::serve(stream, peer, port, shared, phase).await,

@@ -94,6 +94,10 @@ pub struct RequestRecord {
     /// Response body bytes sent to the client.
     pub bytes_sent: u64,
     pub user_agent: Option<HeaderValue>,
+    /// The request is gRPC (`content-type: application/grpc…`): Istio's `request_protocol="grpc"`.
+    pub grpc: bool,
+    /// The request's trace when it is sampled (`ProxyOptions::tracer`); boxed: rare and large.
+    pub trace: Option<Box<portico_telemetry::RequestTrace>>,
 }
 
 /// The per-request context: the record being filled and the guards that must live as long as

@@ -44,6 +44,12 @@ pub struct ProxyOptions {
     pub tcp_idle_timeout: Duration,
     /// Receives one record per finished request (access log, metrics). No-op by default.
     pub access_log: Arc<dyn AccessLogSink>,
+    /// Tracing (server span per request, client span per upstream try); off when `None`. The
+    /// finished trace is in [`RequestRecord::trace`](crate::RequestRecord) for the sink to export.
+    pub tracer: Option<portico_telemetry::Tracer>,
+    /// Portico's own gauges and counters the data plane keeps (downstream connections); `None`
+    /// counts nothing. Istio's request metrics go through `access_log`.
+    pub telemetry: Option<portico_telemetry::Telemetry>,
 }
 
 impl Default for ProxyOptions {
@@ -63,6 +69,8 @@ impl Default for ProxyOptions {
             tls_refresh_interval: Duration::from_secs(10),
             tcp_idle_timeout: Duration::from_secs(3600),
             access_log: Arc::new(NoopSink),
+            tracer: None,
+            telemetry: None,
         }
     }
 }
@@ -83,6 +91,7 @@ impl fmt::Debug for ProxyOptions {
             .field("tls_handshake_timeout", &self.tls_handshake_timeout)
             .field("tls_refresh_interval", &self.tls_refresh_interval)
             .field("tcp_idle_timeout", &self.tcp_idle_timeout)
+            .field("tracing", &self.tracer.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -14,6 +14,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
+/// One cluster as `/clusters` shows it.
+#[derive(Clone, Debug)]
+pub struct ClusterInfo {
+    pub name: Arc<str>,
+    pub host: String,
+    pub namespace: String,
+    pub version: Option<String>,
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// One endpoint of a cluster, now.
+#[derive(Clone, Debug)]
+pub struct EndpointInfo {
+    pub addr: SocketAddr,
+    /// Requests in flight to it.
+    pub active_requests: usize,
+    /// Idle keep-alive connections pooled for it (HTTP/1).
+    pub idle_connections: usize,
+    /// Not ejected by outlier detection.
+    pub healthy: bool,
+}
+
 /// The data plane. Cheap to clone: clones share one proxy.
 #[derive(Clone)]
 pub struct Proxy {
@@ -169,6 +191,35 @@ impl Proxy {
     /// The snapshot new requests are served from (an empty one before the first `apply`).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.shared.state.load().snapshot.clone()
+    }
+
+    /// The clusters in service and their endpoints, sorted by name (admin `/clusters`, pool
+    /// gauges). Reads the pools' atomics: cheap, but meant for the control plane.
+    pub fn clusters(&self) -> Vec<ClusterInfo> {
+        let state = self.inner.shared.state.load_full();
+        let mut out: Vec<ClusterInfo> = state
+            .upstreams
+            .iter()
+            .map(|pool| ClusterInfo {
+                name: pool.def.name.clone(),
+                host: pool.def.host.clone(),
+                namespace: pool.def.namespace.clone(),
+                version: pool.def.version.clone(),
+                endpoints: pool
+                    .endpoint_list()
+                    .iter()
+                    .map(|e| EndpointInfo {
+                        addr: e.addr,
+                        active_requests: e.active(),
+                        idle_connections: e.idle_connections(),
+                        // TODO(outlier detection): report ejections once endpoints can be ejected.
+                        healthy: true,
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// The bound address of each Gateway port, sorted by port.

@@ -108,6 +108,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         bytes_received: 0,
         bytes_sent: 0,
         user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+        grpc: crate::body::is_grpc(&parts.headers),
+        trace: shared.opts.tracer.as_ref().and_then(|t| t.start(&parts.headers)).map(Box::new),
     };
     let log_start = record.start_time;
     let downstream_version = record.protocol;
@@ -318,6 +320,10 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     parts.extensions = http::Extensions::new();
     let received = Arc::new(AtomicU64::new(0));
     log.received = Some(received.clone());
+    // One client span for the upstream exchange (retries happen inside it).
+    if let (Some(tracer), Some(trace)) = (&shared.opts.tracer, log.record.trace.as_deref_mut()) {
+        tracer.start_try(trace, &mut parts.headers, Some(endpoint.addr));
+    }
     let retrying = retry::may_retry(&route.retry, upgrade.is_some());
     // Upgrades (WebSocket) are not mirrored: a shadow cannot take part in the tunnel.
     let mirrors = if upgrade.is_some() { Vec::new() } else { pick_mirrors(&route, &state, &shared.rng) };

@@ -15,6 +15,7 @@ mod flags;
 pub mod format;
 mod metrics;
 mod record;
+pub mod trace;
 
 pub use access_log::{AccessLog, AccessLogFormat, ParseFormatError, DEFAULT_CAPACITY};
 pub use flags::ResponseFlags;
@@ -23,6 +24,7 @@ pub use metrics::{
     SourceLabels, TcpMeter, TlsFailureReason, CONTENT_TYPE, ISTIO_BUCKETS,
 };
 pub use record::{ConnectionSecurityPolicy, HttpProtocol, RequestProtocol, RequestRecord, TcpRecord};
+pub use trace::{Propagation, RequestTrace, SpanEnd, TraceConfig, Tracer, UpstreamTry};
 
 use std::io::{self, Write};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! A tiny HTTP backend for the quick start and the benchmarks: answers every request with its
-//! name (and, with `?echo`, the request it saw; with `?delay_ms=N`, after N ms). HTTP/1.1 and h2c
+//! name (and, with `?echo`, the request it saw; gRPC requests get the `grpc-status` asked for in
+//! `x-echo-grpc-status`; with `?delay_ms=N`, after N ms). HTTP/1.1 and h2c
 //! on one port.
 //!
 //! `portico-echo --listen 127.0.0.1:19080 --name reviews-v1`
@@ -14,6 +15,23 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 async fn handle(name: Arc<str>, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    // gRPC (`content-type: application/grpc`): a trailers-only answer with the status the client
+    // asks for in `x-echo-grpc-status` (default 0, OK), as a gRPC server reports an error.
+    let grpc = req.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        let status = req.headers().get("x-echo-grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_string();
+        let _ = req.into_body().collect().await;
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/grpc"));
+        if let Ok(v) = status.parse() {
+            resp.headers_mut().insert("grpc-status", v);
+        }
+        resp.headers_mut().insert("grpc-message", hyper::header::HeaderValue::from_static("echo"));
+        if let Ok(v) = name.parse() {
+            resp.headers_mut().insert("x-backend", v);
+        }
+        return Ok(resp);
+    }
     let query = req.uri().query().unwrap_or("");
     let wants_echo = query.split('&').any(|p| p == "echo");
     // `?delay_ms=N`: answer slowly (drain and timeout demos).

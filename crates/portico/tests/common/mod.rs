@@ -153,3 +153,63 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// `portico run` like [`start_gateway`], with its stdout (the access log) read line by line into
+/// the returned channel.
+pub fn start_gateway_piped(config: &Path, extra: &[&str]) -> (Gateway, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let http_port = free_port();
+    let admin_port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(["--bind", "127.0.0.1", "--port-map", &format!("80={http_port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin_port}"), "--workers", "2"])
+        .args(extra)
+        .env("PORTICO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start portico");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let gw = Gateway { proc: Proc(child), http_port, admin_port };
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = get(admin_port, "localhost", "/healthz/ready", &[]) {
+            if r.status == 200 {
+                break;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "gateway never became ready");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    (gw, rx)
+}
+
+/// Lines from `rx` until `n` of them satisfy `pred` (or 10 s pass: panics with what was seen).
+pub fn wait_lines(rx: &std::sync::mpsc::Receiver<String>, n: usize, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut all = Vec::new();
+    let mut hits = Vec::new();
+    while hits.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                if pred(&l) {
+                    hits.push(l.clone());
+                }
+                all.push(l);
+            }
+            Err(_) => panic!("wanted {n} matching lines; saw: {all:#?}"),
+        }
+    }
+    hits
+}

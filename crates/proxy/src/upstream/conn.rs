@@ -107,6 +107,11 @@ impl EndpointState {
         }
     }
 
+    /// Idle keep-alive connections pooled now (admin `/clusters`).
+    pub(crate) fn idle_connections(&self) -> usize {
+        self.idle.len()
+    }
+
     pub(crate) fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }

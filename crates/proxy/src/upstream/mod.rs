@@ -59,6 +59,11 @@ impl Upstreams {
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<ClusterPool>> {
         self.by_name.get(name)
     }
+
+    /// Every cluster pool (admin `/clusters`, pool gauges): control plane only.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<ClusterPool>> {
+        self.by_name.values()
+    }
 }
 
 /// Everything that affects how we talk to a cluster (names and metric labels do not).
@@ -167,6 +172,11 @@ impl ClusterPool {
             self.table.store(hash::Table::build(kind, &addrs).map(Arc::new));
         }
         self.endpoints.store(Arc::new(list));
+    }
+
+    /// The endpoints in service now (admin `/clusters`).
+    pub(crate) fn endpoint_list(&self) -> Arc<Vec<Arc<EndpointState>>> {
+        self.endpoints.load_full()
     }
 
     fn mark_resolved(&self) {

@@ -144,6 +144,11 @@ pub struct GatewayStats {
     /// `portico_access_log_dropped_total`: lines lost because the buffer was full (or the write
     /// failed).
     pub access_log_dropped: Counter,
+    /// `portico_tracing_spans_total{result="exported"}`: spans the collector accepted.
+    pub spans_exported: Counter,
+    /// `portico_tracing_spans_total{result="dropped"}`: spans lost because the export queue was
+    /// full or the collector failed (never waited for on the request path).
+    pub spans_dropped: Counter,
     pub(crate) tls_failures: [Counter; TlsFailureReason::ALL.len()],
 }
 

@@ -518,6 +518,9 @@ impl Metrics {
             "Access log lines dropped (buffer full or write error).",
         );
         sample(out, "portico_access_log_dropped_total", "", None, Value::U(g.access_log_dropped.get()));
+        family(out, "portico_tracing_spans_total", "counter", "Trace spans by export result.");
+        sample(out, "portico_tracing_spans_total", "result=\"exported\"", None, Value::U(g.spans_exported.get()));
+        sample(out, "portico_tracing_spans_total", "result=\"dropped\"", None, Value::U(g.spans_dropped.get()));
 
         let clusters: Vec<Arc<ClusterStats>> =
             self.clusters.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
