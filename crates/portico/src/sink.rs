@@ -9,10 +9,10 @@
 
 use arc_swap::ArcSwap;
 use portico_model::Snapshot;
-use portico_proxy::{AccessLogSink, RequestRecord as ProxyRecord};
+use portico_proxy::{AccessLogSink, RequestRecord as ProxyRecord, TcpRecord as ProxyTcpRecord};
 use portico_telemetry::{
-    ClusterStats, Destination, DestinationLabels, HttpProtocol, RequestProtocol, RequestRecord, SpanEnd, Telemetry,
-    Tracer,
+    ClusterStats, Destination, DestinationLabels, HttpProtocol, RequestProtocol, RequestRecord, SpanEnd, TcpRecord,
+    Telemetry, Tracer,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,6 +88,27 @@ fn text(v: &Option<http::HeaderValue>) -> Option<&str> {
 }
 
 impl AccessLogSink for TelemetrySink {
+    /// One TCP (or TLS passthrough) connection: `istio_tcp_*` series and one access-log line.
+    fn log_tcp(&self, r: &ProxyTcpRecord) {
+        let dests = self.destinations.load();
+        let destination = r.upstream_cluster.as_deref().and_then(|c| dests.get(c));
+        let rec = TcpRecord {
+            start_time: r.start_time,
+            duration: r.duration,
+            response_flags: r.flags,
+            bytes_received: r.bytes_received,
+            bytes_sent: r.bytes_sent,
+            upstream_host: r.upstream_host,
+            upstream_cluster: r.upstream_cluster.as_deref(),
+            downstream_local_address: Some(r.downstream_local),
+            downstream_remote_address: Some(r.downstream_remote),
+            requested_server_name: r.sni.as_deref(),
+            destination,
+            ..Default::default()
+        };
+        self.telemetry.record_tcp(&rec);
+    }
+
     fn log(&self, r: &ProxyRecord) {
         let dests = self.destinations.load();
         let destination = r.upstream_cluster.as_deref().and_then(|c| dests.get(c));

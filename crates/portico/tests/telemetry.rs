@@ -522,3 +522,70 @@ fn b3_propagation_and_collector_down() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A TCP server: bytes relayed both ways show up as `istio_tcp_*` series.
+#[test]
+fn tcp_connections_are_metered() {
+    use std::io::{Read, Write};
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bport = backend.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in backend.incoming().take(1) {
+            let mut s = s.unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(b"pong!!").unwrap();
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("tcp.yaml"),
+        &format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: tcp, protocol: TCP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {bport}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  tcp: [{{route: [{{destination: {{host: db}}}}]}}]
+"#
+        ),
+    );
+    let gw = start_gateway(dir.path(), &["--access-log", "off"]);
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.http_port)).unwrap();
+    c.write_all(b"ping!").unwrap();
+    let mut got = [0u8; 6];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pong!!");
+    drop(c);
+    let want = [("destination_service", "db.default.svc.cluster.local")];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let samples = scrape(gw.admin_port);
+        if !find(&samples, "istio_tcp_connections_closed_total", &want).is_empty() {
+            assert_eq!(value(&samples, "istio_tcp_connections_closed_total", &want), 1.0);
+            assert_eq!(value(&samples, "istio_tcp_received_bytes_total", &want), 5.0);
+            assert_eq!(value(&samples, "istio_tcp_sent_bytes_total", &want), 6.0);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no istio_tcp series after the connection closed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
