@@ -548,3 +548,24 @@ pub struct Cluster {
     /// `version` label of the subset's endpoints, for `destination_version`.
     pub version: Option<String>,
 }
+
+/// gRPC status names by code (0..=16), as Istio's `grpcStatus` spells them.
+pub const GRPC_STATUS_NAMES: &[&str] = &[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];

@@ -48,29 +48,13 @@ pub(crate) async fn apply(fault: &Fault, rng: &FastRng) -> (bool, Option<Abort>)
 /// gRPC status code by name (Istio's `grpcStatus` takes names like `UNAVAILABLE`); digits are
 /// accepted too; anything else is UNKNOWN (2).
 pub(crate) fn grpc_code(name: &str) -> u32 {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
     if let Ok(n) = name.trim().parse::<u32>() {
         return n;
     }
-    NAMES.iter().position(|n| n.eq_ignore_ascii_case(name.trim())).map_or(2, |i| i as u32)
+    portico_model::snapshot::GRPC_STATUS_NAMES
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(name.trim()))
+        .map_or(2, |i| i as u32)
 }
 
 #[cfg(test)]

@@ -407,7 +407,7 @@ fn fault(cx: &mut Cx<'_>, path: &str, f: &HttpFaultInjection) {
             }
         }
         if let Some(g) = &a.grpc_status {
-            if !GRPC_STATUS.contains(&g.as_str()) {
+            if !crate::snapshot::GRPC_STATUS_NAMES.contains(&g.as_str()) {
                 cx.error(
                     &format!("{p}.grpcStatus"),
                     format!(
@@ -441,26 +441,6 @@ fn fault(cx: &mut Cx<'_>, path: &str, f: &HttpFaultInjection) {
         }
     }
 }
-
-const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
 
 fn redirect(cx: &mut Cx<'_>, path: &str, r: &HttpRedirect) {
     if !set(&r.uri) && !set(&r.authority) && r.port.is_none() && r.derive_port.is_none() && !set(&r.scheme) {
