@@ -442,7 +442,11 @@ fn traces_exported_over_otlp_with_propagated_context() {
     let unsampled = format!("00-{trace_id}-{parent}-00");
     let r2 = get(gw.http_port, "app.example.com", "/?echo", &[("traceparent", &unsampled)]).unwrap();
     assert!(r2.body.contains(&format!("traceparent: {unsampled}")), "{}", r2.body);
-    assert_eq!(get(gw.http_port, "app.example.com", "/", &[]).unwrap().status, 200);
+    // No context and not sampled by the gateway: the decision goes upstream (flags 00), so the
+    // services behind do not start traces of their own.
+    let r3 = get(gw.http_port, "app.example.com", "/?echo", &[]).unwrap();
+    let tp = r3.body.lines().find_map(|l| l.strip_prefix("traceparent: ")).expect("traceparent sent upstream");
+    assert!(tp.starts_with("00-") && tp.ends_with("-00") && tp.len() == 55, "{tp}");
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let spans = loop {
@@ -478,6 +482,43 @@ fn traces_exported_over_otlp_with_propagated_context() {
         exported = value(&scrape(gw.admin_port), "portico_tracing_spans_total", &[("result", "exported")]);
     }
     assert_eq!(exported, 2.0);
+}
+
+/// Retries are traced one client span per try: a gRPC backend answering `UNAVAILABLE` is tried
+/// three times (Istio's default policy retries `unavailable` twice); each try is a child of the
+/// server span, the tries follow each other, and each carried its own span id upstream.
+#[test]
+fn each_retry_try_is_its_own_client_span() {
+    let pa = free_port();
+    let _a = echo_backend(pa, "a");
+    let otlp = collector();
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("app.yaml"), &config(pa, false));
+    let endpoint = format!("http://127.0.0.1:{}/v1/traces", otlp.port);
+    let gw = start_gateway(dir.path(), &["--otlp-endpoint", &endpoint, "--trace-sampling", "100"]);
+    assert_eq!(grpc_call(gw.http_port, "grpc.example.com", 14), (200, Some("14".into())));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while otlp.spans.lock().unwrap().len() < 4 {
+        assert!(Instant::now() < deadline, "spans never arrived: {:?}", otlp.spans.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Any extra span would arrive in the same export batch; give a late one a moment anyway.
+    std::thread::sleep(Duration::from_millis(200));
+    let spans = otlp.spans.lock().unwrap().clone();
+    let server: Vec<&Span> = spans.iter().map(|(_, s)| s).filter(|s| s.kind == SpanKind::Server as i32).collect();
+    let mut tries: Vec<&Span> = spans.iter().map(|(_, s)| s).filter(|s| s.kind == SpanKind::Client as i32).collect();
+    assert_eq!((server.len(), tries.len()), (1, 3), "{spans:#?}");
+    tries.sort_by_key(|s| s.start_time_unix_nano);
+    for pair in tries.windows(2) {
+        assert!(pair[0].end_time_unix_nano <= pair[1].start_time_unix_nano, "tries overlap: {pair:#?}");
+        assert_ne!(pair[0].span_id, pair[1].span_id);
+    }
+    for t in &tries {
+        assert_eq!(t.parent_span_id, server[0].span_id);
+        assert_eq!(t.trace_id, server[0].trace_id);
+        assert!(t.end_time_unix_nano <= server[0].end_time_unix_nano);
+    }
 }
 
 /// B3 in, B3 out (multi-header), 100 % sampling; and a collector that is down costs nothing:

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,18 +26,22 @@ enum Inner {
 pub struct ProxyBody {
     inner: Inner,
     log: Option<Box<RequestLog>>,
+    /// The route timeout, which (as Envoy's) covers the response body too: when it fires
+    /// mid-body the stream is reset (`UT`).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ProxyBody {
     pub(crate) fn full(bytes: Bytes, log: Option<Box<RequestLog>>) -> ProxyBody {
         let inner = Inner::Full(if bytes.is_empty() { None } else { Some(bytes) });
-        let mut b = ProxyBody { inner, log };
+        let mut b = ProxyBody { inner, log, deadline: None };
         b.check_end();
         b
     }
 
-    pub(crate) fn upstream(body: Incoming, log: Box<RequestLog>) -> ProxyBody {
-        let mut b = ProxyBody { inner: Inner::Upstream(body), log: Some(log) };
+    pub(crate) fn upstream(body: Incoming, log: Box<RequestLog>, deadline: Option<tokio::time::Instant>) -> ProxyBody {
+        let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        let mut b = ProxyBody { inner: Inner::Upstream(body), log: Some(log), deadline };
         b.check_end();
         b
     }
@@ -53,6 +58,7 @@ impl ProxyBody {
         }
         // Emit now rather than whenever hyper drops the body.
         self.log = None;
+        self.deadline = None;
     }
 }
 
@@ -62,6 +68,20 @@ impl Body for ProxyBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(d) = &mut this.deadline {
+            if d.as_mut().poll(cx).is_ready() {
+                this.deadline = None;
+                if let Some(log) = &mut this.log {
+                    log.flag(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+                    log.record.details = "upstream_response_timeout";
+                    log.finished = true;
+                }
+                this.log = None;
+                // Dropping the upstream body resets that stream/connection too.
+                this.inner = Inner::Full(None);
+                return Poll::Ready(Some(Err("upstream response timeout".into())));
+            }
+        }
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(inc) => match Pin::new(inc).poll_frame(cx) {

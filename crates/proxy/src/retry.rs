@@ -26,6 +26,7 @@ use crate::ResponseFlags;
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use portico_model::snapshot::RetryPolicy;
+use portico_telemetry::{RequestTrace, Tracer};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -173,6 +174,8 @@ pub(crate) struct Attempts<'a> {
     pub(crate) parts: http::request::Parts,
     /// The request's circuit-breaker slot, kept with the final response.
     pub(crate) slot: Option<Slot>,
+    /// A sampled request's trace: each try opens a client span and carries its context.
+    pub(crate) trace: Option<(&'a Tracer, &'a mut RequestTrace)>,
 }
 
 /// Whether this request may be retried at all (so its body must be kept).
@@ -198,7 +201,7 @@ impl Attempts<'_> {
         body: UpstreamBody,
         mut leftover: Option<oneshot::Receiver<Option<Leftover>>>,
     ) -> Done {
-        let Attempts { pool, policy, rng, hash, upgrade, received, parts, mut slot } = self;
+        let Attempts { pool, policy, rng, hash, upgrade, received, parts, mut slot, mut trace } = self;
         let mut attach = move |active: ActiveRequest| active.with_slot(slot.take());
         let on = RetryOn::parse(&policy.retry_on);
         let retry_enabled = leftover.is_some();
@@ -221,6 +224,10 @@ impl Attempts<'_> {
                 (Some(p), Some(b)) => request_from(p, b),
                 (_, b) => Request::new(b.unwrap_or_else(|| UpstreamBody::from_bytes(bytes::Bytes::new(), None))),
             };
+            let mut req = req;
+            if let Some((tracer, t)) = &mut trace {
+                tracer.start_try(t, req.headers_mut(), Some(ep.addr));
+            }
             let sent = ep.send(pool, req, upgrade);
             let outcome = match policy.per_try_timeout.filter(|t| !t.is_zero()) {
                 Some(t) => tokio::time::timeout(t, sent).await.map_err(|_| ()),
@@ -244,6 +251,14 @@ impl Attempts<'_> {
                     (on.timeout(), Err(Failure::per_try_timeout()))
                 }
             };
+            if let Some((_, t)) = &mut trace {
+                match &result {
+                    // The last try's span lasts as long as its response streams.
+                    Ok(_) if !wants_retry || !retry_enabled || retries >= policy.attempts => {}
+                    Ok(resp) => Tracer::end_try(t, resp.status().as_u16()),
+                    Err(f) => Tracer::end_try(t, f.status.as_u16()),
+                }
+            }
             let finish = |result, flags, active, ep| Done { result, endpoint: ep, active, flags };
             if !wants_retry || !retry_enabled {
                 return finish(result, flags, attach(active), ep);

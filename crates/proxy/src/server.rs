@@ -320,9 +320,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     parts.extensions = http::Extensions::new();
     let received = Arc::new(AtomicU64::new(0));
     log.received = Some(received.clone());
-    // One client span for the upstream exchange (retries happen inside it).
-    if let (Some(tracer), Some(trace)) = (&shared.opts.tracer, log.record.trace.as_deref_mut()) {
-        tracer.start_try(trace, &mut parts.headers, Some(endpoint.addr));
+    if let (Some(tracer), None) = (&shared.opts.tracer, &log.record.trace) {
+        tracer.propagate_unsampled(&mut parts.headers);
     }
     let retrying = retry::may_retry(&route.retry, upgrade.is_some());
     // Upgrades (WebSocket) are not mirrored: a shadow cannot take part in the tunnel.
@@ -361,12 +360,14 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         received,
         parts,
         slot: Some(slot),
+        // A client span per try.
+        trace: shared.opts.tracer.as_ref().zip(log.record.trace.as_deref_mut()),
     };
+    // The route timeout covers all tries and the response body (Envoy's global route timeout).
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let sent = attempts.run(endpoint, upstream_body, leftover_rx);
-    let done = match timeout {
-        // TODO(timeouts): Envoy's route timeout also covers the response body; this one ends at
-        // the response headers. It covers all tries, as Envoy's global route timeout does.
-        Some(limit) => match tokio::time::timeout(limit, sent).await {
+    let done = match deadline {
+        Some(at) => match tokio::time::timeout_at(at, sent).await {
             Ok(r) => r,
             Err(_) => {
                 return local_reply(
@@ -422,7 +423,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     if let Some(status) = crate::body::grpc_status(&rp.headers) {
         log.record.grpc_status = Some(status);
     }
-    Response::from_parts(rp, ProxyBody::upstream(rbody, log))
+    Response::from_parts(rp, ProxyBody::upstream(rbody, log, deadline))
 }
 
 /// Splice the two upgraded streams until either side closes or the drain times out.
@@ -460,7 +461,9 @@ fn text_reply(status: StatusCode, body: Bytes, log: Box<RequestLog>) -> Response
 
 const NONE: ResponseFlags = ResponseFlags::NONE;
 
-/// A response generated here (Envoy's local reply).
+/// A response generated here (Envoy's local reply). A gRPC caller gets it as gRPC, as Envoy
+/// sends it: HTTP 200, trailers-only, the HTTP status mapped to a `grpc-status` and the text in
+/// `grpc-message`.
 fn local_reply(
     status: StatusCode,
     body: &'static str,
@@ -470,8 +473,55 @@ fn local_reply(
 ) -> Response<ProxyBody> {
     log.flag(flags);
     log.record.details = details;
+    if log.record.grpc {
+        return grpc_local_reply(grpc_status_for(status), body, log);
+    }
     log.record.status = status.as_u16();
     text_reply(status, Bytes::from_static(body.as_bytes()), log)
+}
+
+/// Envoy's HTTP → gRPC status mapping for local replies (and gRPC's own for HTTP errors).
+fn grpc_status_for(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,             // INTERNAL
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED
+        429 | 502..=504 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
+    }
+}
+
+/// A trailers-only gRPC answer generated here.
+fn grpc_local_reply(code: u32, message: &str, mut log: Box<RequestLog>) -> Response<ProxyBody> {
+    log.record.status = 200;
+    log.record.grpc_status = Some(code);
+    let mut resp = text_reply(StatusCode::OK, Bytes::new(), log);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(code));
+    if !message.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(message)) {
+            h.insert("grpc-message", v);
+        }
+    }
+    resp
+}
+
+/// `grpc-message` is percent-encoded outside printable ASCII (and `%` itself).
+fn grpc_percent_encode(s: &str) -> Cow<'_, str> {
+    if s.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'%') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn redirect_reply(
@@ -505,15 +555,8 @@ fn preflight_reply(h: http::HeaderMap, mut log: Box<RequestLog>) -> Response<Pro
 /// A gRPC fault abort: HTTP 200, trailers-only `grpc-status` (as Envoy's fault filter).
 fn grpc_abort_reply(code: u32, mut log: Box<RequestLog>) -> Response<ProxyBody> {
     log.flag(ResponseFlags::FAULT_INJECTED);
-    log.record.status = 200;
     log.record.details = "fault_filter_abort";
-    log.record.grpc_status = Some(code);
-    let mut resp = text_reply(StatusCode::OK, Bytes::new(), log);
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    h.insert("grpc-status", HeaderValue::from(code));
-    h.insert("grpc-message", HeaderValue::from_static("fault filter abort"));
-    resp
+    grpc_local_reply(code, "fault filter abort", log)
 }
 
 /// The mirrors this request goes to (each rolls its own percentage), with their pools.

@@ -252,6 +252,46 @@ async fn grpc_timeout_header_bounds_the_request() {
     assert_eq!(recs[0].flags, ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
 }
 
+/// A backend that sends its response headers and the first part of the body, then stalls.
+async fn stalls_mid_body() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst part").await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(start_paused = true)]
+async fn route_timeout_covers_the_response_body() {
+    let be = stalls_mid_body().await;
+    let mut r = route(vec![], forward("c"));
+    r.timeout = Some(Duration::from_secs(2));
+    let (sink, o) = with_sink();
+    let (_p, addr) = start_with(o, one(r, vec![cluster("c", &[be])])).await;
+    let mut c = H1::connect(addr).await;
+    c.sender.ready().await.unwrap();
+    let resp = c.sender.send_request(req("GET", "h", "/").body(Full::default()).unwrap()).await.unwrap();
+    // The headers went out before the timeout; the body is cut when it fires.
+    assert_eq!(resp.status(), 200);
+    let started = tokio::time::Instant::now();
+    let body = resp.into_body().collect().await;
+    assert!(body.is_err(), "a body cut by the route timeout must not look complete");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let recs = sink.wait_for(1).await;
+    assert_eq!(recs[0].flags, ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+    assert_eq!(recs[0].details, "upstream_response_timeout");
+    assert_eq!(recs[0].bytes_sent, 10);
+}
+
 #[tokio::test(start_paused = true)]
 async fn retriable_status_codes_and_grpc_tokens() {
     let be = scripted("be", |n| if n == 0 { Act::Status(409) } else { Act::Status(200) }).await;

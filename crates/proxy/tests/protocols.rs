@@ -208,6 +208,37 @@ async fn grpc_end_to_end_with_trailers() {
     assert!(recs.iter().all(|r| r.status == 200 && r.flags.is_empty()), "{recs:?}");
 }
 
+/// Errors generated at the gateway reach a gRPC client as gRPC (Envoy's local replies to gRPC
+/// requests): HTTP 200, trailers-only, the HTTP status mapped to a gRPC code — no route → 404 →
+/// UNIMPLEMENTED, no endpoint → 503 → UNAVAILABLE with its text as `grpc-message`.
+#[tokio::test]
+async fn local_replies_to_grpc_callers_are_grpc_statuses() {
+    let snap = snapshot(
+        vec![listener(80, vec![vhost("*", vec![route(vec![uri_prefix("/test.Echo/")], forward("empty"))])])],
+        vec![cluster_h2("empty", &[])],
+    );
+    let sink = Arc::new(RecordingSink::default());
+    let (_proxy, addr) =
+        start_with(portico_proxy::ProxyOptions { access_log: sink.clone(), ..opts(&[80]) }, snap).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+
+    client.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/test.Echo/Unary");
+    let err = client.unary(tonic::Request::new("hi".to_string()), path, StrCodec).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (tonic::Code::Unavailable, "no healthy upstream"));
+
+    client.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/other.Svc/Call");
+    let err = client.unary(tonic::Request::new("hi".to_string()), path, StrCodec).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+
+    let recs = sink.wait_for(2).await;
+    let seen: Vec<(u16, Option<u32>, String)> =
+        recs.iter().map(|r| (r.status, r.grpc_status, r.flags.to_string())).collect();
+    assert_eq!(seen, [(200, Some(14), "UH".to_string()), (200, Some(12), "NR".to_string())]);
+}
+
 // ───────────────────────────── WebSocket ─────────────────────────────
 
 async fn ws_backend() -> SocketAddr {

@@ -187,6 +187,25 @@ impl Tracer {
         })
     }
 
+    /// A request this gateway chose not to sample and that came without any trace context:
+    /// send the decision upstream (`traceparent` with the sampled flag off, as Envoy's
+    /// OpenTelemetry tracer does), so the services behind the gateway do not sample it on their
+    /// own. A request that carried a context passes it through as it came.
+    pub fn propagate_unsampled(&self, headers: &mut HeaderMap) {
+        if extract(headers).is_some() {
+            return;
+        }
+        let mut tp = Vec::with_capacity(55);
+        tp.extend_from_slice(b"00-");
+        push_hex(&mut tp, &random_nonzero_16());
+        tp.push(b'-');
+        push_hex(&mut tp, &random_nonzero_8());
+        tp.extend_from_slice(b"-00");
+        if let Some(v) = header(tp) {
+            headers.insert(TRACEPARENT, v);
+        }
+    }
+
     /// A new upstream try of a sampled request: opens its client span and writes the context
     /// upstream (`traceparent`, plus B3 in the format the request came with). Call once per try.
     pub fn start_try(&self, trace: &mut RequestTrace, headers: &mut HeaderMap, upstream: Option<SocketAddr>) {
@@ -625,6 +644,26 @@ mod tests {
         let c = extract(&h).unwrap();
         assert_eq!((c.propagation, c.sampled), (Propagation::B3Multi, None));
         assert_eq!(c.trace_id[..8], [0; 8]);
+    }
+
+    #[test]
+    fn unsampled_requests_without_context_carry_the_decision() {
+        let (tracer, _export) = Tracer::new(
+            TraceConfig { sampling_percent: 0.0, ..TraceConfig::new(http::Uri::from_static("http://x"), "gw") },
+            Counter::new(),
+            Counter::new(),
+        );
+        let mut h = HeaderMap::new();
+        assert!(tracer.start(&h).is_none());
+        tracer.propagate_unsampled(&mut h);
+        let tp = h.get("traceparent").unwrap().to_str().unwrap().to_string();
+        assert_eq!(tp.len(), 55);
+        assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{tp}");
+        assert_eq!(extract(&h).unwrap().sampled, Some(false));
+        // A caller's own context is left alone.
+        let mut h = headers(&[("x-b3-traceid", "463ac35c9f6413ad463ac35c9f6413ad"), ("x-b3-sampled", "0")]);
+        tracer.propagate_unsampled(&mut h);
+        assert!(h.get("traceparent").is_none());
     }
 
     #[test]
