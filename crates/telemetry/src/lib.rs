@@ -20,8 +20,8 @@ pub mod trace;
 pub use access_log::{AccessLog, AccessLogFormat, ParseFormatError, DEFAULT_CAPACITY};
 pub use flags::ResponseFlags;
 pub use metrics::{
-    ClusterStats, Counter, Destination, DestinationLabels, GatewayStats, Gauge, GaugeGuard, Metrics, MetricsConfig,
-    SourceLabels, TcpMeter, TlsFailureReason, CONTENT_TYPE, ISTIO_BUCKETS,
+    BreakerResource, ClusterStats, Counter, Destination, DestinationLabels, GatewayStats, Gauge, GaugeGuard, Metrics,
+    MetricsConfig, SourceLabels, TcpMeter, TlsFailureReason, CONTENT_TYPE, ISTIO_BUCKETS,
 };
 pub use record::{ConnectionSecurityPolicy, HttpProtocol, RequestProtocol, RequestRecord, TcpRecord};
 pub use trace::{Propagation, RequestTrace, SpanEnd, TraceConfig, Tracer, UpstreamTry};

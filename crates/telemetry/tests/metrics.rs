@@ -2,8 +2,8 @@
 //! values after known traffic: 200, 404 NR, 503 UH, a gRPC error status, TCP bytes.
 
 use portico_telemetry::{
-    ConnectionSecurityPolicy, DestinationLabels, HttpProtocol, MetricsConfig, RequestProtocol, RequestRecord,
-    ResponseFlags, SourceLabels, TcpRecord, Telemetry, TlsFailureReason,
+    BreakerResource, ConnectionSecurityPolicy, DestinationLabels, HttpProtocol, MetricsConfig, RequestProtocol,
+    RequestRecord, ResponseFlags, SourceLabels, TcpRecord, Telemetry, TlsFailureReason,
 };
 use prom_text_format_parser::{Metric, Scrape, Type, ValueType};
 use std::collections::{BTreeMap, HashSet};
@@ -475,7 +475,11 @@ fn portico_metrics() {
     let active = c.requests_active.guard();
     c.connections_active.inc();
     c.connections_total.add(3);
-    c.circuit_breaker_overflows.inc();
+    c.overflow(BreakerResource::Requests);
+    c.overflow(BreakerResource::Retries);
+    c.overflow(BreakerResource::Retries);
+    c.connections_idle.set(4);
+    c.retry_successes.inc();
     c.ejection_started();
     c.ejection_started();
     c.ejection_ended();
@@ -497,7 +501,13 @@ fn portico_metrics() {
     assert_eq!(p.value("portico_upstream_requests_active", &sel), 1.0);
     assert_eq!(p.value("portico_upstream_connections_active", &sel), 1.0);
     assert_eq!(p.value("portico_upstream_connections_total", &sel), 3.0);
-    assert_eq!(p.value("portico_upstream_circuit_breaker_overflows_total", &sel), 1.0);
+    let res = |r: &'static str| [sel[0], ("resource", r)];
+    assert_eq!(p.value("portico_upstream_circuit_breaker_overflows_total", &res("requests")), 1.0);
+    assert_eq!(p.value("portico_upstream_circuit_breaker_overflows_total", &res("retries")), 2.0);
+    assert_eq!(p.value("portico_upstream_circuit_breaker_overflows_total", &res("connections")), 0.0);
+    assert_eq!(p.value("portico_upstream_circuit_breaker_overflows_total", &res("pending")), 0.0);
+    assert_eq!(p.value("portico_upstream_connections_idle", &sel), 4.0);
+    assert_eq!(p.value("portico_upstream_retry_successes_total", &sel), 1.0);
     assert_eq!(p.value("portico_upstream_outlier_ejections_active", &sel), 1.0);
     assert_eq!(p.value("portico_upstream_outlier_ejections_total", &sel), 2.0);
     assert_eq!(p.metric("portico_upstream_outlier_ejections_total").kind, Type::Counter);

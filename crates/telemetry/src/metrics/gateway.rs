@@ -170,6 +170,36 @@ impl GatewayStats {
     }
 }
 
+/// A circuit-breaker resource (DestinationRule `connectionPool` limit): the `resource` label of
+/// `portico_upstream_circuit_breaker_overflows_total`. Envoy's counters for each:
+/// `upstream_cx_overflow`, `upstream_rq_pending_overflow`, (HTTP/2 `maxRequests` is also counted
+/// as `upstream_rq_pending_overflow` by Envoy; we keep it apart), `upstream_rq_retry_overflow`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BreakerResource {
+    /// `maxConnections`.
+    Connections,
+    /// `http1MaxPendingRequests`.
+    Pending,
+    /// `http2MaxRequests`.
+    Requests,
+    /// `maxRetries` (active retries).
+    Retries,
+}
+
+impl BreakerResource {
+    pub const ALL: [BreakerResource; 4] =
+        [BreakerResource::Connections, BreakerResource::Pending, BreakerResource::Requests, BreakerResource::Retries];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BreakerResource::Connections => "connections",
+            BreakerResource::Pending => "pending",
+            BreakerResource::Requests => "requests",
+            BreakerResource::Retries => "retries",
+        }
+    }
+}
+
 /// Per-cluster `portico_upstream_*` metrics (`cluster_name` label). Get the handle once per
 /// cluster with [`Metrics::cluster`](crate::Metrics::cluster) and keep it with the cluster's
 /// state; drop the series of removed clusters with
@@ -179,19 +209,25 @@ pub struct ClusterStats {
     pub(crate) name: Box<str>,
     /// `portico_upstream_connections_active`: connections open in the pool (busy or idle).
     pub connections_active: Gauge,
-    /// `portico_upstream_connections_total`: connections ever opened.
+    /// `portico_upstream_connections_idle`: open connections waiting in the pool for a request.
+    pub connections_idle: Gauge,
+    /// `portico_upstream_connections_total`: connections ever opened (Envoy's
+    /// `upstream_cx_total`: counted when the connection is started).
     pub connections_total: Counter,
     /// `portico_upstream_requests_active`: requests in flight to the cluster.
     pub requests_active: Gauge,
-    /// `portico_upstream_circuit_breaker_overflows_total`: requests/connections refused by a
-    /// connection-pool limit (`UO`).
-    pub circuit_breaker_overflows: Counter,
+    /// `portico_upstream_circuit_breaker_overflows_total{resource}`: requests, connections or
+    /// retries refused by a connection-pool limit.
+    overflows: [Counter; BreakerResource::ALL.len()],
     /// `portico_upstream_outlier_ejections_active`: endpoints ejected now.
     pub outlier_ejections_active: Gauge,
     /// `portico_upstream_outlier_ejections_total`: ejections ever made.
     pub outlier_ejections_total: Counter,
-    /// `portico_upstream_retries_total`: retries attempted.
+    /// `portico_upstream_retries_total`: retries attempted (Envoy's `upstream_rq_retry`).
     pub retries: Counter,
+    /// `portico_upstream_retry_successes_total`: requests that succeeded after a retry (Envoy's
+    /// `upstream_rq_retry_success`).
+    pub retry_successes: Counter,
 }
 
 impl ClusterStats {
@@ -199,12 +235,14 @@ impl ClusterStats {
         ClusterStats {
             name: name.into(),
             connections_active: Gauge::new(),
+            connections_idle: Gauge::new(),
             connections_total: Counter::new(),
             requests_active: Gauge::new(),
-            circuit_breaker_overflows: Counter::new(),
+            overflows: Default::default(),
             outlier_ejections_active: Gauge::new(),
             outlier_ejections_total: Counter::new(),
             retries: Counter::new(),
+            retry_successes: Counter::new(),
         }
     }
 
@@ -212,8 +250,18 @@ impl ClusterStats {
         &self.name
     }
 
+    /// A connection-pool limit refused something.
+    pub fn overflow(&self, resource: BreakerResource) {
+        self.overflows[resource as usize].inc();
+    }
+
+    pub fn overflows(&self, resource: BreakerResource) -> u64 {
+        self.overflows[resource as usize].get()
+    }
+
     /// An endpoint was ejected: bumps the total and the active gauge (call
-    /// [`ejection_ended`](Self::ejection_ended) when it returns).
+    /// [`ejection_ended`](Self::ejection_ended) when it returns, or set the gauge from the
+    /// endpoints' state when scraped).
     pub fn ejection_started(&self) {
         self.outlier_ejections_total.inc();
         self.outlier_ejections_active.inc();

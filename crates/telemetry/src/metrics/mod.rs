@@ -24,7 +24,7 @@
 mod gateway;
 mod labels;
 
-pub use gateway::{ClusterStats, Counter, GatewayStats, Gauge, GaugeGuard, TlsFailureReason};
+pub use gateway::{BreakerResource, ClusterStats, Counter, GatewayStats, Gauge, GaugeGuard, TlsFailureReason};
 pub use labels::{DestinationLabels, SourceLabels};
 
 use crate::record::{ConnectionSecurityPolicy, RequestProtocol, RequestRecord, TcpRecord};
@@ -536,9 +536,12 @@ impl Metrics {
             })
             .collect();
         type Get = fn(&ClusterStats) -> Value;
-        let families: [(&str, &str, &str, Get); 7] = [
+        let families: [(&str, &str, &str, Get); 5] = [
             ("portico_upstream_connections_active", "gauge", "Upstream connections open (busy or idle).", |c| {
                 Value::I(c.connections_active.get())
+            }),
+            ("portico_upstream_connections_idle", "gauge", "Upstream connections open and idle in the pool.", |c| {
+                Value::I(c.connections_idle.get())
             }),
             ("portico_upstream_connections_total", "counter", "Upstream connections opened.", |c| {
                 Value::U(c.connections_total.get())
@@ -547,26 +550,43 @@ impl Metrics {
                 Value::I(c.requests_active.get())
             }),
             (
-                "portico_upstream_circuit_breaker_overflows_total",
-                "counter",
-                "Requests refused by a connection-pool limit (UO).",
-                |c| Value::U(c.circuit_breaker_overflows.get()),
-            ),
-            (
                 "portico_upstream_outlier_ejections_active",
                 "gauge",
                 "Endpoints ejected by outlier detection now.",
                 |c| Value::I(c.outlier_ejections_active.get()),
             ),
-            ("portico_upstream_outlier_ejections_total", "counter", "Outlier ejections made.", |c| {
+        ];
+        let counters: [(&str, &str, Get); 3] = [
+            ("portico_upstream_outlier_ejections_total", "Outlier ejections made.", |c| {
                 Value::U(c.outlier_ejections_total.get())
             }),
-            ("portico_upstream_retries_total", "counter", "Retries attempted.", |c| Value::U(c.retries.get())),
+            ("portico_upstream_retries_total", "Retries attempted (upstream_rq_retry).", |c| Value::U(c.retries.get())),
+            (
+                "portico_upstream_retry_successes_total",
+                "Requests that succeeded after a retry (upstream_rq_retry_success).",
+                |c| Value::U(c.retry_successes.get()),
+            ),
         ];
+        let families = families.into_iter().chain(counters.map(|(n, h, g)| (n, "counter", h, g)));
         for (name, kind, help, get) in families {
             family(out, name, kind, help);
             for (c, l) in clusters.iter().zip(&labels) {
                 sample(out, name, l, None, get(c));
+            }
+        }
+        let name = "portico_upstream_circuit_breaker_overflows_total";
+        family(
+            out,
+            name,
+            "counter",
+            "Refused by a connection-pool limit (UO), by resource: connections (upstream_cx_overflow), \
+             pending (upstream_rq_pending_overflow), requests, retries (upstream_rq_retry_overflow).",
+        );
+        for (c, l) in clusters.iter().zip(&labels) {
+            for r in BreakerResource::ALL {
+                let mut l = l.clone();
+                push_label(&mut l, "resource", r.as_str());
+                sample(out, name, &l, None, Value::U(c.overflows(r)));
             }
         }
     }
