@@ -18,6 +18,7 @@ use http::header::{HeaderMap, HeaderValue};
 use hyper_util::rt::TokioIo;
 use portico_model::snapshot::{Protocol, ServerBlock, TlsRoute};
 use portico_model::tls::TlsMode;
+use portico_telemetry::TlsFailureReason;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -121,6 +122,51 @@ pub(crate) fn downstream_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
     }
 }
 
+/// Count a failed downstream handshake (`portico_tls_handshake_failures_total{reason}`).
+fn failed(shared: &Shared, reason: TlsFailureReason) {
+    if let Some(t) = &shared.opts.telemetry {
+        t.metrics().gateway().tls_handshake_failed(reason);
+    }
+}
+
+/// Why rustls (through tokio-rustls' `io::Error`) refused a handshake, as a bounded label.
+fn failure_reason(e: &std::io::Error) -> TlsFailureReason {
+    use rustls::{AlertDescription as A, Error as E, PeerIncompatible as P};
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return TlsFailureReason::ConnectionClosed;
+    }
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) else {
+        return match e.kind() {
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => TlsFailureReason::ConnectionClosed,
+            _ => TlsFailureReason::Other,
+        };
+    };
+    match tls {
+        E::NoCertificatesPresented => TlsFailureReason::CertificateRequired,
+        E::InvalidCertificate(_) => TlsFailureReason::BadCertificate,
+        E::NoApplicationProtocol => TlsFailureReason::NoApplicationProtocol,
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            TlsFailureReason::InvalidMessage
+        }
+        E::PeerIncompatible(
+            P::SupportedVersionsExtensionRequired
+            | P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled
+            | P::ServerDoesNotSupportTls12Or13
+            | P::ServerTlsVersionIsDisabledByOurConfig,
+        ) => TlsFailureReason::ProtocolVersion,
+        E::PeerIncompatible(_) => TlsFailureReason::HandshakeFailure,
+        // The client refused the handshake with an alert (e.g. it does not trust our certificate).
+        E::AlertReceived(A::ProtocolVersion) => TlsFailureReason::ProtocolVersion,
+        E::AlertReceived(A::BadCertificate | A::UnknownCA | A::CertificateUnknown | A::CertificateExpired) => {
+            TlsFailureReason::BadCertificate
+        }
+        E::AlertReceived(A::NoApplicationProtocol) => TlsFailureReason::NoApplicationProtocol,
+        E::AlertReceived(A::HandshakeFailure) => TlsFailureReason::HandshakeFailure,
+        _ => TlsFailureReason::Other,
+    }
+}
+
 enum Start {
     Hello(hello::ClientHello, BytesMut),
     NotTls(BytesMut),
@@ -165,6 +211,7 @@ pub(crate) async fn serve(
         Ok(Ok(Start::Hello(h, b))) => (h, b),
         Ok(Ok(Start::NotTls(b))) => {
             // Plain HTTP to a TLS port: say so (as nginx does) and close; anything else: close.
+            failed(&shared, TlsFailureReason::InvalidMessage);
             if b.first().is_some_and(u8::is_ascii_uppercase) {
                 let _ = tokio::time::timeout(limit, stream.write_all(PLAIN_HTTP_REPLY)).await;
                 let _ = stream.shutdown().await;
@@ -174,6 +221,7 @@ pub(crate) async fn serve(
         }
         Ok(Ok(Start::Closed)) | Ok(Err(_)) => return,
         Err(_) => {
+            failed(&shared, TlsFailureReason::Timeout);
             tracing::debug!(%peer, port, "no ClientHello within the handshake timeout; connection closed");
             return;
         }
@@ -183,6 +231,8 @@ pub(crate) async fn serve(
     let state = shared.state.load_full();
     let Some(listener) = state.snapshot.listener(port) else { return };
     let Some(block) = select_server(&listener.servers, sni.as_deref()) else {
+        // No server (hence no certificate) for this SNI, as Envoy's "no filter chain match".
+        failed(&shared, TlsFailureReason::NoCertificate);
         tracing::debug!(%peer, port, sni = ?sni, "no server for this SNI; handshake refused");
         return;
     };
@@ -206,6 +256,7 @@ pub(crate) async fn serve(
             let config = match state.tls.load().get(block) {
                 Ok(c) => c,
                 Err(why) => {
+                    failed(&shared, TlsFailureReason::NoCertificate);
                     tracing::debug!(%peer, port, sni = ?sni, gateway = %block.gateway, reason = %why, "handshake refused");
                     return;
                 }
@@ -219,10 +270,12 @@ pub(crate) async fn serve(
             let tls = match accepted {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
+                    failed(&shared, failure_reason(&e));
                     tracing::debug!(%peer, port, sni = ?sni, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    failed(&shared, TlsFailureReason::Timeout);
                     tracing::debug!(%peer, port, sni = ?sni, "TLS handshake timed out");
                     return;
                 }
@@ -264,6 +317,27 @@ mod tests {
         assert_eq!(auto_passthrough_cluster("outbound_.443_._.a.b").as_deref(), Some("outbound|443||a.b"));
         assert_eq!(auto_passthrough_cluster("outbound_.x_._.a.b"), None);
         assert_eq!(auto_passthrough_cluster("a.b"), None);
+    }
+
+    #[test]
+    fn handshake_failure_reasons() {
+        use std::io::{Error, ErrorKind};
+        let tls = |e: rustls::Error| Error::new(ErrorKind::InvalidData, e);
+        assert_eq!(failure_reason(&tls(rustls::Error::NoCertificatesPresented)), TlsFailureReason::CertificateRequired);
+        assert_eq!(
+            failure_reason(&tls(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))),
+            TlsFailureReason::BadCertificate
+        );
+        assert_eq!(
+            failure_reason(&tls(rustls::PeerIncompatible::SupportedVersionsExtensionRequired.into())),
+            TlsFailureReason::ProtocolVersion
+        );
+        assert_eq!(
+            failure_reason(&tls(rustls::PeerIncompatible::NoCipherSuitesInCommon.into())),
+            TlsFailureReason::HandshakeFailure
+        );
+        assert_eq!(failure_reason(&Error::from(ErrorKind::UnexpectedEof)), TlsFailureReason::ConnectionClosed);
+        assert_eq!(failure_reason(&Error::other("x")), TlsFailureReason::Other);
     }
 
     #[test]
