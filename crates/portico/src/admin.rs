@@ -53,14 +53,18 @@ fn config_dump(state: &SharedState) -> String {
 }
 
 /// Pool gauges are read from the proxy's pools when scraped rather than kept up to date on the
-/// request path.
+/// request path (the counters — overflows, retries, ejections — are bumped by the data plane).
 fn refresh_pool_gauges(admin: &Admin) {
+    let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
     for c in admin.proxy.clusters() {
         if let Some(stats) = admin.sink.cluster_stats(&c.name) {
             let idle: usize = c.endpoints.iter().map(|e| e.idle_connections).sum();
             let active: usize = c.endpoints.iter().map(|e| e.active_requests).sum();
-            stats.connections_active.set(i64::try_from(idle + active).unwrap_or(i64::MAX));
-            stats.requests_active.set(i64::try_from(active).unwrap_or(i64::MAX));
+            let ejected = c.endpoints.iter().filter(|e| !e.healthy).count();
+            stats.connections_active.set(i64::from(c.open_connections));
+            stats.connections_idle.set(n(idle));
+            stats.requests_active.set(n(active));
+            stats.outlier_ejections_active.set(n(ejected));
         }
     }
 }
@@ -82,7 +86,23 @@ fn stats_text(admin: &Admin) -> String {
     out
 }
 
-/// Envoy's `/clusters` text: `cluster::endpoint::field::value`, plus the cluster's service.
+/// Envoy's `host_health_flags`: `healthy`, or each failing check prefixed with `/`.
+fn health_flags(e: &portico_proxy::EndpointInfo) -> &'static str {
+    if e.healthy {
+        "healthy"
+    } else {
+        "/failed_outlier_check"
+    }
+}
+
+/// When an ejection ends, in Unix seconds (wall clock), for an operator reading `/clusters`.
+fn ejected_until(e: &portico_proxy::EndpointInfo) -> Option<f64> {
+    let until = std::time::SystemTime::now() + e.ejected_for?;
+    until.duration_since(std::time::UNIX_EPOCH).ok().map(|d| (d.as_millis() as f64) / 1000.0)
+}
+
+/// Envoy's `/clusters` text: `cluster::default_priority::limit::value`,
+/// `cluster::endpoint::field::value` (plus the cluster's service, and Portico's outlier state).
 fn clusters(admin: &Admin) -> String {
     let mut out = String::new();
     for c in admin.proxy.clusters() {
@@ -90,15 +110,90 @@ fn clusters(admin: &Admin) -> String {
         let _ = writeln!(out, "{name}::service::{}", c.host);
         let _ = writeln!(out, "{name}::namespace::{}", c.namespace);
         let _ = writeln!(out, "{name}::version::{}", c.version.as_deref().unwrap_or("-"));
+        let l = &c.limits;
+        let _ = writeln!(out, "{name}::default_priority::max_connections::{}", l.max_connections);
+        let _ = writeln!(out, "{name}::default_priority::max_pending_requests::{}", l.max_pending_requests);
+        let _ = writeln!(out, "{name}::default_priority::max_requests::{}", l.max_requests);
+        let _ = writeln!(out, "{name}::default_priority::max_retries::{}", l.max_retries);
+        let _ = writeln!(out, "{name}::cx_active::{}", c.open_connections);
+        let _ = writeln!(out, "{name}::rq_pending_active::{}", c.pending_requests);
+        let _ = writeln!(out, "{name}::rq_retry_active::{}", c.active_retries);
         for e in &c.endpoints {
             let a = e.addr;
-            let health = if e.healthy { "healthy" } else { "/failed_outlier_check" };
-            let _ = writeln!(out, "{name}::{a}::health_flags::{health}");
-            let _ = writeln!(out, "{name}::{a}::rq_active::{}", e.active_requests);
+            let _ = writeln!(out, "{name}::{a}::cx_active::{}", e.open_connections);
             let _ = writeln!(out, "{name}::{a}::cx_idle::{}", e.idle_connections);
+            let _ = writeln!(out, "{name}::{a}::rq_active::{}", e.active_requests);
+            let _ = writeln!(out, "{name}::{a}::health_flags::{}", health_flags(e));
+            let _ = writeln!(out, "{name}::{a}::weight::{}", e.weight);
+            let _ = writeln!(out, "{name}::{a}::times_ejected::{}", e.times_ejected);
+            match ejected_until(e) {
+                Some(t) => writeln!(out, "{name}::{a}::ejected_until::{t:.3}"),
+                None => writeln!(out, "{name}::{a}::ejected_until::-"),
+            }
+            .ok();
         }
     }
     out
+}
+
+/// `/clusters?format=json`: the shape of Envoy's `ClusterStatuses` (`cluster_statuses`,
+/// `circuit_breakers.thresholds`, `host_statuses` with `stats`, `health_status`, `weight`), plus
+/// an `outlier` object per host (times ejected, ejected until).
+fn clusters_json(admin: &Admin) -> String {
+    let stat = |name: &str, v: u64| serde_json::json!({"name": name, "value": v.to_string()});
+    let statuses: Vec<serde_json::Value> = admin
+        .proxy
+        .clusters()
+        .iter()
+        .map(|c| {
+            let hosts: Vec<serde_json::Value> = c
+                .endpoints
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "address": {"socket_address": {"address": e.addr.ip().to_string(), "port_value": e.addr.port()}},
+                        "stats": [
+                            stat("cx_active", u64::from(e.open_connections)),
+                            stat("cx_idle", e.idle_connections as u64),
+                            stat("rq_active", e.active_requests as u64),
+                        ],
+                        "health_status": {
+                            "eds_health_status": "HEALTHY",
+                            "failed_outlier_check": !e.healthy,
+                        },
+                        "health_flags": health_flags(e),
+                        "weight": e.weight,
+                        "outlier": {
+                            "times_ejected": e.times_ejected,
+                            "ejected_until_unix_seconds": ejected_until(e),
+                        },
+                    })
+                })
+                .collect();
+            let l = &c.limits;
+            serde_json::json!({
+                "name": &*c.name,
+                "service": c.host,
+                "namespace": c.namespace,
+                "version": c.version,
+                "circuit_breakers": {"thresholds": [{
+                    "priority": "DEFAULT",
+                    "max_connections": l.max_connections,
+                    "max_pending_requests": l.max_pending_requests,
+                    "max_requests": l.max_requests,
+                    "max_retries": l.max_retries,
+                }]},
+                "stats": [
+                    stat("cx_active", u64::from(c.open_connections)),
+                    stat("rq_pending_active", u64::from(c.pending_requests)),
+                    stat("rq_active", u64::from(c.active_requests)),
+                    stat("rq_retry_active", u64::from(c.active_retries)),
+                ],
+                "host_statuses": hosts,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({ "cluster_statuses": statuses })).unwrap_or_default()
 }
 
 fn listeners(admin: &Admin) -> String {
@@ -135,7 +230,10 @@ fn handle(req: &Request<hyper::body::Incoming>, admin: &Admin, metrics_only: boo
         "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(&admin.state)),
         "/stats/prometheus" | "/metrics" => reply(StatusCode::OK, portico_telemetry::CONTENT_TYPE, prometheus(admin)),
         "/stats" => reply(StatusCode::OK, "text/plain", stats_text(admin)),
-        "/clusters" => reply(StatusCode::OK, "text/plain", clusters(admin)),
+        "/clusters" => match query_param(req.uri().query(), "format") {
+            Some("json") => reply(StatusCode::OK, "application/json", clusters_json(admin)),
+            _ => reply(StatusCode::OK, "text/plain", clusters(admin)),
+        },
         "/listeners" => reply(StatusCode::OK, "application/json", listeners(admin)),
         "/logging" => {
             // Envoy changes levels with POST; GET is accepted too, for a quick curl.

@@ -36,6 +36,8 @@ pub struct TcpRecord {
     pub upstream_cluster: Option<Arc<str>>,
     /// The endpoint address it was relayed to.
     pub upstream_host: Option<SocketAddr>,
+    /// The local address of the upstream connection (`%UPSTREAM_LOCAL_ADDRESS%`).
+    pub upstream_local: Option<SocketAddr>,
     /// Bytes received from the client (including a passed-through ClientHello).
     pub bytes_received: u64,
     /// Bytes sent to the client.
@@ -81,6 +83,11 @@ pub struct RequestRecord {
     pub upstream_cluster: Option<Arc<str>>,
     /// The endpoint address the request was sent to.
     pub upstream_host: Option<SocketAddr>,
+    /// The local address of the upstream connection that carried the response
+    /// (`%UPSTREAM_LOCAL_ADDRESS%`).
+    pub upstream_local: Option<SocketAddr>,
+    /// The SNI the client sent, on a TLS listener (`%REQUESTED_SERVER_NAME%`).
+    pub sni: Option<Arc<str>>,
     /// Time from the start of the request to the upstream's response headers.
     pub upstream_service_time: Option<Duration>,
     /// `x-request-id` (as received, or generated).

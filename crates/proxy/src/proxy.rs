@@ -22,6 +22,14 @@ pub struct ClusterInfo {
     pub namespace: String,
     pub version: Option<String>,
     pub endpoints: Vec<EndpointInfo>,
+    /// Connections open to the cluster (busy or idle), as its `maxConnections` breaker counts them.
+    pub open_connections: u32,
+    /// Circuit-breaker counters now: pending requests, active requests, active retries.
+    pub pending_requests: u32,
+    pub active_requests: u32,
+    pub active_retries: u32,
+    /// The cluster's connection-pool limits (`u32::MAX` = unlimited).
+    pub limits: portico_model::snapshot::Limits,
 }
 
 /// One endpoint of a cluster, now.
@@ -32,8 +40,35 @@ pub struct EndpointInfo {
     pub active_requests: usize,
     /// Idle keep-alive connections pooled for it (HTTP/1).
     pub idle_connections: usize,
+    /// Connections open to it (busy or idle).
+    pub open_connections: u32,
+    /// Its load-balancing weight (ServiceEntry endpoint `weight`; 1 when unset).
+    pub weight: u32,
     /// Not ejected by outlier detection.
     pub healthy: bool,
+    /// How many times outlier detection ejected it (the multiplier of its next ejection time;
+    /// it decays while the endpoint stays healthy, as Envoy's does).
+    pub times_ejected: u32,
+    /// What is left of its current ejection (`None`: not ejected).
+    pub ejected_for: Option<std::time::Duration>,
+}
+
+/// An endpoint's weight: its own (a literal address), else that of the DNS name it was resolved
+/// from (the one name on that port, when unambiguous), else 1 (Envoy's default).
+fn endpoint_weight(def: &portico_model::snapshot::Cluster, addr: SocketAddr) -> u32 {
+    let literal = def
+        .endpoints
+        .iter()
+        .find(|e| e.port == addr.port() && e.address.parse::<std::net::IpAddr>().ok() == Some(addr.ip()));
+    let by_port = || {
+        let mut named =
+            def.endpoints.iter().filter(|e| e.port == addr.port() && e.address.parse::<std::net::IpAddr>().is_err());
+        match (named.next(), named.next()) {
+            (Some(e), None) => Some(e),
+            _ => None,
+        }
+    };
+    literal.or_else(by_port).map_or(1, |e| e.weight.max(1))
 }
 
 /// The data plane. Cheap to clone: clones share one proxy.
@@ -147,6 +182,7 @@ impl Proxy {
                 max_idle_per_endpoint: shared.opts.max_idle_per_endpoint,
                 dns_refresh: shared.opts.dns_refresh,
                 stop: shared.stop.subscribe(),
+                telemetry: shared.opts.telemetry.clone(),
             };
             let old = shared.state.load_full();
             let upstreams = Upstreams::build(&old.upstreams, &snapshot, &cfg);
@@ -200,22 +236,36 @@ impl Proxy {
         let mut out: Vec<ClusterInfo> = state
             .upstreams
             .iter()
-            .map(|pool| ClusterInfo {
-                name: pool.def.name.clone(),
-                host: pool.def.host.clone(),
-                namespace: pool.def.namespace.clone(),
-                version: pool.def.version.clone(),
-                endpoints: pool
-                    .endpoint_list()
-                    .iter()
-                    .map(|e| EndpointInfo {
-                        addr: e.addr,
-                        active_requests: e.active(),
-                        idle_connections: e.idle_connections(),
-                        // TODO(outlier detection): report ejections once endpoints can be ejected.
-                        healthy: true,
-                    })
-                    .collect(),
+            .map(|pool| {
+                let b = &pool.breaker;
+                ClusterInfo {
+                    name: pool.def.name.clone(),
+                    host: pool.def.host.clone(),
+                    namespace: pool.def.namespace.clone(),
+                    version: pool.def.version.clone(),
+                    endpoints: pool
+                        .endpoint_list()
+                        .iter()
+                        .map(|e| {
+                            let ejected_for = e.outlier.ejected_for();
+                            EndpointInfo {
+                                addr: e.addr,
+                                active_requests: e.active(),
+                                idle_connections: e.idle_connections(),
+                                open_connections: e.open.load(Ordering::Relaxed),
+                                weight: endpoint_weight(&pool.def, e.addr),
+                                healthy: ejected_for.is_none(),
+                                times_ejected: e.outlier.times_ejected(),
+                                ejected_for,
+                            }
+                        })
+                        .collect(),
+                    open_connections: b.connections.load(Ordering::Relaxed),
+                    pending_requests: b.pending.load(Ordering::Relaxed),
+                    active_requests: b.requests.load(Ordering::Relaxed),
+                    active_retries: b.retries.load(Ordering::Relaxed),
+                    limits: pool.def.limits.clone(),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -261,6 +261,12 @@ impl Attempts<'_> {
             }
             let finish = |result, flags, active, ep| Done { result, endpoint: ep, active, flags };
             if !wants_retry || !retry_enabled {
+                if retries > 0 && result.is_ok() {
+                    // Envoy's upstream_rq_retry_success: a retry brought an acceptable response.
+                    if let Some(s) = &pool.breaker.stats {
+                        s.retry_successes.inc();
+                    }
+                }
                 return finish(result, flags, attach(active), ep);
             }
             if retries >= policy.attempts {
@@ -318,6 +324,9 @@ impl Attempts<'_> {
                 return finish(Err(f), flags, attach(active), ep);
             };
             _retry_slot = Some(slot);
+            if let Some(s) = &pool.breaker.stats {
+                s.retries.inc();
+            }
             drop(active);
             tried.push(ep.addr);
             retries += 1;

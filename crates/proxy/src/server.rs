@@ -101,6 +101,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         route: None,
         upstream_cluster: None,
         upstream_host: None,
+        upstream_local: None,
+        sni: conn.tls.as_ref().and_then(|t| t.sni.clone()),
         upstream_service_time: None,
         request_id: None,
         x_forwarded_for: None,
@@ -389,6 +391,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         Err(f) => return local_reply(f.status, f.body, f.flags, f.details, log),
     };
     log.record.upstream_service_time = Some(started.elapsed());
+    log.record.upstream_local = resp.extensions().get::<crate::upstream::UpstreamLocal>().map(|l| l.0);
 
     let (mut rp, rbody) = resp.into_parts();
     let upgraded = rp.status == StatusCode::SWITCHING_PROTOCOLS;

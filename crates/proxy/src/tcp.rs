@@ -47,6 +47,7 @@ impl TcpLog {
             sni,
             upstream_cluster: None,
             upstream_host: None,
+            upstream_local: None,
             bytes_received: 0,
             bytes_sent: 0,
             flags: ResponseFlags::NONE,
@@ -117,6 +118,7 @@ pub(crate) async fn proxy<S>(
         }
     };
     let _ = up.set_nodelay(true);
+    log.record.upstream_local = up.local_addr().ok();
     let counters = Counters::default();
     counters.received.fetch_add(prefix.len() as u64, Ordering::Relaxed);
     let outcome = relay(down, up, prefix, shared.opts.tcp_idle_timeout, &counters, phase).await;

@@ -15,7 +15,7 @@ use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_model::snapshot::{Cluster, UpstreamProtocol};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -82,6 +82,20 @@ impl SendError {
 struct IdleConn {
     sender: http1::SendRequest<UpstreamBody>,
     uses: u32,
+    /// The connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`).
+    local: Option<SocketAddr>,
+}
+
+/// The local address of the upstream connection that carried a response, put in the
+/// response's extensions for the access log (`%UPSTREAM_LOCAL_ADDRESS%`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct UpstreamLocal(pub(crate) SocketAddr);
+
+fn tag_local<B>(mut resp: Response<B>, local: Option<SocketAddr>) -> Response<B> {
+    if let Some(a) = local {
+        resp.extensions_mut().insert(UpstreamLocal(a));
+    }
+    resp
 }
 
 /// One endpoint of a cluster and its connections.
@@ -91,8 +105,10 @@ pub(crate) struct EndpointState {
     /// Idle HTTP/1.1 connections (lock-free; grows in small blocks, nothing preallocated).
     idle: SegQueue<IdleConn>,
     max_idle: usize,
-    h2: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
+    h2: ArcSwapOption<(http2::SendRequest<UpstreamBody>, Option<SocketAddr>)>,
     pub(crate) outlier: OutlierState,
+    /// Connections open to this endpoint (busy or idle), for `/clusters`.
+    pub(crate) open: Arc<AtomicU32>,
 }
 
 impl EndpointState {
@@ -104,6 +120,7 @@ impl EndpointState {
             max_idle,
             h2: ArcSwapOption::empty(),
             outlier: OutlierState::default(),
+            open: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -144,7 +161,7 @@ impl EndpointState {
             let notified = pool.breaker.freed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(s) = pool.breaker.try_acquire(Resource::Connection, limits) {
+            if let Some(s) = pool.breaker.try_acquire_quiet(Resource::Connection, limits) {
                 return Ok(Ok(s));
             }
             if let Some(c) = self.take_idle() {
@@ -177,13 +194,16 @@ impl EndpointState {
                     Err(idle) => (idle, true),
                     Ok(slot) => {
                         let host = request_host(&req);
-                        (IdleConn { sender: self.connect_h1(pool, &host, slot).await?, uses: 0 }, false)
+                        let (sender, local) = self.connect_h1(pool, &host, slot).await?;
+                        (IdleConn { sender, uses: 0, local }, false)
                     }
                 },
             };
             conn.uses = conn.uses.saturating_add(1);
+            let local = conn.local;
             match conn.sender.try_send_request(req).await {
                 Ok(resp) => {
+                    let resp = tag_local(resp, local);
                     let max = cluster.limits.max_requests_per_connection;
                     if !upgrade && (max == 0 || conn.uses < max) {
                         self.recycle(conn, pool.breaker.clone());
@@ -219,15 +239,18 @@ impl EndpointState {
         pool: &ClusterPool,
         host: &str,
         slot: Slot,
-    ) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+    ) -> Result<(http1::SendRequest<UpstreamBody>, Option<SocketAddr>), SendError> {
+        let slot = slot.also_in(&self.open);
         let tcp = connect_tcp(self.addr, &pool.def).await?;
-        match &pool.tls {
-            None => handshake_h1(TokioIo::new(tcp), slot).await,
+        let local = tcp.local_addr().ok();
+        let sender = match &pool.tls {
+            None => handshake_h1(TokioIo::new(tcp), slot).await?,
             Some(tls) => {
                 let stream = tls.connect(tcp, host).await.map_err(SendError::Connect)?;
-                handshake_h1(TokioIo::new(stream), slot).await
+                handshake_h1(TokioIo::new(stream), slot).await?
             }
-        }
+        };
+        Ok((sender, local))
     }
 
     async fn send_h2(
@@ -236,8 +259,8 @@ impl EndpointState {
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         loop {
-            let current = self.h2.load_full().filter(|s| !s.is_closed());
-            let (mut sender, reused) = match current {
+            let current = self.h2.load_full().filter(|s| !s.0.is_closed());
+            let ((mut sender, local), reused) = match current {
                 Some(s) => ((*s).clone(), true),
                 None => {
                     let slot =
@@ -247,7 +270,7 @@ impl EndpointState {
                 }
             };
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => return Ok(tag_local(resp, local)),
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => {
                         self.h2.store(None);
@@ -264,8 +287,10 @@ impl EndpointState {
         pool: &ClusterPool,
         host: &str,
         slot: Slot,
-    ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
+    ) -> Result<(http2::SendRequest<UpstreamBody>, Option<SocketAddr>), SendError> {
+        let slot = slot.also_in(&self.open);
         let tcp = connect_tcp(self.addr, &pool.def).await?;
+        let local = tcp.local_addr().ok();
         let sender = match &pool.tls {
             None => handshake_h2(TokioIo::new(tcp), slot).await?,
             Some(tls) => {
@@ -275,8 +300,8 @@ impl EndpointState {
         };
         // Concurrent first requests may each connect; the last one stored is shared afterwards and
         // the others close once their streams end.
-        self.h2.store(Some(Arc::new(sender.clone())));
-        Ok(sender)
+        self.h2.store(Some(Arc::new((sender.clone(), local))));
+        Ok((sender, local))
     }
 }
 

@@ -12,7 +12,7 @@ mod lb;
 pub(crate) mod outlier;
 pub(crate) mod tls;
 
-pub(crate) use conn::{connect_timeout, EndpointState, SendError};
+pub(crate) use conn::{connect_timeout, EndpointState, SendError, UpstreamLocal};
 
 use crate::rng::FastRng;
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -32,6 +32,8 @@ pub(crate) struct UpstreamConfig {
     pub dns_refresh: Duration,
     /// Flips to `true` on shutdown: background DNS tasks stop.
     pub stop: watch::Receiver<bool>,
+    /// Where each cluster's `portico_upstream_*` handle comes from (`ProxyOptions::telemetry`).
+    pub telemetry: Option<portico_telemetry::Telemetry>,
 }
 
 /// All cluster pools of one snapshot.
@@ -122,11 +124,12 @@ impl ClusterPool {
                 Some(Arc::new(tls::Connector::broken()))
             }
         };
+        let stats = cfg.telemetry.as_ref().map(|t| t.metrics().cluster(&def.name));
         let pool = Arc::new(ClusterPool {
             def,
             endpoints: ArcSwap::from_pointee(Vec::new()),
             table: ArcSwapOption::empty(),
-            breaker: Arc::new(Breaker::default()),
+            breaker: Arc::new(Breaker::new(stats)),
             tls: tls_connector,
             rr: AtomicUsize::new(0),
             resolved_once: AtomicBool::new(false),
@@ -230,7 +233,11 @@ impl ClusterPool {
     /// Tell outlier detection how a try at `ep` went.
     pub(crate) fn report(&self, ep: &EndpointState, outcome: outlier::Outcome) {
         if let Some(p) = &self.def.outlier {
-            outlier::report(p, &self.endpoints.load(), ep, outcome);
+            if outlier::report(p, &self.endpoints.load(), ep, outcome) {
+                if let Some(s) = &self.breaker.stats {
+                    s.outlier_ejections_total.inc();
+                }
+            }
         }
     }
 }

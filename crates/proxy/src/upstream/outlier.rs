@@ -66,6 +66,19 @@ impl OutlierState {
         until != 0 && self.now_ms() < until
     }
 
+    /// How many times the endpoint was ejected (the multiplier of its ejection time, as Envoy's
+    /// `/clusters` reports it).
+    pub(crate) fn times_ejected(&self) -> u32 {
+        self.times.load(Ordering::Acquire)
+    }
+
+    /// How long the current ejection has left; `None` when not ejected.
+    pub(crate) fn ejected_for(&self) -> Option<Duration> {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        let now = self.now_ms();
+        (until != 0 && now < until).then(|| Duration::from_millis(until - now))
+    }
+
     /// Count `outcome`; `true` when the endpoint reached a threshold and should be ejected.
     fn count(&self, outcome: Outcome, p: &OutlierPolicy) -> bool {
         let bump = |c: &AtomicU32| c.fetch_add(1, Ordering::AcqRel).saturating_add(1);
@@ -122,9 +135,10 @@ impl OutlierState {
 
 /// Record `outcome` for `ep` (one of `all`), ejecting it when a threshold is reached and the
 /// cluster's `maxEjectionPercent` allows (Envoy always allows at least one ejected host).
-pub(crate) fn report(p: &OutlierPolicy, all: &[Arc<EndpointState>], ep: &EndpointState, outcome: Outcome) {
+/// `true` when this outcome ejected the endpoint.
+pub(crate) fn report(p: &OutlierPolicy, all: &[Arc<EndpointState>], ep: &EndpointState, outcome: Outcome) -> bool {
     if !ep.outlier.count(outcome, p) || ep.outlier.is_ejected() {
-        return;
+        return false;
     }
     let ejected = all.iter().filter(|e| e.outlier.is_ejected()).count();
     let allowed = ejected == 0 || (ejected + 1) * 100 <= all.len() * p.max_ejection_percent as usize;
@@ -132,6 +146,7 @@ pub(crate) fn report(p: &OutlierPolicy, all: &[Arc<EndpointState>], ep: &Endpoin
         tracing::debug!(endpoint = %ep.addr, "outlier detection: ejecting endpoint");
         ep.outlier.eject(p);
     }
+    allowed
 }
 
 /// The endpoints to balance over: all but the ejected ones, unless fewer than
