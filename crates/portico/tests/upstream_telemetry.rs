@@ -289,13 +289,25 @@ fn wait_value(admin_port: u16, name: &str, want: &[(&str, &str)], at_least: f64)
     }
 }
 
+/// Scrape until `name{want}` equals `v` (a gauge that settles), then return the last value.
+fn wait_value_eq(admin_port: u16, name: &str, want: &[(&str, &str)], v: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = value(&scrape(admin_port), name, want);
+        if got == v || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 struct Setup {
     gw: Gateway,
     https: u16,
     lines: mpsc::Receiver<String>,
     backend: Backend,
     ca: Ca,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn setup(log_format: &str) -> Setup {
@@ -309,7 +321,7 @@ fn setup(log_format: &str) -> Setup {
         &["--port-map", &format!("443={https}"), "--access-log-format", log_format],
     );
     wait_port(https);
-    Setup { gw, https, lines, backend, ca, _dir: dir }
+    Setup { gw, https, lines, backend, ca, dir }
 }
 
 const R: &str = "outbound|80||r.backend";
@@ -346,10 +358,21 @@ fn concurrent_request_past_max_requests_counts_an_overflow() {
     let port = t.gw.http_port;
     let held = std::thread::spawn(move || get(port, "o.example.com", "/hold", &[]).unwrap());
     t.backend.arrived.recv_timeout(Duration::from_secs(10)).expect("the first request reached the backend");
+    // While the first is held: one request and one connection to the cluster, one client
+    // connection (others, like the readiness probes, close on their own: wait for them).
+    let admin = t.gw.admin_port;
+    assert_eq!(wait_value_eq(admin, "portico_downstream_connections_active", &[], 1.0), 1.0);
+    let s = scrape(admin);
+    assert_eq!(value(&s, "portico_upstream_requests_active", &[("cluster_name", O)]), 1.0);
+    assert_eq!(value(&s, "portico_upstream_connections_active", &[("cluster_name", O)]), 1.0);
+    assert_eq!(value(&s, "portico_upstream_connections_idle", &[("cluster_name", O)]), 0.0);
     let r = get(port, "o.example.com", "/second", &[]).unwrap();
     assert_eq!(r.status, 503);
     t.backend.release();
     assert_eq!(held.join().unwrap().status, 200);
+    // The connection goes back to the pool once the response is done.
+    assert_eq!(wait_value_eq(admin, "portico_upstream_connections_idle", &[("cluster_name", O)], 1.0), 1.0);
+    assert_eq!(value(&scrape(admin), "portico_upstream_connections_active", &[("cluster_name", O)]), 1.0);
     let s = scrape(t.gw.admin_port);
     let res = |r| [("cluster_name", O), ("resource", r)];
     assert_eq!(value(&s, "portico_upstream_circuit_breaker_overflows_total", &res("requests")), 1.0);
@@ -526,4 +549,26 @@ spec:
     let line = wait_lines(&lines, 1, |l| l.starts_with('{')).remove(0);
     let j: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(j["upstream_local_address"], seen.as_str(), "{line}");
+}
+
+/// A change that does not parse is a failed reload: counted, the last good config keeps
+/// serving, and the last-good time stays where it was.
+#[test]
+fn failed_reload_is_counted_and_last_good_time_kept() {
+    let t = setup("text");
+    let admin = t.gw.admin_port;
+    let s = scrape(admin);
+    assert_eq!(value(&s, "portico_config_reloads_total", &[("result", "ok")]), 1.0);
+    assert_eq!(value(&s, "portico_config_reloads_total", &[("result", "failed")]), 0.0);
+    assert_eq!(value(&s, "portico_listeners", &[]), 2.0);
+    let good = value(&s, "portico_config_last_reload_success_timestamp_seconds", &[]);
+    assert!(good > 1.0e9);
+    let file = t.dir.path().join("gw.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    write(&file, &format!("{text}\n---\nkind: [unclosed\n"));
+    assert_eq!(wait_value(admin, "portico_config_reloads_total", &[("result", "failed")], 1.0), 1.0);
+    let s = scrape(admin);
+    assert_eq!(value(&s, "portico_config_reloads_total", &[("result", "ok")]), 1.0);
+    assert_eq!(value(&s, "portico_config_last_reload_success_timestamp_seconds", &[]), good);
+    assert_eq!(get(t.gw.http_port, "app.example.com", "/", &[]).unwrap().status, 200, "last good config serves");
 }
