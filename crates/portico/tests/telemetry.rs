@@ -310,6 +310,9 @@ fn json_access_log_and_metrics_address() {
     let grpc = v.iter().find(|j| j["protocol"] == "HTTP/2").expect("gRPC line");
     assert_eq!(grpc["response_code"], 200);
     assert_eq!(grpc["upstream_cluster"], "outbound|80||grpc.backend");
+    // The shared HTTP/2 upstream connection's local address, as for HTTP/1 ones.
+    let local = grpc["upstream_local_address"].as_str().unwrap_or_default();
+    assert!(local.starts_with("127.0.0.1:") && local != grpc["upstream_host"], "{grpc}");
 
     // `--metrics`: Istio's 15090 equivalent, metrics only.
     let s = scrape(metrics_port);
