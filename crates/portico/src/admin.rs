@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use portico_proxy::Proxy;
+use portico_telemetry::BreakerResource;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,13 +75,38 @@ fn prometheus(admin: &Admin) -> String {
     admin.sink.telemetry().render()
 }
 
-/// Envoy's `/stats` plain text: `name{labels}: value`, one per line, from the same registry.
+/// Envoy's `/stats` plain text: `name{labels}: value`, one per line, from the same registry,
+/// then each cluster's counters under Envoy's own stat names (`cluster.NAME.upstream_rq_retry`,
+/// `…upstream_rq_pending_overflow`, `…outlier_detection.ejections_active`), the lines Istio's
+/// circuit-breaking and outlier tasks grep for.
 fn stats_text(admin: &Admin) -> String {
     let prom = prometheus(admin);
     let mut out = String::with_capacity(prom.len());
     for line in prom.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         if let Some((name, value)) = line.rsplit_once(' ') {
             let _ = writeln!(out, "{name}: {value}");
+        }
+    }
+    let mut names: Vec<_> = admin.proxy.clusters().into_iter().map(|c| c.name).collect();
+    names.sort_unstable();
+    for name in names {
+        let Some(c) = admin.sink.cluster_stats(&name) else { continue };
+        let overflow = |r| c.overflows(r);
+        let stats: [(&str, u64); 10] = [
+            ("outlier_detection.ejections_active", u64::try_from(c.outlier_ejections_active.get()).unwrap_or(0)),
+            ("outlier_detection.ejections_enforced_total", c.outlier_ejections_total.get()),
+            ("upstream_cx_active", u64::try_from(c.connections_active.get()).unwrap_or(0)),
+            ("upstream_cx_overflow", overflow(BreakerResource::Connections)),
+            ("upstream_cx_total", c.connections_total.get()),
+            ("upstream_rq_active", u64::try_from(c.requests_active.get()).unwrap_or(0)),
+            // Envoy counts an HTTP/2 `maxRequests` overflow as a pending overflow too.
+            ("upstream_rq_pending_overflow", overflow(BreakerResource::Pending) + overflow(BreakerResource::Requests)),
+            ("upstream_rq_retry", c.retries.get()),
+            ("upstream_rq_retry_overflow", overflow(BreakerResource::Retries)),
+            ("upstream_rq_retry_success", c.retry_successes.get()),
+        ];
+        for (stat, v) in stats {
+            let _ = writeln!(out, "cluster.{name}.{stat}: {v}");
         }
     }
     out

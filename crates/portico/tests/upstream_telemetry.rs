@@ -341,6 +341,9 @@ fn a_retried_request_counts_one_retry() {
     assert_eq!(value(&s, "portico_upstream_retries_total", &[("cluster_name", R)]), 1.0);
     assert_eq!(value(&s, "portico_upstream_retry_successes_total", &[("cluster_name", R)]), 1.0);
     assert_eq!(value(&s, "portico_upstream_retries_total", &[("cluster_name", O)]), 0.0);
+    let stats = get(t.gw.admin_port, "localhost", "/stats", &[]).unwrap().body;
+    assert!(stats.contains(&format!("cluster.{R}.upstream_rq_retry: 1\n")), "{stats}");
+    assert!(stats.contains(&format!("cluster.{R}.upstream_rq_retry_success: 1\n")), "{stats}");
     // A request that fails for good is no retry success.
     assert_eq!(get(t.gw.http_port, "r.example.com", "/status/503", &[]).unwrap().status, 503);
     let s = scrape(t.gw.admin_port);
@@ -378,6 +381,10 @@ fn concurrent_request_past_max_requests_counts_an_overflow() {
     assert_eq!(value(&s, "portico_upstream_circuit_breaker_overflows_total", &res("requests")), 1.0);
     assert_eq!(value(&s, "portico_upstream_circuit_breaker_overflows_total", &res("connections")), 0.0);
     assert_eq!(value(&s, "portico_upstream_circuit_breaker_overflows_total", &res("retries")), 0.0);
+    // Envoy's stat name in `/stats`, the line Istio's circuit-breaking task greps for.
+    let stats = get(t.gw.admin_port, "localhost", "/stats", &[]).unwrap().body;
+    assert!(stats.contains(&format!("cluster.{O}.upstream_rq_pending_overflow: 1\n")), "{stats}");
+    assert!(stats.contains(&format!("cluster.{R}.upstream_rq_pending_overflow: 0\n")), "{stats}");
     let log = wait_lines(&t.lines, 1, |l| l.contains(r#""GET /second HTTP/1.1" 503 UO"#));
     assert_eq!(log.len(), 1);
     // After both: the pool has the connections back, idle.
@@ -401,6 +408,8 @@ fn outlier_ejection_shows_in_metrics_and_clusters() {
     assert_eq!(value(&s, "portico_upstream_outlier_ejections_active", &[("cluster_name", E)]), 1.0);
     assert_eq!(value(&s, "portico_upstream_outlier_ejections_total", &[("cluster_name", E)]), 1.0);
     assert_eq!(value(&s, "portico_upstream_outlier_ejections_total", &[("cluster_name", R)]), 0.0);
+    let stats = get(t.gw.admin_port, "localhost", "/stats", &[]).unwrap().body;
+    assert!(stats.contains(&format!("cluster.{E}.outlier_detection.ejections_active: 1\n")), "{stats}");
 
     let text = get(t.gw.admin_port, "localhost", "/clusters", &[]).unwrap().body;
     assert!(text.contains(&format!("{E}::{ep}::health_flags::/failed_outlier_check\n")), "{text}");
