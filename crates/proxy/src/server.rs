@@ -54,10 +54,18 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let shared = self.shared.clone();
         let conn = self.conn.clone();
-        Box::pin(async move { Ok(handle(&shared, &conn, req).await) })
+        Box::pin(async move {
+            let mut resp = handle(&shared, &conn, req).await;
+            // Envoy overwrites `server` on every response with Istio's name for it (its default
+            // `server_header_transformation: OVERWRITE`), after the route's header rules.
+            resp.headers_mut().insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+            Ok(resp)
+        })
     }
 }
 
+/// What an Istio gateway answers as: clients and checks written against one keep working.
+const SERVER_NAME: &str = "istio-envoy";
 const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 const OVERFLOW: &str = "upstream connect error or disconnect/reset before headers. reset reason: overflow";
 const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
@@ -390,7 +398,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         Ok(r) => r,
         Err(f) => return local_reply(f.status, f.body, f.flags, f.details, log),
     };
-    log.record.upstream_service_time = Some(started.elapsed());
+    let service_time = started.elapsed();
+    log.record.upstream_service_time = Some(service_time);
     log.record.upstream_local = resp.extensions().get::<crate::upstream::UpstreamLocal>().map(|l| l.0);
 
     let (mut rp, rbody) = resp.into_parts();
@@ -410,6 +419,9 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         }
     }
     headers::prepare_response(&mut rp.headers, upgraded);
+    // Envoy's router adds it (Istio does not suppress Envoy's headers); route rules may remove it.
+    let service_ms = u64::try_from(service_time.as_millis()).unwrap_or(u64::MAX);
+    rp.headers.insert("x-envoy-upstream-service-time", HeaderValue::from(service_ms));
     let v = vars.with(request_for_response.as_ref(), log.record.upstream_host);
     headers::apply_ops(&mut rp.headers, &dest.headers.response, &v);
     headers::apply_ops(&mut rp.headers, &route.headers.response, &v);

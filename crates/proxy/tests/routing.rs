@@ -50,6 +50,8 @@ async fn unknown_host_and_no_route_are_404_nr() {
     assert_eq!(c.get("a.example.com", "/only/x").await.status, 200);
     let r = c.get("b.example.com", "/only").await;
     assert_eq!(r.status, 404);
+    assert_eq!(r.header("server").as_deref(), Some("istio-envoy"));
+    assert_eq!(r.header("x-envoy-upstream-service-time"), None, "no upstream was involved");
     let r = c.get("a.example.com", "/other").await;
     assert_eq!(r.status, 404);
     let recs = sink.wait_for(3).await;
@@ -296,4 +298,8 @@ async fn rewrites_and_header_rules() {
     assert_eq!(r.header("x-resp").as_deref(), Some("set"));
     assert_eq!(r.header("x-dest-resp").as_deref(), Some("d"));
     assert_eq!(r.header("x-backend"), None);
+    // As an Istio gateway answers: `server` overwritten, the upstream's time in milliseconds.
+    assert_eq!(r.header("server").as_deref(), Some("istio-envoy"));
+    let ms = r.header("x-envoy-upstream-service-time").expect("x-envoy-upstream-service-time");
+    assert!(ms.parse::<u64>().is_ok(), "{ms}");
 }

@@ -282,6 +282,7 @@ async fn echo(name: &str, req: Request<Incoming>) -> Response<EchoBody> {
     *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
     resp.headers_mut().insert("x-backend", name.parse().unwrap());
     resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    resp.headers_mut().insert("server", "echo-backend".parse().unwrap());
     resp
 }
 
