@@ -85,6 +85,12 @@ pub(crate) fn prepare_request(
 
     append_xff(headers, client_ip);
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    // Envoy's verdict on where the client is (with `use_remote_address`, no trusted hops).
+    if is_internal(client_ip) {
+        headers.insert("x-envoy-internal", HeaderValue::from_static("true"));
+    } else if let Ok(v) = HeaderValue::from_str(&client_ip.to_canonical().to_string()) {
+        headers.insert("x-envoy-external-address", v);
+    }
 
     match headers.get("x-request-id") {
         Some(id) if !id.is_empty() => id.clone(),
@@ -93,6 +99,14 @@ pub(crate) fn prepare_request(
             headers.insert("x-request-id", id.clone());
             id
         }
+    }
+}
+
+/// Envoy's internal addresses: RFC 1918, loopback, IPv6 unique local (`fd00::/8`).
+fn is_internal(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.octets()[0] == 0xfd,
     }
 }
 
@@ -159,6 +173,16 @@ pub(crate) fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps, vars: &Vars<'_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_addresses_as_envoy_sees_them() {
+        for ip in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "::1", "fd00::1", "::ffff:10.0.0.1"] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["203.0.113.9", "172.32.0.1", "8.8.8.8", "2001:db8::1", "fe80::1"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
 
     #[test]
     fn request_headers() {

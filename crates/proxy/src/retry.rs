@@ -23,7 +23,7 @@ use crate::upstream::breaker::{Resource, Slot};
 use crate::upstream::outlier::Outcome;
 use crate::upstream::{ActiveRequest, ClusterPool, EndpointState, SendError};
 use crate::ResponseFlags;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use portico_model::snapshot::RetryPolicy;
 use portico_telemetry::{RequestTrace, Tracer};
@@ -225,6 +225,8 @@ impl Attempts<'_> {
                 (_, b) => Request::new(b.unwrap_or_else(|| UpstreamBody::from_bytes(bytes::Bytes::new(), None))),
             };
             let mut req = req;
+            // Istio turns on Envoy's `include_request_attempt_count` for its virtual hosts.
+            req.headers_mut().insert("x-envoy-attempt-count", HeaderValue::from(retries + 1));
             if let Some((tracer, t)) = &mut trace {
                 tracer.start_try(t, req.headers_mut(), Some(ep.addr));
             }

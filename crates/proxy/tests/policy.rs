@@ -63,6 +63,8 @@ struct Scripted {
     gate: Arc<Notify>,
     /// Request bodies seen, in order.
     bodies: Arc<std::sync::Mutex<Vec<Bytes>>>,
+    /// `x-envoy-attempt-count` of each request, in order.
+    attempts: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 async fn scripted(name: &'static str, script: impl Fn(usize) -> Act + Send + Sync + 'static) -> Scripted {
@@ -72,17 +74,23 @@ async fn scripted(name: &'static str, script: impl Fn(usize) -> Act + Send + Syn
         hits: Arc::default(),
         gate: Arc::new(Notify::new()),
         bodies: Arc::default(),
+        attempts: Arc::default(),
     };
     let (hits, gate, bodies, script) = (s.hits.clone(), s.gate.clone(), s.bodies.clone(), Arc::new(script));
+    let attempts = s.attempts.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = l.accept().await else { return };
             let (hits, gate, bodies, script) = (hits.clone(), gate.clone(), bodies.clone(), script.clone());
+            let attempts = attempts.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let (hits, gate, bodies, script) = (hits.clone(), gate.clone(), bodies.clone(), script.clone());
+                    let attempts = attempts.clone();
                     async move {
                         let n = hits.fetch_add(1, Ordering::SeqCst);
+                        let count = req.headers().get("x-envoy-attempt-count").and_then(|v| v.to_str().ok());
+                        attempts.lock().unwrap().push(count.unwrap_or("-").to_string());
                         let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                         bodies.lock().unwrap().push(body);
                         let status = match script(n) {
@@ -129,6 +137,8 @@ async fn retry_on_5xx_until_success() {
     let resp = get(addr, "h", "/").await;
     assert_eq!((resp.status, resp.text().as_str()), (200, "be:2"));
     assert_eq!(be.hits.load(Ordering::SeqCst), 3);
+    // Each try tells the backend which one it is (Istio's `include_request_attempt_count`).
+    assert_eq!(*be.attempts.lock().unwrap(), ["1", "2", "3"]);
     let recs = sink.wait_for(1).await;
     assert_eq!(recs[0].flags, ResponseFlags::NONE);
 }

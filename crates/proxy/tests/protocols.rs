@@ -333,7 +333,11 @@ async fn proxy_headers() {
     assert_eq!(r.seen("host").as_deref(), Some("Api.Example.com:8080"));
     assert_eq!(r.seen("x-custom").as_deref(), Some("kept"));
     assert_eq!(r.seen("te").as_deref(), Some("trailers"));
-    for gone in ["x-envoy-upstream-rq-timeout-ms", "x-envoy-internal", "x-hop", "keep-alive", "proxy-connection"] {
+    // A loopback client is internal (Envoy's verdict, not the client's claim), with one try.
+    assert_eq!(r.seen("x-envoy-internal").as_deref(), Some("true"));
+    assert_eq!(r.seen("x-envoy-external-address"), None);
+    assert_eq!(r.seen("x-envoy-attempt-count").as_deref(), Some("1"));
+    for gone in ["x-envoy-upstream-rq-timeout-ms", "x-hop", "keep-alive", "proxy-connection"] {
         assert_eq!(r.seen(gone), None, "{gone} must not be forwarded");
     }
     let id = r.seen("x-request-id").unwrap();
