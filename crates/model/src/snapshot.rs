@@ -434,7 +434,7 @@ pub enum Discovery {
     Dns,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Endpoint {
     /// IP address (Static) or host name (Dns).
     pub address: String,

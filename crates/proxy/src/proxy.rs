@@ -53,24 +53,6 @@ pub struct EndpointInfo {
     pub ejected_for: Option<std::time::Duration>,
 }
 
-/// An endpoint's weight: its own (a literal address), else that of the DNS name it was resolved
-/// from (the one name on that port, when unambiguous), else 1 (Envoy's default).
-fn endpoint_weight(def: &portico_model::snapshot::Cluster, addr: SocketAddr) -> u32 {
-    let literal = def
-        .endpoints
-        .iter()
-        .find(|e| e.port == addr.port() && e.address.parse::<std::net::IpAddr>().ok() == Some(addr.ip()));
-    let by_port = || {
-        let mut named =
-            def.endpoints.iter().filter(|e| e.port == addr.port() && e.address.parse::<std::net::IpAddr>().is_err());
-        match (named.next(), named.next()) {
-            (Some(e), None) => Some(e),
-            _ => None,
-        }
-    };
-    literal.or_else(by_port).map_or(1, |e| e.weight.max(1))
-}
-
 /// The data plane. Cheap to clone: clones share one proxy.
 #[derive(Clone)]
 pub struct Proxy {
@@ -246,14 +228,14 @@ impl Proxy {
                     endpoints: pool
                         .endpoint_list()
                         .iter()
-                        .map(|e| {
+                        .map(|(e, weight)| {
                             let ejected_for = e.outlier.ejected_for();
                             EndpointInfo {
                                 addr: e.addr,
                                 active_requests: e.active(),
                                 idle_connections: e.idle_connections(),
                                 open_connections: e.open.load(Ordering::Relaxed),
-                                weight: endpoint_weight(&pool.def, e.addr),
+                                weight: *weight,
                                 healthy: ejected_for.is_none(),
                                 times_ejected: e.outlier.times_ejected(),
                                 ejected_for,

@@ -3,6 +3,7 @@
 //! preferred when a name has both (Envoy `V4_PREFERRED`). A failed lookup keeps the last good
 //! addresses.
 
+use super::lb::Meta;
 use super::ClusterPool;
 use std::net::SocketAddr;
 use std::sync::Weak;
@@ -11,8 +12,8 @@ use tokio::sync::watch;
 
 pub(super) fn spawn(
     pool: Weak<ClusterPool>,
-    statics: Vec<SocketAddr>,
-    names: Vec<(String, u16)>,
+    statics: Vec<(SocketAddr, Meta)>,
+    names: Vec<(String, u16, Meta)>,
     refresh: Duration,
     stop: watch::Receiver<bool>,
 ) {
@@ -21,8 +22,8 @@ pub(super) fn spawn(
 
 async fn run(
     pool: Weak<ClusterPool>,
-    statics: Vec<SocketAddr>,
-    names: Vec<(String, u16)>,
+    statics: Vec<(SocketAddr, Meta)>,
+    names: Vec<(String, u16, Meta)>,
     refresh: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -32,12 +33,13 @@ async fn run(
         }
         let mut addrs = statics.clone();
         let mut failed = false;
-        for (name, port) in &names {
+        for (name, port, meta) in &names {
             match tokio::net::lookup_host((name.as_str(), *port)).await {
                 Ok(found) => {
                     let all: Vec<SocketAddr> = found.collect();
                     let v4: Vec<SocketAddr> = all.iter().copied().filter(SocketAddr::is_ipv4).collect();
-                    addrs.extend(if v4.is_empty() { all } else { v4 });
+                    let chosen = if v4.is_empty() { all } else { v4 };
+                    addrs.extend(chosen.into_iter().map(|a| (a, meta.clone())));
                 }
                 Err(e) => {
                     failed = true;
@@ -46,7 +48,7 @@ async fn run(
             }
         }
         let Some(p) = pool.upgrade() else { return };
-        let had_some = !p.endpoints.load().is_empty();
+        let had_some = !p.balancer.load().eps.is_empty();
         if !(failed && had_some) {
             p.set_endpoints(addrs, None);
         }

@@ -7,7 +7,10 @@
 //! others — for the ring because Envoy rescales the points per endpoint to keep
 //! `minimumRingSize` (1024/5 → 1024/4 points each: ~10 % of other keys move), for Maglev by
 //! construction (its paper bounds the extra movement to a few percent).
-//! Endpoint weights are not used yet (all endpoints count once).
+//! Endpoint weights count as Envoy counts them: the ring gives each endpoint points in
+//! proportion to its share of the total weight (scaled so the lightest endpoint still gets its
+//! share of `minimumRingSize`), and the Maglev fill lets an endpoint take a slot in a round only
+//! as often as its weight relative to the heaviest one allows.
 
 use crate::rng::FastRng;
 use http::header::{self, HeaderValue};
@@ -90,22 +93,35 @@ pub(crate) enum Table {
 const MAX_RING: u64 = 1 << 23;
 
 impl Table {
-    /// Build for `addrs` (the pool's endpoint list, in its order). `None` for an empty list.
-    pub(crate) fn build(kind: &HashTable, addrs: &[SocketAddr]) -> Option<Table> {
+    /// Build for `addrs` (the pool's endpoint list, in its order) with their `weights` (same
+    /// order; missing ones count 1). `None` for an empty list.
+    pub(crate) fn build(kind: &HashTable, addrs: &[SocketAddr], weights: &[u32]) -> Option<Table> {
         if addrs.is_empty() {
             return None;
         }
         let n = addrs.len() as u64;
         let names: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+        let w: Vec<f64> = (0..addrs.len()).map(|i| f64::from(weights.get(i).copied().unwrap_or(1).max(1))).collect();
+        let total: f64 = w.iter().sum();
         Some(match *kind {
             HashTable::Ring { minimum_size } => {
-                let per_host = minimum_size.clamp(1, MAX_RING).div_ceil(n);
-                let mut ring = Vec::with_capacity(usize::try_from(per_host * n).unwrap_or(0));
+                // Envoy: scale = ceil(min_normalized_weight × minimumRingSize) / min_normalized_weight
+                // (capped), and each endpoint gets normalized_weight × scale points.
+                let min_norm = w.iter().copied().fold(f64::INFINITY, f64::min) / total;
+                let min_size = minimum_size.clamp(1, MAX_RING) as f64;
+                let scale = ((min_norm * min_size).ceil() / min_norm).min(MAX_RING as f64);
+                let mut ring = Vec::with_capacity(usize::try_from(minimum_size.clamp(1, MAX_RING).max(n)).unwrap_or(0));
+                // Running totals, so rounding never drifts over the whole ring.
+                let (mut target, mut placed) = (0.0f64, 0u64);
                 for (i, name) in names.iter().enumerate() {
-                    for r in 0..per_host {
+                    target += scale * w[i] / total;
+                    let mut r = 0u64;
+                    while (placed as f64) < target.round() || r == 0 {
                         // Envoy's point names are "address_replica".
                         let point = hash64(format!("{name}_{r}").as_bytes());
                         ring.push((point, i as u32));
+                        placed += 1;
+                        r += 1;
                     }
                 }
                 ring.sort_unstable();
@@ -122,12 +138,21 @@ impl Table {
                         (offset, skip)
                     })
                     .collect();
+                let max_w = w.iter().copied().fold(0.0f64, f64::max);
                 let size = usize::try_from(m).unwrap_or(usize::MAX);
                 let mut table = vec![u32::MAX; size];
                 let mut next = vec![0u64; names.len()];
+                // Weighted fill: each round an endpoint earns weight/max of a slot and takes one
+                // once it has earned a whole one (equal weights: every endpoint every round).
+                let mut credit = vec![0.0f64; names.len()];
                 let mut filled = 0usize;
                 'fill: loop {
                     for (i, (offset, skip)) in perms.iter().enumerate() {
+                        credit[i] += w[i] / max_w;
+                        if credit[i] < 1.0 {
+                            continue;
+                        }
+                        credit[i] -= 1.0;
                         let mut c = (offset + next[i] * skip) % m;
                         while table[c as usize] != u32::MAX {
                             next[i] += 1;
@@ -183,7 +208,7 @@ mod tests {
     fn moved(kind: HashTable) -> (usize, usize) {
         let all = addrs(5);
         let fewer: Vec<SocketAddr> = all.iter().copied().filter(|a| *a != all[2]).collect();
-        let (a, b) = (Table::build(&kind, &all).unwrap(), Table::build(&kind, &fewer).unwrap());
+        let (a, b) = (Table::build(&kind, &all, &[]).unwrap(), Table::build(&kind, &fewer, &[]).unwrap());
         let (mut on_removed, mut moved_others) = (0, 0);
         for k in 0..10_000u32 {
             let h = hash64(format!("user-{k}").as_bytes());
@@ -216,12 +241,37 @@ mod tests {
 
     #[test]
     fn maglev_balances() {
-        let t = Table::build(&HashTable::Maglev { table_size: 65537 }, &addrs(3)).unwrap();
+        let t = Table::build(&HashTable::Maglev { table_size: 65537 }, &addrs(3), &[]).unwrap();
         let Table::Maglev(slots) = &t else { panic!() };
         let mut counts = [0usize; 3];
         for s in slots {
             counts[*s as usize] += 1;
         }
         assert!(counts.iter().all(|c| (21_000..23_000).contains(c)), "{counts:?}");
+    }
+
+    fn shares(t: &Table, n: usize) -> Vec<f64> {
+        let mut counts = vec![0usize; n];
+        for k in 0..20_000u32 {
+            counts[t.lookup(hash64(format!("key-{k}").as_bytes())).unwrap()] += 1;
+        }
+        counts.iter().map(|c| *c as f64 / 20_000.0).collect()
+    }
+
+    #[test]
+    fn weights_shape_ring_and_maglev() {
+        // 3:1:1 → 60/20/20 % of the keys, within 5 points (ring: hash-point variance).
+        for kind in [HashTable::Ring { minimum_size: 1024 }, HashTable::Maglev { table_size: 65537 }] {
+            let t = Table::build(&kind, &addrs(3), &[3, 1, 1]).unwrap();
+            let s = shares(&t, 3);
+            assert!((s[0] - 0.6).abs() < 0.05 && (s[1] - 0.2).abs() < 0.05 && (s[2] - 0.2).abs() < 0.05, "{s:?}");
+        }
+        // minimumRingSize points in all, split by weight (Envoy's scale: the lightest endpoint's
+        // rounded-up share, divided by its normalized weight).
+        let Table::Ring(r) = Table::build(&HashTable::Ring { minimum_size: 1024 }, &addrs(2), &[3, 1]).unwrap() else {
+            panic!()
+        };
+        let light = r.iter().filter(|(_, e)| *e == 1).count();
+        assert_eq!((light, r.len() - light), (256, 768));
     }
 }

@@ -15,9 +15,9 @@ pub(crate) mod tls;
 pub(crate) use conn::{connect_timeout, EndpointState, SendError, UpstreamLocal};
 
 use crate::rng::FastRng;
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use breaker::Breaker;
-use portico_model::snapshot::{Cluster, Discovery, LbPolicy, Snapshot};
+use portico_model::snapshot::{Cluster, Discovery, Snapshot};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -89,9 +89,8 @@ fn compatible(a: &Cluster, b: &Cluster) -> bool {
 /// One cluster: its endpoints (with their connections) and load-balancing state.
 pub(crate) struct ClusterPool {
     pub(crate) def: Arc<Cluster>,
-    endpoints: ArcSwap<Vec<Arc<EndpointState>>>,
-    /// Consistent-hash table over `endpoints` (same order), rebuilt with it.
-    table: ArcSwapOption<hash::Table>,
+    /// The endpoints and everything precomputed over them, replaced whole when they change.
+    balancer: ArcSwap<lb::Balancer>,
     /// Circuit-breaker counters (kept with the pool across reloads of an unchanged cluster).
     pub(crate) breaker: Arc<Breaker>,
     /// Client TLS toward the endpoints (DestinationRule `tls`), built once per pool.
@@ -108,10 +107,12 @@ impl ClusterPool {
         let mut statics = Vec::new();
         let mut names = Vec::new();
         for ep in &def.endpoints {
+            let meta = lb::Meta::of(ep);
             match ep.address.parse::<IpAddr>() {
-                Ok(ip) if def.discovery == Discovery::Static => statics.push(SocketAddr::new(ip, ep.port)),
-                // DNS clusters may still list literal IPs; lookup_host passes them through.
-                _ => names.push((ep.address.clone(), ep.port)),
+                Ok(ip) if def.discovery == Discovery::Static => statics.push((SocketAddr::new(ip, ep.port), meta)),
+                // DNS clusters may still list literal IPs; lookup_host passes them through. Each
+                // address a name resolves to is an endpoint with the name's weight.
+                _ => names.push((ep.address.clone(), ep.port, meta)),
             }
         }
         let needs_dns = !names.is_empty();
@@ -127,8 +128,7 @@ impl ClusterPool {
         let stats = cfg.telemetry.as_ref().map(|t| t.metrics().cluster(&def.name));
         let pool = Arc::new(ClusterPool {
             def,
-            endpoints: ArcSwap::from_pointee(Vec::new()),
-            table: ArcSwapOption::empty(),
+            balancer: ArcSwap::from_pointee(lb::Balancer::default()),
             breaker: Arc::new(Breaker::new(stats)),
             tls: tls_connector,
             rr: AtomicUsize::new(0),
@@ -139,8 +139,8 @@ impl ClusterPool {
         if needs_dns {
             // Start from what the old pool resolved, so a reload leaves no gap.
             if let Some(p) = prev.filter(|p| p.resolved_once.load(Ordering::Acquire)) {
-                let mut addrs: Vec<SocketAddr> = p.endpoints.load().iter().map(|e| e.addr).collect();
-                addrs.extend(statics.iter().copied());
+                let mut addrs = p.balancer.load().members();
+                addrs.extend(statics.iter().cloned());
                 pool.set_endpoints(addrs, Some(p));
                 pool.mark_resolved();
             }
@@ -153,33 +153,39 @@ impl ClusterPool {
     }
 
     /// Replace the endpoint list, keeping the state (connections, counters) of addresses that
-    /// stay, taken from this pool or from `carry`.
-    fn set_endpoints(&self, mut addrs: Vec<SocketAddr>, carry: Option<&ClusterPool>) {
-        addrs.sort_unstable();
-        addrs.dedup();
-        let current = self.endpoints.load();
-        let carried = carry.map(|c| c.endpoints.load_full());
-        let list: Vec<Arc<EndpointState>> = addrs
+    /// stay, taken from this pool or from `carry`. An address listed twice (two DNS names
+    /// resolving to it) counts once with the sum of the weights.
+    fn set_endpoints(&self, mut addrs: Vec<(SocketAddr, lb::Meta)>, carry: Option<&ClusterPool>) {
+        addrs.sort_by_key(|(a, _)| *a);
+        addrs.dedup_by(|(a, m), (b, keep)| {
+            if a == b {
+                keep.weight = keep.weight.saturating_add(m.weight);
+            }
+            a == b
+        });
+        let current = self.balancer.load();
+        let carried = carry.map(|c| c.balancer.load_full());
+        let list: Vec<(Arc<EndpointState>, lb::Meta)> = addrs
             .into_iter()
-            .map(|a| {
-                current
+            .map(|(a, meta)| {
+                let state = current
+                    .eps
                     .iter()
-                    .chain(carried.iter().flat_map(|c| c.iter()))
+                    .chain(carried.iter().flat_map(|c| c.eps.iter()))
                     .find(|e| e.addr == a)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(EndpointState::new(a, self.max_idle)))
+                    .unwrap_or_else(|| Arc::new(EndpointState::new(a, self.max_idle)));
+                (state, meta)
             })
             .collect();
-        if let LbPolicy::ConsistentHash(_, kind) = &self.def.lb {
-            let addrs: Vec<SocketAddr> = list.iter().map(|e| e.addr).collect();
-            self.table.store(hash::Table::build(kind, &addrs).map(Arc::new));
-        }
-        self.endpoints.store(Arc::new(list));
+        self.balancer.store(Arc::new(lb::Balancer::new(&self.def, list)));
     }
 
-    /// The endpoints in service now (admin `/clusters`).
-    pub(crate) fn endpoint_list(&self) -> Arc<Vec<Arc<EndpointState>>> {
-        self.endpoints.load_full()
+    /// The endpoints in service now with their load-balancing weights (admin `/clusters`; a DNS
+    /// name's weight is each of its addresses').
+    pub(crate) fn endpoint_list(&self) -> Vec<(Arc<EndpointState>, u32)> {
+        let b = self.balancer.load();
+        b.eps.iter().cloned().zip(b.metas.iter().map(|m| m.weight)).collect()
     }
 
     fn mark_resolved(&self) {
@@ -202,28 +208,28 @@ impl ClusterPool {
             let mut rx = self.resolved.subscribe();
             let _ = tokio::time::timeout(conn::connect_timeout(&self.def), rx.wait_for(|r| *r)).await;
         }
-        let eps = self.endpoints.load();
-        let filtered = self.def.outlier.as_ref().and_then(|p| outlier::healthy(p, &eps));
-        let list: &[Arc<EndpointState>] = filtered.as_deref().unwrap_or(&eps);
-        let table = if hash.is_some() { self.table.load_full() } else { None };
+        let b = self.balancer.load();
+        let cands = b.candidates(self.def.outlier.as_ref(), rng);
+        let cands = cands.as_deref().unwrap_or(&b.all);
         let mut chosen = None;
         for attempt in 0u64..5 {
-            let ep = match (&table, hash) {
-                (Some(t), Some(h)) => {
+            let i = match hash {
+                Some(h) if b.table.is_some() => {
                     // Later attempts probe other points of the table, deterministically.
                     let h = h.wrapping_add(attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    match t.lookup(h).and_then(|i| eps.get(i)) {
-                        Some(e) if filtered.is_none() || !e.outlier.is_ejected() => Some(e),
-                        // Ejected: any healthy endpoint, still chosen by the key.
-                        _ if list.is_empty() => None,
-                        _ => list.get((h % list.len() as u64) as usize),
+                    match b.table.as_ref().and_then(|t| t.lookup(h)) {
+                        Some(i) if cands.contains(&(i as u32)) => Some(i),
+                        // Not in service (ejected, or not in the chosen priority): a candidate
+                        // still chosen by the key.
+                        _ if cands.is_empty() => None,
+                        _ => cands.get((h % cands.len() as u64) as usize).map(|i| *i as usize),
                     }
                 }
-                _ => lb::pick(list, &self.def.lb, rng, &self.rr),
+                _ => lb::pick(&b, cands, &self.def.lb, rng, &self.rr),
             };
-            let ep = ep?;
+            let ep = b.eps.get(i?)?;
             chosen = Some(ep.clone());
-            if !avoid.contains(&ep.addr) || list.len() <= 1 {
+            if !avoid.contains(&ep.addr) || cands.len() <= 1 {
                 break;
             }
         }
@@ -233,7 +239,7 @@ impl ClusterPool {
     /// Tell outlier detection how a try at `ep` went.
     pub(crate) fn report(&self, ep: &EndpointState, outcome: outlier::Outcome) {
         if let Some(p) = &self.def.outlier {
-            if outlier::report(p, &self.endpoints.load(), ep, outcome) {
+            if outlier::report(p, &self.balancer.load().eps, ep, outcome) {
                 if let Some(s) = &self.breaker.stats {
                     s.outlier_ejections_total.inc();
                 }

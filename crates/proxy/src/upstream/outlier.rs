@@ -148,17 +148,3 @@ pub(crate) fn report(p: &OutlierPolicy, all: &[Arc<EndpointState>], ep: &Endpoin
     }
     allowed
 }
-
-/// The endpoints to balance over: all but the ejected ones, unless fewer than
-/// `minHealthPercent` remain healthy (Envoy's panic mode: then all of them). `None` = no ejection
-/// in effect, use the full list as is (no allocation on the common path).
-pub(crate) fn healthy(p: &OutlierPolicy, all: &[Arc<EndpointState>]) -> Option<Vec<Arc<EndpointState>>> {
-    if !all.iter().any(|e| e.outlier.is_ejected()) {
-        return None;
-    }
-    let healthy: Vec<Arc<EndpointState>> = all.iter().filter(|e| !e.outlier.is_ejected()).cloned().collect();
-    if healthy.len() * 100 < all.len() * p.min_health_percent as usize {
-        return None;
-    }
-    Some(healthy)
-}
