@@ -8,6 +8,9 @@ use http_body_util::Full;
 use portico_model::snapshot::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Endpoints with these weights.
 fn weighted_cluster(name: &str, eps: &[(SocketAddr, u32)]) -> Cluster {
@@ -99,4 +102,83 @@ async fn dns_endpoint_weight_applies_to_the_addresses_it_resolves_to() {
         start(snapshot(vec![listener(80, vec![vhost("*", vec![route(vec![], forward("c"))])])], vec![c])).await;
     let t = tally(addr, "/", 400).await;
     assert_eq!((t["a"], t["b"]), (300, 100), "{t:?}");
+}
+
+/// A backend that always answers `status`, counting requests.
+async fn fixed(status: u16) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let h = h.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_r: http::Request<hyper::body::Incoming>| {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let mut resp = http::Response::new(Full::new(bytes::Bytes::from(addr.to_string())));
+                    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+fn ejecting(min_health_percent: u32) -> OutlierPolicy {
+    OutlierPolicy {
+        consecutive_5xx: Some(3),
+        consecutive_gateway_errors: None,
+        consecutive_local_origin_failures: None,
+        split_external_local_origin_errors: false,
+        interval: Duration::from_secs(10),
+        base_ejection_time: Duration::from_secs(30),
+        max_ejection_percent: 100,
+        min_health_percent,
+    }
+}
+
+/// A route without retries to `c`, so each request reaches exactly one endpoint.
+fn no_retry(c: Cluster) -> Arc<Snapshot> {
+    let mut r = route(vec![], forward(&c.name));
+    r.retry = RetryPolicy::default();
+    snapshot(vec![listener(80, vec![vhost("*", vec![r])])], vec![c])
+}
+
+#[tokio::test]
+async fn panic_mode_balances_over_ejected_endpoints_below_min_health_percent() {
+    for (min_health, panics) in [(50, true), (0, false)] {
+        let ((bad1, hits1), (bad2, hits2), (good, _)) = (fixed(500).await, fixed(500).await, fixed(200).await);
+        let mut c = cluster("c", &[bad1, bad2, good]);
+        c.lb = LbPolicy::RoundRobin;
+        c.outlier = Some(ejecting(min_health));
+        let (_p, addr) = start(no_retry(c)).await;
+        let mut client = H1::connect(addr).await;
+        // Until both failing endpoints have failed 3 times in a row (and were ejected).
+        for _ in 0..100 {
+            if hits1.load(Ordering::SeqCst) >= 3 && hits2.load(Ordering::SeqCst) >= 3 {
+                break;
+            }
+            client.get("h", "/").await;
+        }
+        let before = hits1.load(Ordering::SeqCst) + hits2.load(Ordering::SeqCst);
+        assert_eq!(before, 6, "each ejected at its 3rd consecutive 5xx");
+        let mut ok = 0;
+        for _ in 0..30 {
+            ok += usize::from(client.get("h", "/").await.status == 200);
+        }
+        let after = hits1.load(Ordering::SeqCst) + hits2.load(Ordering::SeqCst);
+        if panics {
+            // 1 of 3 healthy (33 %) < 50 %: round robin over all three again.
+            assert_eq!((after - before, ok), (20, 10), "minHealthPercent {min_health}");
+        } else {
+            // Panic disabled: only the healthy endpoint.
+            assert_eq!((after - before, ok), (0, 30), "minHealthPercent {min_health}");
+        }
+    }
 }
