@@ -4,7 +4,7 @@ use crate::duration;
 use crate::host;
 use crate::snapshot::{
     Cluster, Discovery, Endpoint, HashPolicy, HashTable, LbPolicy, Limits, OutlierPolicy, SecretData, UpstreamProtocol,
-    UpstreamTls,
+    UpstreamTls, Warmup,
 };
 use portico_api::istio::{
     ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection, Resolution,
@@ -193,6 +193,22 @@ pub fn lb_policy(lb: Option<&LoadBalancerSettings>) -> LbPolicy {
     }
 }
 
+/// `warmup` (preferred) or the older `warmupDurationSecs`; `None` without a positive duration.
+pub fn warmup(lb: Option<&LoadBalancerSettings>) -> Option<Warmup> {
+    let lb = lb?;
+    let parse = |d: Option<&str>| d.and_then(|d| duration::parse(d).ok()).filter(|d| !d.is_zero());
+    let (duration, min, aggression) = match &lb.warmup {
+        Some(w) => (parse(w.duration.as_deref())?, w.minimum_percent, w.aggression),
+        None => (parse(lb.warmup_duration_secs.as_deref())?, None, None),
+    };
+    Some(Warmup {
+        duration,
+        minimum_percent: min.filter(|m| (0.0..=100.0).contains(m)).unwrap_or(10.0),
+        // 0 (or unset) means Envoy's default, 1.0.
+        aggression: aggression.filter(|a| *a > 0.0 && a.is_finite()).unwrap_or(1.0),
+    })
+}
+
 fn clamp_u32(v: Option<i32>) -> Option<u32> {
     v.map(|n| n.max(0) as u32)
 }
@@ -317,6 +333,7 @@ pub fn build_cluster(
         limits: limits(cp),
         outlier: outlier(policy.outlier_detection.as_ref()),
         tls: None,
+        warmup: warmup(policy.load_balancer.as_ref()),
         version,
     }
 }

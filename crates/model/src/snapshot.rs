@@ -508,6 +508,18 @@ pub struct OutlierPolicy {
     pub min_health_percent: u32,
 }
 
+/// Envoy's slow start: an endpoint's weight is scaled by
+/// `max(minimum_percent / 100, (time_since_joined / duration)^(1 / aggression))` until
+/// `duration` has passed since it joined.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Warmup {
+    pub duration: Duration,
+    /// 0..=100 (Istio's default: 10).
+    pub minimum_percent: f64,
+    /// > 0 (default 1.0: linear).
+    pub aggression: f64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UpstreamTls {
     /// SIMPLE or MUTUAL.
@@ -545,6 +557,11 @@ pub struct Cluster {
     pub limits: Limits,
     pub outlier: Option<OutlierPolicy>,
     pub tls: Option<UpstreamTls>,
+    /// Slow start for endpoints that join later (DestinationRule `loadBalancer.warmup` or
+    /// `warmupDurationSecs`); the data plane applies it to ROUND_ROBIN and LEAST_REQUEST only,
+    /// as Envoy does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<Warmup>,
     /// `version` label of the subset's endpoints, for `destination_version`.
     pub version: Option<String>,
 }

@@ -2,7 +2,7 @@
 //! yet. Users get a warning naming the field instead of silence. Shrinks as features land.
 
 use portico_api::diag::code;
-use portico_api::istio::{DestinationRule, Gateway, TrafficPolicy, VirtualService};
+use portico_api::istio::{DestinationRule, Gateway, SimpleLb, TrafficPolicy, VirtualService};
 use portico_api::{Diagnostic, Resource, Spec};
 
 struct Found<'r> {
@@ -72,8 +72,18 @@ fn traffic_policy(f: &mut Found<'_>, prefix: &str, tp: &TrafficPolicy) {
         if lb.locality_lb_setting.is_some() {
             f.warn(format!("{prefix}.loadBalancer.localityLbSetting"), "locality load balancing");
         }
-        if lb.warmup.is_some() || lb.warmup_duration_secs.is_some() {
-            f.warn(format!("{prefix}.loadBalancer"), "slow-start warmup");
+        let slow_start_lb = lb.consistent_hash.is_none()
+            && matches!(
+                lb.simple,
+                None | Some(
+                    SimpleLb::Unspecified | SimpleLb::RoundRobin | SimpleLb::LeastRequest | SimpleLb::LeastConn
+                )
+            );
+        if (lb.warmup.is_some() || lb.warmup_duration_secs.is_some()) && !slow_start_lb {
+            f.warn(
+                format!("{prefix}.loadBalancer"),
+                "slow-start warmup with this load balancer (Envoy applies it to ROUND_ROBIN and LEAST_REQUEST only)",
+            );
         }
     }
     if tp.tls.as_ref().is_some_and(|t| t.mode == portico_api::istio::ClientTlsMode::IstioMutual) {

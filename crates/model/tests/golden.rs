@@ -636,3 +636,43 @@ spec:
     assert!(warned.iter().any(|d| d.contains("%NOT_A_VAR%") && d.contains("x-bad")), "{warned:?}");
     assert!(!warned.iter().any(|d| d.contains("DOWNSTREAM_REMOTE_ADDRESS")), "{warned:?}");
 }
+
+#[test]
+fn warmup_compiles_into_the_cluster() {
+    use portico_model::snapshot::Warmup;
+    use std::time::Duration;
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 90s, minimumPercent: 25, aggression: 2}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {loadBalancer: {warmupDurationSecs: 30s}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {simple: RANDOM, warmupDurationSecs: 30s}}
+"#,
+    );
+    let parsed = portico_api::parse_text("case.yaml", &yaml, "default");
+    let compiled = compile(&parsed.resources, &Options::default());
+    let warmup = |name: &str| compiled.snapshot.cluster(name).unwrap().warmup.clone();
+    assert_eq!(
+        warmup("outbound|9080||reviews.default.svc.cluster.local"),
+        Some(Warmup { duration: Duration::from_secs(90), minimum_percent: 25.0, aggression: 2.0 })
+    );
+    // The older field: Istio's defaults for the rest.
+    assert_eq!(
+        warmup("outbound|9080|v1|reviews.default.svc.cluster.local"),
+        Some(Warmup { duration: Duration::from_secs(30), minimum_percent: 10.0, aggression: 1.0 })
+    );
+    let warned: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
+    // Only RANDOM (v2) is warned: Envoy's slow start is for ROUND_ROBIN and LEAST_REQUEST.
+    assert_eq!(warned.iter().filter(|d| d.contains("PTC0006")).count(), 1, "{warned:?}");
+    assert!(warned.iter().any(|d| d.contains("subsets[1]") && d.contains("slow-start")), "{warned:?}");
+}

@@ -182,3 +182,39 @@ async fn panic_mode_balances_over_ejected_endpoints_below_min_health_percent() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn warmup_ramps_up_an_endpoint_added_by_a_reload() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    // 10 minutes, at least 10 %, aggression 2: weight factor sqrt(t / 600 s).
+    let warmup = Warmup { duration: Duration::from_secs(600), minimum_percent: 10.0, aggression: 2.0 };
+    let snap = |lb: &LbPolicy, eps: &[SocketAddr]| {
+        let mut c = cluster("c", eps);
+        c.lb = lb.clone();
+        c.warmup = Some(warmup.clone());
+        // A cluster created with both endpoints: neither warms up.
+        let mut fresh = cluster("fresh", &[a.addr, b.addr]);
+        fresh.lb = lb.clone();
+        fresh.warmup = Some(warmup.clone());
+        let routes = vec![route(vec![uri_prefix("/fresh")], forward("fresh")), route(vec![], forward("c"))];
+        snapshot(vec![listener(80, vec![vhost("*", routes)])], vec![c, fresh])
+    };
+    for lb in [LbPolicy::RoundRobin, LbPolicy::LeastRequest] {
+        let (p, addr) = start(snap(&lb, &[a.addr])).await;
+        p.apply(snap(&lb, &[a.addr, b.addr])).await.unwrap();
+        // 1000 draws per phase: a share's standard deviation is at most 1.6 points; allow 5.
+        let fresh = share(&tally(addr, "/fresh", 1000).await, "b");
+        assert!((fresh - 0.5).abs() < 0.05, "{lb:?} initial endpoints: {fresh}");
+        // Just added: 10 % of its weight → 0.1 / 1.1 ≈ 9 % of the requests.
+        let early = share(&tally(addr, "/", 1000).await, "b");
+        assert!((early - 0.091).abs() < 0.05, "{lb:?} at start: {early}");
+        // A quarter of the window: sqrt(0.25) = 0.5 → 0.5 / 1.5 ≈ 33 %.
+        tokio::time::advance(Duration::from_secs(150)).await;
+        let quarter = share(&tally(addr, "/", 1000).await, "b");
+        assert!((quarter - 0.333).abs() < 0.05, "{lb:?} at 150 s: {quarter}");
+        // Window over: an equal share.
+        tokio::time::advance(Duration::from_secs(460)).await;
+        let after = share(&tally(addr, "/", 1000).await, "b");
+        assert!((after - 0.5).abs() < 0.05, "{lb:?} after the window: {after}");
+    }
+}

@@ -701,6 +701,7 @@ fn clone_cluster(c: &Cluster) -> Cluster {
         limits: c.limits.clone(),
         outlier: c.outlier.clone(),
         tls: c.tls.clone(),
+        warmup: c.warmup.clone(),
         version: c.version.clone(),
     }
 }

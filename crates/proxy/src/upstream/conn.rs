@@ -109,11 +109,15 @@ pub(crate) struct EndpointState {
     pub(crate) outlier: OutlierState,
     /// Connections open to this endpoint (busy or idle), for `/clusters`.
     pub(crate) open: Arc<AtomicU32>,
+    /// When the endpoint joined its cluster after the cluster was created (slow start counts
+    /// from here); `None` for the cluster's initial endpoints.
+    pub(crate) joined: Option<tokio::time::Instant>,
 }
 
 impl EndpointState {
-    pub(crate) fn new(addr: SocketAddr, max_idle: usize) -> EndpointState {
+    pub(crate) fn new(addr: SocketAddr, max_idle: usize, joined: Option<tokio::time::Instant>) -> EndpointState {
         EndpointState {
+            joined,
             addr,
             active: AtomicUsize::new(0),
             idle: SegQueue::new(),

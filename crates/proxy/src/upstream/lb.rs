@@ -13,12 +13,20 @@
 //!   endpoint `weight / (active_requests + 1)^bias` (bias 1.0). Envoy draws from an EDF scheduler
 //!   over those dynamic weights; we draw at random in proportion to them, which needs no shared
 //!   mutable scheduler (no lock) and gives the same expected shares.
+//!
+//! Slow start (DestinationRule `warmup`, ROUND_ROBIN and LEAST_REQUEST only, as in Envoy): an
+//! endpoint that joined less than `duration` ago has its weight scaled by
+//! `max(minimumPercent, (t / duration)^(1/aggression))` (t at least 1 s, as Envoy counts). While
+//! any endpoint is warming up, round robin draws in proportion to the scaled weights too (the
+//! weights change continuously, so no fixed cycle fits them).
 
 use super::EndpointState;
 use crate::rng::FastRng;
-use portico_model::snapshot::{Cluster, Endpoint, LbPolicy};
+use portico_model::snapshot::{Cluster, Endpoint, LbPolicy, Warmup};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// What the cluster definition says about one endpoint (each address a DNS name resolves to
 /// gets its name's).
@@ -50,6 +58,8 @@ pub(crate) struct Balancer {
     schedule: Vec<u32>,
     /// Consistent-hash table over `eps` (same order), for consistent-hash clusters.
     pub(crate) table: Option<super::hash::Table>,
+    /// The cluster's slow start and when the last endpoint's window ends.
+    warmup: Option<(Warmup, Instant)>,
 }
 
 impl Balancer {
@@ -65,7 +75,20 @@ impl Balancer {
             }
             _ => None,
         };
-        Balancer { all: (0..eps.len() as u32).collect(), eps, metas, uniform, schedule, table }
+        let warmup = match (&def.warmup, &def.lb) {
+            (Some(w), LbPolicy::RoundRobin | LbPolicy::LeastRequest) => eps
+                .iter()
+                .filter_map(|e: &Arc<EndpointState>| e.joined)
+                .max()
+                .map(|last| (w.clone(), last + w.duration)),
+            _ => None,
+        };
+        Balancer { all: (0..eps.len() as u32).collect(), eps, metas, uniform, schedule, table, warmup }
+    }
+
+    /// The slow-start settings while some endpoint is still warming up.
+    fn warming(&self) -> Option<&Warmup> {
+        self.warmup.as_ref().filter(|(_, until)| Instant::now() < *until).map(|(w, _)| w)
     }
 
     /// The endpoints with their definitions (to carry over to a new pool).
@@ -95,6 +118,18 @@ impl Balancer {
 
     fn weight(&self, i: u32) -> f64 {
         self.metas.get(i as usize).map_or(1.0, |m| f64::from(m.weight))
+    }
+
+    /// `weight(i)` scaled by slow start (`w`), at `now`.
+    fn warm_weight(&self, i: u32, w: &Warmup, now: Instant) -> f64 {
+        let base = self.weight(i);
+        let Some(joined) = self.eps.get(i as usize).and_then(|e| e.joined) else { return base };
+        let t = now.saturating_duration_since(joined).max(Duration::from_secs(1));
+        if t >= w.duration {
+            return base;
+        }
+        let factor = (t.as_secs_f64() / w.duration.as_secs_f64()).powf(1.0 / w.aggression);
+        base * factor.max(w.minimum_percent / 100.0)
     }
 }
 
@@ -141,6 +176,15 @@ pub(super) fn pick(b: &Balancer, cands: &[u32], lb: &LbPolicy, rng: &FastRng, rr
         return cands.first().map(|i| *i as usize);
     }
     let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+    if let Some(w) = b.warming() {
+        let now = Instant::now();
+        let lr = matches!(lb, LbPolicy::LeastRequest);
+        return weighted_random(cands, rng, |i| {
+            let active = if lr { b.eps[i as usize].active() as f64 } else { 0.0 };
+            b.warm_weight(i, w, now) / (active + 1.0)
+        })
+        .map(|i| i as usize);
+    }
     let i = match lb {
         LbPolicy::RoundRobin if b.uniform => cands.get(rr.fetch_add(1, Ordering::Relaxed) % n).copied(),
         LbPolicy::RoundRobin => {

@@ -79,6 +79,7 @@ fn same_definition(a: &Cluster, b: &Cluster) -> bool {
         && a.limits == b.limits
         && a.outlier == b.outlier
         && a.tls == b.tls
+        && a.warmup == b.warmup
 }
 
 /// Endpoints can carry connections over from an old pool when they speak the same way.
@@ -165,6 +166,11 @@ impl ClusterPool {
         });
         let current = self.balancer.load();
         let carried = carry.map(|c| c.balancer.load_full());
+        // Envoy's slow start is for endpoints added to an existing cluster: the endpoints a
+        // cluster starts with (first snapshot, a new cluster, a DNS cluster's first answer) are
+        // not warmed up.
+        let initial = carry.is_none() && !self.resolved_once.load(Ordering::Acquire);
+        let joined = if initial { None } else { Some(tokio::time::Instant::now()) };
         let list: Vec<(Arc<EndpointState>, lb::Meta)> = addrs
             .into_iter()
             .map(|(a, meta)| {
@@ -174,7 +180,7 @@ impl ClusterPool {
                     .chain(carried.iter().flat_map(|c| c.eps.iter()))
                     .find(|e| e.addr == a)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(EndpointState::new(a, self.max_idle)));
+                    .unwrap_or_else(|| Arc::new(EndpointState::new(a, self.max_idle, joined)));
                 (state, meta)
             })
             .collect();

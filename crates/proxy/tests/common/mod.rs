@@ -39,6 +39,7 @@ pub fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
         limits: Limits::default(),
         outlier: None,
         tls: None,
+        warmup: None,
         version: None,
     }
 }
