@@ -25,6 +25,9 @@ pub struct Options {
     pub labels: BTreeMap<String, String>,
     /// The namespace the gateway runs in (where `credentialName` secrets are looked up).
     pub gateway_namespace: String,
+    /// This instance's locality, `region/zone/subzone` (Istio's); `None` turns locality load
+    /// balancing off.
+    pub locality: Option<String>,
 }
 
 impl Default for Options {
@@ -32,6 +35,7 @@ impl Default for Options {
         Options {
             labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
             gateway_namespace: "istio-system".to_string(),
+            locality: None,
         }
     }
 }
@@ -495,6 +499,7 @@ impl<'a> Builder<'a> {
             for port in &svc.ports {
                 let base = registry::port_policy(dr.and_then(|(_, d)| d.traffic_policy.as_ref()), port.number);
                 let mut c = registry::build_cluster(svc, port, None, &base);
+                registry::apply_locality(&mut c, &base, self.opts);
                 let dr_ns = dr.map(|(r, _)| r.namespace()).unwrap_or(&svc_ns);
                 let namespaces = [self.opts.gateway_namespace.as_str(), dr_ns];
                 c.tls = registry::upstream_tls(base.tls.as_ref(), &self.snapshot.secrets, &namespaces);
@@ -508,6 +513,7 @@ impl<'a> Builder<'a> {
                             None => base.clone(),
                         };
                         let mut c = registry::build_cluster(svc, port, Some((&subset.name, &subset.labels)), &policy);
+                        registry::apply_locality(&mut c, &policy, self.opts);
                         c.tls = registry::upstream_tls(policy.tls.as_ref(), &self.snapshot.secrets, &namespaces);
                         if c.endpoints.is_empty()
                             && !svc.spec.endpoints.is_empty()

@@ -286,6 +286,8 @@ pub fn build_cluster(
             port: u16::try_from(ep_port).unwrap_or(0),
             labels: ep.labels.clone(),
             weight: ep.weight.unwrap_or(1).max(1),
+            locality: ep.locality.clone().filter(|l| !l.is_empty()),
+            ..Endpoint::default()
         });
     }
     let discovery = match resolution {
@@ -297,8 +299,8 @@ pub fn build_cluster(
         endpoints.push(Endpoint {
             address: svc.host.clone(),
             port: u16::try_from(port.target_port.unwrap_or(port.number)).unwrap_or(0),
-            labels: BTreeMap::new(),
             weight: 1,
+            ..Endpoint::default()
         });
     }
     let mut protocol = match port.protocol.as_deref().map(|p| p.to_ascii_uppercase()) {
@@ -379,4 +381,114 @@ pub fn upstream_tls(
         cert_file: t.client_certificate.clone().filter(|s| !s.is_empty() && mutual),
         key_file: t.private_key.clone().filter(|s| !s.is_empty() && mutual),
     })
+}
+
+// ───────────────────────────── locality ─────────────────────────────
+
+/// `region/zone/subzone` → its three parts ("" for missing ones).
+fn split_locality(l: &str) -> [&str; 3] {
+    let mut it = l.splitn(3, '/');
+    [it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or("")]
+}
+
+/// Istio's locality pattern match: each part of `pattern` is `*` or equal; missing zone or
+/// subzone parts match anything.
+fn locality_matches(pattern: &str, locality: &str) -> bool {
+    let (p, l) = (split_locality(pattern), split_locality(locality));
+    (p[0] == "*" || p[0] == l[0])
+        && (p[1].is_empty() || p[1] == "*" || p[1] == l[1])
+        && (p[2].is_empty() || p[2] == "*" || p[2] == l[2])
+}
+
+const TOPOLOGY: [&str; 3] =
+    ["topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone"];
+
+/// Istio's locality load balancing for a proxy at `opts.locality` (off without one, or with
+/// `enabled: false`), as endpoint priorities and locality weights for the data plane:
+/// * `distribute`: the first rule whose `from` matches the proxy; each `to` pattern's weight is
+///   split over the localities it claims (first pattern wins) in proportion to their endpoint
+///   weights, rounded up; endpoints of localities no pattern claims get no traffic (removed).
+///   It does not need outlier detection.
+/// * otherwise, only with `outlierDetection` (Envoy cannot fail over without it) — Istio's
+///   default even without a `localityLbSetting`: `failoverPriority` labels (priority = how many
+///   of the labels, from the last, fail to match the proxy's in order) or locality failover:
+///   same region/zone/subzone 0, same zone 1, same region 2, other regions 3 — and with a
+///   `failover` rule for the proxy's region, its `to` region 3 and the others 4.
+pub fn apply_locality(c: &mut Cluster, policy: &TrafficPolicy, opts: &crate::Options) {
+    let Some(proxy) = opts.locality.as_deref().filter(|l| !l.is_empty()) else { return };
+    let setting = policy.load_balancer.as_ref().and_then(|lb| lb.locality_lb_setting.as_ref());
+    if setting.and_then(|s| s.enabled) == Some(false) {
+        return;
+    }
+    let empty = portico_api::istio::LocalityLbSetting::default();
+    let s = setting.unwrap_or(&empty);
+    let loc = |e: &Endpoint| e.locality.clone().unwrap_or_default();
+    if !s.distribute.is_empty() {
+        let Some(rule) = s.distribute.iter().find(|d| locality_matches(&d.from, proxy)) else { return };
+        let mut localities: BTreeMap<String, u64> = BTreeMap::new();
+        for e in &c.endpoints {
+            *localities.entry(loc(e)).or_default() += u64::from(e.weight);
+        }
+        let mut weights: BTreeMap<String, u32> = BTreeMap::new();
+        for (pattern, w) in &rule.to {
+            let claimed: Vec<(&String, &u64)> =
+                localities.iter().filter(|(l, _)| !weights.contains_key(*l) && locality_matches(pattern, l)).collect();
+            let total: u64 = claimed.iter().map(|(_, w)| **w).sum::<u64>().max(1);
+            let mut these = Vec::new();
+            for (l, own) in claimed {
+                let share = (own * u64::from(*w)).div_ceil(total);
+                these.push((l.clone(), u32::try_from(share).unwrap_or(u32::MAX)));
+            }
+            weights.extend(these);
+        }
+        c.endpoints.retain(|e| weights.get(&loc(e)).is_some_and(|w| *w > 0));
+        for e in &mut c.endpoints {
+            e.locality_weight = weights.get(&loc(e)).copied();
+        }
+        return;
+    }
+    if c.outlier.is_none() {
+        return;
+    }
+    let p = split_locality(proxy);
+    if !s.failover_priority.is_empty() {
+        let value = |labels: &BTreeMap<String, String>, parts: [&str; 3], key: &str| -> Option<String> {
+            match TOPOLOGY.iter().position(|t| *t == key) {
+                Some(i) => Some(parts[i].to_string()).filter(|v| !v.is_empty()),
+                None => labels.get(key).cloned(),
+            }
+        };
+        let n = s.failover_priority.len() as u32;
+        for e in &mut c.endpoints {
+            let l = loc(e);
+            let ep_parts = split_locality(&l);
+            let matched = s
+                .failover_priority
+                .iter()
+                .take_while(|key| {
+                    let mine = value(&opts.labels, p, key);
+                    mine.is_some() && mine == value(&e.labels, ep_parts, key)
+                })
+                .count() as u32;
+            e.priority = n - matched;
+        }
+        return;
+    }
+    let to_region = s.failover.iter().find(|f| f.from == p[0]).map(|f| f.to.as_str());
+    for e in &mut c.endpoints {
+        let l = loc(e);
+        let q = split_locality(&l);
+        e.priority = if q[0] != p[0] {
+            match to_region {
+                Some(to) if q[0] != to => 4,
+                _ => 3,
+            }
+        } else if q[1] != p[1] {
+            2
+        } else if q[2] != p[2] {
+            1
+        } else {
+            0
+        };
+    }
 }

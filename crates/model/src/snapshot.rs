@@ -441,6 +441,20 @@ pub struct Endpoint {
     pub port: u16,
     pub labels: BTreeMap<String, String>,
     pub weight: u32,
+    /// `region/zone/subzone` (ServiceEntry endpoint `locality`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    /// Envoy priority from locality failover (0 = preferred); 0 when locality LB is off.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: u32,
+    /// Weight of the endpoint's locality from `distribute` (Envoy's locality-weighted LB);
+    /// `None` when not distributing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality_weight: Option<u32>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

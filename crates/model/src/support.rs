@@ -69,8 +69,17 @@ fn virtual_service(f: &mut Found<'_>, vs: &VirtualService) {
 
 fn traffic_policy(f: &mut Found<'_>, prefix: &str, tp: &TrafficPolicy) {
     if let Some(lb) = &tp.load_balancer {
-        if lb.locality_lb_setting.is_some() {
-            f.warn(format!("{prefix}.loadBalancer.localityLbSetting"), "locality load balancing");
+        if let Some(l) = &lb.locality_lb_setting {
+            let path = format!("{prefix}.loadBalancer.localityLbSetting");
+            if !l.failover.is_empty() && !l.failover_priority.is_empty() {
+                f.warn(
+                    format!("{path}.failover"),
+                    "`failover` together with `failoverPriority` (only failoverPriority is applied)",
+                );
+            }
+            if l.failover_priority.iter().any(|p| p.contains('=')) {
+                f.warn(format!("{path}.failoverPriority"), "overriding label values (`key=value`) in failoverPriority");
+            }
         }
         let slow_start_lb = lb.consistent_hash.is_none()
             && matches!(

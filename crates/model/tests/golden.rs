@@ -676,3 +676,48 @@ spec:
     assert_eq!(warned.iter().filter(|d| d.contains("PTC0006")).count(), 1, "{warned:?}");
     assert!(warned.iter().any(|d| d.contains("subsets[1]") && d.contains("slow-start")), "{warned:?}");
 }
+
+#[test]
+fn locality_priorities_follow_failover_priority_labels() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [svc.example.internal]
+  resolution: STATIC
+  ports: [{number: 80, name: http}]
+  endpoints:
+  - {address: 10.0.0.1, locality: us-east/a, labels: {tier: gold}}
+  - {address: 10.0.0.2, locality: us-east/b, labels: {tier: silver}}
+  - {address: 10.0.0.3, locality: us-west/a, labels: {tier: gold}}
+  - {address: 10.0.0.4, locality: us-east/c, labels: {tier: gold}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc, namespace: default}
+spec:
+  host: svc.example.internal
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3}
+    loadBalancer:
+      localityLbSetting: {failoverPriority: [topology.kubernetes.io/region, tier]}
+"#;
+    let parsed = portico_api::parse_text("case.yaml", yaml, "default");
+    let opts = Options {
+        locality: Some("us-east/a".into()),
+        labels: [("istio".to_string(), "ingressgateway".to_string()), ("tier".to_string(), "gold".to_string())].into(),
+        ..Options::default()
+    };
+    let compiled = compile(&parsed.resources, &opts);
+    let c = compiled.snapshot.cluster("outbound|80||svc.example.internal").unwrap();
+    let prio: Vec<(&str, u32)> = c.endpoints.iter().map(|e| (e.address.as_str(), e.priority)).collect();
+    // Region and tier match: 0; region only: 1; region differs: 2 (labels after it do not count).
+    assert_eq!(prio, [("10.0.0.1", 0), ("10.0.0.2", 1), ("10.0.0.3", 2), ("10.0.0.4", 0)]);
+    let warned: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(!warned.iter().any(|d| d.contains("PTC0006")), "{warned:?}");
+    // Without a gateway locality, locality load balancing is off.
+    let compiled = compile(&parsed.resources, &Options::default());
+    let c = compiled.snapshot.cluster("outbound|80||svc.example.internal").unwrap();
+    assert!(c.endpoints.iter().all(|e| e.priority == 0));
+}

@@ -40,6 +40,10 @@ struct InstanceArgs {
     /// The namespace this gateway runs in (where `credentialName` secrets are looked up).
     #[arg(long, env = "PORTICO_GATEWAY_NAMESPACE", default_value = "istio-system")]
     gateway_namespace: String,
+    /// This instance's locality (`region/zone/subzone`, Istio's spelling); turns on locality
+    /// load balancing (failover needs the DestinationRule's outlierDetection). Off when unset.
+    #[arg(long, env = "PORTICO_LOCALITY", value_name = "REGION/ZONE/SUBZONE")]
+    locality: Option<String>,
 }
 
 #[derive(Args)]
@@ -115,7 +119,14 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>> {
 }
 
 fn options(i: &InstanceArgs) -> Result<Options> {
-    Ok(Options { labels: parse_labels(&i.labels)?, gateway_namespace: i.gateway_namespace.clone() })
+    let locality = match i.locality.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(l) if l.split('/').count() > 3 || l.starts_with('/') => {
+            anyhow::bail!("--locality: `{l}` is not region/zone/subzone")
+        }
+        Some(l) => Some(l.to_string()),
+    };
+    Ok(Options { labels: parse_labels(&i.labels)?, gateway_namespace: i.gateway_namespace.clone(), locality })
 }
 
 /// Load and compile; diagnostics of parsing and compiling together, sorted by place.

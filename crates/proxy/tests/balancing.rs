@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use http_body_util::Full;
 use portico_model::snapshot::*;
+use portico_model::Snapshot;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -217,4 +218,180 @@ async fn warmup_ramps_up_an_endpoint_added_by_a_reload() {
         let after = share(&tally(addr, "/", 1000).await, "b");
         assert!((after - 0.5).abs() < 0.05, "{lb:?} after the window: {after}");
     }
+}
+
+// ───────────────────────────── locality ─────────────────────────────
+
+/// Compile `yaml` for a gateway at `locality`, `{name}` placeholders replaced by backend ports.
+fn compile_at(locality: &str, yaml: &str, ports: &[(&str, u16)]) -> Arc<Snapshot> {
+    let mut text = yaml.to_string();
+    for (k, v) in ports {
+        text = text.replace(&format!("{{{k}}}"), &v.to_string());
+    }
+    let parsed = portico_api::parse_text("test.yaml", &text, "default");
+    assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "parse: {:?}", parsed.diagnostics);
+    let opts = portico_model::Options { locality: Some(locality.into()), ..Default::default() };
+    let compiled = portico_model::compile(&parsed.resources, &opts);
+    assert!(compiled.diagnostics.iter().all(|d| !d.is_error()), "compile: {:?}", compiled.diagnostics);
+    Arc::new(compiled.snapshot)
+}
+
+/// One service with endpoints in four localities, behind a gateway on port 80; `{dr}` is the
+/// DestinationRule's trafficPolicy.
+const REGIONS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: svc.example.internal}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [svc.example.internal]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: {local}}, locality: us-east/a}
+  - {address: 127.0.0.1, ports: {http: {zone_b}}, locality: us-east/b}
+  - {address: 127.0.0.1, ports: {http: {west}}, locality: us-west/a}
+  - {address: 127.0.0.1, ports: {http: {eu}}, locality: eu-west/a}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc, namespace: default}
+spec:
+  host: svc.example.internal
+  trafficPolicy: {dr}
+"#;
+
+const EJECT: &str = "{consecutive5xxErrors: 3, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 100}";
+
+struct Regions {
+    bes: Vec<Backend>,
+}
+
+impl Regions {
+    async fn new() -> Regions {
+        let mut bes = Vec::new();
+        for n in ["local", "zone_b", "west", "eu"] {
+            bes.push(backend(n).await);
+        }
+        Regions { bes }
+    }
+
+    fn snapshot(&self, dr: &str) -> Arc<Snapshot> {
+        let ports: Vec<(&str, u16)> = self.bes.iter().map(|b| (b.name.as_str(), b.addr.port())).collect();
+        compile_at("us-east/a", &REGIONS.replace("{dr}", dr), &ports)
+    }
+}
+
+/// Make whichever endpoint answers fail 3 times in a row (it is ejected); returns its name.
+async fn eject_next(client: &mut H1) -> String {
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        let r = client.send(req("GET", "h", "/").header("x-status", "500").body(Full::default()).unwrap()).await;
+        assert_eq!(r.status, 500);
+        names.push(r.backend());
+    }
+    names.dedup();
+    assert_eq!(names.len(), 1, "one priority, one endpoint: {names:?}");
+    names.remove(0)
+}
+
+async fn only(client: &mut H1, n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        seen.push(client.get("h", "/").await.backend());
+    }
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+#[tokio::test]
+async fn locality_failover_goes_zone_then_region_then_failover_target() {
+    let r = Regions::new().await;
+    let dr = format!(
+        "{{outlierDetection: {EJECT}, loadBalancer: {{simple: ROUND_ROBIN, localityLbSetting: {{failover: [{{from: us-east, to: eu-west}}]}}}}}}"
+    );
+    let (_p, addr) = start(r.snapshot(&dr)).await;
+    let mut client = H1::connect(addr).await;
+    // Healthy: everything stays in the proxy's own zone.
+    assert_eq!(only(&mut client, 50).await, ["local"]);
+    assert_eq!(eject_next(&mut client).await, "local");
+    // Then the same region's other zone.
+    assert_eq!(only(&mut client, 50).await, ["zone_b"]);
+    assert_eq!(eject_next(&mut client).await, "zone_b");
+    // Then the failover region (priority 3), before the other region (4).
+    assert_eq!(only(&mut client, 50).await, ["eu"]);
+    assert_eq!(eject_next(&mut client).await, "eu");
+    assert_eq!(only(&mut client, 50).await, ["west"]);
+}
+
+#[tokio::test]
+async fn locality_is_ignored_without_outlier_detection_or_when_disabled() {
+    let r = Regions::new().await;
+    for dr in [
+        "{loadBalancer: {simple: ROUND_ROBIN}}".to_string(),
+        format!("{{outlierDetection: {EJECT}, loadBalancer: {{simple: ROUND_ROBIN, localityLbSetting: {{enabled: false}}}}}}"),
+    ] {
+        let (_p, addr) = start(r.snapshot(&dr)).await;
+        let t = tally(addr, "/", 400).await;
+        assert_eq!(t.values().copied().collect::<Vec<_>>(), [100; 4], "{dr}: {t:?}");
+    }
+    // With outlier detection alone (Istio's default localityLbSetting), locality applies.
+    let (_p, addr) = start(r.snapshot(&format!("{{outlierDetection: {EJECT}}}"))).await;
+    assert_eq!(only(&mut H1::connect(addr).await, 50).await, ["local"]);
+}
+
+#[tokio::test]
+async fn locality_distribute_splits_by_weight() {
+    let r = Regions::new().await;
+    // From us-east: 80 % to the own zone, 20 % to us-west; zone b and eu are not listed, so
+    // they get nothing. No outlier detection needed.
+    let dr = r#"{loadBalancer: {localityLbSetting: {distribute: [{from: "us-east/*", to: {"us-east/a": 80, "us-west/*": 20}}]}}}"#;
+    let (_p, addr) = start(r.snapshot(dr)).await;
+    let t = tally(addr, "/", 2000).await;
+    assert_eq!(t.len(), 2, "{t:?}");
+    // 2000 draws at p = 0.8: standard deviation 0.9 points; allow 4.
+    assert!((share(&t, "local") - 0.8).abs() < 0.04, "{t:?}");
+}
+
+#[tokio::test]
+async fn a_partly_ejected_priority_spills_per_the_overprovisioning_factor() {
+    let (bad, _) = fixed(500).await;
+    let (good, west) = (backend("good").await, backend("west").await);
+    let yaml = REGIONS.replace(
+        "  - {address: 127.0.0.1, ports: {http: {local}}, locality: us-east/a}\n",
+        "  - {address: 127.0.0.1, ports: {http: {bad}}, locality: us-east/a}\n  - {address: 127.0.0.1, ports: {http: {good}}, locality: us-east/a}\n",
+    );
+    let yaml = yaml.replace("  - {address: 127.0.0.1, ports: {http: {zone_b}}, locality: us-east/b}\n", "");
+    let yaml = yaml.replace("  - {address: 127.0.0.1, ports: {http: {eu}}, locality: eu-west/a}\n", "");
+    let yaml = yaml.replace("{dr}", &format!("{{outlierDetection: {EJECT}, loadBalancer: {{simple: ROUND_ROBIN}}}}"));
+    let snap =
+        compile_at("us-east/a", &yaml, &[("bad", bad.port()), ("good", good.addr.port()), ("west", west.addr.port())]);
+    let (_p, addr) = start(snap).await;
+    let mut client = H1::connect(addr).await;
+    // Round robin in the local zone until `bad` has failed 3 times (ejected).
+    let mut failures = 0;
+    while failures < 3 {
+        failures += usize::from(client.get("h", "/").await.status == 500);
+    }
+    // Priority 0 has 1 of 2 healthy: health min(100, 1.4 × 50) = 70 % of the traffic, the
+    // other 30 % spills to us-west. 1000 draws: standard deviation 1.4 points; allow 5.
+    let t = tally(addr, "/", 1000).await;
+    assert_eq!(t.get(""), None, "the ejected endpoint got traffic: {t:?}");
+    assert!((share(&t, "good") - 0.7).abs() < 0.05, "{t:?}");
+    assert!((share(&t, "west") - 0.3).abs() < 0.05, "{t:?}");
 }

@@ -197,13 +197,12 @@ async fn dns_endpoints_resolve_in_the_background() {
     let be = backend("dns").await;
     let mut c = cluster("c", &[]);
     c.discovery = Discovery::Dns;
-    c.endpoints =
-        vec![Endpoint { address: "localhost".into(), port: be.addr.port(), labels: Default::default(), weight: 1 }];
+    c.endpoints = vec![Endpoint { address: "localhost".into(), port: be.addr.port(), weight: 1, ..Default::default() }];
     let mut bad = cluster("bad", &[]);
     bad.discovery = Discovery::Dns;
     bad.connect_timeout = Duration::from_millis(300);
     bad.endpoints =
-        vec![Endpoint { address: "no-such-host.invalid".into(), port: 80, labels: Default::default(), weight: 1 }];
+        vec![Endpoint { address: "no-such-host.invalid".into(), port: 80, weight: 1, ..Default::default() }];
     let snap = snapshot(
         vec![listener(
             80,

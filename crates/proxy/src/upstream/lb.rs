@@ -22,7 +22,7 @@
 
 use super::EndpointState;
 use crate::rng::FastRng;
-use portico_model::snapshot::{Cluster, Endpoint, LbPolicy, Warmup};
+use portico_model::snapshot::{Cluster, Endpoint, LbPolicy, OutlierPolicy, Warmup};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,12 +33,33 @@ use tokio::time::Instant;
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Meta {
     pub weight: u32,
+    /// Locality failover priority (0 first).
+    pub priority: u32,
+    pub locality: Arc<str>,
+    /// `distribute` weight of the locality.
+    pub locality_weight: Option<u32>,
 }
 
 impl Meta {
     pub(crate) fn of(ep: &Endpoint) -> Meta {
-        Meta { weight: ep.weight.max(1) }
+        Meta {
+            weight: ep.weight.max(1),
+            priority: ep.priority,
+            locality: Arc::from(ep.locality.as_deref().unwrap_or("")),
+            locality_weight: ep.locality_weight,
+        }
     }
+}
+
+/// Envoy's default overprovisioning factor (1.4): a priority or locality with 72 % of its
+/// endpoints healthy still takes all of its traffic.
+const OVERPROVISION: usize = 140;
+
+/// The endpoints of one priority.
+struct Level {
+    members: Vec<u32>,
+    /// `distribute` localities: (weight, members); empty when the cluster does not distribute.
+    localities: Vec<(u32, Vec<u32>)>,
 }
 
 /// Longest weighted round-robin cycle kept; longer ones are scaled down (shares stay within
@@ -60,6 +81,9 @@ pub(crate) struct Balancer {
     pub(crate) table: Option<super::hash::Table>,
     /// The cluster's slow start and when the last endpoint's window ends.
     warmup: Option<(Warmup, Instant)>,
+    /// By priority, ascending; only when there is more than one priority or localities are
+    /// weighted (otherwise every endpoint is one set, the common case).
+    levels: Vec<Level>,
 }
 
 impl Balancer {
@@ -83,7 +107,35 @@ impl Balancer {
                 .map(|last| (w.clone(), last + w.duration)),
             _ => None,
         };
-        Balancer { all: (0..eps.len() as u32).collect(), eps, metas, uniform, schedule, table, warmup }
+        let mut priorities: Vec<u32> = metas.iter().map(|m| m.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let weighted_localities = metas.iter().any(|m| m.locality_weight.is_some());
+        let levels = if priorities.len() > 1 || weighted_localities {
+            priorities
+                .iter()
+                .map(|p| {
+                    let members: Vec<u32> =
+                        (0..metas.len() as u32).filter(|i| metas[*i as usize].priority == *p).collect();
+                    let mut localities: Vec<(u32, Vec<u32>)> = Vec::new();
+                    if weighted_localities {
+                        let mut by_name: Vec<(&str, u32, Vec<u32>)> = Vec::new();
+                        for i in &members {
+                            let m = &metas[*i as usize];
+                            match by_name.iter_mut().find(|(l, _, _)| *l == &*m.locality) {
+                                Some((_, _, v)) => v.push(*i),
+                                None => by_name.push((&m.locality, m.locality_weight.unwrap_or(0), vec![*i])),
+                            }
+                        }
+                        localities = by_name.into_iter().map(|(_, w, v)| (w, v)).collect();
+                    }
+                    Level { members, localities }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Balancer { all: (0..eps.len() as u32).collect(), eps, metas, uniform, schedule, table, warmup, levels }
     }
 
     /// The slow-start settings while some endpoint is still warming up.
@@ -97,23 +149,89 @@ impl Balancer {
     }
 
     /// The endpoints to balance over now: all but the ejected ones, unless fewer than
-    /// `minHealthPercent` remain healthy (Envoy's panic mode: then all of them). `None` = every
-    /// endpoint (no allocation on the common path).
-    pub(crate) fn candidates(
-        &self,
-        outlier: Option<&portico_model::snapshot::OutlierPolicy>,
-        _rng: &FastRng,
-    ) -> Option<Vec<u32>> {
+    /// `minHealthPercent` remain healthy (Envoy's panic mode: then all of them). With locality
+    /// priorities or weights, first a priority (and a locality) is chosen as Envoy does. `None` =
+    /// every endpoint (no allocation on the common path).
+    pub(crate) fn candidates(&self, outlier: Option<&OutlierPolicy>, rng: &FastRng) -> Option<Vec<u32>> {
+        if !self.levels.is_empty() {
+            return Some(self.by_priority(outlier, rng));
+        }
         let p = outlier?;
         if !self.eps.iter().any(|e| e.outlier.is_ejected()) {
             return None;
         }
-        let healthy: Vec<u32> =
-            self.all.iter().copied().filter(|i| !self.eps[*i as usize].outlier.is_ejected()).collect();
+        let healthy: Vec<u32> = self.all.iter().copied().filter(|i| self.healthy(*i)).collect();
         if healthy.len() * 100 < self.eps.len() * p.min_health_percent as usize {
             return None;
         }
         Some(healthy)
+    }
+
+    fn healthy(&self, i: u32) -> bool {
+        !self.eps[i as usize].outlier.is_ejected()
+    }
+
+    /// Envoy's priority load: each priority's health is `min(100, 1.4 × healthy %)`; health
+    /// values are normalized to 100 when they add up to less, then priorities take their
+    /// health's worth of traffic in order, the rest spilling to the next. A priority is in
+    /// panic (all its endpoints) when total health is short of 100 and its own healthy share is
+    /// below `minHealthPercent`. Within a priority, `distribute` localities are chosen by weight ×
+    /// their own (overprovisioned) health.
+    fn by_priority(&self, outlier: Option<&OutlierPolicy>, rng: &FastRng) -> Vec<u32> {
+        let threshold = outlier.map_or(0, |p| p.min_health_percent as usize);
+        let counts: Vec<(usize, usize)> = self
+            .levels
+            .iter()
+            .map(|l| (l.members.iter().filter(|i| self.healthy(**i)).count(), l.members.len()))
+            .collect();
+        let health: Vec<usize> = counts.iter().map(|(h, t)| (OVERPROVISION * h / (*t).max(1)).min(100)).collect();
+        let total = health.iter().sum::<usize>().min(100);
+        let level = if total == 0 {
+            // Nothing healthy anywhere: priority 0, in panic if panic is enabled.
+            0
+        } else {
+            let r = rng.below(100) as usize;
+            let (mut acc, mut remaining) = (0usize, 100usize);
+            let mut chosen = None;
+            for (i, h) in health.iter().enumerate() {
+                let load = (h * 100).checked_div(total).unwrap_or(0).min(remaining);
+                remaining -= load;
+                acc += load;
+                if r < acc {
+                    chosen = Some(i);
+                    break;
+                }
+            }
+            // Rounding leftovers go to the first priority with any health.
+            chosen.unwrap_or_else(|| health.iter().position(|h| *h > 0).unwrap_or(0))
+        };
+        let Some(l) = self.levels.get(level) else { return Vec::new() };
+        let (h, t) = counts[level];
+        let panic = total < 100 && h * 100 < t * threshold;
+        if total == 0 && threshold == 0 {
+            return Vec::new();
+        }
+        let keep = |i: &u32| panic || self.healthy(*i);
+        if l.localities.is_empty() {
+            return l.members.iter().copied().filter(keep).collect();
+        }
+        let weight = |(w, members): &(u32, Vec<u32>)| -> f64 {
+            let avail = if panic {
+                1.0
+            } else {
+                let healthy = members.iter().filter(|i| self.healthy(**i)).count();
+                ((OVERPROVISION * healthy) as f64 / (100 * members.len().max(1)) as f64).min(1.0)
+            };
+            f64::from(*w) * avail
+        };
+        let idx: Vec<u32> = (0..l.localities.len() as u32).collect();
+        match weighted_random(&idx, rng, |i| weight(&l.localities[i as usize])) {
+            Some(i) if weight(&l.localities[i as usize]) > 0.0 => {
+                l.localities[i as usize].1.iter().copied().filter(keep).collect()
+            }
+            // No locality has healthy weight: the priority's endpoints as they are.
+            _ => l.members.iter().copied().filter(keep).collect(),
+        }
     }
 
     fn weight(&self, i: u32) -> f64 {

@@ -31,7 +31,7 @@ pub fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
         discovery: Discovery::Static,
         endpoints: addrs
             .iter()
-            .map(|a| Endpoint { address: a.ip().to_string(), port: a.port(), labels: BTreeMap::new(), weight: 1 })
+            .map(|a| Endpoint { address: a.ip().to_string(), port: a.port(), weight: 1, ..Default::default() })
             .collect(),
         lb: LbPolicy::LeastRequest,
         connect_timeout: Duration::from_secs(2),
