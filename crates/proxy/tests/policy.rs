@@ -827,6 +827,11 @@ struct Pki {
 }
 
 fn pki() -> Pki {
+    pki_for(&["backend.internal"])
+}
+
+/// A CA, a server certificate for `names` and a client certificate, all made now.
+fn pki_for(names: &[&str]) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(vec![]).unwrap();
@@ -834,7 +839,8 @@ fn pki() -> Pki {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
     let sk = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["backend.internal".into()]).unwrap().signed_by(&sk, &issuer).unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let server = CertificateParams::new(names).unwrap().signed_by(&sk, &issuer).unwrap();
     let ck = KeyPair::generate().unwrap();
     let client = CertificateParams::new(vec!["gateway".into()]).unwrap().signed_by(&ck, &issuer).unwrap();
     Pki {
@@ -943,6 +949,29 @@ async fn upstream_tls_sni_and_subject_alt_names() {
     let skip = UpstreamTls { insecure_skip_verify: true, ca_pem: None, ..simple_tls(&p) };
     let (_pr, addr) = start(one(route(vec![], forward("c")), vec![tls_cluster(be, skip)])).await;
     assert_eq!(get(addr, "whatever.example", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn upstream_tls_connections_are_pooled_per_sni() {
+    // Without DestinationRule `sni`, the SNI is each request's host: a connection opened for one
+    // host must not carry the other's requests.
+    let p = pki_for(&["a.example", "b.example"]);
+    for h2 in [false, true] {
+        let (be, handshakes) = tls_backend(&p, false).await;
+        let mut c = tls_cluster(be, simple_tls(&p));
+        if h2 {
+            c.protocol = UpstreamProtocol::Http2;
+        }
+        let (_pr, addr) = start(one(route(vec![], forward("c")), vec![c])).await;
+        let mut client = H1::connect(addr).await;
+        for i in 0..10 {
+            let host = if i % 2 == 0 { "a.example" } else { "b.example" };
+            let r = client.get(host, "/").await;
+            assert_eq!((r.status, r.text()), (200, format!("sni={host}")), "h2: {h2}, request {i}");
+        }
+        // One connection per SNI, each reused.
+        assert_eq!(handshakes.load(Ordering::SeqCst), 2, "h2: {h2}");
+    }
 }
 
 #[tokio::test]

@@ -1,12 +1,16 @@
 //! Connections to one endpoint: a lock-free queue of idle HTTP/1.1 keep-alive connections, or
 //! one shared multiplexed HTTP/2 (prior knowledge, h2c) connection.
+//!
+//! When the TLS SNI follows the request's host (DestinationRule `tls` without `sni`), a
+//! connection opened for one host must not carry another host's requests (the backend chose its
+//! certificate and virtual host by SNI): connections are then kept per SNI ("lanes").
 
 use super::breaker::{Resource, Slot};
 use super::outlier::OutlierState;
 use super::ClusterPool;
 use crate::body::UpstreamBody;
 use crate::ResponseFlags;
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::SegQueue;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -86,6 +90,21 @@ struct IdleConn {
     local: Option<SocketAddr>,
 }
 
+/// A shared HTTP/2 connection and its local address.
+type H2Conn = (http2::SendRequest<UpstreamBody>, Option<SocketAddr>);
+
+/// The connections of one endpoint for one SNI.
+#[derive(Default)]
+struct Lane {
+    /// Idle HTTP/1.1 connections (lock-free; grows in small blocks, nothing preallocated).
+    idle: SegQueue<IdleConn>,
+    h2: ArcSwapOption<H2Conn>,
+}
+
+/// Most SNI lanes kept per endpoint: the host comes from the client, so past this many,
+/// connections for new names are used once and closed rather than pooled.
+const MAX_LANES: usize = 64;
+
 /// The local address of the upstream connection that carried a response, put in the
 /// response's extensions for the access log (`%UPSTREAM_LOCAL_ADDRESS%`).
 #[derive(Clone, Copy, Debug)]
@@ -102,10 +121,9 @@ fn tag_local<B>(mut resp: Response<B>, local: Option<SocketAddr>) -> Response<B>
 pub(crate) struct EndpointState {
     pub(crate) addr: SocketAddr,
     pub(crate) active: AtomicUsize,
-    /// Idle HTTP/1.1 connections (lock-free; grows in small blocks, nothing preallocated).
-    idle: SegQueue<IdleConn>,
+    /// Connections by SNI (`""` when the SNI does not vary by request), appended only.
+    lanes: ArcSwap<Vec<(Arc<str>, Arc<Lane>)>>,
     max_idle: usize,
-    h2: ArcSwapOption<(http2::SendRequest<UpstreamBody>, Option<SocketAddr>)>,
     pub(crate) outlier: OutlierState,
     /// Connections open to this endpoint (busy or idle), for `/clusters`.
     pub(crate) open: Arc<AtomicU32>,
@@ -120,9 +138,8 @@ impl EndpointState {
             joined,
             addr,
             active: AtomicUsize::new(0),
-            idle: SegQueue::new(),
+            lanes: ArcSwap::from_pointee(vec![(Arc::from(""), Arc::new(Lane::default()))]),
             max_idle,
-            h2: ArcSwapOption::empty(),
             outlier: OutlierState::default(),
             open: Arc::new(AtomicU32::new(0)),
         }
@@ -130,7 +147,31 @@ impl EndpointState {
 
     /// Idle keep-alive connections pooled now (admin `/clusters`).
     pub(crate) fn idle_connections(&self) -> usize {
-        self.idle.len()
+        self.lanes.load().iter().map(|(_, l)| l.idle.len()).sum()
+    }
+
+    /// The lane for `key`, created if there is room; `None` past `MAX_LANES`.
+    fn lane(&self, key: &str) -> Option<Arc<Lane>> {
+        if let Some((_, l)) = self.lanes.load().iter().find(|(k, _)| &**k == key) {
+            return Some(l.clone());
+        }
+        let mut found = None;
+        self.lanes.rcu(|cur| {
+            if let Some((_, l)) = cur.iter().find(|(k, _)| &**k == key) {
+                found = Some(l.clone());
+                return cur.clone();
+            }
+            if cur.len() >= MAX_LANES {
+                found = None;
+                return cur.clone();
+            }
+            let lane = Arc::new(Lane::default());
+            found = Some(lane.clone());
+            let mut next = (**cur).clone();
+            next.push((Arc::from(key), lane));
+            Arc::new(next)
+        });
+        found
     }
 
     pub(crate) fn active(&self) -> usize {
@@ -155,7 +196,7 @@ impl EndpointState {
     /// pending for a connection to close or go idle, unless `http1MaxPendingRequests` are
     /// already waiting: then it overflows (503 `UO`), as Envoy's connection pool does.
     /// `Ok(None)`: an idle connection came free while waiting.
-    async fn connection_slot(&self, pool: &ClusterPool) -> Result<Result<Slot, IdleConn>, SendError> {
+    async fn connection_slot(&self, pool: &ClusterPool, lane: &Lane) -> Result<Result<Slot, IdleConn>, SendError> {
         let limits = &pool.def.limits;
         if let Some(s) = pool.breaker.try_acquire(Resource::Connection, limits) {
             return Ok(Ok(s));
@@ -168,20 +209,11 @@ impl EndpointState {
             if let Some(s) = pool.breaker.try_acquire_quiet(Resource::Connection, limits) {
                 return Ok(Ok(s));
             }
-            if let Some(c) = self.take_idle() {
+            if let Some(c) = take_idle(lane) {
                 return Ok(Err(c));
             }
             notified.await;
         }
-    }
-
-    fn take_idle(&self) -> Option<IdleConn> {
-        while let Some(c) = self.idle.pop() {
-            if c.sender.is_ready() {
-                return Some(c);
-            }
-        }
-        None
     }
 
     async fn send_h1(
@@ -191,10 +223,15 @@ impl EndpointState {
         upgrade: bool,
     ) -> Result<Response<Incoming>, SendError> {
         let cluster = &*pool.def;
+        let key = sni_key(pool, &req);
+        // No lane (too many SNIs): a connection of its own, not pooled.
+        let lane = self.lane(&key);
+        let spare = Lane::default();
+        let lane_ref = lane.as_deref().unwrap_or(&spare);
         loop {
-            let (mut conn, reused) = match self.take_idle() {
+            let (mut conn, reused) = match take_idle(lane_ref) {
                 Some(c) => (c, true),
-                None => match self.connection_slot(pool).await? {
+                None => match self.connection_slot(pool, lane_ref).await? {
                     Err(idle) => (idle, true),
                     Ok(slot) => {
                         let host = request_host(&req);
@@ -209,8 +246,8 @@ impl EndpointState {
                 Ok(resp) => {
                     let resp = tag_local(resp, local);
                     let max = cluster.limits.max_requests_per_connection;
-                    if !upgrade && (max == 0 || conn.uses < max) {
-                        self.recycle(conn, pool.breaker.clone());
+                    if let Some(lane) = lane.filter(|_| !upgrade && (max == 0 || conn.uses < max)) {
+                        self.recycle(conn, lane, pool.breaker.clone());
                     }
                     return Ok(resp);
                 }
@@ -225,13 +262,13 @@ impl EndpointState {
     }
 
     /// Back to the idle queue once the response body has been read to its end.
-    fn recycle(self: &Arc<Self>, mut conn: IdleConn, breaker: Arc<super::breaker::Breaker>) {
-        let ep = self.clone();
+    fn recycle(self: &Arc<Self>, mut conn: IdleConn, lane: Arc<Lane>, breaker: Arc<super::breaker::Breaker>) {
+        let max_idle = self.max_idle;
         tokio::spawn(async move {
             let ready = futures_util::future::poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_ok();
             // Past the limit the connection is dropped, which closes it.
-            if ready && ep.idle.len() < ep.max_idle {
-                ep.idle.push(conn);
+            if ready && lane.idle.len() < max_idle {
+                lane.idle.push(conn);
                 // A request pending on `maxConnections` may take it.
                 breaker.freed.notify_waiters();
             }
@@ -262,22 +299,24 @@ impl EndpointState {
         pool: &ClusterPool,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
+        let key = sni_key(pool, &req);
+        let lane = self.lane(&key).unwrap_or_default();
         loop {
-            let current = self.h2.load_full().filter(|s| !s.0.is_closed());
+            let current = lane.h2.load_full().filter(|s| !s.0.is_closed());
             let ((mut sender, local), reused) = match current {
                 Some(s) => ((*s).clone(), true),
                 None => {
                     let slot =
                         pool.breaker.try_acquire(Resource::Connection, &pool.def.limits).ok_or(SendError::Overflow)?;
                     let host = request_host(&req);
-                    (self.connect_h2(pool, &host, slot).await?, false)
+                    (self.connect_h2(pool, &lane, &host, slot).await?, false)
                 }
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(tag_local(resp, local)),
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => {
-                        self.h2.store(None);
+                        lane.h2.store(None);
                         req = r;
                     }
                     _ => return Err(SendError::Reset(e.into_error())),
@@ -289,6 +328,7 @@ impl EndpointState {
     async fn connect_h2(
         &self,
         pool: &ClusterPool,
+        lane: &Lane,
         host: &str,
         slot: Slot,
     ) -> Result<(http2::SendRequest<UpstreamBody>, Option<SocketAddr>), SendError> {
@@ -304,7 +344,7 @@ impl EndpointState {
         };
         // Concurrent first requests may each connect; the last one stored is shared afterwards and
         // the others close once their streams end.
-        self.h2.store(Some(Arc::new((sender.clone(), local))));
+        lane.h2.store(Some(Arc::new((sender.clone(), local))));
         Ok((sender, local))
     }
 }
@@ -315,6 +355,25 @@ pub(crate) fn connect_timeout(cluster: &Cluster) -> Duration {
         Duration::from_secs(10)
     } else {
         cluster.connect_timeout
+    }
+}
+
+fn take_idle(lane: &Lane) -> Option<IdleConn> {
+    while let Some(c) = lane.idle.pop() {
+        if c.sender.is_ready() {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// The lane of a request: its host when the TLS SNI follows it, else the one shared lane.
+fn sni_key(pool: &ClusterPool, req: &Request<UpstreamBody>) -> std::borrow::Cow<'static, str> {
+    let sni_varies = pool.tls.is_some() && pool.def.tls.as_ref().is_some_and(|t| t.sni.is_none());
+    if sni_varies {
+        std::borrow::Cow::Owned(request_host(req).to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed("")
     }
 }
 
