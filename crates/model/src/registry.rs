@@ -318,6 +318,8 @@ pub fn build_cluster(
         .unwrap_or(Duration::from_secs(10));
     let idle_timeout =
         cp.and_then(|c| c.http.as_ref()).and_then(|h| h.idle_timeout.as_deref()).and_then(|t| duration::parse(t).ok());
+    let tcp_idle_timeout =
+        cp.and_then(|c| c.tcp.as_ref()).and_then(|t| t.idle_timeout.as_deref()).and_then(|t| duration::parse(t).ok());
     let version = subset.and_then(|(_, labels)| labels.get("version").cloned());
     let namespace = service_namespace(&svc.host).unwrap_or(&svc.namespace).to_string();
     Cluster {
@@ -332,6 +334,7 @@ pub fn build_cluster(
         lb: lb_policy(policy.load_balancer.as_ref()),
         connect_timeout,
         idle_timeout,
+        tcp_idle_timeout,
         limits: limits(cp),
         outlier: outlier(policy.outlier_detection.as_ref()),
         tls: None,

@@ -568,6 +568,10 @@ pub struct Cluster {
     pub lb: LbPolicy,
     pub connect_timeout: Duration,
     pub idle_timeout: Option<Duration>,
+    /// `connectionPool.tcp.idleTimeout` for TCP routes (unset: the proxy's default, 1 h as
+    /// Istio's; zero: no idle timeout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_idle_timeout: Option<Duration>,
     pub limits: Limits,
     pub outlier: Option<OutlierPolicy>,
     pub tls: Option<UpstreamTls>,

@@ -121,13 +121,32 @@ pub(crate) async fn proxy<S>(
     log.record.upstream_local = up.local_addr().ok();
     let counters = Counters::default();
     counters.received.fetch_add(prefix.len() as u64, Ordering::Relaxed);
-    let outcome = relay(down, up, prefix, shared.opts.tcp_idle_timeout, &counters, phase).await;
+    // DestinationRule connectionPool.tcp.idleTimeout, else the default (1 h); 0 disables it.
+    let idle = pool.def.tcp_idle_timeout.unwrap_or(shared.opts.tcp_idle_timeout);
+    let idle = (!idle.is_zero()).then_some(idle);
+    let outcome = match &pool.tls {
+        None => relay(down, up, prefix, idle, &counters, phase).await,
+        Some(tls) => {
+            // TLS origination (DestinationRule `tls`). There is no request host on a TCP route:
+            // the SNI is the DestinationRule's `sni`, else the destination service's host.
+            match tokio::time::timeout(timeout, tls.connect(up, &pool.def.host)).await {
+                Ok(Ok(up)) => relay(down, up, prefix, idle, &counters, phase).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(upstream = %endpoint.addr, error = %e, "TCP upstream TLS handshake failed");
+                    Outcome::ConnectFailed
+                }
+                Err(_) => Outcome::ConnectFailed,
+            }
+        }
+    };
     log.record.bytes_received = counters.received.load(Ordering::Relaxed);
     log.record.bytes_sent = counters.sent.load(Ordering::Relaxed);
     match outcome {
         Outcome::Done => {}
         Outcome::Idle => log.record.flags.insert(ResponseFlags::STREAM_IDLE_TIMEOUT),
-        Outcome::UpstreamWriteFailed => log.record.flags.insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE),
+        Outcome::UpstreamWriteFailed | Outcome::ConnectFailed => {
+            log.record.flags.insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE)
+        }
     }
 }
 
@@ -145,15 +164,18 @@ enum Outcome {
     Done,
     Idle,
     UpstreamWriteFailed,
+    /// The TLS handshake toward the upstream failed.
+    ConnectFailed,
 }
 
 /// Copy both ways until both directions ended (each end's EOF becomes a write shutdown on the
-/// other side: half-close), nothing moved for `idle`, or the drain closes the listener.
+/// other side: half-close), nothing moved for `idle` (`None`: no limit), or the drain closes the
+/// listener.
 async fn relay<D, U>(
     down: D,
     mut up: U,
     prefix: Bytes,
-    idle: std::time::Duration,
+    idle: Option<std::time::Duration>,
     counters: &Counters,
     mut phase: watch::Receiver<Phase>,
 ) -> Outcome
@@ -174,6 +196,7 @@ where
         )
     };
     let watchdog = async {
+        let Some(idle) = idle else { return std::future::pending().await };
         loop {
             let last = base + std::time::Duration::from_millis(counters.last.load(Ordering::Relaxed));
             let deadline = last + idle;
@@ -226,7 +249,7 @@ mod tests {
         let (up, mut server) = tokio::io::duplex(1024);
         let (_tx, phase) = watch::channel(Phase::Running);
         let counters = Counters::default();
-        let relay = relay(down, up, Bytes::from_static(b"hello "), Duration::from_secs(3600), &counters, phase);
+        let relay = relay(down, up, Bytes::from_static(b"hello "), Some(Duration::from_secs(3600)), &counters, phase);
         let peers = async {
             let (mut cr, mut cw) = tokio::io::split(client);
             cw.write_all(b"world").await.unwrap();

@@ -698,6 +698,7 @@ fn clone_cluster(c: &Cluster) -> Cluster {
         lb: c.lb.clone(),
         connect_timeout: c.connect_timeout,
         idle_timeout: c.idle_timeout,
+        tcp_idle_timeout: c.tcp_idle_timeout,
         limits: c.limits.clone(),
         outlier: c.outlier.clone(),
         tls: c.tls.clone(),

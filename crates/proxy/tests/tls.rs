@@ -866,6 +866,112 @@ async fn tls_terminated_tcp_and_connect_failure_flag() {
     proxy.shutdown().await;
 }
 
+fn tcp_destination_rule(host: &str, traffic_policy: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {host}, namespace: default}}\nspec:\n  host: {host}.default.svc.cluster.local\n  trafficPolicy: {traffic_policy}\n---\n"
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn tcp_idle_timeout_comes_from_the_destination_rule() {
+    let a = tcp_backend("a").await;
+    let only_a = |extra: &str| {
+        tcp_config(a.port(), a.port(), "").replace("weight: 80", "weight: 100").replace("weight: 20", "weight: 0")
+            + extra
+    };
+    // (DestinationRule, the idle time after which the connection closes)
+    let cases = [
+        (tcp_destination_rule("a", "{connectionPool: {tcp: {idleTimeout: 5s}}}"), Duration::from_secs(5)),
+        (String::new(), Duration::from_secs(3600)),
+    ];
+    for (dr, expected) in cases {
+        let sink = Arc::new(Sink::default());
+        let o = ProxyOptions { access_log: sink.clone(), ..tls_opts(&[9000]) };
+        let proxy = launch(o, compile(&only_a(&dr))).await;
+        let mut s = TcpStream::connect(addr_of(&proxy, 9000)).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        // Nothing more moves: the relay closes both sides once idle (the backend then answers
+        // into a closed socket; the client sees EOF).
+        let started = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        let waited = started.elapsed();
+        assert!(waited >= expected && waited < expected + Duration::from_secs(1), "{dr}: closed after {waited:?}");
+        let recs = sink.wait_tcp(1).await;
+        assert_eq!(recs[0].flags, portico_proxy::ResponseFlags::STREAM_IDLE_TIMEOUT, "{dr}");
+        proxy.shutdown().await;
+    }
+}
+
+/// A TLS server (certificate `leaf`) that reads until EOF, then answers `sni=<SNI>:<bytes read>`.
+async fn tls_tcp_backend(leaf: &Leaf) -> SocketAddr {
+    let key = <PrivateKeyDer as rustls::pki_types::pem::PemObject>::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else { return };
+                let sni = s.get_ref().1.server_name().unwrap_or("").to_string();
+                let mut all = Vec::new();
+                let _ = s.read_to_end(&mut all).await;
+                let _ = s.write_all(format!("sni={sni}:{}", all.len()).as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn tcp_routes_originate_tls_per_the_destination_rule() {
+    let ca = Ca::new("backend ca");
+    let leaf = ca.issue("a", &["a.default.svc.cluster.local", "a.internal"], &[], 7);
+    let be = tls_tcp_backend(&leaf).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let base =
+        tcp_config(be.port(), be.port(), "").replace("weight: 80", "weight: 100").replace("weight: 20", "weight: 0");
+    // (tls settings, what the backend answers): the service host is the SNI unless `sni` is set.
+    let cases = [
+        (format!("{{mode: SIMPLE, caCertificates: {}}}", ca_path.display()), "sni=a.default.svc.cluster.local:5"),
+        (format!("{{mode: SIMPLE, caCertificates: {}, sni: a.internal}}", ca_path.display()), "sni=a.internal:5"),
+    ];
+    for (tls, expected) in cases {
+        let yaml = base.clone() + &tcp_destination_rule("a", &format!("{{tls: {tls}}}"));
+        let proxy = launch(tls_opts(&[9000]), compile(&yaml)).await;
+        let out = tcp_exchange(TcpStream::connect(addr_of(&proxy, 9000)).await.unwrap(), b"hello").await;
+        assert_eq!(out, expected, "{tls}");
+        proxy.shutdown().await;
+    }
+    // A certificate the CA did not sign: the handshake fails and the connection closes (UF).
+    let other = Ca::new("other ca");
+    std::fs::write(&ca_path, &other.pem).unwrap();
+    let sink = Arc::new(Sink::default());
+    let o = ProxyOptions { access_log: sink.clone(), ..tls_opts(&[9000]) };
+    let yaml =
+        base + &tcp_destination_rule("a", &format!("{{tls: {{mode: SIMPLE, caCertificates: {}}}}}", ca_path.display()));
+    let proxy = launch(o, compile(&yaml)).await;
+    let mut s = TcpStream::connect(addr_of(&proxy, 9000)).await.unwrap();
+    let _ = s.write_all(b"hello").await;
+    // Closed unanswered (a reset, as the proxy drops unread bytes, is fine too).
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(sink.wait_tcp(1).await[0].flags, portico_proxy::ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+    proxy.shutdown().await;
+}
+
 // ───────────────────────────── real clients ─────────────────────────────
 
 #[tokio::test]

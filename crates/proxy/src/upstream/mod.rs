@@ -76,6 +76,7 @@ fn same_definition(a: &Cluster, b: &Cluster) -> bool {
         && a.lb == b.lb
         && a.connect_timeout == b.connect_timeout
         && a.idle_timeout == b.idle_timeout
+        && a.tcp_idle_timeout == b.tcp_idle_timeout
         && a.limits == b.limits
         && a.outlier == b.outlier
         && a.tls == b.tls

@@ -36,6 +36,7 @@ pub fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
         lb: LbPolicy::LeastRequest,
         connect_timeout: Duration::from_secs(2),
         idle_timeout: None,
+        tcp_idle_timeout: None,
         limits: Limits::default(),
         outlier: None,
         tls: None,
