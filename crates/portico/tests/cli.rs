@@ -82,3 +82,48 @@ fn mistakes_are_reported_with_file_line_column() {
     assert!(broken.contains(": error PTC0001 -: "), "{broken}");
     assert!(!stdout.contains("notes.txt"));
 }
+
+#[test]
+fn locality_flag_and_env_set_endpoint_priorities() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("svc.yaml"),
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc}
+spec:
+  hosts: [svc.example.internal]
+  resolution: STATIC
+  ports: [{number: 80, name: http}]
+  endpoints:
+  - {address: 10.0.0.1, locality: us-east/a}
+  - {address: 10.0.0.2, locality: us-west/a}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc}
+spec:
+  host: svc.example.internal
+  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3}}
+"#,
+    )
+    .unwrap();
+    let priorities = |cmd: &mut Command| -> Vec<u64> {
+        let (code, json, stderr) = output(cmd);
+        assert_eq!(code, 0, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("routes --json is JSON");
+        let eps = v["clusters"]["outbound|80||svc.example.internal"]["endpoints"].as_array().unwrap().clone();
+        eps.iter().map(|e| e["priority"].as_u64().unwrap_or(0)).collect()
+    };
+    let routes = || {
+        let mut c = portico();
+        c.args(["routes", "--json", "--config"]).arg(dir.path()).env_remove("PORTICO_LOCALITY");
+        c
+    };
+    assert_eq!(priorities(&mut routes()), [0, 0], "no locality: locality LB off");
+    assert_eq!(priorities(routes().args(["--locality", "us-east/a"])), [0, 3]);
+    assert_eq!(priorities(routes().env("PORTICO_LOCALITY", "us-west/a/x")), [3, 1]);
+    let (code, _, stderr) = output(routes().args(["--locality", "a/b/c/d"]));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--locality"), "{stderr}");
+}
