@@ -137,6 +137,8 @@ pub(crate) struct Done {
     pub(crate) active: ActiveRequest,
     /// URX / UO added by the retry logic.
     pub(crate) flags: ResponseFlags,
+    /// Local address of the upstream connection of the last response.
+    pub(crate) upstream_local: Option<SocketAddr>,
 }
 
 /// A local failure of the last try.
@@ -209,6 +211,7 @@ impl Attempts<'_> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut retries = 0u32;
         let mut flags = ResponseFlags::empty();
+        let mut upstream_local = None;
         let mut _retry_slot: Option<Slot> = None;
         let mut body = Some(body);
         let mut parts = Some(parts);
@@ -236,7 +239,8 @@ impl Attempts<'_> {
                 None => Ok(sent.await),
             };
             let (wants_retry, result) = match outcome {
-                Ok(Ok(resp)) => {
+                Ok(Ok((resp, local))) => {
+                    upstream_local = local;
                     pool.report(&ep, Outcome::Status(resp.status().as_u16()));
                     let want = on.status(resp.status(), resp.headers(), &policy.retriable_status_codes);
                     (want, Ok(resp))
@@ -261,7 +265,7 @@ impl Attempts<'_> {
                     Err(f) => Tracer::end_try(t, f.status.as_u16()),
                 }
             }
-            let finish = |result, flags, active, ep| Done { result, endpoint: ep, active, flags };
+            let finish = move |result, flags, active, ep| Done { result, endpoint: ep, active, flags, upstream_local };
             if !wants_retry || !retry_enabled {
                 if retries > 0 && result.is_ok() {
                     // Envoy's upstream_rq_retry_success: a retry brought an acceptable response.

@@ -400,7 +400,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     };
     let service_time = started.elapsed();
     log.record.upstream_service_time = Some(service_time);
-    log.record.upstream_local = resp.extensions().get::<crate::upstream::UpstreamLocal>().map(|l| l.0);
+    log.record.upstream_local = done.upstream_local;
 
     let (mut rp, rbody) = resp.into_parts();
     let upgraded = rp.status == StatusCode::SWITCHING_PROTOCOLS;

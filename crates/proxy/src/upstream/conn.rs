@@ -105,17 +105,8 @@ struct Lane {
 /// connections for new names are used once and closed rather than pooled.
 const MAX_LANES: usize = 64;
 
-/// The local address of the upstream connection that carried a response, put in the
-/// response's extensions for the access log (`%UPSTREAM_LOCAL_ADDRESS%`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct UpstreamLocal(pub(crate) SocketAddr);
-
-fn tag_local<B>(mut resp: Response<B>, local: Option<SocketAddr>) -> Response<B> {
-    if let Some(a) = local {
-        resp.extensions_mut().insert(UpstreamLocal(a));
-    }
-    resp
-}
+/// An upstream response and the local address of the connection it came on.
+pub(crate) type Sent = (Response<Incoming>, Option<SocketAddr>);
 
 /// One endpoint of a cluster and its connections.
 pub(crate) struct EndpointState {
@@ -178,14 +169,15 @@ impl EndpointState {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Send `req` to this endpoint over a pooled (or new) connection.
+    /// Send `req` to this endpoint over a pooled (or new) connection; the response and the
+    /// local address of the connection that carried it (`%UPSTREAM_LOCAL_ADDRESS%`).
     /// `upgrade`: the connection is handed over to a protocol upgrade and never reused.
     pub(crate) async fn send(
         self: &Arc<Self>,
         pool: &ClusterPool,
         req: Request<UpstreamBody>,
         upgrade: bool,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Sent, SendError> {
         match pool.def.protocol {
             UpstreamProtocol::Http1 => self.send_h1(pool, req, upgrade).await,
             UpstreamProtocol::Http2 => self.send_h2(pool, req).await,
@@ -221,7 +213,7 @@ impl EndpointState {
         pool: &ClusterPool,
         mut req: Request<UpstreamBody>,
         upgrade: bool,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Sent, SendError> {
         let cluster = &*pool.def;
         let key = sni_key(pool, &req);
         // No lane (too many SNIs): a connection of its own, not pooled.
@@ -244,12 +236,11 @@ impl EndpointState {
             let local = conn.local;
             match conn.sender.try_send_request(req).await {
                 Ok(resp) => {
-                    let resp = tag_local(resp, local);
                     let max = cluster.limits.max_requests_per_connection;
                     if let Some(lane) = lane.filter(|_| !upgrade && (max == 0 || conn.uses < max)) {
                         self.recycle(conn, lane, pool.breaker.clone());
                     }
-                    return Ok(resp);
+                    return Ok((resp, local));
                 }
                 Err(mut e) => match e.take_message() {
                     // A pooled connection closed under us before the request was written: the
@@ -294,11 +285,7 @@ impl EndpointState {
         Ok((sender, local))
     }
 
-    async fn send_h2(
-        self: &Arc<Self>,
-        pool: &ClusterPool,
-        mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    async fn send_h2(self: &Arc<Self>, pool: &ClusterPool, mut req: Request<UpstreamBody>) -> Result<Sent, SendError> {
         let key = sni_key(pool, &req);
         let lane = self.lane(&key).unwrap_or_default();
         loop {
@@ -313,7 +300,7 @@ impl EndpointState {
                 }
             };
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(tag_local(resp, local)),
+                Ok(resp) => return Ok((resp, local)),
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => {
                         lane.h2.store(None);

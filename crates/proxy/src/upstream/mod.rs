@@ -12,7 +12,7 @@ mod lb;
 pub(crate) mod outlier;
 pub(crate) mod tls;
 
-pub(crate) use conn::{connect_timeout, EndpointState, SendError, UpstreamLocal};
+pub(crate) use conn::{connect_timeout, EndpointState, SendError};
 
 use crate::rng::FastRng;
 use arc_swap::ArcSwap;
