@@ -120,6 +120,15 @@ impl RetryOn {
     }
 }
 
+/// `x-envoy-attempt-count`: static values for the usual few tries (no allocation per request).
+fn attempt_count(n: u32) -> HeaderValue {
+    const COUNTS: [&str; 5] = ["1", "2", "3", "4", "5"];
+    match COUNTS.get(n.wrapping_sub(1) as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
+    }
+}
+
 /// Envoy's jittered exponential backoff before retry `n` (1-based).
 fn backoff(rng: &FastRng, n: u32) -> Duration {
     let factor = (1u32 << n.min(16)) - 1;
@@ -229,7 +238,7 @@ impl Attempts<'_> {
             };
             let mut req = req;
             // Istio turns on Envoy's `include_request_attempt_count` for its virtual hosts.
-            req.headers_mut().insert("x-envoy-attempt-count", HeaderValue::from(retries + 1));
+            req.headers_mut().insert("x-envoy-attempt-count", attempt_count(retries + 1));
             if let Some((tracer, t)) = &mut trace {
                 tracer.start_try(t, req.headers_mut(), Some(ep.addr));
             }
@@ -396,6 +405,13 @@ mod tests {
         let codes = RetryOn::parse(&["retriable-status-codes".into()]);
         assert!(codes.status(StatusCode::CONFLICT, &h, &[409]));
         assert!(!codes.status(StatusCode::CONFLICT, &h, &[]));
+    }
+
+    #[test]
+    fn attempt_counts() {
+        for n in [1u32, 2, 5, 6, 11] {
+            assert_eq!(attempt_count(n).to_str().unwrap(), n.to_string());
+        }
     }
 
     #[test]
