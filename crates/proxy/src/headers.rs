@@ -53,13 +53,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Headers of a request going upstream. Returns the request id.
-pub(crate) fn prepare_request(
-    headers: &mut HeaderMap,
-    client_ip: IpAddr,
-    upgrade: Option<&HeaderValue>,
-    rng: &FastRng,
-) -> HeaderValue {
+/// The request's `x-request-id`: the client's when it sent one, else a new UUID put into the
+/// headers. Taken as the request arrives (as Envoy's connection manager does), so local replies
+/// are logged with one too.
+pub(crate) fn ensure_request_id(headers: &mut HeaderMap, rng: &FastRng) -> HeaderValue {
+    match headers.get("x-request-id") {
+        Some(id) if !id.is_empty() => id.clone(),
+        _ => {
+            let id = new_request_id(rng);
+            headers.insert("x-request-id", id.clone());
+            id
+        }
+    }
+}
+
+/// Headers of a request going upstream.
+pub(crate) fn prepare_request(headers: &mut HeaderMap, client_ip: IpAddr, upgrade: Option<&HeaderValue>) {
     let te_trailers = has_token(headers, &header::TE, "trailers");
     strip_hop_by_hop(headers);
     headers.remove(header::TE);
@@ -90,15 +99,6 @@ pub(crate) fn prepare_request(
         headers.insert("x-envoy-internal", HeaderValue::from_static("true"));
     } else if let Ok(v) = HeaderValue::from_str(&client_ip.to_canonical().to_string()) {
         headers.insert("x-envoy-external-address", v);
-    }
-
-    match headers.get("x-request-id") {
-        Some(id) if !id.is_empty() => id.clone(),
-        _ => {
-            let id = new_request_id(rng);
-            headers.insert("x-request-id", id.clone());
-            id
-        }
     }
 }
 
@@ -195,7 +195,9 @@ mod tests {
         h.insert("x-envoy-retry-on", HeaderValue::from_static("5xx"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let id = prepare_request(&mut h, "127.0.0.1".parse().unwrap(), None, &rng);
+        let id = ensure_request_id(&mut h, &rng);
+        prepare_request(&mut h, "127.0.0.1".parse().unwrap(), None);
+        assert_eq!(h.get("x-request-id"), Some(&id));
         assert!(h.get("x-secret").is_none());
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get("keep-alive").is_none());

@@ -93,6 +93,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
     };
+    let request_id = headers::ensure_request_id(&mut parts.headers, &shared.rng);
     let record = RequestRecord {
         start_time: SystemTime::now(),
         duration: Duration::ZERO,
@@ -112,7 +113,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         upstream_local: None,
         sni: conn.tls.as_ref().and_then(|t| t.sni.clone()),
         upstream_service_time: None,
-        request_id: None,
+        request_id: Some(request_id),
         x_forwarded_for: None,
         grpc_status: None,
         bytes_received: 0,
@@ -279,8 +280,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     let upgrade =
         if !h2_upstream && parts.version == Version::HTTP_11 { headers::upgrade_of(&parts.headers) } else { None };
     let client_upgrade = if upgrade.is_some() { parts.extensions.remove::<OnUpgrade>() } else { None };
-    let request_id = headers::prepare_request(&mut parts.headers, conn.peer.ip(), upgrade.as_ref(), &shared.rng);
-    log.record.request_id = Some(request_id);
+    headers::prepare_request(&mut parts.headers, conn.peer.ip(), upgrade.as_ref());
     crate::tls::downstream_headers(&mut parts.headers, conn);
     {
         // `%REQ(…)%` reads the request as it came in (before these rules).

@@ -59,6 +59,9 @@ async fn unknown_host_and_no_route_are_404_nr() {
     assert!(recs[0].flags.is_empty());
     assert_eq!(recs[1].flags, ResponseFlags::NO_ROUTE_FOUND);
     assert_eq!(recs[1].status, 404);
+    // Envoy gives every request an id as it arrives: local replies are logged with one too.
+    let id = recs[1].request_id.as_ref().expect("x-request-id of a 404");
+    assert_eq!(id.len(), 36, "{id:?}");
     assert_eq!(recs[2].flags.to_string(), "NR");
 }
 
