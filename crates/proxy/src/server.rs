@@ -361,6 +361,13 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
+    // Envoy's router tells the upstream how long it will wait: the per-try timeout when there
+    // is one, else the request's.
+    let per_try = route.retry.per_try_timeout.filter(|t| !t.is_zero());
+    if let Some(expected) = per_try.map(|p| timeout.map_or(p, |t| p.min(t))).or(timeout) {
+        let ms = u64::try_from(expected.as_millis()).unwrap_or(u64::MAX);
+        parts.headers.insert("x-envoy-expected-rq-timeout-ms", HeaderValue::from(ms));
+    }
     let attempts = retry::Attempts {
         pool,
         policy: &route.retry,

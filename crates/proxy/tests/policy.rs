@@ -262,6 +262,26 @@ async fn grpc_timeout_header_bounds_the_request() {
     assert_eq!(recs[0].flags, ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
 }
 
+#[tokio::test]
+async fn upstream_is_told_the_expected_timeout() {
+    let be = backend("be").await;
+    let mut r = route(vec![uri_prefix("/route")], forward("c"));
+    r.timeout = Some(Duration::from_secs(5));
+    let mut per_try = route(vec![uri_prefix("/try")], forward("c"));
+    per_try.timeout = Some(Duration::from_secs(5));
+    per_try.retry = RetryPolicy { per_try_timeout: Some(Duration::from_millis(1500)), ..retries(1, &["5xx"]) };
+    let none = route(vec![], forward("c"));
+    let snap = snapshot(vec![listener(80, vec![vhost("*", vec![r, per_try, none])])], vec![cluster("c", &[be.addr])]);
+    let (_p, addr) = start(snap).await;
+    let mut c = H1::connect(addr).await;
+    assert_eq!(c.get("h", "/route").await.seen("x-envoy-expected-rq-timeout-ms").as_deref(), Some("5000"));
+    assert_eq!(c.get("h", "/try").await.seen("x-envoy-expected-rq-timeout-ms").as_deref(), Some("1500"));
+    // No timeout (Istio's default): nothing to tell, and a client's own value is not passed on.
+    let r =
+        c.send(req("GET", "h", "/").header("x-envoy-expected-rq-timeout-ms", "7").body(Full::default()).unwrap()).await;
+    assert_eq!(r.seen("x-envoy-expected-rq-timeout-ms"), None);
+}
+
 /// A backend that sends its response headers and the first part of the body, then stalls.
 async fn stalls_mid_body() -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
