@@ -3,8 +3,8 @@
 use crate::duration;
 use crate::host;
 use crate::snapshot::{
-    Cluster, Discovery, Endpoint, HashPolicy, HashTable, LbPolicy, Limits, OutlierPolicy, SecretData, UpstreamProtocol,
-    UpstreamTls, Warmup,
+    Cluster, ConnectionOptions, Discovery, Endpoint, HashPolicy, HashTable, Http2Keepalive, LbPolicy, Limits,
+    OutlierPolicy, SecretData, TcpKeepalive, UpstreamProtocol, UpstreamTls, Warmup,
 };
 use portico_api::istio::{
     ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings, OutlierDetection, Resolution,
@@ -238,6 +238,35 @@ pub fn limits(cp: Option<&ConnectionPoolSettings>) -> Limits {
     l
 }
 
+/// `connectionPool` settings of each connection (see `ConnectionOptions`).
+pub fn connection_options(cp: Option<&ConnectionPoolSettings>) -> ConnectionOptions {
+    let Some(cp) = cp else { return ConnectionOptions::default() };
+    let d = |s: Option<&str>| s.and_then(|v| duration::parse(v).ok());
+    // Socket keepalive options are whole seconds (Envoy's too); a sub-second value becomes 1 s
+    // rather than 0, which the kernel rejects.
+    let secs = |s: Option<&str>| d(s).map(|t| Duration::from_secs(t.as_secs().max(1)));
+    let (tcp, http) = (cp.tcp.as_ref(), cp.http.as_ref());
+    ConnectionOptions {
+        tcp_keepalive: tcp.and_then(|t| t.tcp_keepalive.as_ref()).map(|k| TcpKeepalive {
+            probes: k.probes.filter(|p| *p > 0),
+            time: secs(k.time.as_deref()),
+            interval: secs(k.interval.as_deref()),
+        }),
+        // Zero means no limit (as Envoy reads an unset or zero duration).
+        max_connection_duration: d(tcp.and_then(|t| t.max_connection_duration.as_deref())).filter(|t| !t.is_zero()),
+        max_concurrent_streams: clamp_u32(http.and_then(|h| h.max_concurrent_streams)).filter(|n| *n > 0),
+        use_client_protocol: http.and_then(|h| h.use_client_protocol).unwrap_or(false),
+        // Istio sets Envoy's `connection_keepalive` only with an interval; the timeout alone does
+        // nothing.
+        http2_keepalive: http.and_then(|h| h.http2_keep_alive.as_ref()).and_then(|k| {
+            Some(Http2Keepalive {
+                interval: d(k.interval.as_deref()).filter(|t| !t.is_zero())?,
+                timeout: d(k.timeout.as_deref()).filter(|t| !t.is_zero()),
+            })
+        }),
+    }
+}
+
 pub fn outlier(od: Option<&OutlierDetection>) -> Option<OutlierPolicy> {
     let od = od?;
     let d =
@@ -308,7 +337,12 @@ pub fn build_cluster(
         _ => UpstreamProtocol::Http1,
     };
     let cp = policy.connection_pool.as_ref();
-    if cp.and_then(|c| c.http.as_ref()).and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade) {
+    // With `useClientProtocol` the request's own protocol decides and h2UpgradePolicy has no
+    // effect (Istio's doc; the two together fail validation).
+    let use_client = cp.and_then(|c| c.http.as_ref()).and_then(|h| h.use_client_protocol) == Some(true);
+    if !use_client
+        && cp.and_then(|c| c.http.as_ref()).and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade)
+    {
         protocol = UpstreamProtocol::Http2;
     }
     let connect_timeout = cp
@@ -340,6 +374,7 @@ pub fn build_cluster(
         tls: None,
         warmup: warmup(policy.load_balancer.as_ref()),
         version,
+        conn: connection_options(cp),
     }
 }
 

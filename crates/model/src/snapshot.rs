@@ -582,6 +582,53 @@ pub struct Cluster {
     pub warmup: Option<Warmup>,
     /// `version` label of the subset's endpoints, for `destination_version`.
     pub version: Option<String>,
+    /// How upstream connections are opened and kept (`connectionPool` beyond the limits).
+    #[serde(skip_serializing_if = "ConnectionOptions::is_default")]
+    pub conn: ConnectionOptions,
+}
+
+/// Per-connection settings of a cluster (DestinationRule `connectionPool`); all off by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ConnectionOptions {
+    /// `tcp.tcpKeepalive`: SO_KEEPALIVE on upstream sockets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// `tcp.maxConnectionDuration`: a connection this old takes no new requests and closes once
+    /// its requests are done (Envoy's `max_connection_duration`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connection_duration: Option<Duration>,
+    /// `http.maxConcurrentStreams`: most streams on one HTTP/2 upstream connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+    /// `http.useClientProtocol`: the upstream request keeps the downstream request's HTTP version.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub use_client_protocol: bool,
+    /// `http.http2KeepAlive`: HTTP/2 PINGs on upstream connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2_keepalive: Option<Http2Keepalive>,
+}
+
+impl ConnectionOptions {
+    pub fn is_default(&self) -> bool {
+        *self == ConnectionOptions::default()
+    }
+}
+
+/// TCP keepalive; `None` fields leave the OS default (as Envoy does). Whole seconds, as the
+/// socket options (and Envoy's) take.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TcpKeepalive {
+    pub probes: Option<u32>,
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+}
+
+/// HTTP/2 keepalive PINGs: one every `interval`; no answer within `timeout` closes the connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Http2Keepalive {
+    pub interval: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 /// gRPC status names by code (0..=16), as Istio's `grpcStatus` spells them.

@@ -721,3 +721,58 @@ spec:
     let c = compiled.snapshot.cluster("outbound|80||svc.example.internal").unwrap();
     assert!(c.endpoints.iter().all(|e| e.priority == 0));
 }
+
+#[test]
+fn connection_pool_options_compile_into_the_cluster() {
+    use portico_model::snapshot::{ConnectionOptions, Http2Keepalive, TcpKeepalive};
+    use std::time::Duration;
+    let yaml = with_services(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy:
+    connectionPool:
+      tcp: {tcpKeepalive: {probes: 3, time: 30s, interval: 500ms}, maxConnectionDuration: 5m}
+      http:
+        maxConcurrentStreams: 2
+        useClientProtocol: true
+        http2KeepAlive: {interval: 20s, timeout: 5s}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {}}, http: {http2KeepAlive: {timeout: 5s}}}}
+"#,
+    );
+    let parsed = portico_api::parse_text("case.yaml", &yaml, "default");
+    let compiled = compile(&parsed.resources, &Options::default());
+    let conn = |name: &str| compiled.snapshot.cluster(name).unwrap().conn.clone();
+    assert_eq!(
+        conn("outbound|9080||reviews.default.svc.cluster.local"),
+        ConnectionOptions {
+            // Sub-second becomes 1 s: the socket option takes whole seconds.
+            tcp_keepalive: Some(TcpKeepalive {
+                probes: Some(3),
+                time: Some(Duration::from_secs(30)),
+                interval: Some(Duration::from_secs(1)),
+            }),
+            max_connection_duration: Some(Duration::from_secs(300)),
+            max_concurrent_streams: Some(2),
+            use_client_protocol: true,
+            http2_keepalive: Some(Http2Keepalive {
+                interval: Duration::from_secs(20),
+                timeout: Some(Duration::from_secs(5)),
+            }),
+        }
+    );
+    // The subset's pool replaces the top level's whole: keepalive on with OS defaults, and no
+    // HTTP/2 PINGs without an interval.
+    assert_eq!(
+        conn("outbound|9080|v1|reviews.default.svc.cluster.local"),
+        ConnectionOptions { tcp_keepalive: Some(TcpKeepalive::default()), ..ConnectionOptions::default() }
+    );
+    let warned: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(!warned.iter().any(|d| d.contains("PTC0006")), "{warned:?}");
+}

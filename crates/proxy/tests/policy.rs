@@ -724,6 +724,7 @@ fn clone_cluster(c: &Cluster) -> Cluster {
         tls: c.tls.clone(),
         warmup: c.warmup.clone(),
         version: c.version.clone(),
+        conn: c.conn.clone(),
     }
 }
 

@@ -42,6 +42,7 @@ pub fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
         tls: None,
         warmup: None,
         version: None,
+        conn: ConnectionOptions::default(),
     }
 }
 
