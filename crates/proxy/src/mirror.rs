@@ -99,7 +99,7 @@ async fn run(pool: Arc<ClusterPool>, rng: FastRng, req: Mirrored, body: MirrorBo
     }
     *r.headers_mut() = headers;
     match ep.send(&pool, r, false).await {
-        Ok((resp, _)) => {
+        Ok((resp, _, _stream)) => {
             let _ = resp.into_body().collect().await;
         }
         Err(e) => tracing::debug!(upstream = %ep.addr, error = %e, "mirror request failed"),

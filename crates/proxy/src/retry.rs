@@ -225,7 +225,7 @@ impl Attempts<'_> {
         let mut body = Some(body);
         let mut parts = Some(parts);
         loop {
-            let active = ActiveRequest::new(ep.clone());
+            let mut active = ActiveRequest::new(ep.clone());
             let last_chance = !retry_enabled;
             let req = match (&parts, body.take()) {
                 // The last possible try takes the original parts (no clone).
@@ -248,8 +248,9 @@ impl Attempts<'_> {
                 None => Ok(sent.await),
             };
             let (wants_retry, result) = match outcome {
-                Ok(Ok((resp, local))) => {
+                Ok(Ok((resp, local, stream))) => {
                     upstream_local = local;
+                    active.set_stream(stream);
                     pool.report(&ep, Outcome::Status(resp.status().as_u16()));
                     let want = on.status(resp.status(), resp.headers(), &policy.retriable_status_codes);
                     (want, Ok(resp))

@@ -273,7 +273,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     };
     log.record.upstream_host = Some(endpoint.addr);
     let cluster = &pool.def;
-    let h2_upstream = cluster.protocol == UpstreamProtocol::Http2;
+    // `useClientProtocol`: the downstream request's version decides, else the cluster's.
+    let h2_upstream = crate::upstream::request_protocol(cluster, parts.version) == UpstreamProtocol::Http2;
 
     // HTTP/1.1 upgrades (WebSocket) go to HTTP/1.1 upstreams; an HTTP/2 upstream gets the request
     // without the upgrade (hop-by-hop headers are dropped) and answers it as a plain request.

@@ -117,7 +117,7 @@ pub(crate) async fn proxy<S>(
             return;
         }
     };
-    let _ = up.set_nodelay(true);
+    crate::upstream::tune_socket(&up, pool.def.conn.tcp_keepalive.as_ref());
     log.record.upstream_local = up.local_addr().ok();
     let counters = Counters::default();
     counters.received.fetch_add(prefix.len() as u64, Ordering::Relaxed);

@@ -4,25 +4,31 @@
 //! When the TLS SNI follows the request's host (DestinationRule `tls` without `sni`), a
 //! connection opened for one host must not carry another host's requests (the backend chose its
 //! certificate and virtual host by SNI): connections are then kept per SNI ("lanes").
+//!
+//! `connectionPool` shapes the connections: `maxConnectionDuration` retires old ones (they take
+//! no new request and close once their requests are done), `maxConcurrentStreams` caps the
+//! streams of one HTTP/2 connection (past it another connection opens), `tcpKeepalive` and
+//! `http2KeepAlive` probe idle ones.
 
 use super::breaker::{Resource, Slot};
 use super::outlier::OutlierState;
 use super::ClusterPool;
 use crate::body::UpstreamBody;
 use crate::ResponseFlags;
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use portico_model::snapshot::{Cluster, UpstreamProtocol};
+use portico_model::snapshot::{Cluster, TcpKeepalive, UpstreamProtocol};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Why an upstream exchange failed before response headers.
 #[derive(Debug, thiserror::Error)]
@@ -88,25 +94,83 @@ struct IdleConn {
     uses: u32,
     /// The connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`).
     local: Option<SocketAddr>,
+    /// When it was opened (`maxConnectionDuration`).
+    born: Instant,
 }
 
-/// A shared HTTP/2 connection and its local address.
-type H2Conn = (http2::SendRequest<UpstreamBody>, Option<SocketAddr>);
+/// A shared HTTP/2 connection.
+struct H2Conn {
+    sender: http2::SendRequest<UpstreamBody>,
+    local: Option<SocketAddr>,
+    born: Instant,
+    /// Streams open on it now (`maxConcurrentStreams`).
+    streams: Arc<AtomicU32>,
+}
+
+impl H2Conn {
+    fn usable(&self, cluster: &Cluster) -> bool {
+        !self.sender.is_closed() && !expired(self.born, cluster)
+    }
+
+    /// One stream on this connection, if it has room for one more.
+    fn reserve(&self, pool: &ClusterPool) -> Option<Stream> {
+        let max = pool.def.conn.max_concurrent_streams.unwrap_or(u32::MAX);
+        self.streams.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Stream { streams: self.streams.clone(), breaker: pool.breaker.clone() })
+    }
+}
+
+/// A stream counted against its HTTP/2 connection until the response is done (kept with the
+/// response body, like the request's circuit-breaker slot).
+pub(crate) struct Stream {
+    streams: Arc<AtomicU32>,
+    breaker: Arc<super::breaker::Breaker>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.streams.fetch_sub(1, Ordering::AcqRel);
+        // A request pending for room on a connection may take it.
+        self.breaker.freed.notify_waiters();
+    }
+}
 
 /// The connections of one endpoint for one SNI.
 #[derive(Default)]
 struct Lane {
     /// Idle HTTP/1.1 connections (lock-free; grows in small blocks, nothing preallocated).
     idle: SegQueue<IdleConn>,
-    h2: ArcSwapOption<H2Conn>,
+    /// HTTP/2 connections in use, oldest first: one unless `maxConcurrentStreams` fills it.
+    h2: ArcSwap<Vec<Arc<H2Conn>>>,
+    /// Held while an HTTP/2 connection opens, so that concurrent requests wait for its streams
+    /// rather than each opening one (connection setup only, never taken on the request path).
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
+impl Lane {
+    /// A stream on an HTTP/2 connection of this lane with room for it; retired and closed
+    /// connections are dropped from the lane on the way (they close once their streams end).
+    fn h2_stream(&self, pool: &ClusterPool) -> Option<(Arc<H2Conn>, Stream)> {
+        let conns = self.h2.load();
+        if conns.iter().any(|c| !c.usable(&pool.def)) {
+            self.h2.rcu(|cur| cur.iter().filter(|c| c.usable(&pool.def)).cloned().collect::<Vec<_>>());
+        }
+        conns.iter().filter(|c| c.usable(&pool.def)).find_map(|c| Some((c.clone(), c.reserve(pool)?)))
+    }
+}
+
+/// Whether a connection opened at `born` is past `maxConnectionDuration`.
+fn expired(born: Instant, cluster: &Cluster) -> bool {
+    cluster.conn.max_connection_duration.is_some_and(|max| born.elapsed() >= max)
 }
 
 /// Most SNI lanes kept per endpoint: the host comes from the client, so past this many,
 /// connections for new names are used once and closed rather than pooled.
 const MAX_LANES: usize = 64;
 
-/// An upstream response and the local address of the connection it came on.
-pub(crate) type Sent = (Response<Incoming>, Option<SocketAddr>);
+/// An upstream response, the local address of the connection it came on, and its HTTP/2
+/// stream (to hold until the response is done).
+pub(crate) type Sent = (Response<Incoming>, Option<SocketAddr>, Option<Stream>);
 
 /// One endpoint of a cluster and its connections.
 pub(crate) struct EndpointState {
@@ -178,17 +242,23 @@ impl EndpointState {
         req: Request<UpstreamBody>,
         upgrade: bool,
     ) -> Result<Sent, SendError> {
-        match pool.def.protocol {
-            UpstreamProtocol::Http1 => self.send_h1(pool, req, upgrade).await,
-            UpstreamProtocol::Http2 => self.send_h2(pool, req).await,
+        if request_protocol(&pool.def, req.version()) == UpstreamProtocol::Http2 {
+            self.send_h2(pool, req).await
+        } else {
+            self.send_h1(pool, req, upgrade).await
         }
     }
 
     /// A connection slot of the cluster (`maxConnections`). Over the limit the request waits as
     /// pending for a connection to close or go idle, unless `http1MaxPendingRequests` are
     /// already waiting: then it overflows (503 `UO`), as Envoy's connection pool does.
-    /// `Ok(None)`: an idle connection came free while waiting.
-    async fn connection_slot(&self, pool: &ClusterPool, lane: &Lane) -> Result<Result<Slot, IdleConn>, SendError> {
+    /// `Err(t)`: `free` found room on an existing connection while waiting (an idle HTTP/1.1
+    /// connection, a stream on an HTTP/2 one).
+    async fn connection_slot<T>(
+        &self,
+        pool: &ClusterPool,
+        free: impl Fn() -> Option<T>,
+    ) -> Result<Result<Slot, T>, SendError> {
         let limits = &pool.def.limits;
         if let Some(s) = pool.breaker.try_acquire(Resource::Connection, limits) {
             return Ok(Ok(s));
@@ -201,7 +271,7 @@ impl EndpointState {
             if let Some(s) = pool.breaker.try_acquire_quiet(Resource::Connection, limits) {
                 return Ok(Ok(s));
             }
-            if let Some(c) = take_idle(lane) {
+            if let Some(c) = free() {
                 return Ok(Err(c));
             }
             notified.await;
@@ -221,14 +291,14 @@ impl EndpointState {
         let spare = Lane::default();
         let lane_ref = lane.as_deref().unwrap_or(&spare);
         loop {
-            let (mut conn, reused) = match take_idle(lane_ref) {
+            let (mut conn, reused) = match take_idle(lane_ref, cluster) {
                 Some(c) => (c, true),
-                None => match self.connection_slot(pool, lane_ref).await? {
+                None => match self.connection_slot(pool, || take_idle(lane_ref, cluster)).await? {
                     Err(idle) => (idle, true),
                     Ok(slot) => {
                         let host = request_host(&req);
                         let (sender, local) = self.connect_h1(pool, &host, slot).await?;
-                        (IdleConn { sender, uses: 0, local }, false)
+                        (IdleConn { sender, uses: 0, local, born: Instant::now() }, false)
                     }
                 },
             };
@@ -238,9 +308,9 @@ impl EndpointState {
                 Ok(resp) => {
                     let max = cluster.limits.max_requests_per_connection;
                     if let Some(lane) = lane.filter(|_| !upgrade && (max == 0 || conn.uses < max)) {
-                        self.recycle(conn, lane, pool.breaker.clone());
+                        self.recycle(conn, lane, pool);
                     }
-                    return Ok((resp, local));
+                    return Ok((resp, local, None));
                 }
                 Err(mut e) => match e.take_message() {
                     // A pooled connection closed under us before the request was written: the
@@ -253,12 +323,14 @@ impl EndpointState {
     }
 
     /// Back to the idle queue once the response body has been read to its end.
-    fn recycle(self: &Arc<Self>, mut conn: IdleConn, lane: Arc<Lane>, breaker: Arc<super::breaker::Breaker>) {
+    fn recycle(self: &Arc<Self>, mut conn: IdleConn, lane: Arc<Lane>, pool: &ClusterPool) {
         let max_idle = self.max_idle;
+        let (breaker, def) = (pool.breaker.clone(), pool.def.clone());
         tokio::spawn(async move {
             let ready = futures_util::future::poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_ok();
-            // Past the limit the connection is dropped, which closes it.
-            if ready && lane.idle.len() < max_idle {
+            // Past the limit, or past `maxConnectionDuration`, the connection is dropped, which
+            // closes it.
+            if ready && lane.idle.len() < max_idle && !expired(conn.born, &def) {
                 lane.idle.push(conn);
                 // A request pending on `maxConnections` may take it.
                 breaker.freed.notify_waiters();
@@ -289,21 +361,39 @@ impl EndpointState {
         let key = sni_key(pool, &req);
         let lane = self.lane(&key).unwrap_or_default();
         loop {
-            let current = lane.h2.load_full().filter(|s| !s.0.is_closed());
-            let ((mut sender, local), reused) = match current {
-                Some(s) => ((*s).clone(), true),
-                None => {
-                    let slot =
-                        pool.breaker.try_acquire(Resource::Connection, &pool.def.limits).ok_or(SendError::Overflow)?;
-                    let host = request_host(&req);
-                    (self.connect_h2(pool, &lane, &host, slot).await?, false)
-                }
+            let (conn, stream, reused) = match lane.h2_stream(pool) {
+                Some((c, s)) => (c, s, true),
+                // Every connection is full (`maxConcurrentStreams`) or there is none: a new one,
+                // or, at `maxConnections`, wait as pending for a stream or a connection to end.
+                None => match self.connection_slot(pool, || lane.h2_stream(pool)).await? {
+                    Err((c, s)) => (c, s, true),
+                    Ok(slot) => {
+                        let connecting = lane.h2_connecting.lock().await;
+                        // A connection opened while we waited may have room (the slot goes back).
+                        if let Some((c, s)) = lane.h2_stream(pool) {
+                            (c, s, true)
+                        } else {
+                            let host = request_host(&req);
+                            let conn = self.connect_h2(pool, &lane, &host, slot).await?;
+                            drop(connecting);
+                            // Requests pending at `maxConnections` may fit on it.
+                            pool.breaker.freed.notify_waiters();
+                            match conn.reserve(pool) {
+                                Some(s) => (conn, s, false),
+                                // Taken by concurrent requests already: look again.
+                                None => continue,
+                            }
+                        }
+                    }
+                },
             };
+            let mut sender = conn.sender.clone();
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, local)),
+                Ok(resp) => return Ok((resp, conn.local, Some(stream))),
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => {
-                        lane.h2.store(None);
+                        let dead = Arc::as_ptr(&conn);
+                        lane.h2.rcu(|cur| cur.iter().filter(|c| Arc::as_ptr(c) != dead).cloned().collect::<Vec<_>>());
                         req = r;
                     }
                     _ => return Err(SendError::Reset(e.into_error())),
@@ -318,21 +408,39 @@ impl EndpointState {
         lane: &Lane,
         host: &str,
         slot: Slot,
-    ) -> Result<(http2::SendRequest<UpstreamBody>, Option<SocketAddr>), SendError> {
+    ) -> Result<Arc<H2Conn>, SendError> {
         let slot = slot.also_in(&self.open);
         let tcp = connect_tcp(self.addr, &pool.def).await?;
         let local = tcp.local_addr().ok();
+        let builder = h2_builder(&pool.def);
         let sender = match &pool.tls {
-            None => handshake_h2(TokioIo::new(tcp), slot).await?,
+            None => handshake_h2(&builder, TokioIo::new(tcp), slot).await?,
             Some(tls) => {
                 let stream = tls.connect(tcp, host).await.map_err(SendError::Connect)?;
-                handshake_h2(TokioIo::new(stream), slot).await?
+                handshake_h2(&builder, TokioIo::new(stream), slot).await?
             }
         };
-        // Concurrent first requests may each connect; the last one stored is shared afterwards and
-        // the others close once their streams end.
-        lane.h2.store(Some(Arc::new((sender.clone(), local))));
-        Ok((sender, local))
+        let conn = Arc::new(H2Conn { sender, local, born: Instant::now(), streams: Arc::new(AtomicU32::new(0)) });
+        lane.h2.rcu(|cur| {
+            let mut next = (**cur).clone();
+            next.push(conn.clone());
+            next
+        });
+        Ok(conn)
+    }
+}
+
+/// The protocol toward the cluster for a request of `version` (as `server.rs` shaped it):
+/// the request's own with `useClientProtocol`, else the cluster's.
+pub(crate) fn request_protocol(cluster: &Cluster, version: http::Version) -> UpstreamProtocol {
+    if cluster.conn.use_client_protocol {
+        if version == http::Version::HTTP_2 {
+            UpstreamProtocol::Http2
+        } else {
+            UpstreamProtocol::Http1
+        }
+    } else {
+        cluster.protocol
     }
 }
 
@@ -345,9 +453,10 @@ pub(crate) fn connect_timeout(cluster: &Cluster) -> Duration {
     }
 }
 
-fn take_idle(lane: &Lane) -> Option<IdleConn> {
+fn take_idle(lane: &Lane, cluster: &Cluster) -> Option<IdleConn> {
     while let Some(c) = lane.idle.pop() {
-        if c.sender.is_ready() {
+        // A retired connection (`maxConnectionDuration`) is dropped here, which closes it.
+        if c.sender.is_ready() && !expired(c.born, cluster) {
             return Some(c);
         }
     }
@@ -392,15 +501,30 @@ where
     Ok(sender)
 }
 
-async fn handshake_h2<I>(io: I, slot: Slot) -> Result<http2::SendRequest<UpstreamBody>, SendError>
+/// The HTTP/2 client settings of a cluster: `http2KeepAlive` as Envoy's `connection_keepalive`
+/// (PINGs every `interval` whether or not streams are open; no answer within `timeout`, hyper's
+/// 20 s default when unset, closes the connection).
+fn h2_builder(cluster: &Cluster) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new());
+    if let Some(ka) = &cluster.conn.http2_keepalive {
+        b.keep_alive_interval(ka.interval).keep_alive_while_idle(true);
+        if let Some(t) = ka.timeout {
+            b.keep_alive_timeout(t);
+        }
+    }
+    b
+}
+
+async fn handshake_h2<I>(
+    builder: &http2::Builder<TokioExecutor>,
+    io: I,
+    slot: Slot,
+) -> Result<http2::SendRequest<UpstreamBody>, SendError>
 where
     I: Read + Write + Unpin + Send + 'static,
 {
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .handshake(io)
-        .await
-        .map_err(SendError::Handshake)?;
+    let (sender, conn) = builder.handshake(io).await.map_err(SendError::Handshake)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream HTTP/2 connection closed with an error");
@@ -416,6 +540,102 @@ async fn connect_tcp(addr: SocketAddr, cluster: &Cluster) -> Result<TcpStream, S
         Ok(Err(e)) => return Err(SendError::Connect(e)),
         Ok(Ok(s)) => s,
     };
-    let _ = stream.set_nodelay(true);
+    tune_socket(&stream, cluster.conn.tcp_keepalive.as_ref());
     Ok(stream)
+}
+
+/// Socket options of a new upstream connection (HTTP and TCP routes): TCP_NODELAY, and
+/// SO_KEEPALIVE with `connectionPool.tcp.tcpKeepalive` (fields left unset keep the OS defaults).
+pub(crate) fn tune_socket(stream: &TcpStream, keepalive: Option<&TcpKeepalive>) {
+    let _ = stream.set_nodelay(true);
+    if let Some(ka) = keepalive {
+        let mut k = socket2::TcpKeepalive::new();
+        if let Some(t) = ka.time {
+            k = k.with_time(t);
+        }
+        if let Some(i) = ka.interval {
+            k = k.with_interval(i);
+        }
+        if let Some(p) = ka.probes {
+            k = k.with_retries(p);
+        }
+        if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&k) {
+            tracing::debug!(error = %e, "could not set TCP keepalive on an upstream socket");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn connected() -> (TcpStream, tokio::net::TcpListener) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        (s, l)
+    }
+
+    #[tokio::test]
+    async fn tcp_keepalive_settings_reach_the_socket() {
+        let (s, _l) = connected().await;
+        let ka = TcpKeepalive {
+            probes: Some(4),
+            time: Some(Duration::from_secs(45)),
+            interval: Some(Duration::from_secs(7)),
+        };
+        tune_socket(&s, Some(&ka));
+        let sock = socket2::SockRef::from(&s);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(45));
+        assert_eq!(sock.keepalive_interval().unwrap(), Duration::from_secs(7));
+        assert_eq!(sock.keepalive_retries().unwrap(), 4);
+        assert!(sock.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn tcp_keepalive_unset_fields_keep_the_os_defaults() {
+        let (plain, _l) = connected().await;
+        let defaults = socket2::SockRef::from(&plain);
+        let (os_time, os_retries) = (defaults.keepalive_time().unwrap(), defaults.keepalive_retries().unwrap());
+        tune_socket(&plain, None);
+        assert!(!socket2::SockRef::from(&plain).keepalive().unwrap(), "off without tcpKeepalive");
+
+        let (s, _l2) = connected().await;
+        tune_socket(&s, Some(&TcpKeepalive { interval: Some(Duration::from_secs(3)), ..Default::default() }));
+        let sock = socket2::SockRef::from(&s);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.keepalive_interval().unwrap(), Duration::from_secs(3));
+        assert_eq!((sock.keepalive_time().unwrap(), sock.keepalive_retries().unwrap()), (os_time, os_retries));
+    }
+
+    #[test]
+    fn use_client_protocol_follows_the_request_version() {
+        use portico_model::snapshot::*;
+        let mut c = Cluster {
+            name: "c".into(),
+            host: "c".into(),
+            namespace: "default".into(),
+            port: 80,
+            subset: None,
+            protocol: UpstreamProtocol::Http1,
+            discovery: Discovery::Static,
+            endpoints: Vec::new(),
+            lb: LbPolicy::LeastRequest,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            tcp_idle_timeout: None,
+            limits: Limits::default(),
+            outlier: None,
+            tls: None,
+            warmup: None,
+            version: None,
+            conn: ConnectionOptions::default(),
+        };
+        assert_eq!(request_protocol(&c, http::Version::HTTP_2), UpstreamProtocol::Http1);
+        c.conn.use_client_protocol = true;
+        assert_eq!(request_protocol(&c, http::Version::HTTP_2), UpstreamProtocol::Http2);
+        assert_eq!(request_protocol(&c, http::Version::HTTP_11), UpstreamProtocol::Http1);
+        c.protocol = UpstreamProtocol::Http2;
+        assert_eq!(request_protocol(&c, http::Version::HTTP_10), UpstreamProtocol::Http1);
+    }
 }

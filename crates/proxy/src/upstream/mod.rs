@@ -12,7 +12,7 @@ mod lb;
 pub(crate) mod outlier;
 pub(crate) mod tls;
 
-pub(crate) use conn::{connect_timeout, EndpointState, SendError};
+pub(crate) use conn::{connect_timeout, request_protocol, tune_socket, EndpointState, SendError, Stream};
 
 use crate::rng::FastRng;
 use arc_swap::ArcSwap;
@@ -81,11 +81,13 @@ fn same_definition(a: &Cluster, b: &Cluster) -> bool {
         && a.outlier == b.outlier
         && a.tls == b.tls
         && a.warmup == b.warmup
+        && a.conn == b.conn
 }
 
-/// Endpoints can carry connections over from an old pool when they speak the same way.
+/// Endpoints can carry connections over from an old pool when they speak the same way (and
+/// their sockets and HTTP/2 settings were made the same way).
 fn compatible(a: &Cluster, b: &Cluster) -> bool {
-    a.protocol == b.protocol && a.tls == b.tls
+    a.protocol == b.protocol && a.tls == b.tls && a.conn == b.conn
 }
 
 /// One cluster: its endpoints (with their connections) and load-balancing state.
@@ -256,18 +258,23 @@ impl ClusterPool {
 }
 
 /// Counts a request against an endpoint (least-request load balancing) while it is alive, and
-/// holds its circuit-breaker slot (`http2MaxRequests`) until the response is done.
-pub(crate) struct ActiveRequest(Arc<EndpointState>, Option<breaker::Slot>);
+/// holds its circuit-breaker slot (`http2MaxRequests`) and its HTTP/2 stream
+/// (`maxConcurrentStreams`) until the response is done.
+pub(crate) struct ActiveRequest(Arc<EndpointState>, Option<breaker::Slot>, Option<Stream>);
 
 impl ActiveRequest {
     pub(crate) fn new(ep: Arc<EndpointState>) -> ActiveRequest {
         ep.active.fetch_add(1, Ordering::Relaxed);
-        ActiveRequest(ep, None)
+        ActiveRequest(ep, None, None)
     }
 
     pub(crate) fn with_slot(mut self, slot: Option<breaker::Slot>) -> ActiveRequest {
         self.1 = slot;
         self
+    }
+
+    pub(crate) fn set_stream(&mut self, stream: Option<Stream>) {
+        self.2 = stream;
     }
 }
 
