@@ -72,6 +72,24 @@ async fn http2_connection_retires_after_max_connection_duration_and_drains() {
     assert_eq!(slow.status, 200, "the retired connection finished its request");
 }
 
+#[tokio::test(start_paused = true)]
+async fn connections_idle_past_idle_timeout_are_not_reused() {
+    for h2 in [false, true] {
+        let be = backend("be").await;
+        let c = if h2 { cluster_h2("c", &[be.addr]) } else { cluster("c", &[be.addr]) };
+        let c = Cluster { idle_timeout: Some(Duration::from_secs(5)), ..c };
+        let (_proxy, addr) = start(one_route(vec![c])).await;
+        for _ in 0..2 {
+            assert_eq!(get(addr, "h", "/").await.status, 200);
+            tokio::time::sleep(Duration::from_secs(4)).await;
+        }
+        assert_eq!(be.connections.load(Ordering::SeqCst), 1, "h2={h2}: reused while used within 5 s");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(get(addr, "h", "/").await.status, 200);
+        assert_eq!(be.connections.load(Ordering::SeqCst), 2, "h2={h2}: a new connection after 6 s idle");
+    }
+}
+
 /// An h2c backend that holds each request until `hold` requests are in; it counts connections
 /// and the most requests it had in hand at once.
 struct Holding {

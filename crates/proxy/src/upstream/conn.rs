@@ -24,7 +24,7 @@ use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_model::snapshot::{Cluster, TcpKeepalive, UpstreamProtocol};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -96,6 +96,8 @@ struct IdleConn {
     local: Option<SocketAddr>,
     /// When it was opened (`maxConnectionDuration`).
     born: Instant,
+    /// When it last went idle (`idleTimeout`).
+    idle_since: Instant,
 }
 
 /// A shared HTTP/2 connection.
@@ -103,33 +105,50 @@ struct H2Conn {
     sender: http2::SendRequest<UpstreamBody>,
     local: Option<SocketAddr>,
     born: Instant,
-    /// Streams open on it now (`maxConcurrentStreams`).
-    streams: Arc<AtomicU32>,
+    usage: Arc<Usage>,
+}
+
+/// The streams of an HTTP/2 connection.
+struct Usage {
+    /// Open now (`maxConcurrentStreams`).
+    streams: AtomicU32,
+    /// When the last stream ended, in milliseconds since `born` (`idleTimeout`).
+    idle_at_ms: AtomicU64,
+    born: Instant,
 }
 
 impl H2Conn {
     fn usable(&self, cluster: &Cluster) -> bool {
-        !self.sender.is_closed() && !expired(self.born, cluster)
+        let u = &self.usage;
+        let idle_for = |t: Duration| {
+            u.streams.load(Ordering::Acquire) == 0
+                && self.born + Duration::from_millis(u.idle_at_ms.load(Ordering::Acquire)) + t <= Instant::now()
+        };
+        !self.sender.is_closed() && !expired(self.born, cluster) && !idle_timeout(cluster).is_some_and(idle_for)
     }
 
     /// One stream on this connection, if it has room for one more.
     fn reserve(&self, pool: &ClusterPool) -> Option<Stream> {
         let max = pool.def.conn.max_concurrent_streams.unwrap_or(u32::MAX);
-        self.streams.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
-        Some(Stream { streams: self.streams.clone(), breaker: pool.breaker.clone() })
+        self.usage.streams.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Stream { usage: self.usage.clone(), breaker: pool.breaker.clone() })
     }
 }
 
 /// A stream counted against its HTTP/2 connection until the response is done (kept with the
 /// response body, like the request's circuit-breaker slot).
 pub(crate) struct Stream {
-    streams: Arc<AtomicU32>,
+    usage: Arc<Usage>,
     breaker: Arc<super::breaker::Breaker>,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.streams.fetch_sub(1, Ordering::AcqRel);
+        let u = &self.usage;
+        if u.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let ms = u64::try_from(u.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+            u.idle_at_ms.store(ms, Ordering::Release);
+        }
         // A request pending for room on a connection may take it.
         self.breaker.freed.notify_waiters();
     }
@@ -156,6 +175,16 @@ impl Lane {
             self.h2.rcu(|cur| cur.iter().filter(|c| c.usable(&pool.def)).cloned().collect::<Vec<_>>());
         }
         conns.iter().filter(|c| c.usable(&pool.def)).find_map(|c| Some((c.clone(), c.reserve(pool)?)))
+    }
+}
+
+/// `connectionPool.http.idleTimeout`: Istio's default is 1 h; zero turns it off. A connection
+/// idle for longer is not used again and is closed when next looked at (not by a timer).
+fn idle_timeout(cluster: &Cluster) -> Option<Duration> {
+    match cluster.idle_timeout {
+        None => Some(Duration::from_secs(3600)),
+        Some(t) if t.is_zero() => None,
+        Some(t) => Some(t),
     }
 }
 
@@ -298,7 +327,7 @@ impl EndpointState {
                     Ok(slot) => {
                         let host = request_host(&req);
                         let (sender, local) = self.connect_h1(pool, &host, slot).await?;
-                        (IdleConn { sender, uses: 0, local, born: Instant::now() }, false)
+                        (IdleConn { sender, uses: 0, local, born: Instant::now(), idle_since: Instant::now() }, false)
                     }
                 },
             };
@@ -331,6 +360,7 @@ impl EndpointState {
             // Past the limit, or past `maxConnectionDuration`, the connection is dropped, which
             // closes it.
             if ready && lane.idle.len() < max_idle && !expired(conn.born, &def) {
+                conn.idle_since = Instant::now();
                 lane.idle.push(conn);
                 // A request pending on `maxConnections` may take it.
                 breaker.freed.notify_waiters();
@@ -420,7 +450,9 @@ impl EndpointState {
                 handshake_h2(&builder, TokioIo::new(stream), slot).await?
             }
         };
-        let conn = Arc::new(H2Conn { sender, local, born: Instant::now(), streams: Arc::new(AtomicU32::new(0)) });
+        let born = Instant::now();
+        let usage = Arc::new(Usage { streams: AtomicU32::new(0), idle_at_ms: AtomicU64::new(0), born });
+        let conn = Arc::new(H2Conn { sender, local, born, usage });
         lane.h2.rcu(|cur| {
             let mut next = (**cur).clone();
             next.push(conn.clone());
@@ -455,8 +487,10 @@ pub(crate) fn connect_timeout(cluster: &Cluster) -> Duration {
 
 fn take_idle(lane: &Lane, cluster: &Cluster) -> Option<IdleConn> {
     while let Some(c) = lane.idle.pop() {
-        // A retired connection (`maxConnectionDuration`) is dropped here, which closes it.
-        if c.sender.is_ready() && !expired(c.born, cluster) {
+        // A retired (`maxConnectionDuration`) or long idle (`idleTimeout`) connection is dropped
+        // here, which closes it.
+        let idle_too_long = idle_timeout(cluster).is_some_and(|t| c.idle_since.elapsed() >= t);
+        if c.sender.is_ready() && !expired(c.born, cluster) && !idle_too_long {
             return Some(c);
         }
     }
