@@ -2,7 +2,7 @@
 //! yet. Users get a warning naming the field instead of silence. Shrinks as features land.
 
 use portico_api::diag::code;
-use portico_api::istio::{DestinationRule, Gateway, SimpleLb, TrafficPolicy, VirtualService};
+use portico_api::istio::{DestinationRule, Gateway, ServiceEntry, SimpleLb, TrafficPolicy, VirtualService};
 use portico_api::{Diagnostic, Resource, Spec};
 
 struct Found<'r> {
@@ -27,9 +27,7 @@ pub fn unsupported(res: &Resource) -> Vec<Diagnostic> {
         Spec::Gateway(g) => gateway(&mut f, g),
         Spec::VirtualService(vs) => virtual_service(&mut f, vs),
         Spec::DestinationRule(dr) => destination_rule(&mut f, dr),
-        Spec::ServiceEntry(se) if se.workload_selector.is_some() => {
-            f.warn("spec.workloadSelector".into(), "selecting workloads (file mode has no WorkloadEntries)");
-        }
+        Spec::ServiceEntry(se) => service_entry(&mut f, se),
         _ => {}
     }
     f.out
@@ -58,11 +56,73 @@ fn header_vars(f: &mut Found<'_>, path: &str, h: Option<&portico_api::istio::Hea
     }
 }
 
+/// `exportTo` that would hide the resource from some namespaces: a gateway instance sees every
+/// resource it is given.
+fn export_to(f: &mut Found<'_>, export_to: &[String]) {
+    if !export_to.is_empty() && !export_to.iter().any(|e| e == "*") {
+        f.warn("spec.exportTo".into(), "restricting visibility with exportTo (the resource applies to every gateway)");
+    }
+}
+
 fn virtual_service(f: &mut Found<'_>, vs: &VirtualService) {
+    export_to(f, &vs.export_to);
     for (i, r) in vs.http.iter().enumerate() {
         header_vars(f, &format!("spec.http[{i}]"), r.headers.as_ref());
         for (j, d) in r.route.iter().enumerate() {
             header_vars(f, &format!("spec.http[{i}].route[{j}]"), d.headers.as_ref());
+        }
+        for (j, m) in r.matches.iter().enumerate() {
+            if m.stat_prefix.is_some() {
+                f.warn(format!("spec.http[{i}].match[{j}].statPrefix"), "per-route statistics (statPrefix)");
+            }
+        }
+        if let Some(rt) = &r.retries {
+            let path = format!("spec.http[{i}].retries");
+            if rt.retry_remote_localities == Some(true) {
+                f.warn(format!("{path}.retryRemoteLocalities"), "retrying in other localities");
+            }
+            // Retries always prefer other hosts (Istio's default).
+            if rt.retry_ignore_previous_hosts == Some(false) {
+                f.warn(format!("{path}.retryIgnorePreviousHosts"), "retrying on the same host (`false`)");
+            }
+            if rt.backoff.is_some() {
+                f.warn(format!("{path}.backoff"), "a retry backoff interval (Envoy's 25 ms base is used)");
+            }
+        }
+    }
+    for (i, r) in vs.tcp.iter().enumerate() {
+        for (j, m) in r.matches.iter().enumerate() {
+            if !m.destination_subnets.is_empty() {
+                f.warn(format!("spec.tcp[{i}].match[{j}].destinationSubnets"), "matching destination subnets");
+            }
+            if m.source_subnet.is_some() {
+                f.warn(format!("spec.tcp[{i}].match[{j}].sourceSubnet"), "matching the source subnet");
+            }
+        }
+    }
+    for (i, r) in vs.tls.iter().enumerate() {
+        for (j, m) in r.matches.iter().enumerate() {
+            if !m.destination_subnets.is_empty() {
+                f.warn(format!("spec.tls[{i}].match[{j}].destinationSubnets"), "matching destination subnets");
+            }
+        }
+    }
+}
+
+fn service_entry(f: &mut Found<'_>, se: &ServiceEntry) {
+    export_to(f, &se.export_to);
+    if se.workload_selector.is_some() {
+        f.warn("spec.workloadSelector".into(), "selecting workloads (file mode has no WorkloadEntries)");
+    }
+    if !se.subject_alt_names.is_empty() {
+        f.warn(
+            "spec.subjectAltNames".into(),
+            "verifying the backend's names from the ServiceEntry (set the DestinationRule's tls.subjectAltNames)",
+        );
+    }
+    for (i, ep) in se.endpoints.iter().enumerate() {
+        if ep.network.is_some() {
+            f.warn(format!("spec.endpoints[{i}].network"), "endpoint networks (every endpoint is dialled directly)");
         }
     }
 }
@@ -101,6 +161,17 @@ fn traffic_policy(f: &mut Found<'_>, prefix: &str, tp: &TrafficPolicy) {
     if tp.tls.as_ref().is_some_and(|t| t.ca_crl.is_some()) {
         f.warn(format!("{prefix}.tls.caCrl"), "certificate revocation lists toward the backend");
     }
+    if tp.retry_budget.is_some() {
+        f.warn(format!("{prefix}.retryBudget"), "retry budgets (the maxRetries limit applies instead)");
+    }
+    if let Some(c) = tp.load_balancer.as_ref().and_then(|lb| lb.consistent_hash.as_ref()?.http_cookie.as_ref()) {
+        if !c.attributes.is_empty() {
+            f.warn(
+                format!("{prefix}.loadBalancer.consistentHash.httpCookie.attributes"),
+                "attributes of the hash cookie",
+            );
+        }
+    }
     if tp.tunnel.is_some() {
         f.warn(format!("{prefix}.tunnel"), "tunneling");
     }
@@ -120,6 +191,10 @@ fn traffic_policy(f: &mut Found<'_>, prefix: &str, tp: &TrafficPolicy) {
 }
 
 fn destination_rule(f: &mut Found<'_>, dr: &DestinationRule) {
+    export_to(f, &dr.export_to);
+    if dr.workload_selector.is_some() {
+        f.warn("spec.workloadSelector".into(), "selecting workloads (the rule applies to every gateway instance)");
+    }
     if let Some(tp) = &dr.traffic_policy {
         traffic_policy(f, "spec.trafficPolicy", tp);
     }

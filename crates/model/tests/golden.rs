@@ -776,3 +776,98 @@ spec:
     let warned: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
     assert!(!warned.iter().any(|d| d.contains("PTC0006")), "{warned:?}");
 }
+
+#[test]
+fn fields_without_effect_are_warned_by_path() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}
+  - {port: {number: 31400, name: tcp, protocol: TCP}, hosts: ["*"]}
+  - {port: {number: 443, name: tls, protocol: TLS}, hosts: ["*"], tls: {mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [svc.example.internal]
+  exportTo: ["."]
+  subjectAltNames: [spiffe://example/svc]
+  resolution: STATIC
+  ports: [{number: 80, name: http}]
+  endpoints: [{address: 10.0.0.1, network: net-2}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc, namespace: default}
+spec:
+  host: svc.example.internal
+  exportTo: ["."]
+  workloadSelector: {matchLabels: {istio: ingressgateway}}
+  trafficPolicy:
+    retryBudget: {percent: 20}
+    loadBalancer: {consistentHash: {httpCookie: {name: c, ttl: 0s, attributes: [{name: SameSite, value: Lax}]}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  exportTo: ["*"]
+  http:
+  - match: [{uri: {prefix: /a}, statPrefix: a}]
+    retries: {attempts: 2, retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 1s}
+    route: [{destination: {host: svc.example.internal}}]
+  - route: [{destination: {host: svc.example.internal}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: l4, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  tcp:
+  - match: [{port: 31400, destinationSubnets: [10.0.0.0/8], sourceSubnet: 192.168.0.0/16}]
+    route: [{destination: {host: svc.example.internal, port: {number: 80}}}]
+  tls:
+  - match: [{port: 443, sniHosts: [a.example.com], destinationSubnets: [10.0.0.0/8]}]
+    route: [{destination: {host: svc.example.internal, port: {number: 80}}}]
+"#;
+    let parsed = portico_api::parse_text("case.yaml", yaml, "default");
+    let compiled = compile(&parsed.resources, &Options::default());
+    let mut warned: Vec<String> = compiled
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "PTC0006")
+        .map(|d| d.message.split(':').next().unwrap_or("").to_string())
+        .collect();
+    warned.sort();
+    let errors: Vec<String> =
+        compiled.diagnostics.iter().filter(|d| d.code != "PTC0006").map(|d| d.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    // exportTo ["*"] restricts nothing: not warned.
+    assert_eq!(
+        warned,
+        [
+            "spec.endpoints[0].network",
+            "spec.exportTo",
+            "spec.exportTo",
+            "spec.http[0].match[0].statPrefix",
+            "spec.http[0].retries.backoff",
+            "spec.http[0].retries.retryIgnorePreviousHosts",
+            "spec.http[0].retries.retryRemoteLocalities",
+            "spec.subjectAltNames",
+            "spec.tcp[0].match[0].destinationSubnets",
+            "spec.tcp[0].match[0].sourceSubnet",
+            "spec.tls[0].match[0].destinationSubnets",
+            "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes",
+            "spec.trafficPolicy.retryBudget",
+            "spec.workloadSelector",
+        ]
+    );
+}
