@@ -6,7 +6,8 @@
 //! certificate and virtual host by SNI): connections are then kept per SNI ("lanes").
 //!
 //! `connectionPool` shapes the connections: `maxConnectionDuration` retires old ones (they take
-//! no new request and close once their requests are done), `maxConcurrentStreams` caps the
+//! no new request and close once their requests are done), `idleTimeout` ones idle too long
+//! (both checked when a connection is next looked at), `maxConcurrentStreams` caps the
 //! streams of one HTTP/2 connection (past it another connection opens), `tcpKeepalive` and
 //! `http2KeepAlive` probe idle ones.
 
