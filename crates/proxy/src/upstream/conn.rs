@@ -150,8 +150,13 @@ impl Drop for Stream {
             let ms = u64::try_from(u.born.elapsed().as_millis()).unwrap_or(u64::MAX);
             u.idle_at_ms.store(ms, Ordering::Release);
         }
-        // A request pending for room on a connection may take it.
-        self.breaker.freed.notify_waiters();
+        // A request pending for room on a connection may take it. Waiters count themselves
+        // pending before they look for room, so without any there is no one to wake (and
+        // `notify_waiters` takes a lock: not on every response).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.breaker.pending.load(Ordering::SeqCst) > 0 {
+            self.breaker.freed.notify_waiters();
+        }
     }
 }
 
