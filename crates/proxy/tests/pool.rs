@@ -90,6 +90,48 @@ async fn connections_idle_past_idle_timeout_are_not_reused() {
     }
 }
 
+/// Waits (on the paused clock) until `n` backend connections have ended; false if they do not
+/// within a minute.
+async fn closed(be: &Backend, n: usize) -> bool {
+    for _ in 0..600 {
+        if be.closed.load(Ordering::SeqCst) >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_and_retired_connections_are_closed_without_traffic() {
+    for h2 in [false, true] {
+        // idleTimeout 5 s: closed 5 s after the request, nothing else needed.
+        let be = backend("be").await;
+        let c = if h2 { cluster_h2("c", &[be.addr]) } else { cluster("c", &[be.addr]) };
+        let c = Cluster { idle_timeout: Some(Duration::from_secs(5)), ..c };
+        let (_proxy, addr) = start(one_route(vec![c])).await;
+        let mut client = H1::connect(addr).await;
+        assert_eq!(client.get("h", "/").await.status, 200);
+        let t0 = tokio::time::Instant::now();
+        assert!(closed(&be, 1).await, "h2={h2}: idle connection closed");
+        assert!(t0.elapsed() >= Duration::from_secs(4), "h2={h2}: not before the idle timeout");
+
+        // maxConnectionDuration 30 s, idleTimeout off: an idle connection closes at 30 s.
+        let be = backend("be").await;
+        let c = if h2 { cluster_h2("c", &[be.addr]) } else { cluster("c", &[be.addr]) };
+        let c = Cluster { idle_timeout: Some(Duration::ZERO), ..c };
+        let c = with_conn(
+            c,
+            ConnectionOptions { max_connection_duration: Some(Duration::from_secs(30)), ..Default::default() },
+        );
+        let (_proxy, addr) = start(one_route(vec![c])).await;
+        assert_eq!(get(addr, "h", "/").await.status, 200);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(be.closed.load(Ordering::SeqCst), 0, "h2={h2}: open before its duration");
+        assert!(closed(&be, 1).await, "h2={h2}: closed at its duration");
+    }
+}
+
 /// An h2c backend that holds each request until `hold` requests are in; it counts connections
 /// and the most requests it had in hand at once.
 struct Holding {

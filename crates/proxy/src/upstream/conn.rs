@@ -6,8 +6,8 @@
 //! certificate and virtual host by SNI): connections are then kept per SNI ("lanes").
 //!
 //! `connectionPool` shapes the connections: `maxConnectionDuration` retires old ones (they take
-//! no new request and close once their requests are done), `idleTimeout` ones idle too long
-//! (both checked when a connection is next looked at), `maxConcurrentStreams` caps the
+//! no new request and close once their requests are done), `idleTimeout` closes ones idle
+//! too long (each connection's task watches its own), `maxConcurrentStreams` caps the
 //! streams of one HTTP/2 connection (past it another connection opens), `tcpKeepalive` and
 //! `http2KeepAlive` probe idle ones.
 
@@ -95,37 +95,73 @@ struct IdleConn {
     uses: u32,
     /// The connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`).
     local: Option<SocketAddr>,
-    /// When it was opened (`maxConnectionDuration`).
-    born: Instant,
-    /// When it last went idle (`idleTimeout`).
-    idle_since: Instant,
+    usage: Arc<Usage>,
 }
 
 /// A shared HTTP/2 connection.
 struct H2Conn {
     sender: http2::SendRequest<UpstreamBody>,
     local: Option<SocketAddr>,
-    born: Instant,
     usage: Arc<Usage>,
 }
 
-/// The streams of an HTTP/2 connection.
+/// How busy a connection is and since when, shared with the task that drives it.
 struct Usage {
-    /// Open now (`maxConcurrentStreams`).
+    /// Requests (HTTP/1.1: 0 or 1) or streams (HTTP/2, `maxConcurrentStreams`) open now.
     streams: AtomicU32,
-    /// When the last stream ended, in milliseconds since `born` (`idleTimeout`).
+    /// When it last went idle, in milliseconds since `born` (`idleTimeout`).
     idle_at_ms: AtomicU64,
+    /// When it was opened (`maxConnectionDuration`).
     born: Instant,
+}
+
+/// How often a busy connection that is due to close is looked at again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+impl Usage {
+    fn new() -> Arc<Usage> {
+        Arc::new(Usage { streams: AtomicU32::new(0), idle_at_ms: AtomicU64::new(0), born: Instant::now() })
+    }
+
+    fn mark_idle(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.idle_at_ms.store(ms, Ordering::Release);
+    }
+
+    fn idle(&self) -> bool {
+        self.streams.load(Ordering::Acquire) == 0
+    }
+
+    fn idle_deadline(&self, t: Duration) -> Instant {
+        self.born + Duration::from_millis(self.idle_at_ms.load(Ordering::Acquire)) + t
+    }
+
+    /// Past `maxConnectionDuration`, or idle for longer than `idleTimeout`: no new requests.
+    fn retired(&self, cluster: &Cluster) -> bool {
+        expired(self.born, cluster)
+            || (self.idle() && idle_timeout(cluster).is_some_and(|t| self.idle_deadline(t) <= Instant::now()))
+    }
+
+    /// When the connection's task should look again whether it is idle and retired.
+    fn next_check(&self, cluster: &Cluster) -> Option<Instant> {
+        let now = Instant::now();
+        let idle =
+            idle_timeout(cluster).map(|t| if self.idle() { self.idle_deadline(t) } else { now + t.max(RECHECK) });
+        // Past it but busy: look again until its requests are done.
+        let age = cluster
+            .conn
+            .max_connection_duration
+            .map(|m| Some(self.born + m).filter(|at| *at > now).unwrap_or(now + RECHECK));
+        match (idle, age) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl H2Conn {
     fn usable(&self, cluster: &Cluster) -> bool {
-        let u = &self.usage;
-        let idle_for = |t: Duration| {
-            u.streams.load(Ordering::Acquire) == 0
-                && self.born + Duration::from_millis(u.idle_at_ms.load(Ordering::Acquire)) + t <= Instant::now()
-        };
-        !self.sender.is_closed() && !expired(self.born, cluster) && !idle_timeout(cluster).is_some_and(idle_for)
+        !self.sender.is_closed() && !self.usage.retired(cluster)
     }
 
     /// One stream on this connection, if it has room for one more.
@@ -145,10 +181,8 @@ pub(crate) struct Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        let u = &self.usage;
-        if u.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let ms = u64::try_from(u.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-            u.idle_at_ms.store(ms, Ordering::Release);
+        if self.usage.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.usage.mark_idle();
         }
         // A request pending for room on a connection may take it. Waiters count themselves
         // pending before they look for room, so without any there is no one to wake (and
@@ -185,7 +219,7 @@ impl Lane {
 }
 
 /// `connectionPool.http.idleTimeout`: Istio's default is 1 h; zero turns it off. A connection
-/// idle for longer is not used again and is closed when next looked at (not by a timer).
+/// idle for longer is not used again and is closed.
 fn idle_timeout(cluster: &Cluster) -> Option<Duration> {
     match cluster.idle_timeout {
         None => Some(Duration::from_secs(3600)),
@@ -332,11 +366,12 @@ impl EndpointState {
                     Err(idle) => (idle, true),
                     Ok(slot) => {
                         let host = request_host(&req);
-                        let (sender, local) = self.connect_h1(pool, &host, slot).await?;
-                        (IdleConn { sender, uses: 0, local, born: Instant::now(), idle_since: Instant::now() }, false)
+                        let (sender, local, usage) = self.connect_h1(pool, &host, slot).await?;
+                        (IdleConn { sender, uses: 0, local, usage }, false)
                     }
                 },
             };
+            conn.usage.streams.store(1, Ordering::Release);
             conn.uses = conn.uses.saturating_add(1);
             let local = conn.local;
             match conn.sender.try_send_request(req).await {
@@ -365,8 +400,9 @@ impl EndpointState {
             let ready = futures_util::future::poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_ok();
             // Past the limit, or past `maxConnectionDuration`, the connection is dropped, which
             // closes it.
-            if ready && lane.idle.len() < max_idle && !expired(conn.born, &def) {
-                conn.idle_since = Instant::now();
+            if ready && lane.idle.len() < max_idle && !expired(conn.usage.born, &def) {
+                conn.usage.mark_idle();
+                conn.usage.streams.store(0, Ordering::Release);
                 lane.idle.push(conn);
                 // A request pending on `maxConnections` may take it.
                 breaker.freed.notify_waiters();
@@ -379,18 +415,20 @@ impl EndpointState {
         pool: &ClusterPool,
         host: &str,
         slot: Slot,
-    ) -> Result<(http1::SendRequest<UpstreamBody>, Option<SocketAddr>), SendError> {
+    ) -> Result<(http1::SendRequest<UpstreamBody>, Option<SocketAddr>, Arc<Usage>), SendError> {
         let slot = slot.also_in(&self.open);
         let tcp = connect_tcp(self.addr, &pool.def).await?;
         let local = tcp.local_addr().ok();
+        let usage = Usage::new();
+        let life = (usage.clone(), pool.def.clone(), slot);
         let sender = match &pool.tls {
-            None => handshake_h1(TokioIo::new(tcp), slot).await?,
+            None => handshake_h1(TokioIo::new(tcp), life).await?,
             Some(tls) => {
                 let stream = tls.connect(tcp, host).await.map_err(SendError::Connect)?;
-                handshake_h1(TokioIo::new(stream), slot).await?
+                handshake_h1(TokioIo::new(stream), life).await?
             }
         };
-        Ok((sender, local))
+        Ok((sender, local, usage))
     }
 
     async fn send_h2(self: &Arc<Self>, pool: &ClusterPool, mut req: Request<UpstreamBody>) -> Result<Sent, SendError> {
@@ -449,16 +487,16 @@ impl EndpointState {
         let tcp = connect_tcp(self.addr, &pool.def).await?;
         let local = tcp.local_addr().ok();
         let builder = h2_builder(&pool.def);
+        let usage = Usage::new();
+        let life = (usage.clone(), pool.def.clone(), slot);
         let sender = match &pool.tls {
-            None => handshake_h2(&builder, TokioIo::new(tcp), slot).await?,
+            None => handshake_h2(&builder, TokioIo::new(tcp), life).await?,
             Some(tls) => {
                 let stream = tls.connect(tcp, host).await.map_err(SendError::Connect)?;
-                handshake_h2(&builder, TokioIo::new(stream), slot).await?
+                handshake_h2(&builder, TokioIo::new(stream), life).await?
             }
         };
-        let born = Instant::now();
-        let usage = Arc::new(Usage { streams: AtomicU32::new(0), idle_at_ms: AtomicU64::new(0), born });
-        let conn = Arc::new(H2Conn { sender, local, born, usage });
+        let conn = Arc::new(H2Conn { sender, local, usage });
         lane.h2.rcu(|cur| {
             let mut next = (**cur).clone();
             next.push(conn.clone());
@@ -494,9 +532,8 @@ pub(crate) fn connect_timeout(cluster: &Cluster) -> Duration {
 fn take_idle(lane: &Lane, cluster: &Cluster) -> Option<IdleConn> {
     while let Some(c) = lane.idle.pop() {
         // A retired (`maxConnectionDuration`) or long idle (`idleTimeout`) connection is dropped
-        // here, which closes it.
-        let idle_too_long = idle_timeout(cluster).is_some_and(|t| c.idle_since.elapsed() >= t);
-        if c.sender.is_ready() && !expired(c.born, cluster) && !idle_too_long {
+        // here, which closes it (if its task has not already).
+        if c.sender.is_ready() && !c.usage.retired(cluster) {
             return Some(c);
         }
     }
@@ -526,14 +563,37 @@ fn request_host(req: &Request<UpstreamBody>) -> String {
     }
 }
 
+/// What a connection's task keeps: its usage, its cluster's settings, its connection slot.
+type Life = (Arc<Usage>, Arc<Cluster>, Slot);
+
+/// Run a connection until it ends, or until it is idle and retired (`idleTimeout`,
+/// `maxConnectionDuration`): then it is dropped, which closes it, as Envoy closes such
+/// connections. A request racing the close fails before it was written and is sent again on
+/// another connection (`send_h1`/`send_h2` retry a reused connection).
+async fn drive<F: std::future::Future>(conn: F, usage: &Usage, cluster: &Cluster) -> Option<F::Output> {
+    tokio::pin!(conn);
+    loop {
+        let Some(at) = usage.next_check(cluster) else { return Some(conn.await) };
+        tokio::select! {
+            out = &mut conn => return Some(out),
+            () = tokio::time::sleep_until(at) => {
+                if usage.idle() && usage.retired(cluster) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// HTTP/1.1 over `io`; the connection task holds the cluster's connection slot until it ends.
-async fn handshake_h1<I>(io: I, slot: Slot) -> Result<http1::SendRequest<UpstreamBody>, SendError>
+async fn handshake_h1<I>(io: I, life: Life) -> Result<http1::SendRequest<UpstreamBody>, SendError>
 where
     I: Read + Write + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(SendError::Handshake)?;
     tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
+        let (usage, cluster, slot) = life;
+        if let Some(Err(e)) = drive(conn.with_upgrades(), &usage, &cluster).await {
             tracing::debug!(error = %e, "upstream HTTP/1 connection closed with an error");
         }
         drop(slot);
@@ -559,14 +619,16 @@ fn h2_builder(cluster: &Cluster) -> http2::Builder<TokioExecutor> {
 async fn handshake_h2<I>(
     builder: &http2::Builder<TokioExecutor>,
     io: I,
-    slot: Slot,
+    life: Life,
 ) -> Result<http2::SendRequest<UpstreamBody>, SendError>
 where
     I: Read + Write + Unpin + Send + 'static,
 {
     let (sender, conn) = builder.handshake(io).await.map_err(SendError::Handshake)?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let (usage, cluster, slot) = life;
+        // Dropping it when retired sends GOAWAY and closes the connection.
+        if let Some(Err(e)) = drive(conn, &usage, &cluster).await {
             tracing::debug!(error = %e, "upstream HTTP/2 connection closed with an error");
         }
         drop(slot);

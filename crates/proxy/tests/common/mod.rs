@@ -184,6 +184,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
     pub connections: Arc<AtomicUsize>,
+    /// Connections that have ended.
+    pub closed: Arc<AtomicUsize>,
     pub requests: Arc<AtomicUsize>,
     /// Requests whose handler was dropped before it finished (the proxy went away).
     pub cancelled: Arc<AtomicUsize>,
@@ -205,16 +207,17 @@ pub async fn backend(name: &str) -> Backend {
         addr,
         name: name.to_string(),
         connections: Arc::new(AtomicUsize::new(0)),
+        closed: Arc::new(AtomicUsize::new(0)),
         requests: Arc::new(AtomicUsize::new(0)),
         cancelled: Arc::new(AtomicUsize::new(0)),
     };
-    let (name, conns, reqs, cancelled) =
-        (b.name.clone(), b.connections.clone(), b.requests.clone(), b.cancelled.clone());
+    let (name, conns, reqs, cancelled, closed) =
+        (b.name.clone(), b.connections.clone(), b.requests.clone(), b.cancelled.clone(), b.closed.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
             conns.fetch_add(1, Ordering::SeqCst);
-            let (name, reqs, cancelled) = (name.clone(), reqs.clone(), cancelled.clone());
+            let (name, reqs, cancelled, closed) = (name.clone(), reqs.clone(), cancelled.clone(), closed.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let (name, reqs, cancelled) = (name.clone(), reqs.clone(), cancelled.clone());
@@ -229,6 +232,7 @@ pub async fn backend(name: &str) -> Backend {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .await;
+                closed.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
