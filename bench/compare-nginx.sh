@@ -3,7 +3,9 @@
 #
 # One small fast backend (portico-echo) on core 0; each proxy in turn pinned to core 1 with one
 # worker; wrk (HTTP/1.1 keep-alive, 64 connections, 10 s) on core 0. Two rounds, alternating.
-# Then the resident memory each proxy adds for 2000 idle keep-alive connections.
+# Then the resident memory each proxy adds for 2000 idle keep-alive connections. Both run without an
+# access log (nginx `access_log off`, portico `--access-log off`): like for like; bench/telemetry-cost.sh
+# measures what the log costs.
 #
 # usage: bench/compare-nginx.sh [DURATION_SECONDS]   (installs nginx and wrk when absent)
 set -euo pipefail
@@ -59,7 +61,7 @@ spec:
   endpoints: [{address: 127.0.0.1, ports: {http: $BACKEND}}]
 YAML
 PORTICO_LOG=error taskset -c 1 "$BIN/portico" run --config "$WORK/config" --bind 127.0.0.1 \
-  --port-map 80=$PORTICO --admin 127.0.0.1:$ADMIN --workers 1 >/dev/null & PORTICO_PID=$!; pids+=($PORTICO_PID)
+  --port-map 80=$PORTICO --admin 127.0.0.1:$ADMIN --workers 1 --access-log off >/dev/null & PORTICO_PID=$!; pids+=($PORTICO_PID)
 
 mkdir -p "$WORK/nginx"
 cat > "$WORK/nginx/nginx.conf" <<CONF
