@@ -51,7 +51,7 @@ pub struct TraceConfig {
     pub queue_capacity: usize,
     /// Spans per export request at most.
     pub batch_size: usize,
-    /// How long a partial batch waits for more spans.
+    /// At most this long between looks at the span queue (a partial batch goes out then).
     pub flush_interval: Duration,
     /// Each export request gives up after this long (its spans are counted as dropped).
     pub export_timeout: Duration,
@@ -523,6 +523,12 @@ fn inject(trace: &RequestTrace, span_id: [u8; 8], h: &mut HeaderMap) {
 
 /// Batch spans from the queue and POST them; never retries (a collector that is down loses the
 /// spans of that moment, counted, rather than holding memory).
+/// Export requests in flight at most.
+const EXPORTS_IN_FLIGHT: usize = 4;
+
+/// How often the exporter looks at an empty span queue.
+const EXPORT_POLL: Duration = Duration::from_millis(20);
+
 async fn export_loop(config: TraceConfig, mut rx: mpsc::Receiver<Span>, exported: Counter, dropped: Counter) {
     let endpoint = if config.endpoint.path() == "/" {
         let mut parts = config.endpoint.clone().into_parts();
@@ -541,16 +547,32 @@ async fn export_loop(config: TraceConfig, mut rx: mpsc::Receiver<Span>, exported
         ..Default::default()
     };
     let batch_size = config.batch_size.max(1);
+    // The queue is polled rather than awaited: a task parked in `recv` would be woken by every
+    // span the data plane queues (a cross-thread wake-up per request), which costs more than
+    // the span itself. An empty queue is looked at again after `poll`.
+    let poll = config.flush_interval.min(EXPORT_POLL);
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(EXPORTS_IN_FLIGHT));
+    let mut closed = false;
     loop {
-        let Some(first) = rx.recv().await else { return };
-        let mut spans = Vec::with_capacity(batch_size.min(64));
-        spans.push(first);
-        let deadline = tokio::time::Instant::now() + config.flush_interval;
+        let mut spans = Vec::new();
         while spans.len() < batch_size {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(s)) => spans.push(s),
-                Ok(None) | Err(_) => break,
+            match rx.try_recv() {
+                Ok(s) => spans.push(s),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
             }
+        }
+        if spans.is_empty() {
+            if closed {
+                // Let the exports in flight finish.
+                let _ = in_flight.acquire_many(EXPORTS_IN_FLIGHT as u32).await;
+                return;
+            }
+            tokio::time::sleep(poll).await;
+            continue;
         }
         let n = spans.len() as u64;
         let body = ExportTraceServiceRequest {
@@ -568,21 +590,29 @@ async fn export_loop(config: TraceConfig, mut rx: mpsc::Receiver<Span>, exported
             dropped.add(n);
             continue;
         };
-        match tokio::time::timeout(config.export_timeout, client.request(req)).await {
-            Ok(Ok(resp)) if resp.status().is_success() => exported.add(n),
-            Ok(Ok(resp)) => {
-                tracing_warn(&format!("OTLP export rejected: {}", resp.status()));
-                dropped.add(n);
+        // A few exports in flight at once, so the queue keeps draining while one waits on the
+        // collector; past that, wait (the queue, bounded, drops what does not fit).
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let (client, exported, dropped, limit) =
+            (client.clone(), exported.clone(), dropped.clone(), config.export_timeout);
+        tokio::spawn(async move {
+            match tokio::time::timeout(limit, client.request(req)).await {
+                Ok(Ok(resp)) if resp.status().is_success() => exported.add(n),
+                Ok(Ok(resp)) => {
+                    tracing_warn(&format!("OTLP export rejected: {}", resp.status()));
+                    dropped.add(n);
+                }
+                Ok(Err(e)) => {
+                    tracing_warn(&format!("OTLP export failed: {e}"));
+                    dropped.add(n);
+                }
+                Err(_) => {
+                    tracing_warn("OTLP export timed out");
+                    dropped.add(n);
+                }
             }
-            Ok(Err(e)) => {
-                tracing_warn(&format!("OTLP export failed: {e}"));
-                dropped.add(n);
-            }
-            Err(_) => {
-                tracing_warn("OTLP export timed out");
-                dropped.add(n);
-            }
-        }
+            drop(permit);
+        });
     }
 }
 
