@@ -9,18 +9,9 @@ use common::*;
 use http_body_util::{BodyExt, Full};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
-use prom_text_format_parser::{Scrape, ValueType};
 use prost::Message;
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn write(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 /// app → a.backend subset v1; grpc → a gRPC (h2c) backend; dead → a service with no endpoint;
 /// `with_b`: also b.example.com → b.backend (removed by a reload in one test).
@@ -160,43 +151,6 @@ fn grpc_call(port: u16, host: &str, want: u32) -> (u16, Option<String>) {
         }
         (status, grpc)
     })
-}
-
-type Labels = BTreeMap<String, String>;
-
-/// Scrape and parse strictly; (metric name, labels, value) of every plain sample.
-fn scrape(admin_port: u16) -> Vec<(String, Labels, f64)> {
-    let r = get(admin_port, "localhost", "/stats/prometheus", &[]).unwrap();
-    assert_eq!(r.status, 200);
-    let parsed = match Scrape::parse(&r.body) {
-        Ok(s) => s,
-        Err(e) => panic!("/stats/prometheus is not valid Prometheus text: {e:?}\n{}", r.body),
-    };
-    let mut out = Vec::new();
-    for m in parsed.metrics {
-        for s in m.samples {
-            let labels: Labels = s.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect();
-            let name = match s.value.value_type {
-                ValueType::Sample => m.name.clone(),
-                other => format!("{}:{other:?}", m.name),
-            };
-            out.push((name, labels, s.value.value.as_f64()));
-        }
-    }
-    out
-}
-
-fn find<'a>(samples: &'a [(String, Labels, f64)], name: &str, want: &[(&str, &str)]) -> Vec<&'a (String, Labels, f64)> {
-    samples
-        .iter()
-        .filter(|(n, l, _)| n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
-        .collect()
-}
-
-fn value(samples: &[(String, Labels, f64)], name: &str, want: &[(&str, &str)]) -> f64 {
-    let found = find(samples, name, want);
-    assert_eq!(found.len(), 1, "{name} {want:?}: {found:#?}");
-    found[0].2
 }
 
 /// HTTP 200, 404 NR, 503 UH and a gRPC error: Istio's series with the labels Istio's dashboards

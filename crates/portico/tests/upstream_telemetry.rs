@@ -8,11 +8,10 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
-use prom_text_format_parser::{Scrape, ValueType};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
@@ -167,12 +166,6 @@ fn https_get(port: u16, sni: &str, path: &str, cfg: rustls::ClientConfig) -> Res
 
 // ───────────────────────────── config, scrape ─────────────────────────────
 
-fn write(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// One backend behind four services, one per concern so their counters stay apart:
 /// r (retries 1 on 5xx), o (`http2MaxRequests: 1`), e (eject after one 5xx), a (plain).
 /// Port 80 is HTTP; port 443 has app.example.com (SIMPLE) and mtls.example.com (MUTUAL).
@@ -244,36 +237,6 @@ spec:
         ));
     }
     s
-}
-
-type Labels = BTreeMap<String, String>;
-
-fn scrape(admin_port: u16) -> Vec<(String, Labels, f64)> {
-    let r = get(admin_port, "localhost", "/stats/prometheus", &[]).unwrap();
-    assert_eq!(r.status, 200);
-    let parsed = match Scrape::parse(&r.body) {
-        Ok(s) => s,
-        Err(e) => panic!("/stats/prometheus is not valid Prometheus text: {e:?}\n{}", r.body),
-    };
-    let mut out = Vec::new();
-    for m in parsed.metrics {
-        for s in m.samples {
-            let labels: Labels = s.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect();
-            if s.value.value_type == ValueType::Sample {
-                out.push((m.name.clone(), labels, s.value.value.as_f64()));
-            }
-        }
-    }
-    out
-}
-
-fn value(samples: &[(String, Labels, f64)], name: &str, want: &[(&str, &str)]) -> f64 {
-    let found: Vec<_> = samples
-        .iter()
-        .filter(|(n, l, _)| n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
-        .collect();
-    assert_eq!(found.len(), 1, "{name} {want:?}: {found:#?}");
-    found[0].2
 }
 
 /// Scrape until `name{want}` reaches `at_least` (the gateway counts a failed handshake on its

@@ -2,6 +2,8 @@
 //! minimal blocking HTTP/1.1 client (real sockets, no mocking).
 #![allow(dead_code)]
 
+use prom_text_format_parser::{Scrape, ValueType};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -212,4 +214,55 @@ pub fn wait_lines(rx: &std::sync::mpsc::Receiver<String>, n: usize, pred: impl F
         }
     }
     hits
+}
+
+// ───────────────────────────── config files and metrics ─────────────────────────────
+
+/// Write a file atomically (a watcher never sees it half written).
+pub fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+/// Scrape `/stats/prometheus` and parse it strictly; (metric name, labels, value) of every
+/// sample, histogram and summary parts named `NAME:Type`.
+pub fn scrape(admin_port: u16) -> Vec<(String, Labels, f64)> {
+    let r = get(admin_port, "localhost", "/stats/prometheus", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    let parsed = match Scrape::parse(&r.body) {
+        Ok(s) => s,
+        Err(e) => panic!("/stats/prometheus is not valid Prometheus text: {e:?}\n{}", r.body),
+    };
+    let mut out = Vec::new();
+    for m in parsed.metrics {
+        for s in m.samples {
+            let labels: Labels = s.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect();
+            let name = match s.value.value_type {
+                ValueType::Sample => m.name.clone(),
+                other => format!("{}:{other:?}", m.name),
+            };
+            out.push((name, labels, s.value.value.as_f64()));
+        }
+    }
+    out
+}
+
+pub fn find<'a>(
+    samples: &'a [(String, Labels, f64)],
+    name: &str,
+    want: &[(&str, &str)],
+) -> Vec<&'a (String, Labels, f64)> {
+    samples
+        .iter()
+        .filter(|(n, l, _)| n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .collect()
+}
+
+pub fn value(samples: &[(String, Labels, f64)], name: &str, want: &[(&str, &str)]) -> f64 {
+    let found = find(samples, name, want);
+    assert_eq!(found.len(), 1, "{name} {want:?}: {found:#?}");
+    found[0].2
 }
