@@ -11,4 +11,7 @@ fuzz_target!(|data: &[u8]| {
     for d in &compiled.diagnostics {
         let _ = d.to_string();
     }
+    // Again with a locality, so locality load balancing (priorities, failover, distribute) runs.
+    let local = portico_model::Options { locality: Some("us-east/a/1".into()), ..portico_model::Options::default() };
+    let _ = portico_model::compile(&parsed.resources, &local);
 });
