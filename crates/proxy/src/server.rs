@@ -94,6 +94,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         None => parts.headers.get(header::HOST).cloned(),
     };
     let request_id = headers::ensure_request_id(&mut parts.headers, &shared.rng);
+    let trace = shared.opts.tracer.as_ref().and_then(|t| t.start(&mut parts.headers)).map(Box::new);
     let record = RequestRecord {
         start_time: SystemTime::now(),
         duration: Duration::ZERO,
@@ -120,7 +121,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         bytes_sent: 0,
         user_agent: parts.headers.get(header::USER_AGENT).cloned(),
         grpc: crate::body::is_grpc(&parts.headers),
-        trace: shared.opts.tracer.as_ref().and_then(|t| t.start(&parts.headers)).map(Box::new),
+        trace,
     };
     let log_start = record.start_time;
     let downstream_version = record.protocol;
@@ -331,9 +332,6 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     parts.extensions = http::Extensions::new();
     let received = Arc::new(AtomicU64::new(0));
     log.received = Some(received.clone());
-    if let (Some(tracer), None) = (&shared.opts.tracer, &log.record.trace) {
-        tracer.propagate_unsampled(&mut parts.headers);
-    }
     let retrying = retry::may_retry(&route.retry, upgrade.is_some());
     // Upgrades (WebSocket) are not mirrored: a shadow cannot take part in the tunnel.
     let mirrors = if upgrade.is_some() { Vec::new() } else { pick_mirrors(&route, &state, &shared.rng) };

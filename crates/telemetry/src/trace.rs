@@ -161,14 +161,19 @@ impl Tracer {
 
     /// Start the server span of a request, if it is sampled: the incoming context's decision
     /// when it carries one (`traceparent` flags, `x-b3-sampled`, `b3`), else the percentage.
-    /// `None` (not sampled): nothing is recorded and the headers pass upstream as they came.
-    pub fn start(&self, headers: &HeaderMap) -> Option<RequestTrace> {
+    /// `None` (not sampled): nothing is recorded; a request that carried a context passes it
+    /// upstream as it came, one without gets `traceparent` with the sampled flag off (as Envoy's
+    /// OpenTelemetry tracer sends it), so the services behind do not sample it on their own.
+    pub fn start(&self, headers: &mut HeaderMap) -> Option<RequestTrace> {
         let incoming = extract(headers);
         let sampled = match &incoming {
             Some(c) => c.sampled.unwrap_or_else(|| self.sample()),
             None => self.sample(),
         };
         if !sampled {
+            if incoming.is_none() {
+                insert_unsampled(headers);
+            }
             return None;
         }
         let (trace_id, parent_id, propagation) = match incoming {
@@ -185,25 +190,6 @@ impl Tracer {
             propagation,
             tries: Vec::with_capacity(1),
         })
-    }
-
-    /// A request this gateway chose not to sample and that came without any trace context:
-    /// send the decision upstream (`traceparent` with the sampled flag off, as Envoy's
-    /// OpenTelemetry tracer does), so the services behind the gateway do not sample it on their
-    /// own. A request that carried a context passes it through as it came.
-    pub fn propagate_unsampled(&self, headers: &mut HeaderMap) {
-        if extract(headers).is_some() {
-            return;
-        }
-        let mut tp = Vec::with_capacity(55);
-        tp.extend_from_slice(b"00-");
-        push_hex(&mut tp, &random_nonzero_16());
-        tp.push(b'-');
-        push_hex(&mut tp, &random_nonzero_8());
-        tp.extend_from_slice(b"-00");
-        if let Some(v) = header(tp) {
-            headers.insert(TRACEPARENT, v);
-        }
     }
 
     /// A new upstream try of a sampled request: opens its client span and writes the context
@@ -306,6 +292,19 @@ impl Tracer {
         if self.inner.tx.try_send(span).is_err() {
             self.inner.dropped.inc();
         }
+    }
+}
+
+/// A new trace context with the sampled flag off.
+fn insert_unsampled(headers: &mut HeaderMap) {
+    let mut tp = Vec::with_capacity(55);
+    tp.extend_from_slice(b"00-");
+    push_hex(&mut tp, &random_nonzero_16());
+    tp.push(b'-');
+    push_hex(&mut tp, &random_nonzero_8());
+    tp.extend_from_slice(b"-00");
+    if let Some(v) = header(tp) {
+        headers.insert(TRACEPARENT, v);
     }
 }
 
@@ -684,15 +683,14 @@ mod tests {
             Counter::new(),
         );
         let mut h = HeaderMap::new();
-        assert!(tracer.start(&h).is_none());
-        tracer.propagate_unsampled(&mut h);
+        assert!(tracer.start(&mut h).is_none());
         let tp = h.get("traceparent").unwrap().to_str().unwrap().to_string();
         assert_eq!(tp.len(), 55);
         assert!(tp.starts_with("00-") && tp.ends_with("-00"), "{tp}");
         assert_eq!(extract(&h).unwrap().sampled, Some(false));
         // A caller's own context is left alone.
         let mut h = headers(&[("x-b3-traceid", "463ac35c9f6413ad463ac35c9f6413ad"), ("x-b3-sampled", "0")]);
-        tracer.propagate_unsampled(&mut h);
+        assert!(tracer.start(&mut h).is_none());
         assert!(h.get("traceparent").is_none());
     }
 
@@ -704,7 +702,7 @@ mod tests {
             Counter::new(),
         );
         let mut h = headers(&[("x-b3-traceid", "463ac35c9f6413ad463ac35c9f6413ad"), ("x-b3-sampled", "1")]);
-        let mut t = tracer.start(&h).unwrap();
+        let mut t = tracer.start(&mut h).unwrap();
         tracer.start_try(&mut t, &mut h, None);
         let client = t.tries[0].span_id;
         let mut expect = b"00-463ac35c9f6413ad463ac35c9f6413ad-".to_vec();
@@ -715,8 +713,8 @@ mod tests {
         push_hex(&mut parent, &t.span_id);
         assert_eq!(h.get("x-b3-parentspanid").unwrap().as_bytes(), &parent[..]);
         // 0 %: a request with no context is not sampled; a bare decision starts a new trace.
-        assert!(tracer.start(&HeaderMap::new()).is_none());
-        let t = tracer.start(&headers(&[("x-b3-sampled", "1")])).unwrap();
+        assert!(tracer.start(&mut HeaderMap::new()).is_none());
+        let t = tracer.start(&mut headers(&[("x-b3-sampled", "1")])).unwrap();
         assert!(t.trace_id != [0; 16] && t.parent_id.is_none());
     }
 }
