@@ -258,16 +258,4 @@ impl ClusterStats {
     pub fn overflows(&self, resource: BreakerResource) -> u64 {
         self.overflows[resource as usize].get()
     }
-
-    /// An endpoint was ejected: bumps the total and the active gauge (call
-    /// [`ejection_ended`](Self::ejection_ended) when it returns, or set the gauge from the
-    /// endpoints' state when scraped).
-    pub fn ejection_started(&self) {
-        self.outlier_ejections_total.inc();
-        self.outlier_ejections_active.inc();
-    }
-
-    pub fn ejection_ended(&self) {
-        self.outlier_ejections_active.dec();
-    }
 }
