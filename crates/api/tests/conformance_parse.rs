@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Istio's own validation data (see `shared/conformance/README.md`) must parse: every object
 //! Istio accepts decodes into Portico's types with no error. Objects Istio rejects are checked by
 //! `model`'s validation; here we only count how many the loader already rejects.

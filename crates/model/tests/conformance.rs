@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Istio's own validation data (`../shared/conformance/istio-validation/`, see its README):
 //! every object Istio accepts must be accepted, every one it rejects must be rejected.
 //! "Rejected" = at least one error diagnostic from parsing or from `validate`.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Golden tests: YAML in → the compiled routes (as `portico routes` prints them) and the
 //! diagnostics out, one case per binding or precedence rule. Snapshots live in `snapshots/`.
 

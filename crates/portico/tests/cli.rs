@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! The `validate` and `routes` commands as a user runs them: real binary, real files.
 
 use std::path::{Path, PathBuf};

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! `portico run` end to end: the real binary, real backends (`portico-echo`), real sockets.
 
 mod common;

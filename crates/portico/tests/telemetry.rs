@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Telemetry end to end: the real binary, real backends, real clients. Istio's metrics scraped
 //! from `/stats/prometheus` with a strict text-format parser, access-log lines from the binary's
 //! stdout, and spans received by a real OTLP/HTTP receiver decoding the protobuf.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Data-plane events in Portico's own metrics, end to end over the real binary: retries,
 //! circuit-breaker overflows, outlier ejections (also in `/clusters`), TLS handshake failures
 //! by reason, and the upstream local address and SNI in access-log lines. Real backends, real

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Load balancing over real sockets: endpoint weights, panic mode, slow-start warmup, locality
 //! priorities and weights.
 

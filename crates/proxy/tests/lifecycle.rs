@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Reloads (`apply`), listener lifecycle, readiness and drain (`shutdown`).
 
 mod common;

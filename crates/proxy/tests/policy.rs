@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Route policies and DestinationRule traffic policies over real sockets: retries, timeouts,
 //! faults, mirrors, CORS, consistent hashing, circuit breaking, outlier detection, upstream TLS.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! DestinationRule `connectionPool` settings that shape upstream connections:
 //! `maxConnectionDuration`, `maxConcurrentStreams`, `useClientProtocol`, `http2KeepAlive`.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Protocols and the request itself: HTTP/1.1 + h2c on one port, gRPC (tonic), WebSocket,
 //! proxy headers, path normalization, malformed / oversized / slow requests.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Virtual hosts, route matching, weights, redirects, direct responses, rewrites, header rules.
 
 mod common;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! TLS and L4 doors over real sockets: SNI selection, mutual TLS, passthrough, TCP routes,
 //! rotation, HTTP/2 by ALPN with gRPC, plain HTTP to a TLS port. Certificates are made here.
 

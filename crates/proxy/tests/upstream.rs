@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Upstream behaviour: failures and their flags, pooling, HTTP/2 upstreams, load balancing, DNS,
 //! timeouts, cancellation, the access-log record.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! From Istio YAML to traffic: `parse_text` → `compile` → `Proxy::apply`, against real backends.
 
 mod common;

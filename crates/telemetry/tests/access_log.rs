@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Access-log lines (text and JSON, HTTP and TCP) for fixed records, dropped-line counting with a
 //! full buffer, and `off`.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 //! Scrape `render()` with a strict Prometheus text-format parser and check series, labels and
 //! values after known traffic: 200, 404 NR, 503 UH, a gRPC error status, TCP bytes.
 
