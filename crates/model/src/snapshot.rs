@@ -287,14 +287,19 @@ impl WeightedClusters {
     /// The destination for a uniformly random `r` in `0..total_weight`
     /// (share = weight / sum, as Envoy's weighted clusters).
     pub fn pick(&self, r: u32) -> Option<&WeightedDestination> {
+        self.pick_index(r).and_then(|i| self.destinations.get(i))
+    }
+
+    /// [`pick`](Self::pick), as an index into `destinations`.
+    pub fn pick_index(&self, r: u32) -> Option<usize> {
         let mut acc = 0u32;
-        for d in &self.destinations {
+        for (i, d) in self.destinations.iter().enumerate() {
             acc += d.weight;
             if r < acc {
-                return Some(d);
+                return Some(i);
             }
         }
-        self.destinations.iter().rev().find(|d| d.weight > 0)
+        self.destinations.iter().rposition(|d| d.weight > 0)
     }
 }
 

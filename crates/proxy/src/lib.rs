@@ -24,7 +24,8 @@
 //! (PASSTHROUGH by `tls` routes, AUTO_PASSTHROUGH by the SNI). TCP ports relay by `tcp` routes.
 //! Each proxied TCP connection is reported as a [`TcpRecord`].
 //!
-//! Module map: `listener` (bind, accept, h1/h2c detection, drain), `server` (request handling),
+//! Module map: `listener` (bind, accept, h1/h2c detection, drain), `server` (request handling
+//! in named phases), `reply` (local replies: status, response flag, details, body),
 //! `tls` (ClientHello, SNI selection, rustls configs by content hash, client identity), `tcp`
 //! (L4 relay),
 //! `routing` (matcher glue, redirects, rewrites), `headers` (proxy headers), `path`
@@ -45,6 +46,7 @@ mod mirror;
 mod options;
 pub mod path;
 mod proxy;
+mod reply;
 mod retry;
 mod rng;
 mod routing;

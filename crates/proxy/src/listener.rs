@@ -2,7 +2,7 @@
 //! hyper, and drain (stop accepting, graceful shutdown of open connections, then force-close).
 
 use crate::io::{sniff, Prefixed};
-use crate::server::ProxyService;
+use crate::server::{serve_http, ProxyService};
 use crate::state::Shared;
 use crate::tcp::{self, TcpLog};
 use hyper::server::conn::{http1, http2};
@@ -143,14 +143,8 @@ async fn serve(
         _ => return,
     };
     let local = stream.local_addr().unwrap_or(peer);
-    let io = TokioIo::new(Prefixed::new(prefix, stream));
     let info = ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: None };
-    let svc = ProxyService::new(shared.clone(), Arc::new(info));
-    if is_h2 {
-        drive(shared.h2.serve_connection(io, svc), phase).await;
-    } else {
-        drive(shared.h1.serve_connection(io, svc).with_upgrades(), phase).await;
-    }
+    serve_http(Prefixed::new(prefix, stream), is_h2, info, shared, phase).await;
 }
 
 /// A connection on a TCP listener: relayed by the port's first matching TCP route.

@@ -106,6 +106,57 @@ async fn run(pool: Arc<ClusterPool>, rng: FastRng, req: Mirrored, body: MirrorBo
     }
 }
 
+/// The mirrors this request goes to (each rolls its own percentage), with their pools.
+pub(crate) fn pick(
+    route: &portico_model::snapshot::Route,
+    state: &crate::state::State,
+    rng: &FastRng,
+) -> Vec<Arc<ClusterPool>> {
+    if route.mirrors.is_empty() {
+        return Vec::new();
+    }
+    route
+        .mirrors
+        .iter()
+        .filter(|m| crate::fault::roll(rng, m.percentage))
+        .filter_map(|m| state.upstreams.get(&m.cluster).cloned())
+        .collect()
+}
+
+/// Fire the mirrors: a copy of the forwarded request (after rewrites and header rules), its
+/// authority suffixed `-shadow`. They never hold up this request.
+pub(crate) fn spawn_all(
+    pools: Vec<Arc<ClusterPool>>,
+    parts: &http::request::Parts,
+    has_body: bool,
+    body: Option<oneshot::Receiver<(Bytes, Option<HeaderMap>)>>,
+    timeout: Option<Duration>,
+    rng: &FastRng,
+) {
+    let authority = match parts.uri.authority() {
+        Some(a) => a.as_str(),
+        None => parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(""),
+    };
+    let Some(shadow) = shadow_authority(authority) else { return };
+    // One body copy: it goes to the first mirror; further mirrors of a request with a body
+    // are sent only when it had none (a rare configuration; documented limitation).
+    let mut body = body;
+    for pool in pools {
+        let b = match body.take() {
+            Some(rx) => MirrorBody::Pending(rx),
+            None if has_body => continue,
+            None => MirrorBody::Empty,
+        };
+        let req = Mirrored {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            authority: shadow.clone(),
+        };
+        spawn(pool, FastRng::new(Some(rng.next_u64())), req, b, timeout);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -6,8 +6,8 @@
 //!   numeric codes of `retryOn`), and the gRPC ones (`cancelled`, `deadline-exceeded`,
 //!   `internal`, `resource-exhausted`, `unavailable`) read from a trailers-only `grpc-status`.
 //!   A per-try timeout counts as a reset (retried on `5xx`, `gateway-error`, `reset`).
-//!   `refused-stream` is recognised from the reset error's text (hyper does not expose the h2
-//!   reason code); connect failures count as `reset-before-request` (no byte went out).
+//!   `refused-stream` is the h2 `REFUSED_STREAM` reason code found in the error's source chain;
+//!   connect failures count as `reset-before-request` (no byte went out).
 //! * Backoff: Envoy's jittered exponential backoff, 25 ms base, 250 ms cap: before retry n, a
 //!   random wait in `[0, (2^n − 1) × 25 ms)`, on tokio's clock.
 //! * Another endpoint is preferred (Istio's `previous_hosts` predicate).
@@ -18,6 +18,7 @@
 //! * When a retry was wanted and no attempt was left: `URX` on the result.
 
 use crate::body::{Leftover, UpstreamBody};
+use crate::reply::LocalReply;
 use crate::rng::FastRng;
 use crate::upstream::breaker::{Resource, Slot};
 use crate::upstream::outlier::Outcome;
@@ -111,8 +112,7 @@ impl RetryOn {
         if e.is_connect_failure() && (self.has(Self::CONNECT) || self.has(Self::RESET_BEFORE)) {
             return true;
         }
-        self.has(Self::REFUSED)
-            && matches!(e, SendError::Reset(h) if h.to_string().to_ascii_lowercase().contains("refused"))
+        self.has(Self::REFUSED) && e.is_refused_stream()
     }
 
     fn timeout(self) -> bool {
@@ -139,7 +139,7 @@ fn backoff(rng: &FastRng, n: u32) -> Duration {
 
 /// What the attempts came to.
 pub(crate) struct Done {
-    pub(crate) result: Result<Response<Incoming>, Failure>,
+    pub(crate) result: Result<Response<Incoming>, LocalReply>,
     /// The endpoint of the last try, and its least-request/breaker accounting (to keep alive
     /// with the response body).
     pub(crate) endpoint: Arc<EndpointState>,
@@ -148,29 +148,6 @@ pub(crate) struct Done {
     pub(crate) flags: ResponseFlags,
     /// Local address of the upstream connection of the last response.
     pub(crate) upstream_local: Option<SocketAddr>,
-}
-
-/// A local failure of the last try.
-pub(crate) struct Failure {
-    pub(crate) status: StatusCode,
-    pub(crate) body: &'static str,
-    pub(crate) flags: ResponseFlags,
-    pub(crate) details: &'static str,
-}
-
-impl Failure {
-    fn from_send(e: &SendError) -> Failure {
-        Failure { status: StatusCode::SERVICE_UNAVAILABLE, body: e.body(), flags: e.flag(), details: e.details() }
-    }
-
-    fn per_try_timeout() -> Failure {
-        Failure {
-            status: StatusCode::GATEWAY_TIMEOUT,
-            body: "upstream request timeout",
-            flags: ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
-            details: "upstream_per_try_timeout",
-        }
-    }
 }
 
 /// Everything the attempts need.
@@ -260,11 +237,11 @@ impl Attempts<'_> {
                         pool.report(&ep, Outcome::LocalFailure);
                     }
                     tracing::debug!(upstream = %ep.addr, error = %e, "upstream try failed");
-                    (on.error(&e), Err(Failure::from_send(&e)))
+                    (on.error(&e), Err(LocalReply::from(&e)))
                 }
                 Err(()) => {
                     pool.report(&ep, Outcome::LocalFailure);
-                    (on.timeout(), Err(Failure::per_try_timeout()))
+                    (on.timeout(), Err(LocalReply::PerTryTimeout))
                 }
             };
             if let Some((_, t)) = &mut trace {
@@ -272,7 +249,7 @@ impl Attempts<'_> {
                     // The last try's span lasts as long as its response streams.
                     Ok(_) if !wants_retry || !retry_enabled || retries >= policy.attempts => {}
                     Ok(resp) => Tracer::end_try(t, resp.status().as_u16()),
-                    Err(f) => Tracer::end_try(t, f.status.as_u16()),
+                    Err(f) => Tracer::end_try(t, f.status().as_u16()),
                 }
             }
             let finish = move |result, flags, active, ep| Done { result, endpoint: ep, active, flags, upstream_local };
@@ -310,19 +287,7 @@ impl Attempts<'_> {
                         Some(l) if l.replayable() => l,
                         // Too large to replay after all (the try's result is gone): a local
                         // 503 marked URX.
-                        _ => {
-                            return finish(
-                                Err(Failure {
-                                    status: StatusCode::SERVICE_UNAVAILABLE,
-                                    body: "upstream connect error or disconnect/reset before headers. reset reason: request body too large to retry",
-                                    flags: ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
-                                    details: "request_body_too_large_to_retry",
-                                }),
-                                flags,
-                                attach(active),
-                                ep,
-                            )
-                        }
+                        _ => return finish(Err(LocalReply::BodyTooLargeToRetry), flags, attach(active), ep),
                     }
                 }
                 None => return finish(result, flags, attach(active), ep),
@@ -330,14 +295,7 @@ impl Attempts<'_> {
             let Some(slot) = pool.breaker.try_acquire(Resource::Retry, &pool.def.limits) else {
                 // Retry overflow: Envoy passes the try's result through with UO; ours was
                 // dropped for the body, so a local 503 with UO.
-                flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
-                let f = Failure {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    body: "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-                    flags: ResponseFlags::empty(),
-                    details: "upstream_retry_overflow",
-                };
-                return finish(Err(f), flags, attach(active), ep);
+                return finish(Err(LocalReply::RetryOverflow), flags, attach(active), ep);
             };
             _retry_slot = Some(slot);
             if let Some(s) = &pool.breaker.stats {

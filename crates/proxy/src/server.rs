@@ -1,22 +1,34 @@
-//! Request handling: route a request from the snapshot and answer it (forward, redirect, direct
-//! response, or a local error with its response flag).
+//! Request handling, in named phases:
+//!
+//! 1. **begin** — the request's record (its lifetime guard), `x-request-id`, the trace context;
+//! 2. **route** — authority, virtual host, path normalization, `httpsRedirect`, route match;
+//! 3. **filters** — in Istio's filter order: CORS, fault injection, then the route's own answer
+//!    (direct response, redirect);
+//! 4. **forward** — rewrite, destination and endpoint, circuit breaker, request headers,
+//!    mirrors, timeouts, the tries (`retry`);
+//! 5. **respond** — upgrade splice, response headers, the body streamed back under the route
+//!    timeout.
+//!
+//! A phase stops the request with a [`Stop`]: a failure ([`LocalReply`], so `?` works) or an
+//! answer made here ([`LocalAnswer`]). [`serve_http`] runs the phases for every connection,
+//! plain or TLS, HTTP/1 or h2.
 
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::headers;
-use crate::listener::{until, ConnInfo, Phase};
+use crate::listener::{drive, until, ConnInfo, Phase};
 use crate::log::{RequestLog, RequestRecord};
-use crate::mirror::{self, MirrorBody};
+use crate::mirror;
 use crate::path;
+use crate::reply::{LocalAnswer, LocalReply};
 use crate::routing::{self, RequestHeaders};
-use crate::state::Shared;
-use crate::state::State;
+use crate::state::{Shared, State};
 use crate::upstream::breaker::Resource;
 use crate::upstream::hash;
-use crate::varsubst::{Vars, VarsBase};
+use crate::varsubst::VarsBase;
 use crate::ResponseFlags;
 use crate::{cors, fault, retry};
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -24,26 +36,36 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use portico_model::matcher::RequestView;
-use portico_model::snapshot::{Redirect, Route, RouteAction, UpstreamProtocol};
-use std::borrow::Cow;
+use portico_model::snapshot::{HeaderOps, Redirect, Route, RouteAction, UpstreamProtocol, WeightedDestination};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+/// Serve HTTP on an accepted connection (plain or TLS-terminated): h2 when the client speaks it
+/// (ALPN or the h2c preface), else HTTP/1.1 with upgrades; drained with the listener.
+pub(crate) async fn serve_http<I>(io: I, h2: bool, info: ConnInfo, shared: Arc<Shared>, phase: watch::Receiver<Phase>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = ProxyService { shared: shared.clone(), conn: Arc::new(info) };
+    let io = TokioIo::new(io);
+    if h2 {
+        drive(shared.h2.serve_connection(io, svc), phase).await;
+    } else {
+        drive(shared.h1.serve_connection(io, svc).with_upgrades(), phase).await;
+    }
+}
 
 /// The hyper service of one downstream connection.
 #[derive(Clone)]
 pub(crate) struct ProxyService {
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-}
-
-impl ProxyService {
-    pub(crate) fn new(shared: Arc<Shared>, conn: Arc<ConnInfo>) -> ProxyService {
-        ProxyService { shared, conn }
-    }
 }
 
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
@@ -66,20 +88,54 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 
 /// What an Istio gateway answers as: clients and checks written against one keep working.
 const SERVER_NAME: &str = "istio-envoy";
-const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
-const OVERFLOW: &str = "upstream connect error or disconnect/reset before headers. reset reason: overflow";
-const UPSTREAM_TIMEOUT: &str = "upstream request timeout";
 
-/// `https_redirect` of a virtual host.
-fn https_redirect() -> Redirect {
-    Redirect {
-        uri: None,
-        authority: None,
-        port: None,
-        port_from_request: false,
-        scheme: Some("https".into()),
-        code: 301,
+/// Why a request stops before an upstream response.
+enum Stop {
+    Reply(LocalReply),
+    /// Boxed: a rare path, and it keeps `Result<_, Stop>` small.
+    Answer(Box<LocalAnswer>),
+}
+
+impl From<LocalReply> for Stop {
+    fn from(r: LocalReply) -> Stop {
+        Stop::Reply(r)
     }
+}
+
+/// What routing decided.
+struct Routed {
+    route: Arc<Route>,
+    /// Which of the route's matches matched (only needed for prefix rewrites).
+    match_index: Option<usize>,
+    /// `:authority` or `Host`, as the client sent it (not empty, UTF-8).
+    authority: HeaderValue,
+    /// The normalized path, when normalization changed it.
+    normalized: Option<String>,
+}
+
+impl Routed {
+    fn authority(&self) -> &str {
+        std::str::from_utf8(self.authority.as_bytes()).unwrap_or_default()
+    }
+
+    fn path<'a>(&'a self, uri: &'a Uri) -> &'a str {
+        self.normalized.as_deref().unwrap_or_else(|| uri.path())
+    }
+}
+
+/// The upstream's answer and what the respond phase needs to finish it.
+struct Forwarded {
+    resp: Response<Incoming>,
+    route: Arc<Route>,
+    /// Index of the destination in the route's weighted clusters (its response header rules).
+    destination: usize,
+    /// The request's headers as received, when a response rule reads them (`%REQ(…)%`).
+    request_for_response: Option<HeaderMap>,
+    cors: Option<HeaderMap>,
+    set_cookie: Option<HeaderValue>,
+    client_upgrade: Option<OnUpgrade>,
+    deadline: Option<tokio::time::Instant>,
+    service_time: Duration,
 }
 
 async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -87,9 +143,27 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     // The one snapshot load of this request; it stays in use until the request is done.
     let state = shared.state.load_full();
     let (mut parts, body) = req.into_parts();
+    let mut log = begin(shared, conn, &mut parts, started);
+    let vars =
+        VarsBase { peer: conn.peer, local: conn.local, start: log.record.start_time, protocol: log.record.protocol };
+    let forwarded = async {
+        let routed = route(shared, conn, &state, &parts, log.record.authority.clone())?;
+        log.record.route = Some(routed.route.clone());
+        let cors = filters(shared, conn, &routed, &parts, &mut log, vars).await?;
+        forward(shared, conn, &state, routed, parts, body, cors, vars, &mut log, started).await
+    };
+    match forwarded.await {
+        Ok(f) => respond(f, conn, vars, log),
+        Err(Stop::Reply(r)) => r.into_response(log),
+        Err(Stop::Answer(a)) => a.into_response(log),
+    }
+}
 
+/// Phase 1: the request's record, its `x-request-id` (taken now, so local replies are logged and
+/// traced with one) and its trace.
+fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, started: Instant) -> Box<RequestLog> {
     // `:authority` (HTTP/2, or an absolute-form HTTP/1 target) else `Host`.
-    let authority_value = match parts.uri.authority() {
+    let authority = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
     };
@@ -103,7 +177,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         gateway_port: conn.gateway_port,
         method: parts.method.clone(),
         uri: parts.uri.clone(),
-        authority: authority_value.clone(),
+        authority,
         protocol: parts.version,
         status: 0,
         flags: ResponseFlags::empty(),
@@ -123,57 +197,86 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         grpc: crate::body::is_grpc(&parts.headers),
         trace,
     };
-    let log_start = record.start_time;
-    let downstream_version = record.protocol;
-    let mut log = RequestLog::new(shared.sink.clone(), started, record);
+    RequestLog::new(shared.sink.clone(), started, record)
+}
 
-    let authority = match authority_value.as_ref().and_then(|v| std::str::from_utf8(v.as_bytes()).ok()) {
-        Some(a) if !a.is_empty() => a,
-        _ => return local_reply(StatusCode::BAD_REQUEST, "missing host header", NONE, "missing_host_header", log),
-    };
+/// Phase 2: the virtual host by authority, the normalized path, `httpsRedirect`, the route.
+fn route(
+    shared: &Shared,
+    conn: &ConnInfo,
+    state: &State,
+    parts: &http::request::Parts,
+    authority: Option<HeaderValue>,
+) -> Result<Routed, Stop> {
+    let authority = authority
+        .filter(|v| !v.is_empty() && std::str::from_utf8(v.as_bytes()).is_ok())
+        .ok_or(LocalReply::MissingHost)?;
+    let host = std::str::from_utf8(authority.as_bytes()).unwrap_or_default();
     // CONNECT needs a connect matcher, which Istio HTTP routes do not have.
     if parts.method == Method::CONNECT {
-        return local_reply(StatusCode::NOT_FOUND, "", ResponseFlags::NO_ROUTE_FOUND, "route_not_found", log);
+        return Err(LocalReply::NoRoute.into());
     }
-    let Some(vhost) = state.route_table_for(conn).and_then(|t| t.find(authority)) else {
-        return local_reply(StatusCode::NOT_FOUND, "", ResponseFlags::NO_ROUTE_FOUND, "route_not_found", log);
-    };
+    let vhost = state.route_table_for(conn).and_then(|t| t.find(host)).ok_or(LocalReply::NoRoute)?;
     let raw_path = parts.uri.path();
-    let Ok(norm_path) = path::normalize(raw_path, shared.opts.merge_slashes) else {
-        return local_reply(StatusCode::BAD_REQUEST, "", NONE, "path_normalization_failed", log);
-    };
+    let norm_path =
+        path::normalize(raw_path, shared.opts.merge_slashes).map_err(|_| LocalReply::PathNormalizationFailed)?;
     let query = parts.uri.query();
     let scheme = conn.scheme();
     if vhost.https_redirect {
         let location =
-            routing::redirect_location(&https_redirect(), scheme, authority, &norm_path, query, conn.gateway_port);
-        return redirect_reply(StatusCode::MOVED_PERMANENTLY, &location, None, log);
+            routing::redirect_location(&https_redirect(), scheme, host, &norm_path, query, conn.gateway_port);
+        let answer = redirect_answer(StatusCode::MOVED_PERMANENTLY, &location, None)?;
+        return Err(Stop::Answer(Box::new(answer)));
     }
-
-    // Match with borrowed views of the request (kept in this block: they are not `Send`).
-    let (route, match_index) = {
-        let full_path = parts.uri.path_and_query().map_or(raw_path, PathAndQuery::as_str);
-        let lookup = RequestHeaders::new(&parts.headers, authority, parts.method.as_str(), full_path);
-        let view = RequestView {
-            method: parts.method.as_str(),
-            scheme,
-            authority,
-            path: &norm_path,
-            query,
-            port: conn.gateway_port,
-            headers: &lookup,
-        };
-        let Some(route) = vhost.select(&view).cloned() else {
-            return local_reply(StatusCode::NOT_FOUND, "", ResponseFlags::NO_ROUTE_FOUND, "route_not_found", log);
-        };
-        let match_index = if route.rewrite.is_some() { route.matching_index(&view) } else { None };
-        (route, match_index)
+    let full_path = parts.uri.path_and_query().map_or(raw_path, PathAndQuery::as_str);
+    let lookup = RequestHeaders::new(&parts.headers, host, parts.method.as_str(), full_path);
+    let view = RequestView {
+        method: parts.method.as_str(),
+        scheme,
+        authority: host,
+        path: &norm_path,
+        query,
+        port: conn.gateway_port,
+        headers: &lookup,
     };
+    let route = vhost.select(&view).cloned().ok_or(LocalReply::NoRoute)?;
+    let match_index = if route.rewrite.is_some() { route.matching_index(&view) } else { None };
+    let normalized = match norm_path {
+        std::borrow::Cow::Owned(p) => Some(p),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    Ok(Routed { route, match_index, authority, normalized })
+}
 
-    log.record.route = Some(route.clone());
-    // Istio's filter order: CORS, then fault injection, then the router.
+/// `https_redirect` of a virtual host.
+fn https_redirect() -> Redirect {
+    Redirect {
+        uri: None,
+        authority: None,
+        port: None,
+        port_from_request: false,
+        scheme: Some("https".into()),
+        code: 301,
+    }
+}
+
+/// Phase 3: Istio's filter order — CORS, then fault injection, then the route's own answer.
+/// Returns the CORS headers for the response of a request that goes on upstream.
+async fn filters(
+    shared: &Shared,
+    conn: &ConnInfo,
+    routed: &Routed,
+    parts: &http::request::Parts,
+    log: &mut RequestLog,
+    vars: VarsBase,
+) -> Result<Option<HeaderMap>, Stop> {
+    let route = &routed.route;
     let cors_headers = match route.cors.as_ref().map(|c| cors::check(c, &parts.method, &parts.headers)) {
-        Some(cors::Verdict::Preflight(h)) => return preflight_reply(h, log),
+        Some(cors::Verdict::Preflight(h)) => {
+            let answer =
+                LocalAnswer { status: StatusCode::OK, details: "cors_response", body: Bytes::new(), headers: h };
+            return Err(Stop::Answer(Box::new(answer)));
+        }
         Some(cors::Verdict::Actual(h)) => Some(h),
         _ => None,
     };
@@ -183,99 +286,105 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
             log.flag(ResponseFlags::DELAY_INJECTED);
         }
         match abort {
-            Some(fault::Abort::Http(code)) => {
-                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                return local_reply(
-                    status,
-                    "fault filter abort",
-                    ResponseFlags::FAULT_INJECTED,
-                    "fault_filter_abort",
-                    log,
-                );
-            }
-            Some(fault::Abort::Grpc(code)) => return grpc_abort_reply(code, log),
+            Some(fault::Abort::Http(code)) => return Err(LocalReply::FaultAbort(code).into()),
+            Some(fault::Abort::Grpc(code)) => return Err(LocalReply::GrpcFaultAbort(code).into()),
             None => {}
         }
     }
-    // `%VAR%` values of header rules (start time, addresses, protocol of the downstream request).
-    let vars = VarsBase { peer: conn.peer, local: conn.local, start: log_start, protocol: downstream_version };
-    let wc = match &route.action {
+    let ops = &route.headers.response;
+    let v = vars.with(Some(&parts.headers), None);
+    match &route.action {
         RouteAction::DirectResponse { status, body } => {
-            log.record.status = *status;
-            log.record.details = "direct_response";
+            let mut headers = HeaderMap::new();
+            if !body.is_empty() {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
+            headers::apply_ops(&mut headers, ops, &v);
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut resp = text_reply(status, Bytes::from_owner(body.clone()), log);
-            headers::apply_ops(resp.headers_mut(), &route.headers.response, &vars.with(Some(&parts.headers), None));
-            return resp;
+            let body = Bytes::from_owner(body.clone());
+            Err(Stop::Answer(Box::new(LocalAnswer { status, details: "direct_response", body, headers })))
         }
         RouteAction::Redirect(r) => {
-            let location = routing::redirect_location(r, scheme, authority, &norm_path, query, conn.gateway_port);
+            let path = routed.path(&parts.uri);
+            let location = routing::redirect_location(
+                r,
+                conn.scheme(),
+                routed.authority(),
+                path,
+                parts.uri.query(),
+                conn.gateway_port,
+            );
             let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-            let ops = Some((&route.headers.response, &vars.with(Some(&parts.headers), None)));
-            return redirect_reply(status, &location, ops, log);
+            Err(Stop::Answer(Box::new(redirect_answer(status, &location, Some((ops, &v)))?)))
         }
-        RouteAction::Forward(wc) => wc,
-    };
+        RouteAction::Forward(_) => Ok(cors_headers),
+    }
+}
+
+fn redirect_answer(
+    status: StatusCode,
+    location: &str,
+    ops: Option<(&HeaderOps, &crate::varsubst::Vars<'_>)>,
+) -> Result<LocalAnswer, LocalReply> {
+    let location = HeaderValue::from_str(location).map_err(|_| LocalReply::InvalidRedirectLocation)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::LOCATION, location);
+    if let Some((ops, vars)) = ops {
+        headers::apply_ops(&mut headers, ops, vars);
+    }
+    Ok(LocalAnswer { status, details: "redirect", body: Bytes::new(), headers })
+}
+
+/// The weighted destination `i` of a forwarding route.
+fn destination(route: &Route, i: usize) -> Option<&WeightedDestination> {
+    match &route.action {
+        RouteAction::Forward(wc) => wc.destinations.get(i),
+        _ => None,
+    }
+}
+
+/// Phase 4: rewrite, pick the destination and an endpoint, take a breaker slot, prepare the
+/// request's headers, fire the mirrors, and run the tries under the route timeout.
+#[allow(clippy::too_many_arguments)] // the request's parts, each used once: a struct would only rename them
+async fn forward(
+    shared: &Shared,
+    conn: &ConnInfo,
+    state: &State,
+    mut routed: Routed,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    cors: Option<HeaderMap>,
+    vars: VarsBase,
+    log: &mut RequestLog,
+    started: Instant,
+) -> Result<Forwarded, Stop> {
+    let route = &routed.route;
+    let RouteAction::Forward(wc) = &route.action else { return Err(LocalReply::NoRoute.into()) };
 
     // The forwarded path: normalized, then rewritten; `None` keeps the request's own.
-    let rewritten = routing::rewrite_path(&route, match_index, &norm_path);
-    let new_path_and_query = match (rewritten, norm_path) {
-        (None, Cow::Borrowed(_)) => None,
-        (Some(p), _) | (None, Cow::Owned(p)) => {
-            let pq = match query {
+    let rewritten = routing::rewrite_path(route, routed.match_index, routed.path(&parts.uri));
+    let new_path_and_query = match rewritten.or_else(|| routed.normalized.take()) {
+        None => None,
+        Some(p) => {
+            let pq = match parts.uri.query() {
                 Some(q) => format!("{p}?{q}"),
                 None => p,
             };
-            match PathAndQuery::try_from(pq) {
-                Ok(pq) => Some(pq),
-                Err(_) => return local_reply(StatusCode::BAD_REQUEST, "", NONE, "invalid_path", log),
-            }
+            Some(PathAndQuery::try_from(pq).map_err(|_| LocalReply::InvalidPath)?)
         }
     };
 
-    let Some(dest) = wc.pick(shared.rng.below(wc.total_weight)) else {
-        return local_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "",
-            ResponseFlags::NO_CLUSTER_FOUND,
-            "cluster_not_found",
-            log,
-        );
-    };
+    let dest_index = wc.pick_index(shared.rng.below(wc.total_weight)).ok_or(LocalReply::NoCluster)?;
+    let dest = wc.destinations.get(dest_index).ok_or(LocalReply::NoCluster)?;
     log.record.upstream_cluster = Some(dest.cluster.clone());
-    let Some(pool) = state.upstreams.get(&dest.cluster) else {
-        return local_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "",
-            ResponseFlags::NO_CLUSTER_FOUND,
-            "cluster_not_found",
-            log,
-        );
-    };
+    let pool = state.upstreams.get(&dest.cluster).ok_or(LocalReply::NoCluster)?;
     let (hash, set_cookie) = hash::request_key(&pool.def.lb, &parts, conn.peer, &shared.rng);
-    let Some(endpoint) = pool.pick(&shared.rng, hash, &[]).await else {
-        return local_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            NO_HEALTHY_UPSTREAM,
-            ResponseFlags::NO_HEALTHY_UPSTREAM,
-            "no_healthy_upstream",
-            log,
-        );
-    };
+    let endpoint = pool.pick(&shared.rng, hash, &[]).await.ok_or(LocalReply::NoHealthyUpstream)?;
     // `http2MaxRequests`: active requests to the cluster.
-    let Some(slot) = pool.breaker.try_acquire(Resource::Request, &pool.def.limits) else {
-        return local_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            OVERFLOW,
-            ResponseFlags::UPSTREAM_OVERFLOW,
-            "upstream_reset_before_response_started{overflow}",
-            log,
-        );
-    };
+    let slot = pool.breaker.try_acquire(Resource::Request, &pool.def.limits).ok_or(LocalReply::Overflow)?;
     log.record.upstream_host = Some(endpoint.addr);
-    let cluster = &pool.def;
     // `useClientProtocol`: the downstream request's version decides, else the cluster's.
-    let h2_upstream = crate::upstream::request_protocol(cluster, parts.version) == UpstreamProtocol::Http2;
+    let h2_upstream = crate::upstream::request_protocol(&pool.def, parts.version) == UpstreamProtocol::Http2;
 
     // HTTP/1.1 upgrades (WebSocket) go to HTTP/1.1 upstreams; an HTTP/2 upstream gets the request
     // without the upgrade (hop-by-hop headers are dropped) and answers it as a plain request.
@@ -298,16 +407,8 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     log.record.x_forwarded_for = parts.headers.get("x-forwarded-for").cloned();
 
     let upstream_authority = match route.rewrite.as_ref().and_then(|r| r.authority.as_deref()) {
-        Some(a) => match HeaderValue::from_str(a) {
-            Ok(v) => v,
-            Err(_) => {
-                return local_reply(StatusCode::INTERNAL_SERVER_ERROR, "", NONE, "invalid_authority_rewrite", log)
-            }
-        },
-        None => match authority_value {
-            Some(v) => v,
-            None => return local_reply(StatusCode::BAD_REQUEST, "", NONE, "missing_host_header", log),
-        },
+        Some(a) => HeaderValue::from_str(a).map_err(|_| LocalReply::InvalidAuthorityRewrite)?,
+        None => routed.authority.clone(),
     };
     let path_and_query = new_path_and_query
         .or_else(|| parts.uri.path_and_query().cloned())
@@ -319,10 +420,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
             .authority(upstream_authority.as_bytes())
             .path_and_query(path_and_query)
             .build();
-        parts.uri = match uri {
-            Ok(u) => u,
-            Err(_) => return local_reply(StatusCode::BAD_REQUEST, "invalid authority", NONE, "invalid_authority", log),
-        };
+        parts.uri = uri.map_err(|_| LocalReply::InvalidAuthority)?;
         parts.version = Version::HTTP_2;
     } else {
         parts.headers.insert(header::HOST, upstream_authority);
@@ -330,11 +428,12 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         parts.version = Version::HTTP_11;
     }
     parts.extensions = http::Extensions::new();
+
     let received = Arc::new(AtomicU64::new(0));
     log.received = Some(received.clone());
     let retrying = retry::may_retry(&route.retry, upgrade.is_some());
     // Upgrades (WebSocket) are not mirrored: a shadow cannot take part in the tunnel.
-    let mirrors = if upgrade.is_some() { Vec::new() } else { pick_mirrors(&route, &state, &shared.rng) };
+    let mirrors = if upgrade.is_some() { Vec::new() } else { mirror::pick(route, state, &shared.rng) };
     let (leftover_tx, leftover_rx) = if retrying {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (Some(tx), Some(rx))
@@ -354,8 +453,9 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         UpstreamBody::new(body, received.clone())
     };
     if !mirrors.is_empty() {
-        spawn_mirrors(mirrors, &parts, has_body, mirror_rx, route.timeout, &shared.rng);
+        mirror::spawn_all(mirrors, &parts, has_body, mirror_rx, route.timeout, &shared.rng);
     }
+
     let timeout = match (route.timeout.filter(|t| !t.is_zero()), retry::grpc_timeout(&parts.headers)) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -383,58 +483,52 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let sent = attempts.run(endpoint, upstream_body, leftover_rx);
     let done = match deadline {
-        Some(at) => match tokio::time::timeout_at(at, sent).await {
-            Ok(r) => r,
-            Err(_) => {
-                return local_reply(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    UPSTREAM_TIMEOUT,
-                    ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
-                    "upstream_response_timeout",
-                    log,
-                )
-            }
-        },
+        Some(at) => tokio::time::timeout_at(at, sent).await.map_err(|_| LocalReply::RouteTimeout)?,
         None => sent.await,
     };
     log.record.upstream_host = Some(done.endpoint.addr);
     log.active = Some(done.active);
     log.flag(done.flags);
-    let resp = match done.result {
-        Ok(r) => r,
-        Err(f) => return local_reply(f.status, f.body, f.flags, f.details, log),
-    };
-    let service_time = started.elapsed();
-    log.record.upstream_service_time = Some(service_time);
+    let resp = done.result?;
     log.record.upstream_local = done.upstream_local;
+    Ok(Forwarded {
+        resp,
+        route: routed.route.clone(),
+        destination: dest_index,
+        request_for_response,
+        cors,
+        set_cookie,
+        client_upgrade,
+        deadline,
+        service_time: started.elapsed(),
+    })
+}
 
-    let (mut rp, rbody) = resp.into_parts();
+/// Phase 5: the upstream's response to the client — upgrade splice, response headers, and the
+/// body, streamed under the route's deadline.
+fn respond(f: Forwarded, conn: &ConnInfo, vars: VarsBase, mut log: Box<RequestLog>) -> Response<ProxyBody> {
+    log.record.upstream_service_time = Some(f.service_time);
+    let (mut rp, rbody) = f.resp.into_parts();
     let upgraded = rp.status == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded {
-        match (client_upgrade, rp.extensions.remove::<OnUpgrade>()) {
+        match (f.client_upgrade, rp.extensions.remove::<OnUpgrade>()) {
             (Some(client), Some(upstream)) => spawn_tunnel(client, upstream, conn.phase.clone()),
-            _ => {
-                return local_reply(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream switched protocols without an upgrade request",
-                    NONE,
-                    "unexpected_upgrade",
-                    log,
-                )
-            }
+            _ => return LocalReply::UnexpectedUpgrade.into_response(log),
         }
     }
     headers::prepare_response(&mut rp.headers, upgraded);
     // Envoy's router adds it (Istio does not suppress Envoy's headers); route rules may remove it.
-    let service_ms = u64::try_from(service_time.as_millis()).unwrap_or(u64::MAX);
+    let service_ms = u64::try_from(f.service_time.as_millis()).unwrap_or(u64::MAX);
     rp.headers.insert("x-envoy-upstream-service-time", HeaderValue::from(service_ms));
-    let v = vars.with(request_for_response.as_ref(), log.record.upstream_host);
-    headers::apply_ops(&mut rp.headers, &dest.headers.response, &v);
-    headers::apply_ops(&mut rp.headers, &route.headers.response, &v);
-    if let Some(h) = cors_headers {
+    let v = vars.with(f.request_for_response.as_ref(), log.record.upstream_host);
+    if let Some(dest) = destination(&f.route, f.destination) {
+        headers::apply_ops(&mut rp.headers, &dest.headers.response, &v);
+    }
+    headers::apply_ops(&mut rp.headers, &f.route.headers.response, &v);
+    if let Some(h) = f.cors {
         rp.headers.extend(h);
     }
-    if let Some(c) = set_cookie {
+    if let Some(c) = f.set_cookie {
         rp.headers.append(header::SET_COOKIE, c);
     }
     rp.version = Version::HTTP_11;
@@ -444,11 +538,11 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     if let Some(status) = crate::body::grpc_status(&rp.headers) {
         log.record.grpc_status = Some(status);
     }
-    Response::from_parts(rp, ProxyBody::upstream(rbody, log, deadline))
+    Response::from_parts(rp, ProxyBody::upstream(rbody, log, f.deadline))
 }
 
 /// Splice the two upgraded streams until either side closes or the drain times out.
-fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, mut phase: tokio::sync::watch::Receiver<Phase>) {
+fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, mut phase: watch::Receiver<Phase>) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
@@ -468,161 +562,4 @@ fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, mut phase: tokio::sync::
             _ = until(&mut phase, Phase::Closed) => {}
         }
     });
-}
-
-fn text_reply(status: StatusCode, body: Bytes, log: Box<RequestLog>) -> Response<ProxyBody> {
-    let has_body = !body.is_empty();
-    let mut resp = Response::new(ProxyBody::full(body, Some(log)));
-    *resp.status_mut() = status;
-    if has_body {
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    }
-    resp
-}
-
-const NONE: ResponseFlags = ResponseFlags::NONE;
-
-/// A response generated here (Envoy's local reply). A gRPC caller gets it as gRPC, as Envoy
-/// sends it: HTTP 200, trailers-only, the HTTP status mapped to a `grpc-status` and the text in
-/// `grpc-message`.
-fn local_reply(
-    status: StatusCode,
-    body: &'static str,
-    flags: ResponseFlags,
-    details: &'static str,
-    mut log: Box<RequestLog>,
-) -> Response<ProxyBody> {
-    log.flag(flags);
-    log.record.details = details;
-    if log.record.grpc {
-        return grpc_local_reply(grpc_status_for(status), body, log);
-    }
-    log.record.status = status.as_u16();
-    text_reply(status, Bytes::from_static(body.as_bytes()), log)
-}
-
-/// Envoy's HTTP → gRPC status mapping for local replies (and gRPC's own for HTTP errors).
-fn grpc_status_for(status: StatusCode) -> u32 {
-    match status.as_u16() {
-        400 => 13,             // INTERNAL
-        401 => 16,             // UNAUTHENTICATED
-        403 => 7,              // PERMISSION_DENIED
-        404 => 12,             // UNIMPLEMENTED
-        429 | 502..=504 => 14, // UNAVAILABLE
-        _ => 2,                // UNKNOWN
-    }
-}
-
-/// A trailers-only gRPC answer generated here.
-fn grpc_local_reply(code: u32, message: &str, mut log: Box<RequestLog>) -> Response<ProxyBody> {
-    log.record.status = 200;
-    log.record.grpc_status = Some(code);
-    let mut resp = text_reply(StatusCode::OK, Bytes::new(), log);
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    h.insert("grpc-status", HeaderValue::from(code));
-    if !message.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(message)) {
-            h.insert("grpc-message", v);
-        }
-    }
-    resp
-}
-
-/// `grpc-message` is percent-encoded outside printable ASCII (and `%` itself).
-fn grpc_percent_encode(s: &str) -> Cow<'_, str> {
-    if s.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'%') {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for b in s.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Cow::Owned(out)
-}
-
-fn redirect_reply(
-    status: StatusCode,
-    location: &str,
-    ops: Option<(&portico_model::snapshot::HeaderOps, &Vars<'_>)>,
-    mut log: Box<RequestLog>,
-) -> Response<ProxyBody> {
-    let Ok(location) = HeaderValue::from_str(location) else {
-        return local_reply(StatusCode::INTERNAL_SERVER_ERROR, "", NONE, "invalid_redirect_location", log);
-    };
-    log.record.status = status.as_u16();
-    log.record.details = "redirect";
-    let mut resp = text_reply(status, Bytes::new(), log);
-    resp.headers_mut().insert(header::LOCATION, location);
-    if let Some((ops, vars)) = ops {
-        headers::apply_ops(resp.headers_mut(), ops, vars);
-    }
-    resp
-}
-
-/// A CORS preflight answered here (Envoy's CORS filter: 200, the CORS headers, no body).
-fn preflight_reply(h: http::HeaderMap, mut log: Box<RequestLog>) -> Response<ProxyBody> {
-    log.record.status = 200;
-    log.record.details = "cors_response";
-    let mut resp = text_reply(StatusCode::OK, Bytes::new(), log);
-    resp.headers_mut().extend(h);
-    resp
-}
-
-/// A gRPC fault abort: HTTP 200, trailers-only `grpc-status` (as Envoy's fault filter).
-fn grpc_abort_reply(code: u32, mut log: Box<RequestLog>) -> Response<ProxyBody> {
-    log.flag(ResponseFlags::FAULT_INJECTED);
-    log.record.details = "fault_filter_abort";
-    grpc_local_reply(code, "fault filter abort", log)
-}
-
-/// The mirrors this request goes to (each rolls its own percentage), with their pools.
-fn pick_mirrors(route: &Route, state: &State, rng: &crate::rng::FastRng) -> Vec<Arc<crate::upstream::ClusterPool>> {
-    if route.mirrors.is_empty() {
-        return Vec::new();
-    }
-    route
-        .mirrors
-        .iter()
-        .filter(|m| fault::roll(rng, m.percentage))
-        .filter_map(|m| state.upstreams.get(&m.cluster).cloned())
-        .collect()
-}
-
-/// Fire the mirrors: a copy of the forwarded request (after rewrites and header rules), its
-/// authority suffixed `-shadow`. They never hold up this request.
-fn spawn_mirrors(
-    pools: Vec<Arc<crate::upstream::ClusterPool>>,
-    parts: &http::request::Parts,
-    has_body: bool,
-    body: Option<tokio::sync::oneshot::Receiver<(Bytes, Option<http::HeaderMap>)>>,
-    timeout: Option<Duration>,
-    rng: &crate::rng::FastRng,
-) {
-    let authority = match parts.uri.authority() {
-        Some(a) => a.as_str(),
-        None => parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(""),
-    };
-    let Some(shadow) = mirror::shadow_authority(authority) else { return };
-    // One body copy: it goes to the first mirror; further mirrors of a request with a body
-    // are sent only when it had none (a rare configuration; documented limitation).
-    let mut body = body;
-    for pool in pools {
-        let b = match body.take() {
-            Some(rx) => MirrorBody::Pending(rx),
-            None if has_body => continue,
-            None => MirrorBody::Empty,
-        };
-        let req = mirror::Mirrored {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            authority: shadow.clone(),
-        };
-        mirror::spawn(pool, crate::rng::FastRng::new(Some(rng.next_u64())), req, b, timeout);
-    }
 }

@@ -9,13 +9,12 @@ mod identity;
 pub(crate) use config::TlsStore;
 
 use crate::io::Prefixed;
-use crate::listener::{drive, until, ConnInfo, Phase};
-use crate::server::ProxyService;
+use crate::listener::{until, ConnInfo, Phase};
+use crate::server::serve_http;
 use crate::state::{Shared, State};
 use crate::tcp::{self, TcpLog};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderValue};
-use hyper_util::rt::TokioIo;
 use portico_model::snapshot::{Protocol, ServerBlock, TlsRoute};
 use portico_model::tls::TlsMode;
 use portico_telemetry::TlsFailureReason;
@@ -293,13 +292,7 @@ pub(crate) async fn serve(
             drop(state);
             let info =
                 ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: Some(TlsInfo { sni, xfcc }) };
-            let svc = ProxyService::new(shared.clone(), Arc::new(info));
-            let io = TokioIo::new(tls);
-            if h2 {
-                drive(shared.h2.serve_connection(io, svc), phase).await;
-            } else {
-                drive(shared.h1.serve_connection(io, svc).with_upgrades(), phase).await;
-            }
+            serve_http(tls, h2, info, shared, phase).await;
         }
     }
 }

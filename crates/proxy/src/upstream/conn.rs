@@ -15,7 +15,6 @@ use super::breaker::{Resource, Slot};
 use super::outlier::OutlierState;
 use super::ClusterPool;
 use crate::body::UpstreamBody;
-use crate::ResponseFlags;
 use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
 use http::{Request, Response};
@@ -49,44 +48,22 @@ pub(crate) enum SendError {
 }
 
 impl SendError {
-    pub(crate) fn flag(&self) -> ResponseFlags {
-        match self {
-            SendError::Reset(_) => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
-            SendError::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
-            _ => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-        }
-    }
-
-    /// Envoy's response code details for the failure.
-    pub(crate) fn details(&self) -> &'static str {
-        match self {
-            SendError::ConnectTimeout => "upstream_reset_before_response_started{connection_timeout}",
-            SendError::Connect(_) | SendError::Handshake(_) => {
-                "upstream_reset_before_response_started{connection_failure}"
-            }
-            SendError::Reset(_) => "upstream_reset_before_response_started{connection_termination}",
-            SendError::Overflow => "upstream_reset_before_response_started{overflow}",
-        }
-    }
-
-    /// Envoy's local-reply body for the failure.
-    pub(crate) fn body(&self) -> &'static str {
-        match self {
-            SendError::ConnectTimeout => {
-                "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
-            }
-            SendError::Connect(_) | SendError::Handshake(_) => {
-                "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-            }
-            SendError::Reset(_) => {
-                "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
-            }
-            SendError::Overflow => "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-        }
-    }
-
     pub(crate) fn is_connect_failure(&self) -> bool {
         matches!(self, SendError::ConnectTimeout | SendError::Connect(_) | SendError::Handshake(_))
+    }
+
+    /// The HTTP/2 upstream refused the stream (`REFUSED_STREAM`): it never processed the
+    /// request. Read from the h2 error in hyper's source chain, not from the message text.
+    pub(crate) fn is_refused_stream(&self) -> bool {
+        let SendError::Reset(e) = self else { return false };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        while let Some(c) = cause {
+            if let Some(h2) = c.downcast_ref::<h2::Error>() {
+                return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            }
+            cause = c.source();
+        }
+        false
     }
 }
 
