@@ -371,6 +371,9 @@ impl<'a> Builder<'a> {
         }
         let binds: BTreeSet<Option<&String>> = kept.iter().map(|s| s.server.bind.as_ref()).collect();
         let bind = if binds.len() == 1 { binds.into_iter().next().flatten().cloned() } else { None };
+        let sni = host::HostIndex::new(
+            blocks.iter().enumerate().flat_map(|(i, b)| b.hosts.iter().map(move |h| (host::split_namespace(h).1, i))),
+        );
         Some(Listener {
             port,
             kind,
@@ -378,6 +381,7 @@ impl<'a> Builder<'a> {
             servers: blocks,
             http: (kind == ListenerKind::Http).then(|| Arc::new(RouteTable::new(http_vhosts))),
             tcp_routes,
+            sni,
         })
     }
 

@@ -49,6 +49,64 @@ pub fn split_namespace(host: &str) -> (&str, &str) {
     }
 }
 
+/// Names to entries, looked up as Envoy picks a virtual host by `Host` and a filter chain by
+/// SNI: the exact name, then the longest wildcard suffix (`*.x.com` matches any depth below
+/// `x.com`, not `x.com` itself), then `*`. Case-insensitive; the first entry for a name wins.
+/// The one place wildcard lookup is decided (route tables and SNI both use it).
+#[derive(Clone, Debug, Default)]
+pub struct HostIndex {
+    exact: std::collections::HashMap<String, usize>,
+    /// `(suffix including the dot, entry)`, longest suffix first, then by entry.
+    wildcards: Vec<(String, usize)>,
+    catch_all: Option<usize>,
+}
+
+impl HostIndex {
+    /// Index `(pattern, entry)` pairs.
+    pub fn new<'a>(patterns: impl IntoIterator<Item = (&'a str, usize)>) -> HostIndex {
+        let mut idx = HostIndex::default();
+        for (name, i) in patterns {
+            if name == "*" {
+                idx.catch_all.get_or_insert(i);
+            } else if let Some(suffix) = name.strip_prefix('*') {
+                let suffix = suffix.to_ascii_lowercase();
+                if !idx.wildcards.iter().any(|(s, _)| *s == suffix) {
+                    idx.wildcards.push((suffix, i));
+                }
+            } else {
+                idx.exact.entry(name.to_ascii_lowercase()).or_insert(i);
+            }
+        }
+        idx.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        idx
+    }
+
+    /// The entry for a concrete name (any case).
+    pub fn lookup(&self, name: &str) -> Option<usize> {
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.lookup_lower(&name.to_ascii_lowercase())
+        } else {
+            self.lookup_lower(name)
+        }
+    }
+
+    fn lookup_lower(&self, name: &str) -> Option<usize> {
+        if let Some(&i) = self.exact.get(name) {
+            return Some(i);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
+            .map(|(_, i)| *i)
+            .or(self.catch_all)
+    }
+
+    /// The `*` entry (which also takes TLS clients that send no SNI).
+    pub fn catch_all(&self) -> Option<usize> {
+        self.catch_all
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +130,19 @@ mod tests {
         assert_eq!(intersect("a.example.com", "*").as_deref(), Some("a.example.com"));
         assert_eq!(intersect("*", "*.x.com").as_deref(), Some("*.x.com"));
         assert_eq!(intersect("a.x.com", "b.x.com"), None);
+    }
+
+    #[test]
+    fn host_index_prefers_exact_then_longest_wildcard_then_star() {
+        let idx = HostIndex::new([("*", 0), ("*.example.com", 1), ("*.a.example.com", 2), ("A.example.com", 3)]);
+        assert_eq!(idx.lookup("a.example.com"), Some(3));
+        assert_eq!(idx.lookup("x.A.example.com"), Some(2));
+        assert_eq!(idx.lookup("b.example.com"), Some(1));
+        assert_eq!(idx.lookup("example.com"), Some(0));
+        assert_eq!(idx.catch_all(), Some(0));
+        let idx = HostIndex::new([("a.io", 0), ("a.io", 1)]);
+        assert_eq!(idx.lookup("a.io"), Some(0));
+        assert_eq!(idx.lookup("b.io"), None);
     }
 
     #[test]

@@ -5,8 +5,8 @@ use crate::host;
 use crate::matcher::{Re, RequestMatch, StrMatch};
 use crate::registry::{cluster_name, Registry};
 use crate::snapshot::{
-    CorsPolicy, Fault, FaultAbortKind, HeaderOps, HeaderRules, Mirror, Redirect, RetryPolicy, Rewrite, Route,
-    RouteAction, TcpRoute, TlsRoute, WeightedClusters, WeightedDestination,
+    joined_header_value, CorsPolicy, Fault, FaultAbortKind, GrpcCode, HeaderOps, HeaderRules, Mirror, Redirect,
+    RetryOn, RetryPolicy, Rewrite, Route, RouteAction, TcpRoute, TlsRoute, WeightedClusters, WeightedDestination,
 };
 use portico_api::diag::code;
 use portico_api::istio::{
@@ -67,10 +67,11 @@ pub fn default_retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 2,
         per_try_timeout: None,
-        retry_on: ["connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        retry_on: RetryOn::CONNECT_FAILURE
+            | RetryOn::REFUSED_STREAM
+            | RetryOn::GRPC_UNAVAILABLE
+            | RetryOn::GRPC_CANCELLED
+            | RetryOn::RETRIABLE_STATUS_CODES,
         retriable_status_codes: Vec::new(),
     }
 }
@@ -412,16 +413,17 @@ fn build_route(
     let retry = match &r.retries {
         None => default_retry(),
         Some(rt) => {
-            let mut retry_on = Vec::new();
+            let mut retry_on = RetryOn::empty();
             let mut codes = Vec::new();
             for tok in rt.retry_on.as_deref().unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()) {
                 match tok.parse::<u16>() {
                     Ok(c) => codes.push(c),
-                    Err(_) => retry_on.push(tok.to_string()),
+                    // Unknown tokens are diagnosed by validation; Envoy ignores them too.
+                    Err(_) => retry_on.insert(RetryOn::token(tok).unwrap_or_default()),
                 }
             }
-            if !codes.is_empty() && !retry_on.iter().any(|t| t == "retriable-status-codes") {
-                retry_on.push("retriable-status-codes".to_string());
+            if !codes.is_empty() {
+                retry_on.insert(RetryOn::RETRIABLE_STATUS_CODES);
             }
             if rt.retry_on.is_none() {
                 // Istio's default retryOn when `retries` is set without it.
@@ -445,7 +447,7 @@ fn build_route(
             if let Some(code) = a.http_status {
                 Some((FaultAbortKind::Http(u16::try_from(code).unwrap_or(503)), p))
             } else {
-                a.grpc_status.as_ref().map(|g| (FaultAbortKind::Grpc(g.clone()), p))
+                a.grpc_status.as_ref().map(|g| (FaultAbortKind::Grpc(GrpcCode::parse(g)), p))
             }
         }),
     });
@@ -495,9 +497,9 @@ fn build_route(
         }));
         CorsPolicy {
             allow_origins: origins,
-            allow_methods: c.allow_methods.clone(),
-            allow_headers: c.allow_headers.clone(),
-            expose_headers: c.expose_headers.clone(),
+            allow_methods: joined_header_value(&c.allow_methods),
+            allow_headers: joined_header_value(&c.allow_headers),
+            expose_headers: joined_header_value(&c.expose_headers),
             max_age: dur(c.max_age.as_deref()),
             allow_credentials: c.allow_credentials.unwrap_or(false),
             ignore_unmatched_preflights: c.unmatched_preflights

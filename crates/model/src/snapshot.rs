@@ -4,7 +4,7 @@
 
 use crate::matcher::{RequestMatch, RequestView};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,6 +120,21 @@ pub struct Listener {
     pub http: Option<Arc<RouteTable>>,
     /// For `Tcp` listeners: the TCP routes of the port, first match wins.
     pub tcp_routes: Vec<Arc<TcpRoute>>,
+    /// For `Tls` listeners: the server (index into `servers`) by SNI, as Envoy's filter chain
+    /// match picks it (the hosts' `namespace/` part is not part of the name).
+    #[serde(skip)]
+    pub sni: crate::host::HostIndex,
+}
+
+impl Listener {
+    /// The server block a TLS client with this SNI gets (no SNI: the `*` server, if any).
+    pub fn server_for_sni(&self, sni: Option<&str>) -> Option<&Arc<ServerBlock>> {
+        let i = match sni {
+            Some(name) => self.sni.lookup(name),
+            None => self.sni.catch_all(),
+        };
+        i.and_then(|i| self.servers.get(i))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -148,56 +163,19 @@ pub struct ServerBlock {
 pub struct RouteTable {
     pub virtual_hosts: Vec<VirtualHost>,
     #[serde(skip)]
-    pub exact: HashMap<String, usize>,
-    /// `(suffix including the dot, index)`, longest suffix first.
-    #[serde(skip)]
-    pub wildcards: Vec<(String, usize)>,
-    #[serde(skip)]
-    pub catch_all: Option<usize>,
+    pub index: crate::host::HostIndex,
 }
 
 impl RouteTable {
     pub fn new(virtual_hosts: Vec<VirtualHost>) -> RouteTable {
-        let mut exact = HashMap::new();
-        let mut wildcards = Vec::new();
-        let mut catch_all = None;
-        for (i, vh) in virtual_hosts.iter().enumerate() {
-            let name = vh.name.as_str();
-            if name == "*" {
-                catch_all.get_or_insert(i);
-            } else if let Some(suffix) = name.strip_prefix('*') {
-                wildcards.push((suffix.to_ascii_lowercase(), i));
-            } else {
-                exact.entry(name.to_ascii_lowercase()).or_insert(i);
-            }
-        }
-        wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        RouteTable { virtual_hosts, exact, wildcards, catch_all }
+        let index = crate::host::HostIndex::new(virtual_hosts.iter().enumerate().map(|(i, vh)| (vh.name.as_str(), i)));
+        RouteTable { virtual_hosts, index }
     }
 
     /// The virtual host for a `Host`/`:authority` value: exact name first, then the longest
     /// wildcard suffix, then `*`. Case-insensitive; the port is ignored.
     pub fn find(&self, authority: &str) -> Option<&VirtualHost> {
-        let host = strip_port(authority);
-        let idx = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.lookup(&host.to_ascii_lowercase())
-        } else {
-            self.lookup(host)
-        };
-        idx.map(|i| &self.virtual_hosts[i])
-    }
-
-    fn lookup(&self, host: &str) -> Option<usize> {
-        if let Some(&i) = self.exact.get(host) {
-            return Some(i);
-        }
-        // `*.x.com` matches any depth below x.com but not x.com itself.
-        for (suffix, i) in &self.wildcards {
-            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                return Some(*i);
-            }
-        }
-        self.catch_all
+        self.index.lookup(strip_port(authority)).and_then(|i| self.virtual_hosts.get(i))
     }
 }
 
@@ -326,13 +304,97 @@ pub struct Redirect {
     pub code: u16,
 }
 
+/// Envoy's `retry_on` conditions as bits: the tokens are read once, at compile time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryOn(u32);
+
+impl RetryOn {
+    pub const FIVE_XX: RetryOn = RetryOn(1);
+    pub const GATEWAY_ERROR: RetryOn = RetryOn(1 << 1);
+    pub const RESET: RetryOn = RetryOn(1 << 2);
+    pub const RESET_BEFORE_REQUEST: RetryOn = RetryOn(1 << 3);
+    pub const CONNECT_FAILURE: RetryOn = RetryOn(1 << 4);
+    pub const RETRIABLE_4XX: RetryOn = RetryOn(1 << 5);
+    pub const REFUSED_STREAM: RetryOn = RetryOn(1 << 6);
+    pub const RETRIABLE_STATUS_CODES: RetryOn = RetryOn(1 << 7);
+    pub const GRPC_CANCELLED: RetryOn = RetryOn(1 << 8);
+    pub const GRPC_DEADLINE_EXCEEDED: RetryOn = RetryOn(1 << 9);
+    pub const GRPC_INTERNAL: RetryOn = RetryOn(1 << 10);
+    pub const GRPC_RESOURCE_EXHAUSTED: RetryOn = RetryOn(1 << 11);
+    pub const GRPC_UNAVAILABLE: RetryOn = RetryOn(1 << 12);
+
+    /// Every token Portico acts on, in Envoy's spelling.
+    pub const TOKENS: &'static [(&'static str, RetryOn)] = &[
+        ("5xx", Self::FIVE_XX),
+        ("gateway-error", Self::GATEWAY_ERROR),
+        ("reset", Self::RESET),
+        ("reset-before-request", Self::RESET_BEFORE_REQUEST),
+        ("connect-failure", Self::CONNECT_FAILURE),
+        ("retriable-4xx", Self::RETRIABLE_4XX),
+        ("refused-stream", Self::REFUSED_STREAM),
+        ("retriable-status-codes", Self::RETRIABLE_STATUS_CODES),
+        ("cancelled", Self::GRPC_CANCELLED),
+        ("deadline-exceeded", Self::GRPC_DEADLINE_EXCEEDED),
+        ("internal", Self::GRPC_INTERNAL),
+        ("resource-exhausted", Self::GRPC_RESOURCE_EXHAUSTED),
+        ("unavailable", Self::GRPC_UNAVAILABLE),
+    ];
+
+    /// The condition of one token (`None`: not a token Portico knows).
+    pub fn token(name: &str) -> Option<RetryOn> {
+        Self::TOKENS.iter().find(|(t, _)| *t == name).map(|(_, b)| *b)
+    }
+
+    pub const fn empty() -> RetryOn {
+        RetryOn(0)
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub const fn contains(self, other: RetryOn) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    /// Any of `other`'s conditions.
+    pub const fn intersects(self, other: RetryOn) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub fn insert(&mut self, other: RetryOn) {
+        self.0 |= other.0;
+    }
+}
+
+impl std::ops::BitOr for RetryOn {
+    type Output = RetryOn;
+    fn bitor(self, rhs: RetryOn) -> RetryOn {
+        RetryOn(self.0 | rhs.0)
+    }
+}
+
+/// Shown as the list of tokens (`routes --json`, `/config_dump`).
+impl Serialize for RetryOn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(None)?;
+        for (name, bit) in Self::TOKENS {
+            if self.contains(*bit) {
+                seq.serialize_element(name)?;
+            }
+        }
+        seq.end()
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct RetryPolicy {
     /// Retries after the first try (Istio's `attempts`); 0 disables.
     pub attempts: u32,
     pub per_try_timeout: Option<Duration>,
-    /// Envoy `retry_on` tokens.
-    pub retry_on: Vec<String>,
+    /// Envoy `retry_on` conditions, compiled from the tokens.
+    pub retry_on: RetryOn,
     pub retriable_status_codes: Vec<u16>,
 }
 
@@ -346,7 +408,32 @@ pub struct Fault {
 #[serde(rename_all = "snake_case")]
 pub enum FaultAbortKind {
     Http(u16),
-    Grpc(String),
+    Grpc(GrpcCode),
+}
+
+/// A gRPC status code, compiled from Istio's name for it (`UNAVAILABLE` → 14); shown by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcCode(pub u32);
+
+impl GrpcCode {
+    /// By name (any case) or number; anything else is UNKNOWN (2), as Envoy reads it.
+    pub fn parse(name: &str) -> GrpcCode {
+        let name = name.trim();
+        if let Ok(n) = name.parse::<u32>() {
+            return GrpcCode(n);
+        }
+        let i = GRPC_STATUS_NAMES.iter().position(|n| n.eq_ignore_ascii_case(name)).unwrap_or(2);
+        GrpcCode(u32::try_from(i).unwrap_or(2))
+    }
+}
+
+impl Serialize for GrpcCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match usize::try_from(self.0).ok().and_then(|i| GRPC_STATUS_NAMES.get(i)) {
+            Some(name) => s.serialize_str(name),
+            None => s.serialize_u32(self.0),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -393,9 +480,13 @@ pub struct HeaderRules {
 #[derive(Debug, Serialize)]
 pub struct CorsPolicy {
     pub allow_origins: Vec<crate::matcher::StrMatch>,
-    pub allow_methods: Vec<String>,
-    pub allow_headers: Vec<String>,
-    pub expose_headers: Vec<String>,
+    /// `access-control-allow-methods`, joined once (`None`: empty list, header not sent).
+    #[serde(serialize_with = "ser_header_value")]
+    pub allow_methods: Option<http::HeaderValue>,
+    #[serde(serialize_with = "ser_header_value")]
+    pub allow_headers: Option<http::HeaderValue>,
+    #[serde(serialize_with = "ser_header_value")]
+    pub expose_headers: Option<http::HeaderValue>,
     pub max_age: Option<Duration>,
     pub allow_credentials: bool,
     /// `unmatchedPreflights: IGNORE` (default FORWARD).
@@ -656,3 +747,50 @@ pub const GRPC_STATUS_NAMES: &[&str] = &[
     "DATA_LOSS",
     "UNAUTHENTICATED",
 ];
+
+fn ser_header_value<S: serde::Serializer>(v: &Option<http::HeaderValue>, s: S) -> Result<S::Ok, S::Error> {
+    match v.as_ref().and_then(|v| v.to_str().ok()) {
+        Some(text) => s.serialize_str(text),
+        None => s.serialize_none(),
+    }
+}
+
+/// A list as one header value (`a,b,c`); `None` for an empty list or text that is not a valid
+/// header value (validation reports it).
+pub fn joined_header_value(items: &[String]) -> Option<http::HeaderValue> {
+    if items.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_str(&items.join(",")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_compile_from_names_or_numbers() {
+        assert_eq!(GrpcCode::parse("UNAVAILABLE"), GrpcCode(14));
+        assert_eq!(GrpcCode::parse(" unavailable "), GrpcCode(14));
+        assert_eq!(GrpcCode::parse("8"), GrpcCode(8));
+        assert_eq!(GrpcCode::parse("bogus"), GrpcCode(2));
+        assert_eq!(serde_json::to_string(&GrpcCode(14)).unwrap(), "\"UNAVAILABLE\"");
+    }
+
+    #[test]
+    fn retry_on_tokens_round_trip() {
+        let on = RetryOn::token("gateway-error").unwrap() | RetryOn::token("unavailable").unwrap();
+        assert!(on.contains(RetryOn::GATEWAY_ERROR) && on.contains(RetryOn::GRPC_UNAVAILABLE));
+        assert!(!on.contains(RetryOn::FIVE_XX));
+        assert_eq!(RetryOn::token("retriable-headers"), None);
+        assert_eq!(serde_json::to_string(&on).unwrap(), r#"["gateway-error","unavailable"]"#);
+        assert!(RetryOn::empty().is_empty() && !RetryOn::empty().contains(RetryOn::empty()));
+    }
+
+    #[test]
+    fn header_lists_join_once() {
+        assert_eq!(joined_header_value(&["GET".into(), "POST".into()]).unwrap(), "GET,POST");
+        assert_eq!(joined_header_value(&[]), None);
+        assert_eq!(joined_header_value(&["bad\nvalue".into()]), None);
+    }
+}

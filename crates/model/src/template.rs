@@ -18,8 +18,8 @@ pub enum Part {
     DownstreamLocalAddressWithoutPort,
     /// Header names to try in order (`REQ(a?b)`), lowercased.
     Req(Vec<String>),
-    /// `START_TIME` with an optional strftime-style format.
-    StartTime(Option<String>),
+    /// `START_TIME`, its strftime-style format compiled into items.
+    StartTime(Vec<TimeItem>),
     UpstreamHost,
     Hostname,
     Protocol,
@@ -132,12 +132,86 @@ fn variable(v: &str) -> Option<Part> {
         ("DOWNSTREAM_LOCAL_ADDRESS", None) => Part::DownstreamLocalAddress,
         ("DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", None) => Part::DownstreamLocalAddressWithoutPort,
         ("REQ", Some(a)) if !a.is_empty() => Part::Req(a.split('?').map(|h| h.trim().to_ascii_lowercase()).collect()),
-        ("START_TIME", a) => Part::StartTime(a.filter(|f| !f.is_empty()).map(str::to_string)),
+        ("START_TIME", a) => Part::StartTime(time_format(a.filter(|f| !f.is_empty()).unwrap_or(DEFAULT_TIME_FORMAT))),
         ("UPSTREAM_HOST", None) => Part::UpstreamHost,
         ("HOSTNAME", None) => Part::Hostname,
         ("PROTOCOL", None) => Part::Protocol,
         _ => return None,
     })
+}
+
+/// One piece of a compiled `%START_TIME(…)%` format (UTC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimeItem {
+    Literal(String),
+    /// `%Y`: four digits.
+    Year,
+    /// `%m`.
+    Month,
+    /// `%d`.
+    Day,
+    /// `%H`.
+    Hour,
+    /// `%M`.
+    Minute,
+    /// `%S`, or `%E<n>S` for an `n` other than 3, 6, 9.
+    Second,
+    /// `%E3S`, `%E6S`, `%E9S`: seconds with that many fractional digits.
+    SecondWithFraction(u8),
+    /// `%s`: seconds since the epoch.
+    EpochSeconds,
+}
+
+/// Envoy's default `%START_TIME%` format.
+pub const DEFAULT_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%E3SZ";
+
+/// Envoy's `START_TIME` specifiers `%Y %m %d %H %M %S %s %E3S %E6S %E9S %%`; any other
+/// character, and an unknown specifier, is copied as it is.
+pub fn time_format(fmt: &str) -> Vec<TimeItem> {
+    let mut items = Vec::new();
+    let mut lit = String::new();
+    let mut chars = fmt.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            lit.push(c);
+            continue;
+        }
+        let item = match chars.next() {
+            Some('Y') => TimeItem::Year,
+            Some('m') => TimeItem::Month,
+            Some('d') => TimeItem::Day,
+            Some('H') => TimeItem::Hour,
+            Some('M') => TimeItem::Minute,
+            Some('S') => TimeItem::Second,
+            Some('s') => TimeItem::EpochSeconds,
+            Some('E') => {
+                let digits: String = chars.by_ref().take_while(|c| *c != 'S').collect();
+                match digits.as_str() {
+                    "3" => TimeItem::SecondWithFraction(3),
+                    "6" => TimeItem::SecondWithFraction(6),
+                    "9" => TimeItem::SecondWithFraction(9),
+                    _ => TimeItem::Second,
+                }
+            }
+            Some('%') | None => {
+                lit.push('%');
+                continue;
+            }
+            Some(other) => {
+                lit.push('%');
+                lit.push(other);
+                continue;
+            }
+        };
+        if !lit.is_empty() {
+            items.push(TimeItem::Literal(std::mem::take(&mut lit)));
+        }
+        items.push(item);
+    }
+    if !lit.is_empty() {
+        items.push(TimeItem::Literal(lit));
+    }
+    items
 }
 
 #[cfg(test)]
@@ -158,7 +232,14 @@ mod tests {
         );
         assert!(t.uses_request() && !t.is_literal());
         let t = HeaderValueTemplate::parse("%START_TIME(%Y-%m-%d)%");
-        assert_eq!(t.parts, vec![Part::StartTime(Some("%Y-%m-%d".into()))]);
+        use TimeItem::*;
+        assert_eq!(t.parts, vec![Part::StartTime(vec![Year, Literal("-".into()), Month, Literal("-".into()), Day])]);
+        let t = HeaderValueTemplate::parse("%START_TIME%");
+        assert_eq!(t.parts, vec![Part::StartTime(time_format(DEFAULT_TIME_FORMAT))]);
+        assert_eq!(
+            time_format("%E6S|%E2S|%q|%%|%s"),
+            vec![SecondWithFraction(6), Literal("|".into()), Second, Literal("|%q|%|".into()), EpochSeconds]
+        );
         let t = HeaderValueTemplate::parse("%NOPE% and 5%");
         assert_eq!(t.parts, vec![Part::Literal("%NOPE% and 5%".into())]);
         assert_eq!(t.unknown, vec!["NOPE".to_string()]);

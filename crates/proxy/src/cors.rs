@@ -20,13 +20,6 @@ fn is_preflight(method: &Method, req: &HeaderMap) -> bool {
     method == Method::OPTIONS && req.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-fn join(values: &[String]) -> Option<HeaderValue> {
-    if values.is_empty() {
-        return None;
-    }
-    HeaderValue::from_str(&values.join(",")).ok()
-}
-
 pub(crate) fn check(policy: &CorsPolicy, method: &Method, req: &HeaderMap) -> Verdict {
     let Some(origin) = req.get(header::ORIGIN) else { return Verdict::None };
     let Ok(origin_str) = origin.to_str() else { return Verdict::None };
@@ -45,10 +38,10 @@ pub(crate) fn check(policy: &CorsPolicy, method: &Method, req: &HeaderMap) -> Ve
         h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
     }
     if preflight {
-        if let Some(v) = join(&policy.allow_methods) {
+        if let Some(v) = policy.allow_methods.clone() {
             h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
         }
-        if let Some(v) = join(&policy.allow_headers) {
+        if let Some(v) = policy.allow_headers.clone() {
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
         }
         if let Some(age) = policy.max_age {
@@ -56,7 +49,7 @@ pub(crate) fn check(policy: &CorsPolicy, method: &Method, req: &HeaderMap) -> Ve
         }
         Verdict::Preflight(h)
     } else {
-        if let Some(v) = join(&policy.expose_headers) {
+        if let Some(v) = policy.expose_headers.clone() {
             h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
         }
         Verdict::Actual(h)

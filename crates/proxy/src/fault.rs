@@ -38,23 +38,11 @@ pub(crate) async fn apply(fault: &Fault, rng: &FastRng) -> (bool, Option<Abort>)
     let abort = match &fault.abort {
         Some((kind, pct)) if roll(rng, *pct) => match kind {
             FaultAbortKind::Http(code) => Some(Abort::Http(*code)),
-            FaultAbortKind::Grpc(name) => Some(Abort::Grpc(grpc_code(name))),
+            FaultAbortKind::Grpc(code) => Some(Abort::Grpc(code.0)),
         },
         _ => None,
     };
     (delayed, abort)
-}
-
-/// gRPC status code by name (Istio's `grpcStatus` takes names like `UNAVAILABLE`); digits are
-/// accepted too; anything else is UNKNOWN (2).
-pub(crate) fn grpc_code(name: &str) -> u32 {
-    if let Ok(n) = name.trim().parse::<u32>() {
-        return n;
-    }
-    portico_model::snapshot::GRPC_STATUS_NAMES
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(name.trim()))
-        .map_or(2, |i| i as u32)
 }
 
 #[cfg(test)]
@@ -62,11 +50,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_names_and_percentages() {
-        assert_eq!(grpc_code("UNAVAILABLE"), 14);
-        assert_eq!(grpc_code("unavailable"), 14);
-        assert_eq!(grpc_code("8"), 8);
-        assert_eq!(grpc_code("bogus"), 2);
+    fn percentages() {
         let rng = FastRng::new(Some(1));
         assert!(!roll(&rng, 0.0));
         assert!(roll(&rng, 100.0));

@@ -26,7 +26,7 @@ use crate::upstream::{ActiveRequest, ClusterPool, EndpointState, SendError};
 use crate::ResponseFlags;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use portico_model::snapshot::RetryPolicy;
+use portico_model::snapshot::{RetryOn, RetryPolicy};
 use portico_telemetry::{RequestTrace, Tracer};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -37,87 +37,43 @@ use tokio::sync::oneshot;
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
 const BACKOFF_MAX: Duration = Duration::from_millis(250);
 
-/// The `retry_on` tokens, as bits.
-#[derive(Clone, Copy, Default, Debug)]
-struct RetryOn(u32);
-
-impl RetryOn {
-    const FIVE_XX: u32 = 1;
-    const GATEWAY: u32 = 1 << 1;
-    const RESET: u32 = 1 << 2;
-    const RESET_BEFORE: u32 = 1 << 3;
-    const CONNECT: u32 = 1 << 4;
-    const R4XX: u32 = 1 << 5;
-    const REFUSED: u32 = 1 << 6;
-    const CODES: u32 = 1 << 7;
-    const G_CANCELLED: u32 = 1 << 8;
-    const G_DEADLINE: u32 = 1 << 9;
-    const G_INTERNAL: u32 = 1 << 10;
-    const G_EXHAUSTED: u32 = 1 << 11;
-    const G_UNAVAILABLE: u32 = 1 << 12;
-
-    fn parse(tokens: &[String]) -> RetryOn {
-        let mut bits = 0;
-        for t in tokens {
-            bits |= match t.as_str() {
-                "5xx" => Self::FIVE_XX,
-                "gateway-error" => Self::GATEWAY,
-                "reset" => Self::RESET,
-                "reset-before-request" => Self::RESET_BEFORE,
-                "connect-failure" => Self::CONNECT,
-                "retriable-4xx" => Self::R4XX,
-                "refused-stream" => Self::REFUSED,
-                "retriable-status-codes" => Self::CODES,
-                "cancelled" => Self::G_CANCELLED,
-                "deadline-exceeded" => Self::G_DEADLINE,
-                "internal" => Self::G_INTERNAL,
-                "resource-exhausted" => Self::G_EXHAUSTED,
-                "unavailable" => Self::G_UNAVAILABLE,
-                _ => 0,
-            };
-        }
-        RetryOn(bits)
+/// Whether a response asks for a retry under `on`.
+fn retry_on_status(on: RetryOn, status: StatusCode, headers: &HeaderMap, codes: &[u16]) -> bool {
+    let s = status.as_u16();
+    if (on.contains(RetryOn::FIVE_XX) && s >= 500)
+        || (on.contains(RetryOn::GATEWAY_ERROR) && (502..=504).contains(&s))
+        || (on.contains(RetryOn::RETRIABLE_4XX) && s == 409)
+        || (on.contains(RetryOn::RETRIABLE_STATUS_CODES) && codes.contains(&s))
+    {
+        return true;
     }
-
-    fn has(self, bit: u32) -> bool {
-        self.0 & bit != 0
+    match crate::body::grpc_status(headers) {
+        Some(1) => on.contains(RetryOn::GRPC_CANCELLED),
+        Some(4) => on.contains(RetryOn::GRPC_DEADLINE_EXCEEDED),
+        Some(13) => on.contains(RetryOn::GRPC_INTERNAL),
+        Some(8) => on.contains(RetryOn::GRPC_RESOURCE_EXHAUSTED),
+        Some(14) => on.contains(RetryOn::GRPC_UNAVAILABLE),
+        _ => false,
     }
+}
 
-    fn status(self, status: StatusCode, headers: &HeaderMap, codes: &[u16]) -> bool {
-        let s = status.as_u16();
-        if (self.has(Self::FIVE_XX) && s >= 500)
-            || (self.has(Self::GATEWAY) && (502..=504).contains(&s))
-            || (self.has(Self::R4XX) && s == 409)
-            || (self.has(Self::CODES) && codes.contains(&s))
-        {
-            return true;
-        }
-        match crate::body::grpc_status(headers) {
-            Some(1) => self.has(Self::G_CANCELLED),
-            Some(4) => self.has(Self::G_DEADLINE),
-            Some(13) => self.has(Self::G_INTERNAL),
-            Some(8) => self.has(Self::G_EXHAUSTED),
-            Some(14) => self.has(Self::G_UNAVAILABLE),
-            _ => false,
-        }
+/// Whether a failed try asks for a retry under `on`.
+fn retry_on_error(on: RetryOn, e: &SendError) -> bool {
+    if matches!(e, SendError::Overflow) {
+        return false;
     }
+    if on.intersects(RetryOn::FIVE_XX | RetryOn::GATEWAY_ERROR | RetryOn::RESET) {
+        return true;
+    }
+    if e.is_connect_failure() && on.intersects(RetryOn::CONNECT_FAILURE | RetryOn::RESET_BEFORE_REQUEST) {
+        return true;
+    }
+    on.contains(RetryOn::REFUSED_STREAM) && e.is_refused_stream()
+}
 
-    fn error(self, e: &SendError) -> bool {
-        if matches!(e, SendError::Overflow) {
-            return false;
-        }
-        if self.has(Self::FIVE_XX) || self.has(Self::GATEWAY) || self.has(Self::RESET) {
-            return true;
-        }
-        if e.is_connect_failure() && (self.has(Self::CONNECT) || self.has(Self::RESET_BEFORE)) {
-            return true;
-        }
-        self.has(Self::REFUSED) && e.is_refused_stream()
-    }
-
-    fn timeout(self) -> bool {
-        self.has(Self::FIVE_XX) || self.has(Self::GATEWAY) || self.has(Self::RESET)
-    }
+/// A per-try timeout counts as a reset.
+fn retry_on_timeout(on: RetryOn) -> bool {
+    on.intersects(RetryOn::FIVE_XX | RetryOn::GATEWAY_ERROR | RetryOn::RESET)
 }
 
 /// `x-envoy-attempt-count`: static values for the usual few tries (no allocation per request).
@@ -191,7 +147,7 @@ impl Attempts<'_> {
     ) -> Done {
         let Attempts { pool, policy, rng, hash, upgrade, received, parts, mut slot, mut trace } = self;
         let mut attach = move |active: ActiveRequest| active.with_slot(slot.take());
-        let on = RetryOn::parse(&policy.retry_on);
+        let on = policy.retry_on;
         let retry_enabled = leftover.is_some();
         let mut ep = first;
         let mut tried: Vec<SocketAddr> = Vec::new();
@@ -229,7 +185,7 @@ impl Attempts<'_> {
                     upstream_local = local;
                     active.set_stream(stream);
                     pool.report(&ep, Outcome::Status(resp.status().as_u16()));
-                    let want = on.status(resp.status(), resp.headers(), &policy.retriable_status_codes);
+                    let want = retry_on_status(on, resp.status(), resp.headers(), &policy.retriable_status_codes);
                     (want, Ok(resp))
                 }
                 Ok(Err(e)) => {
@@ -237,11 +193,11 @@ impl Attempts<'_> {
                         pool.report(&ep, Outcome::LocalFailure);
                     }
                     tracing::debug!(upstream = %ep.addr, error = %e, "upstream try failed");
-                    (on.error(&e), Err(LocalReply::from(&e)))
+                    (retry_on_error(on, &e), Err(LocalReply::from(&e)))
                 }
                 Err(()) => {
                     pool.report(&ep, Outcome::LocalFailure);
-                    (on.timeout(), Err(LocalReply::PerTryTimeout))
+                    (retry_on_timeout(on), Err(LocalReply::PerTryTimeout))
                 }
             };
             if let Some((_, t)) = &mut trace {
@@ -354,16 +310,16 @@ mod tests {
 
     #[test]
     fn tokens() {
-        let on = RetryOn::parse(&["gateway-error".into(), "unavailable".into()]);
+        let on = RetryOn::GATEWAY_ERROR | RetryOn::GRPC_UNAVAILABLE;
         let h = HeaderMap::new();
-        assert!(on.status(StatusCode::BAD_GATEWAY, &h, &[]));
-        assert!(!on.status(StatusCode::INTERNAL_SERVER_ERROR, &h, &[]));
+        assert!(retry_on_status(on, StatusCode::BAD_GATEWAY, &h, &[]));
+        assert!(!retry_on_status(on, StatusCode::INTERNAL_SERVER_ERROR, &h, &[]));
         let mut g = HeaderMap::new();
         g.insert("grpc-status", "14".parse().unwrap());
-        assert!(on.status(StatusCode::OK, &g, &[]));
-        let codes = RetryOn::parse(&["retriable-status-codes".into()]);
-        assert!(codes.status(StatusCode::CONFLICT, &h, &[409]));
-        assert!(!codes.status(StatusCode::CONFLICT, &h, &[]));
+        assert!(retry_on_status(on, StatusCode::OK, &g, &[]));
+        let codes = RetryOn::RETRIABLE_STATUS_CODES;
+        assert!(retry_on_status(codes, StatusCode::CONFLICT, &h, &[409]));
+        assert!(!retry_on_status(codes, StatusCode::CONFLICT, &h, &[]));
     }
 
     #[test]

@@ -3,11 +3,12 @@
 
 use http::header::{HeaderMap, HeaderValue};
 use http::Version;
-use portico_model::template::{HeaderValueTemplate, Part};
+use portico_model::template::{HeaderValueTemplate, Part, TimeItem};
+use portico_telemetry::format::{push_padded, UtcTime};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// What templates may refer to.
 pub(crate) struct Vars<'a> {
@@ -85,7 +86,7 @@ pub(crate) fn render(t: &HeaderValueTemplate, vars: &Vars<'_>) -> Option<HeaderV
                     out.push_str(v.to_str().unwrap_or(""));
                 }
             }
-            Part::StartTime(fmt) => format_time(&mut out, vars.start, fmt.as_deref()),
+            Part::StartTime(items) => format_time(&mut out, vars.start, items),
             Part::UpstreamHost => {
                 if let Some(u) = vars.upstream {
                     let _ = write!(out, "{u}");
@@ -98,63 +99,37 @@ pub(crate) fn render(t: &HeaderValueTemplate, vars: &Vars<'_>) -> Option<HeaderV
     HeaderValue::from_str(&out).ok()
 }
 
-/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// Envoy's `START_TIME` formats (UTC): the default `%Y-%m-%dT%H:%M:%E3SZ`, and the specifiers
-/// `%Y %m %d %H %M %S %s %E3S %E6S %E9S %%`; other characters are copied.
-fn format_time(out: &mut String, t: SystemTime, fmt: Option<&str>) {
-    let fmt = fmt.unwrap_or("%Y-%m-%dT%H:%M:%E3SZ");
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let (y, mo, d) = civil(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    let (h, mi, s) = (sod / 3600, (sod % 3600) / 60, sod % 60);
-    let nanos = since.subsec_nanos();
-    let mut chars = fmt.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let _ = match chars.next() {
-            Some('Y') => write!(out, "{y:04}"),
-            Some('m') => write!(out, "{mo:02}"),
-            Some('d') => write!(out, "{d:02}"),
-            Some('H') => write!(out, "{h:02}"),
-            Some('M') => write!(out, "{mi:02}"),
-            Some('S') => write!(out, "{s:02}"),
-            Some('s') => write!(out, "{secs}"),
-            Some('%') => write!(out, "%"),
-            Some('E') => {
-                let digits: String = chars.by_ref().take_while(|c| *c != 'S').collect();
-                match digits.as_str() {
-                    "3" => write!(out, "{s:02}.{:03}", nanos / 1_000_000),
-                    "6" => write!(out, "{s:02}.{:06}", nanos / 1_000),
-                    "9" => write!(out, "{s:02}.{nanos:09}"),
-                    _ => write!(out, "{s:02}"),
-                }
+/// A compiled `START_TIME` format, filled in (UTC).
+fn format_time(out: &mut String, t: SystemTime, items: &[TimeItem]) {
+    let u = UtcTime::from(t);
+    for item in items {
+        match item {
+            TimeItem::Literal(l) => out.push_str(l),
+            TimeItem::Year => push_padded(out, u.year, 4),
+            TimeItem::Month => push_padded(out, u64::from(u.month), 2),
+            TimeItem::Day => push_padded(out, u64::from(u.day), 2),
+            TimeItem::Hour => push_padded(out, u64::from(u.hour), 2),
+            TimeItem::Minute => push_padded(out, u64::from(u.minute), 2),
+            TimeItem::Second => push_padded(out, u64::from(u.second), 2),
+            TimeItem::SecondWithFraction(digits) => {
+                push_padded(out, u64::from(u.second), 2);
+                out.push('.');
+                let (value, width) = match digits {
+                    3 => (u.nanos / 1_000_000, 3),
+                    6 => (u.nanos / 1_000, 6),
+                    _ => (u.nanos, 9),
+                };
+                push_padded(out, u64::from(value), width);
             }
-            Some(other) => write!(out, "%{other}"),
-            None => write!(out, "%"),
-        };
+            TimeItem::EpochSeconds => push_padded(out, u.epoch_seconds, 1),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn renders() {
@@ -174,6 +149,7 @@ mod tests {
         assert_eq!(r("%REQ(x-a?x-b)%/%REQ(nope)%"), "bee/");
         assert_eq!(r("%START_TIME%"), "2025-11-25T22:30:45.123Z");
         assert_eq!(r("%START_TIME(%s)%"), "1764109845");
+        assert_eq!(r("%START_TIME(%Y%m%d %H:%M:%E6S %q)%"), "20251125 22:30:45.123000 %q");
         assert_eq!(r("%UPSTREAM_HOST% %PROTOCOL% 100%%"), "10.0.0.9:8080 HTTP/2 100%");
         assert_eq!(r("plain"), "plain");
     }

@@ -36,7 +36,7 @@ fn retries(attempts: u32, on: &[&str]) -> RetryPolicy {
     RetryPolicy {
         attempts,
         per_try_timeout: None,
-        retry_on: on.iter().map(|s| s.to_string()).collect(),
+        retry_on: on.iter().fold(RetryOn::empty(), |acc, t| acc | RetryOn::token(t).expect("a known retryOn token")),
         retriable_status_codes: vec![],
     }
 }
@@ -351,7 +351,7 @@ async fn fault_abort_http_never_reaches_the_backend() {
 #[tokio::test]
 async fn fault_abort_grpc_is_200_trailers_only() {
     let mut r = route(vec![], forward("c"));
-    r.fault = Some(Fault { delay: None, abort: Some((FaultAbortKind::Grpc("UNAVAILABLE".into()), 100.0)) });
+    r.fault = Some(Fault { delay: None, abort: Some((FaultAbortKind::Grpc(GrpcCode::parse("UNAVAILABLE")), 100.0)) });
     let (_p, addr) = start(one(r, vec![cluster("c", &[])])).await;
     let resp = get(addr, "h", "/svc/M").await;
     assert_eq!(resp.status, 200);
@@ -448,9 +448,9 @@ fn cors_route(ignore: bool) -> Route {
     let mut r = route(vec![], forward("c"));
     r.cors = Some(CorsPolicy {
         allow_origins: vec![StrMatch::Exact("https://ok.example".into())],
-        allow_methods: vec!["GET".into(), "POST".into()],
-        allow_headers: vec!["x-a".into()],
-        expose_headers: vec!["x-backend".into()],
+        allow_methods: joined_header_value(&["GET".into(), "POST".into()]),
+        allow_headers: joined_header_value(&["x-a".into()]),
+        expose_headers: joined_header_value(&["x-backend".into()]),
         max_age: Some(Duration::from_secs(600)),
         allow_credentials: true,
         ignore_unmatched_preflights: ignore,

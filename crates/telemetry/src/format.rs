@@ -256,27 +256,59 @@ fn push_addr(out: &mut String, a: Option<SocketAddr>) {
 /// `2024-01-02T03:04:05.678Z`: Envoy's default `%START_TIME%` (UTC, milliseconds). Times before
 /// the epoch print as the epoch.
 pub fn push_time(out: &mut String, t: SystemTime) {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let rem = secs % 86_400;
-    push_padded(out, year, 4);
+    let u = UtcTime::from(t);
+    push_padded(out, u.year, 4);
     out.push('-');
-    push_padded(out, u64::from(month), 2);
+    push_padded(out, u64::from(u.month), 2);
     out.push('-');
-    push_padded(out, u64::from(day), 2);
+    push_padded(out, u64::from(u.day), 2);
     out.push('T');
-    push_padded(out, rem / 3600, 2);
+    push_padded(out, u64::from(u.hour), 2);
     out.push(':');
-    push_padded(out, rem / 60 % 60, 2);
+    push_padded(out, u64::from(u.minute), 2);
     out.push(':');
-    push_padded(out, rem % 60, 2);
+    push_padded(out, u64::from(u.second), 2);
     out.push('.');
-    push_padded(out, u64::from(d.subsec_millis()), 3);
+    push_padded(out, u64::from(u.nanos / 1_000_000), 3);
     out.push('Z');
 }
 
-fn push_padded(out: &mut String, v: u64, width: usize) {
+/// A time broken down in UTC: the one calendar conversion of the workspace (the access log's
+/// `%START_TIME%` and header values' `%START_TIME(…)%`). Times before the epoch are the epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UtcTime {
+    pub year: u64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub nanos: u32,
+    /// Seconds since the epoch.
+    pub epoch_seconds: u64,
+}
+
+impl From<SystemTime> for UtcTime {
+    fn from(t: SystemTime) -> UtcTime {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        let (year, month, day) = civil_from_days(secs / 86_400);
+        let rem = u32::try_from(secs % 86_400).unwrap_or(0);
+        UtcTime {
+            year,
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem / 60 % 60,
+            second: rem % 60,
+            nanos: d.subsec_nanos(),
+            epoch_seconds: secs,
+        }
+    }
+}
+
+/// `v` in decimal, zero-padded to `width` digits.
+pub fn push_padded(out: &mut String, v: u64, width: usize) {
     let mut buf = itoa::Buffer::new();
     let s = buf.format(v);
     for _ in s.len()..width {

@@ -291,15 +291,11 @@ impl CheckedVerifier {
         if self.spki.is_empty() && self.hashes.is_empty() {
             return true;
         }
-        let spki = sha256(x509.tbs_certificate.subject_pki.raw);
-        let hash = sha256(cert);
+        let spki = super::identity::sha256(x509.tbs_certificate.subject_pki.raw);
+        let hash = super::identity::sha256(cert);
         self.spki.iter().any(|p| p.as_slice() == spki.as_ref())
             || self.hashes.iter().any(|h| h.as_slice() == hash.as_ref())
     }
-}
-
-pub(crate) fn sha256(data: &[u8]) -> aws_lc_rs::digest::Digest {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
 }
 
 /// Hex with optional colons (`AB:CD:…`), as `verifyCertificateHash` allows.

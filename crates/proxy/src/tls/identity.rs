@@ -60,7 +60,7 @@ fn subject_rfc2253(cert: &X509Certificate<'_>) -> String {
 /// verified by rustls, so this does not happen in practice).
 pub(crate) fn xfcc(der: &[u8]) -> Option<HeaderValue> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let hash = super::config::sha256(der);
+    let hash = sha256(der);
     let mut v = String::from("Hash=");
     for b in hash.as_ref() {
         v.push_str(&format!("{b:02x}"));
@@ -85,4 +85,9 @@ pub(crate) fn xfcc(der: &[u8]) -> Option<HeaderValue> {
         }
     }
     HeaderValue::from_str(&v).ok()
+}
+/// SHA-256 of certificate bytes (XFCC `Hash`, `verifyCertificateHash`/`Spki`), with the
+/// crypto provider rustls uses.
+pub(crate) fn sha256(data: &[u8]) -> aws_lc_rs::digest::Digest {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
 }

@@ -15,7 +15,7 @@ use crate::state::{Shared, State};
 use crate::tcp::{self, TcpLog};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderValue};
-use portico_model::snapshot::{Protocol, ServerBlock, TlsRoute};
+use portico_model::snapshot::{Protocol, TlsRoute};
 use portico_model::tls::TlsMode;
 use portico_telemetry::TlsFailureReason;
 use std::net::SocketAddr;
@@ -37,45 +37,9 @@ fn host_pattern(h: &str) -> &str {
     h.rsplit_once('/').map_or(h, |(_, host)| host)
 }
 
-/// The server for `sni`, as Envoy's filter chain match does: exact name, then the longest
-/// wildcard suffix, then a server with `*` (which also takes clients without SNI).
-pub(crate) fn select_server<'a>(servers: &'a [Arc<ServerBlock>], sni: Option<&str>) -> Option<&'a Arc<ServerBlock>> {
-    let catch_all = || servers.iter().find(|s| s.hosts.iter().any(|h| host_pattern(h) == "*"));
-    let Some(sni) = sni else { return catch_all() };
-    if let Some(s) = servers.iter().find(|s| s.hosts.iter().any(|h| host_pattern(h).eq_ignore_ascii_case(sni))) {
-        return Some(s);
-    }
-    let mut best: Option<(usize, &Arc<ServerBlock>)> = None;
-    for s in servers {
-        for h in &s.hosts {
-            if let Some(suffix) = host_pattern(h).strip_prefix('*') {
-                if !suffix.is_empty() && wildcard_matches(suffix, sni) && best.is_none_or(|(len, _)| suffix.len() > len)
-                {
-                    best = Some((suffix.len(), s));
-                }
-            }
-        }
-    }
-    best.map(|(_, s)| s).or_else(catch_all)
-}
-
-/// `.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com`.
-fn wildcard_matches(suffix: &str, name: &str) -> bool {
-    name.len() > suffix.len()
-        && name.is_char_boundary(name.len() - suffix.len())
-        && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-}
-
 /// Envoy's `server_names` rules for passthrough routes: exact, `*.suffix`, or `*`.
 fn sni_matches(pattern: &str, sni: &str) -> bool {
-    let pattern = host_pattern(pattern);
-    if pattern == "*" {
-        return true;
-    }
-    match pattern.strip_prefix('*') {
-        Some(suffix) => wildcard_matches(suffix, sni),
-        None => pattern.eq_ignore_ascii_case(sni),
-    }
+    portico_model::host::matches(host_pattern(pattern), sni)
 }
 
 fn tls_route<'a>(routes: &'a [Arc<TlsRoute>], sni: Option<&str>, port: u32) -> Option<&'a TlsRoute> {
@@ -106,7 +70,7 @@ pub(crate) fn route_table<'a>(
     tls: &TlsInfo,
 ) -> Option<&'a portico_model::snapshot::RouteTable> {
     let l = state.snapshot.listener(port)?;
-    select_server(&l.servers, tls.sni.as_deref())?.http.as_deref()
+    l.server_for_sni(tls.sni.as_deref())?.http.as_deref()
 }
 
 /// Headers that depend on how the client connected: `x-forwarded-proto`, and
@@ -229,7 +193,7 @@ pub(crate) async fn serve(
     let sni: Option<Arc<str>> = hello.sni.as_deref().map(Arc::from);
     let state = shared.state.load_full();
     let Some(listener) = state.snapshot.listener(port) else { return };
-    let Some(block) = select_server(&listener.servers, sni.as_deref()) else {
+    let Some(block) = listener.server_for_sni(sni.as_deref()) else {
         // No server (hence no certificate) for this SNI, as Envoy's "no filter chain match".
         failed(&shared, TlsFailureReason::NoCertificate);
         tracing::debug!(%peer, port, sni = ?sni, "no server for this SNI; handshake refused");

@@ -105,6 +105,7 @@ pub fn listener(port: u32, vhosts: Vec<VirtualHost>) -> Listener {
         servers: vec![],
         http: Some(Arc::new(RouteTable::new(vhosts))),
         tcp_routes: vec![],
+        sni: Default::default(),
     }
 }
 

@@ -33,7 +33,7 @@ use arc_swap::ArcSwap;
 use labels::{push_escaped, push_label};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -624,48 +624,9 @@ struct TcpKey {
     flags: ResponseFlags,
 }
 
-type SeriesMap<K, V> = HashMap<K, Arc<V>, BuildHasherDefault<FxHasher>>;
-
 /// FxHash (rustc's): the keys are a few small integers, no need for SipHash's DoS resistance
 /// (nothing in them is chosen by a client beyond a bounded status code).
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.add(u64::from(b));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    fn write_u16(&mut self, i: u16) {
-        self.add(u64::from(i));
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    fn write_isize(&mut self, i: isize) {
-        self.add(i as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+type SeriesMap<K, V> = HashMap<K, Arc<V>, rustc_hash::FxBuildHasher>;
 
 fn new_shards<S: Default>(n: usize) -> Box<[S]> {
     (0..n).map(|_| S::default()).collect()
