@@ -24,18 +24,19 @@
 //! (PASSTHROUGH by `tls` routes, AUTO_PASSTHROUGH by the SNI). TCP ports relay by `tcp` routes.
 //! Each proxied TCP connection is reported as a [`TcpRecord`].
 //!
-//! Module map: `listener` (bind, accept, h1/h2c detection, drain), `server` (request handling
-//! in named phases), `reply` (local replies: status, response flag, details, body),
-//! `tls` (ClientHello, SNI selection, rustls configs by content hash, client identity), `tcp`
-//! (L4 relay),
-//! `routing` (matcher glue, redirects, rewrites), `headers` (proxy headers), `path`
-//! (normalization), `upstream/` (pools, load balancing incl. consistent hash, DNS, circuit
-//! breakers, outlier detection, upstream TLS), `retry` (tries, per-try timeouts, retries),
-//! `fault`, `mirror`, `cors`, `varsubst` (`%VAR%` header values), `body`, `log` (the sink hook).
+//! Module map: `listener` (bind, accept, h1/h2c detection), `downstream` (connection facts,
+//! drain phases, graceful drive), `server` (request handling in named phases), `reply` (local
+//! replies: status, response flag, details, body), `tls` (ClientHello, SNI selection, rustls
+//! configs by content hash, client identity), `tcp` (L4 relay), `routing` (matcher glue,
+//! redirects, rewrites), `headers` (proxy headers), `path` (normalization), `upstream/` (pools,
+//! load balancing incl. consistent hash, DNS, circuit breakers, outlier detection, upstream
+//! TLS), `retry` (tries, per-try timeouts, retries), `fault`, `mirror`, `cors`, `varsubst`
+//! (`%VAR%` header values), `body`, `log` (the sink hook).
 #![forbid(unsafe_code)]
 
 mod body;
 mod cors;
+mod downstream;
 mod error;
 mod fault;
 mod headers;

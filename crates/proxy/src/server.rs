@@ -14,8 +14,8 @@
 //! plain or TLS, HTTP/1 or h2.
 
 use crate::body::{ProxyBody, UpstreamBody};
+use crate::downstream::{drive, until, ConnInfo, Phase};
 use crate::headers;
-use crate::listener::{drive, until, ConnInfo, Phase};
 use crate::log::{RequestLog, RequestRecord};
 use crate::mirror;
 use crate::path;

@@ -42,7 +42,7 @@ impl State {
     }
 
     /// The route table for requests on `conn`: its TLS server's (chosen by SNI), or the port's.
-    pub(crate) fn route_table_for(&self, conn: &crate::listener::ConnInfo) -> Option<&RouteTable> {
+    pub(crate) fn route_table_for(&self, conn: &crate::downstream::ConnInfo) -> Option<&RouteTable> {
         match &conn.tls {
             Some(tls) => crate::tls::route_table(self, conn.gateway_port, tls),
             None => self.route_table(conn.gateway_port),

@@ -2,7 +2,7 @@
 //! behind terminated TLS, and TLS passthrough. One weighted destination per connection, a
 //! connect timeout, an idle timeout, half-close both ways, bytes counted both ways.
 
-use crate::listener::{until, Phase};
+use crate::downstream::{until, Phase};
 use crate::log::TcpRecord;
 use crate::state::{Shared, State};
 use crate::ResponseFlags;

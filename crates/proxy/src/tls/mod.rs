@@ -8,8 +8,8 @@ mod identity;
 
 pub(crate) use config::TlsStore;
 
+use crate::downstream::{until, ConnInfo, Phase, TlsInfo};
 use crate::io::Prefixed;
-use crate::listener::{until, ConnInfo, Phase};
 use crate::server::serve_http;
 use crate::state::{Shared, State};
 use crate::tcp::{self, TcpLog};
@@ -23,14 +23,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-
-/// What the HTTP service needs to know about a terminated TLS connection.
-pub(crate) struct TlsInfo {
-    /// The SNI the client sent (it chose the server block, hence the route table).
-    pub(crate) sni: Option<Arc<str>>,
-    /// The verified client certificate, in XFCC form (MUTUAL / OPTIONAL_MUTUAL with a cert).
-    pub(crate) xfcc: Option<HeaderValue>,
-}
 
 /// A Gateway host as an SNI pattern: `ns/host` → `host`.
 fn host_pattern(h: &str) -> &str {

@@ -1,0 +1,120 @@
+//! What every downstream connection shares, whatever its listener: its facts ([`ConnInfo`],
+//! [`TlsInfo`]), its place in the drain ([`Phase`], [`until`]) and the graceful drive of a hyper
+//! connection ([`drive`]). Kept apart so the listener, TLS, TCP and HTTP modules depend on this
+//! one instead of on each other.
+
+use crate::server::ProxyService;
+use http::HeaderValue;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Where a listener and its connections are in their life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Running,
+    /// Not accepting; open connections finish in-flight requests (HTTP/1 `Connection: close`,
+    /// HTTP/2 GOAWAY).
+    Draining,
+    /// The drain timeout passed: remaining connections are closed.
+    Closed,
+}
+
+/// Per-connection facts the request handler needs.
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) gateway_port: u32,
+    /// For upgraded tunnels, which outlive the HTTP connection but not the drain.
+    pub(crate) phase: watch::Receiver<Phase>,
+    /// Set on connections whose TLS we terminated.
+    pub(crate) tls: Option<TlsInfo>,
+}
+
+impl ConnInfo {
+    /// The scheme requests on this connection arrived with (route matching, redirects).
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// What the HTTP service needs to know about a terminated TLS connection.
+pub(crate) struct TlsInfo {
+    /// The SNI the client sent (it chose the server block, hence the route table).
+    pub(crate) sni: Option<Arc<str>>,
+    /// The verified client certificate, in XFCC form (MUTUAL / OPTIONAL_MUTUAL with a cert).
+    pub(crate) xfcc: Option<HeaderValue>,
+}
+
+/// Resolve once the phase is at least `at` (never, if the sender is gone).
+pub(crate) async fn until(phase: &mut watch::Receiver<Phase>, at: Phase) {
+    let reached = |p: &Phase| match at {
+        Phase::Running => true,
+        Phase::Draining => *p != Phase::Running,
+        Phase::Closed => *p == Phase::Closed,
+    };
+    if phase.wait_for(reached).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// hyper server connections that can shut down gracefully (over plain TCP or TLS).
+pub(crate) trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn begin_graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<S> Graceful for http1::UpgradeableConnection<TokioIo<S>, ProxyService>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn begin_graceful_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<S> Graceful for http2::Connection<TokioIo<S>, ProxyService, TokioExecutor>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn begin_graceful_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+pub(crate) async fn drive<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase>) {
+    tokio::pin!(conn);
+    let mut shutting_down = false;
+    loop {
+        let p = *phase.borrow_and_update();
+        if p == Phase::Closed {
+            return;
+        }
+        if p == Phase::Draining && !shutting_down {
+            shutting_down = true;
+            conn.as_mut().begin_graceful_shutdown();
+        }
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "downstream connection ended with an error");
+                }
+                return;
+            }
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    // The proxy is gone without a drain: let the connection finish by itself.
+                    let _ = conn.as_mut().await;
+                    return;
+                }
+            }
+        }
+    }
+}
