@@ -1,21 +1,35 @@
-//! A tiny lock-free random source (SplitMix64 over an atomic counter). Seedable, so weight and
-//! load-balancing tests are reproducible; shared by all requests without a lock.
+//! A tiny random source (SplitMix64). Unseeded, each worker thread steps its own state (a
+//! thread-local), so requests on different cores never contend for one cache line; seeded (tests),
+//! one shared atomic counter makes weight and load-balancing tests reproducible.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
+thread_local! {
+    static LOCAL: Cell<u64> = Cell::new(rand::random());
+}
+
 pub(crate) struct FastRng {
-    state: AtomicU64,
+    /// `Some` when seeded: one reproducible stream shared by all threads.
+    seeded: Option<AtomicU64>,
 }
 
 impl FastRng {
     pub(crate) fn new(seed: Option<u64>) -> FastRng {
-        FastRng { state: AtomicU64::new(seed.unwrap_or_else(rand::random)) }
+        FastRng { seeded: seed.map(AtomicU64::new) }
     }
 
     pub(crate) fn next_u64(&self) -> u64 {
-        let mut z = self.state.fetch_add(GAMMA, Ordering::Relaxed).wrapping_add(GAMMA);
+        let mut z = match &self.seeded {
+            Some(state) => state.fetch_add(GAMMA, Ordering::Relaxed).wrapping_add(GAMMA),
+            None => LOCAL.with(|c| {
+                let v = c.get().wrapping_add(GAMMA);
+                c.set(v);
+                v
+            }),
+        };
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
@@ -53,5 +67,22 @@ mod tests {
         }
         assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
         assert_eq!(a.below(0), 0);
+    }
+
+    #[test]
+    fn unseeded_threads_draw_distinct_uniform_streams() {
+        let draw = || {
+            let rng = FastRng::new(None);
+            (0..64).map(|_| rng.next_u64()).collect::<Vec<_>>()
+        };
+        let here = draw();
+        let there = std::thread::spawn(draw).join().unwrap();
+        assert_ne!(here, there);
+        let rng = FastRng::new(None);
+        let mut counts = [0u32; 4];
+        for _ in 0..4000 {
+            counts[rng.below(4) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
     }
 }
