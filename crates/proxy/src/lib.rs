@@ -24,8 +24,10 @@
 //! (PASSTHROUGH by `tls` routes, AUTO_PASSTHROUGH by the SNI). TCP ports relay by `tcp` routes.
 //! Each proxied TCP connection is reported as a [`TcpRecord`].
 //!
-//! Module map: `listener` (bind, accept, h1/h2c detection, drain), `server` (request handling),
-//! `tls` (ClientHello, SNI selection, rustls configs by content hash, client identity), `tcp`
+//! Module map: `listener` (bind, accept, h1/h2c detection, connection limit, drain), `server`
+//! (request handling), `guard` (HTTP/1 head and framing checks, HTTP/2 flood limits, idle
+//! timeouts), `tls` (ClientHello, SNI selection, rustls configs by content hash, client
+//! identity), `tcp`
 //! (L4 relay),
 //! `routing` (matcher glue, redirects, rewrites), `headers` (proxy headers), `path`
 //! (normalization), `upstream/` (pools, load balancing incl. consistent hash, DNS, circuit
@@ -37,6 +39,7 @@ mod body;
 mod cors;
 mod error;
 mod fault;
+mod guard;
 mod headers;
 mod io;
 mod listener;

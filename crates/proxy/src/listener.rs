@@ -1,9 +1,10 @@
 //! Listening sockets and downstream connections: bind, accept, detect HTTP/1 vs h2c, serve with
 //! hyper, and drain (stop accepting, graceful shutdown of open connections, then force-close).
 
+use crate::guard::{Guarded, H2Limits};
 use crate::io::{sniff, Prefixed};
 use crate::server::ProxyService;
-use crate::state::Shared;
+use crate::state::{ConnSlot, Shared};
 use crate::tcp::{self, TcpLog};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -15,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 /// Where a listener and its connections are in their life.
@@ -83,8 +84,23 @@ async fn accept_loop(listener: TcpListener, port: u32, shared: Arc<Shared>, mut 
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Envoy's overload manager: over the limit, a new connection is closed at
+                    // once (before a byte is read) and counted.
+                    let Some(slot) = ConnSlot::take(&shared) else {
+                        if let Some(t) = shared.opts.telemetry.as_ref() {
+                            t.metrics().gateway().downstream_connections_overflow.inc();
+                        }
+                        tracing::debug!(port, %peer, "connection refused: max connections reached");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve(stream, peer, port, shared.clone(), phase.clone()));
+                    let shared = shared.clone();
+                    let phase = phase.clone();
+                    tokio::spawn(async move {
+                        serve(stream, peer, port, shared, phase).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -143,13 +159,15 @@ async fn serve(
         _ => return,
     };
     let local = stream.local_addr().unwrap_or(peer);
-    let io = TokioIo::new(Prefixed::new(prefix, stream));
+    let io = Prefixed::new(prefix, stream);
     let info = ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: None };
     let svc = ProxyService::new(shared.clone(), Arc::new(info));
     if is_h2 {
-        drive(shared.h2.serve_connection(io, svc), phase).await;
+        let (io, stop) = Guarded::http2(io, H2Limits::default(), shared.timeouts(), true);
+        drive_until(shared.h2.serve_connection(TokioIo::new(io), svc), phase, Some(stop)).await;
     } else {
-        drive(shared.h1.serve_connection(io, svc).with_upgrades(), phase).await;
+        let (io, stop) = Guarded::http1(io, shared.h1_limits(), shared.timeouts());
+        drive_until(shared.h1.serve_connection(TokioIo::new(io), svc).with_upgrades(), phase, Some(stop)).await;
     }
 }
 
@@ -197,7 +215,10 @@ where
     }
 }
 
-pub(crate) async fn drive<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase>) {
+/// Serve `conn` until it ends, following the listener's phase (graceful shutdown when draining,
+/// closed when the drain times out), and shutting down gracefully when `stop` is notified (the
+/// connection's guard refused a request head, found it idle, or saw a flood).
+pub(crate) async fn drive_until<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase>, stop: Option<Arc<Notify>>) {
     tokio::pin!(conn);
     let mut shutting_down = false;
     loop {
@@ -216,6 +237,10 @@ pub(crate) async fn drive<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase
                 }
                 return;
             }
+            () = stopped(stop.as_deref()), if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().begin_graceful_shutdown();
+            }
             changed = phase.changed() => {
                 if changed.is_err() {
                     // The proxy is gone without a drain: let the connection finish by itself.
@@ -224,5 +249,12 @@ pub(crate) async fn drive<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase
                 }
             }
         }
+    }
+}
+
+async fn stopped(stop: Option<&Notify>) {
+    match stop {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }

@@ -8,8 +8,9 @@ mod identity;
 
 pub(crate) use config::TlsStore;
 
+use crate::guard::{Guarded, H2Limits};
 use crate::io::Prefixed;
-use crate::listener::{drive, until, ConnInfo, Phase};
+use crate::listener::{drive_until, until, ConnInfo, Phase};
 use crate::server::ProxyService;
 use crate::state::{Shared, State};
 use crate::tcp::{self, TcpLog};
@@ -294,11 +295,13 @@ pub(crate) async fn serve(
             let info =
                 ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: Some(TlsInfo { sni, xfcc }) };
             let svc = ProxyService::new(shared.clone(), Arc::new(info));
-            let io = TokioIo::new(tls);
+            // The same head checks, flood limits and idle timeouts as plaintext (crate::guard).
             if h2 {
-                drive(shared.h2.serve_connection(io, svc), phase).await;
+                let (io, stop) = Guarded::http2(tls, H2Limits::default(), shared.timeouts(), true);
+                drive_until(shared.h2.serve_connection(TokioIo::new(io), svc), phase, Some(stop)).await;
             } else {
-                drive(shared.h1.serve_connection(io, svc).with_upgrades(), phase).await;
+                let (io, stop) = Guarded::http1(tls, shared.h1_limits(), shared.timeouts());
+                drive_until(shared.h1.serve_connection(TokioIo::new(io), svc).with_upgrades(), phase, Some(stop)).await;
             }
         }
     }
