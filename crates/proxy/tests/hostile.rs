@@ -600,3 +600,96 @@ async fn bad_upstream_chunking_is_not_passed_on_as_a_complete_response() {
     let _ = send_raw(addr, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
     assert_eq!(conns.load(Ordering::SeqCst), 2);
 }
+
+/// A backend that answers the first request of each connection (keep-alive) and closes the
+/// connection when a second one arrives on it: the race of an upstream closing a kept-alive
+/// connection just as the proxy reuses it.
+async fn closes_at_reuse_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while find(&got, b"\r\n\r\n").is_none() {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst").await.is_err() {
+                    return;
+                }
+                // The next request on this connection is met with a close.
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn an_upstream_closing_at_reuse_is_retried_where_the_route_retries_and_never_sticks() {
+    let (be, conns) = closes_at_reuse_backend().await;
+    let snap = snapshot(
+        vec![listener(
+            80,
+            vec![vhost(
+                "*",
+                vec![
+                    portico_model::snapshot::Route {
+                        retry: portico_model::snapshot::RetryPolicy {
+                            attempts: 2,
+                            per_try_timeout: None,
+                            retry_on: vec!["reset".into(), "connect-failure".into()],
+                            retriable_status_codes: vec![],
+                        },
+                        ..route(vec![uri_prefix("/retry")], forward("c"))
+                    },
+                    route(vec![], forward("c")),
+                ],
+            )],
+        )],
+        vec![cluster("c", &[be])],
+    );
+    let (_proxy, addr) = start(snap).await;
+    let mut client = H1::connect(addr).await;
+    for i in 0..5 {
+        let r = client.get("h", "/retry").await;
+        assert_eq!((r.status, r.text()), (200, "first".to_string()), "request {i}");
+    }
+    // Without retries the same race is a 503 (reset before headers), never a hang, and the
+    // next request gets a fresh connection.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(client.get("h", "/plain").await.status);
+    }
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(conns.load(Ordering::SeqCst) >= 5);
+}
+
+#[tokio::test]
+async fn a_thousand_slowloris_connections_do_not_stop_normal_clients() {
+    let be = backend("be").await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let mut slow = Vec::new();
+    for _ in 0..1000 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ").await.unwrap();
+        slow.push(s);
+    }
+    for i in 0..50 {
+        assert_eq!(get(addr, "h", &format!("/n{i}")).await.status, 200);
+    }
+    let mut h2 = H2::connect(addr).await;
+    assert_eq!(h2.get("h", "/h2").await.status, 200);
+    // The slow ones never reached the backend.
+    assert_eq!(be.requests.load(Ordering::SeqCst), 51);
+    drop(slow);
+}
