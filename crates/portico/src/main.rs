@@ -65,6 +65,9 @@ struct RunArgs {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "PORTICO_DRAIN_TIMEOUT", default_value = "5s")]
     drain_timeout: String,
+    /// Limits for hostile and overloading clients (Envoy-like defaults).
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Data-plane worker threads (default: the number of cores).
     #[arg(long, env = "PORTICO_WORKERS")]
     workers: Option<usize>,
@@ -87,6 +90,58 @@ struct RunArgs {
     /// (`NAME.GATEWAY_NAMESPACE`). Istio's default gateway is `istio-ingressgateway`.
     #[arg(long, env = "PORTICO_WORKLOAD_NAME", default_value = "istio-ingressgateway")]
     workload_name: String,
+}
+
+/// Downstream limits and timeouts: what bounds a slow, flooding or oversized client.
+#[derive(Args)]
+struct LimitArgs {
+    /// Most downstream connections open at once over all listeners; above it new connections
+    /// are closed at once and counted (`portico_downstream_connections_overflow_total`).
+    /// Unlimited when unset.
+    #[arg(long, env = "PORTICO_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// A client must send a whole request head within this time (slowloris), else 408/close.
+    #[arg(long, env = "PORTICO_REQUEST_HEADERS_TIMEOUT", default_value = "10s")]
+    request_headers_timeout: String,
+    /// A connection with no bytes either way for this long is closed gracefully (HTTP/2
+    /// GOAWAY). Envoy's default: 1h.
+    #[arg(long, env = "PORTICO_IDLE_TIMEOUT", default_value = "1h")]
+    idle_timeout: String,
+    /// A connection that makes no progress for this long while a request body is due (slow
+    /// POST) or the client is not reading (slow reader) is closed. Envoy's default: 5m.
+    #[arg(long, env = "PORTICO_STREAM_IDLE_TIMEOUT", default_value = "5m")]
+    stream_idle_timeout: String,
+    /// Largest request head (request line and headers) in KiB → 431. Envoy's default: 60.
+    #[arg(long, env = "PORTICO_MAX_REQUEST_HEADERS_KB", default_value_t = 60)]
+    max_request_headers_kb: usize,
+    /// Most request headers → 431. Envoy's default: 100.
+    #[arg(long, env = "PORTICO_MAX_REQUEST_HEADERS", default_value_t = 100)]
+    max_request_headers: usize,
+    /// Longest request target (path and query) in bytes → 414.
+    #[arg(long, env = "PORTICO_MAX_URI_LENGTH", default_value_t = 16384)]
+    max_uri_length: usize,
+    /// HTTP/2 streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "PORTICO_H2_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    h2_max_concurrent_streams: u32,
+}
+
+impl LimitArgs {
+    fn to_limits(&self) -> Result<run::Limits> {
+        let dur = |flag: &str, v: &str| portico_model::duration::parse(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+        if self.max_connections == Some(0) {
+            anyhow::bail!("--max-connections: 0 would refuse every connection");
+        }
+        Ok(run::Limits {
+            max_connections: self.max_connections,
+            request_headers_timeout: dur("request-headers-timeout", &self.request_headers_timeout)?,
+            idle_timeout: dur("idle-timeout", &self.idle_timeout)?,
+            stream_idle_timeout: dur("stream-idle-timeout", &self.stream_idle_timeout)?,
+            max_request_headers_bytes: self.max_request_headers_kb.saturating_mul(1024),
+            max_request_headers: self.max_request_headers,
+            max_uri_length: self.max_uri_length,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -188,6 +243,7 @@ fn run_cmd(args: RunArgs, log_control: run::LogControl) -> Result<ExitCode> {
         port_map: parse_port_map(&args.port_map)?,
         admin: args.admin,
         drain_timeout,
+        limits: args.limits.to_limits()?,
         workers,
         access_log,
         metrics: args.metrics,

@@ -28,6 +28,8 @@ pub struct RunConfig {
     pub port_map: HashMap<u32, u16>,
     pub admin: SocketAddr,
     pub drain_timeout: Duration,
+    /// Downstream limits and timeouts (`--max-connections`, `--idle-timeout`, …).
+    pub limits: Limits,
     pub workers: usize,
     pub access_log: AccessLogFormat,
     /// `--metrics`: a second address serving only `/stats/prometheus`.
@@ -38,6 +40,18 @@ pub struct RunConfig {
     pub workload_name: String,
     pub gateway_namespace: String,
     pub log_control: LogControl,
+}
+
+/// Downstream limits and timeouts, passed to the data plane as they are.
+pub struct Limits {
+    pub max_connections: Option<usize>,
+    pub request_headers_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    pub max_request_headers_bytes: usize,
+    pub max_request_headers: usize,
+    pub max_uri_length: usize,
+    pub h2_max_concurrent_streams: u32,
 }
 
 /// Changes the log filter at run time (`/logging?level=…`): takes `EnvFilter` directives.
@@ -193,6 +207,14 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
             bind: cfg.bind,
             port_map: cfg.port_map.clone(),
             drain_timeout: cfg.drain_timeout,
+            max_connections: cfg.limits.max_connections,
+            header_read_timeout: cfg.limits.request_headers_timeout,
+            idle_timeout: cfg.limits.idle_timeout,
+            stream_idle_timeout: cfg.limits.stream_idle_timeout,
+            max_request_headers_bytes: cfg.limits.max_request_headers_bytes,
+            max_request_headers: cfg.limits.max_request_headers,
+            max_uri_length: cfg.limits.max_uri_length,
+            h2_max_concurrent_streams: cfg.limits.h2_max_concurrent_streams,
             access_log: sink.clone(),
             tracer,
             telemetry: Some(telemetry.clone()),

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// Where a listener and its connections are in their life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +89,10 @@ where
     }
 }
 
-pub(crate) async fn drive<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase>) {
+/// Serve `conn` until it ends, following the listener's phase (graceful shutdown when draining,
+/// closed when the drain times out), and shutting down gracefully when `stop` is notified (the
+/// connection's guard refused a request head, found it idle, or saw a flood).
+pub(crate) async fn drive_until<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase>, stop: Option<Arc<Notify>>) {
     tokio::pin!(conn);
     let mut shutting_down = false;
     loop {
@@ -108,6 +111,10 @@ pub(crate) async fn drive<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase
                 }
                 return;
             }
+            () = stopped(stop.as_deref()), if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().begin_graceful_shutdown();
+            }
             changed = phase.changed() => {
                 if changed.is_err() {
                     // The proxy is gone without a drain: let the connection finish by itself.
@@ -116,5 +123,12 @@ pub(crate) async fn drive<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase
                 }
             }
         }
+    }
+}
+
+async fn stopped(stop: Option<&Notify>) {
+    match stop {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }

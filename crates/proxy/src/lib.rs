@@ -24,10 +24,11 @@
 //! (PASSTHROUGH by `tls` routes, AUTO_PASSTHROUGH by the SNI). TCP ports relay by `tcp` routes.
 //! Each proxied TCP connection is reported as a [`TcpRecord`].
 //!
-//! Module map: `listener` (bind, accept, h1/h2c detection), `downstream` (connection facts,
-//! drain phases, graceful drive), `server` (request handling in named phases), `reply` (local
-//! replies: status, response flag, details, body), `tls` (ClientHello, SNI selection, rustls
-//! configs by content hash, client identity), `tcp` (L4 relay), `routing` (matcher glue,
+//! Module map: `listener` (bind, accept, h1/h2c detection, connection limit), `downstream`
+//! (connection facts, drain phases, graceful drive), `guard` (HTTP/1 head and framing checks,
+//! HTTP/2 flood limits, idle timeouts), `server` (request handling in named phases), `reply`
+//! (local replies: status, response flag, details, body), `tls` (ClientHello, SNI selection,
+//! rustls configs by content hash, client identity), `tcp` (L4 relay), `routing` (matcher glue,
 //! redirects, rewrites), `headers` (proxy headers), `path` (normalization), `upstream/` (pools,
 //! load balancing incl. consistent hash, DNS, circuit breakers, outlier detection, upstream
 //! TLS), `retry` (tries, per-try timeouts, retries), `fault`, `mirror`, `cors`, `varsubst`
@@ -39,6 +40,7 @@ mod cors;
 mod downstream;
 mod error;
 mod fault;
+mod guard;
 mod headers;
 mod io;
 mod listener;

@@ -4,7 +4,7 @@
 use crate::downstream::{until, ConnInfo, Phase};
 use crate::io::{sniff, Prefixed};
 use crate::server::serve_http;
-use crate::state::Shared;
+use crate::state::{ConnSlot, Shared};
 use crate::tcp::{self, TcpLog};
 use portico_model::snapshot::ListenerKind;
 use std::io;
@@ -69,8 +69,23 @@ async fn accept_loop(listener: TcpListener, port: u32, shared: Arc<Shared>, mut 
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Envoy's overload manager: over the limit, a new connection is closed at
+                    // once (before a byte is read) and counted.
+                    let Some(slot) = ConnSlot::take(&shared) else {
+                        if let Some(t) = shared.opts.telemetry.as_ref() {
+                            t.metrics().gateway().downstream_connections_overflow.inc();
+                        }
+                        tracing::debug!(port, %peer, "connection refused: max connections reached");
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve(stream, peer, port, shared.clone(), phase.clone()));
+                    let shared = shared.clone();
+                    let phase = phase.clone();
+                    tokio::spawn(async move {
+                        serve(stream, peer, port, shared, phase).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

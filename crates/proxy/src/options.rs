@@ -26,6 +26,21 @@ pub struct ProxyOptions {
     pub max_request_headers_bytes: usize,
     /// Most request headers accepted on HTTP/1 (Envoy's default is 100) → 431 past it.
     pub max_request_headers: usize,
+    /// Longest request target accepted on HTTP/1 → 414 past it.
+    pub max_uri_length: usize,
+    /// A downstream connection with no bytes either way for this long is shut down gracefully
+    /// (HTTP/1 closed when idle, HTTP/2 GOAWAY). Envoy's default connection idle timeout: 1 h.
+    pub idle_timeout: Duration,
+    /// A downstream connection that makes no progress for this long while the client owes
+    /// request body bytes (slow POST) or our writes are blocked (slow reader) is closed.
+    /// Envoy's default stream idle timeout: 5 min.
+    pub stream_idle_timeout: Duration,
+    /// Most downstream connections open at once, over all listeners (Envoy's overload manager
+    /// `global_downstream_max_connections`); above it new connections are closed at once and
+    /// counted. `None`: no limit.
+    pub max_connections: Option<usize>,
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` announced to HTTP/2 clients (Envoy's edge advice: 100).
+    pub h2_max_concurrent_streams: u32,
     /// Merge `//` in paths after RFC 3986 normalization (Istio `MERGE_SLASHES`); `false` gives
     /// Istio's `BASE`.
     pub merge_slashes: bool,
@@ -61,6 +76,11 @@ impl Default for ProxyOptions {
             header_read_timeout: Duration::from_secs(10),
             max_request_headers_bytes: 60 * 1024,
             max_request_headers: 100,
+            max_uri_length: 16 * 1024,
+            idle_timeout: Duration::from_secs(3600),
+            stream_idle_timeout: Duration::from_secs(300),
+            max_connections: None,
+            h2_max_concurrent_streams: 100,
             merge_slashes: true,
             dns_refresh: Duration::from_secs(5),
             max_idle_per_endpoint: 256,
@@ -84,6 +104,11 @@ impl fmt::Debug for ProxyOptions {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_request_headers_bytes", &self.max_request_headers_bytes)
             .field("max_request_headers", &self.max_request_headers)
+            .field("max_uri_length", &self.max_uri_length)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("h2_max_concurrent_streams", &self.h2_max_concurrent_streams)
             .field("merge_slashes", &self.merge_slashes)
             .field("dns_refresh", &self.dns_refresh)
             .field("max_idle_per_endpoint", &self.max_idle_per_endpoint)

@@ -14,7 +14,8 @@
 //! plain or TLS, HTTP/1 or h2.
 
 use crate::body::{ProxyBody, UpstreamBody};
-use crate::downstream::{drive, until, ConnInfo, Phase};
+use crate::downstream::{drive_until, until, ConnInfo, Phase};
+use crate::guard::{Guarded, H2Limits};
 use crate::headers;
 use crate::log::{RequestLog, RequestRecord};
 use crate::mirror;
@@ -53,11 +54,13 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = ProxyService { shared: shared.clone(), conn: Arc::new(info) };
-    let io = TokioIo::new(io);
+    // Head checks, flood limits and idle timeouts below hyper (crate::guard), for both.
     if h2 {
-        drive(shared.h2.serve_connection(io, svc), phase).await;
+        let (io, stop) = Guarded::http2(io, H2Limits::default(), shared.timeouts(), true);
+        drive_until(shared.h2.serve_connection(TokioIo::new(io), svc), phase, Some(stop)).await;
     } else {
-        drive(shared.h1.serve_connection(io, svc).with_upgrades(), phase).await;
+        let (io, stop) = Guarded::http1(io, shared.h1_limits(), shared.timeouts());
+        drive_until(shared.h1.serve_connection(TokioIo::new(io), svc).with_upgrades(), phase, Some(stop)).await;
     }
 }
 

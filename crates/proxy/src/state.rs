@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use portico_model::snapshot::{ListenerKind, RouteTable, Snapshot};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) crypto: Arc<rustls::crypto::CryptoProvider>,
     /// `true` once shutting down (stops background tasks).
     pub(crate) stop: watch::Sender<bool>,
+    /// Downstream connections open now (for `max_connections`).
+    pub(crate) connections: AtomicUsize,
 }
 
 impl Shared {
@@ -81,8 +84,16 @@ impl Shared {
             h1.max_headers(opts.max_request_headers);
         }
         let mut h2 = http2::Builder::new(TokioExecutor::new());
+        // Envoy's edge settings: bounded streams and windows; h2's own flood limits made explicit
+        // (streams reset before they were accepted, and streams we reset for protocol errors).
         h2.timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(opts.max_request_headers_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(opts.max_request_headers_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(opts.h2_max_concurrent_streams)
+            .initial_stream_window_size(64 * 1024)
+            .initial_connection_window_size(1024 * 1024)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024)
+            .max_send_buf_size(400 * 1024);
         Shared {
             sink: opts.access_log.clone(),
             rng: FastRng::new(opts.rng_seed),
@@ -90,8 +101,45 @@ impl Shared {
             h1,
             h2,
             stop: watch::Sender::new(false),
+            connections: AtomicUsize::new(0),
             crypto: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             opts,
         }
+    }
+}
+
+impl Shared {
+    /// Limits of the HTTP/1 head check.
+    pub(crate) fn h1_limits(&self) -> crate::guard::H1Limits {
+        crate::guard::H1Limits {
+            max_uri: self.opts.max_uri_length,
+            max_head: self.opts.max_request_headers_bytes,
+            max_headers: self.opts.max_request_headers,
+        }
+    }
+
+    pub(crate) fn timeouts(&self) -> crate::guard::Timeouts {
+        crate::guard::Timeouts { idle: self.opts.idle_timeout, stream_idle: self.opts.stream_idle_timeout }
+    }
+}
+
+/// One downstream connection counted against `max_connections`, released on drop.
+pub(crate) struct ConnSlot(Arc<Shared>);
+
+impl ConnSlot {
+    /// `None` when the limit is reached (the caller refuses the connection).
+    pub(crate) fn take(shared: &Arc<Shared>) -> Option<ConnSlot> {
+        let prev = shared.connections.fetch_add(1, Ordering::AcqRel);
+        if shared.opts.max_connections.is_some_and(|max| prev >= max) {
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConnSlot(shared.clone()))
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -141,6 +141,9 @@ pub struct GatewayStats {
     pub downstream_connections_active: Gauge,
     /// `portico_downstream_connections_total`.
     pub downstream_connections_total: Counter,
+    /// `portico_downstream_connections_overflow_total`: connections closed at accept because
+    /// `--max-connections` were open (Envoy's `downstream_cx_overflow`).
+    pub downstream_connections_overflow: Counter,
     /// `portico_access_log_dropped_total`: lines lost because the buffer was full (or the write
     /// failed).
     pub access_log_dropped: Counter,

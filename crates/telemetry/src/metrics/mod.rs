@@ -502,6 +502,19 @@ impl Metrics {
         sample(out, "portico_downstream_connections_total", "", None, Value::U(g.downstream_connections_total.get()));
         family(
             out,
+            "portico_downstream_connections_overflow_total",
+            "counter",
+            "Downstream connections closed at accept because the connection limit was reached.",
+        );
+        sample(
+            out,
+            "portico_downstream_connections_overflow_total",
+            "",
+            None,
+            Value::U(g.downstream_connections_overflow.get()),
+        );
+        family(
+            out,
             "portico_tls_handshake_failures_total",
             "counter",
             "Downstream TLS handshakes that failed, by reason.",

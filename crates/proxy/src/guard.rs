@@ -1,0 +1,1061 @@
+//! Hostile-input defences below hyper, on the downstream byte stream.
+//!
+//! HTTP/1: every request head is read and checked here before hyper sees a byte of it, with
+//! Envoy's strictness rather than RFC 9112's leniency: CRLF only (no bare LF or CR), no obs-fold,
+//! no whitespace before a colon, no control bytes in values, one `Content-Length` of digits only,
+//! `Transfer-Encoding: chunked` alone (never with `Content-Length`, never another coding), one
+//! `Host`, an absolute-form target agreeing with `Host`, the URI within its limit. The body is
+//! framed here too (length or strict chunked syntax), so the next head is found exactly where
+//! hyper will look for it: nothing can hide a second request inside the first. A bad head is
+//! never handed on: earlier requests finish, then the client gets 400/414/431 and the connection
+//! closes.
+//!
+//! HTTP/2: frames from the client are counted (the h2 crate does the parsing); rapid reset,
+//! CONTINUATION floods and control-frame floods (PING, SETTINGS, PRIORITY, empty DATA) end the
+//! connection with GOAWAY `ENHANCE_YOUR_CALM`, as Envoy's flood protection does.
+//!
+//! Both: a connection silent for `idle_timeout` is shut down gracefully (Envoy's connection idle
+//! timeout); one that stops moving for `stream_idle_timeout` while a request body is due or a
+//! write is blocked (slow POST, slow reader) is closed.
+
+use bytes::{Buf, BytesMut};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+/// Why a request head was refused (the answer written before the connection closes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reject {
+    BadRequest(&'static str),
+    UriTooLong,
+    HeadersTooLarge,
+}
+
+impl Reject {
+    fn response(self) -> &'static [u8] {
+        match self {
+            Reject::BadRequest(_) => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\ncontent-type: text/plain\r\nserver: istio-envoy\r\nconnection: close\r\n\r\nBad Request",
+            Reject::UriTooLong => b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 12\r\ncontent-type: text/plain\r\nserver: istio-envoy\r\nconnection: close\r\n\r\nURI Too Long",
+            Reject::HeadersTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 31\r\ncontent-type: text/plain\r\nserver: istio-envoy\r\nconnection: close\r\n\r\nRequest Header Fields Too Large",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Reject::BadRequest(why) => why,
+            Reject::UriTooLong => "uri too long",
+            Reject::HeadersTooLarge => "headers too large",
+        }
+    }
+}
+
+/// Limits of the HTTP/1 head check.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct H1Limits {
+    /// Longest request target (→ 414).
+    pub(crate) max_uri: usize,
+    /// Largest head, request line included (→ 431).
+    pub(crate) max_head: usize,
+    /// Most header lines (→ 431).
+    pub(crate) max_headers: usize,
+}
+
+/// Chunked body syntax, one state per place in it.
+#[derive(Clone, Copy, Debug)]
+enum Chunk {
+    Size { n: u64, digits: u8 },
+    Ext { n: u64, len: usize },
+    SizeLf { n: u64 },
+    Data(u64),
+    DataCr,
+    DataLf,
+    Trailer { len: usize, cr: bool },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum St {
+    Head,
+    Body(u64),
+    Chunked(Chunk),
+    /// An upgrade (or CONNECT) head was handed on: what follows is held until the response
+    /// tells whether the connection switched protocols.
+    UpgradeWait,
+    /// Switched protocols: bytes pass untouched.
+    Opaque,
+}
+
+/// The HTTP/1 request framer: takes raw bytes, hands on only checked ones.
+pub(crate) struct Framer {
+    st: St,
+    head: Vec<u8>,
+    /// Length of the request line once its CRLF was seen.
+    line_end: Option<usize>,
+    /// The message being framed asked for an upgrade: after its body, wait for the response.
+    upgrade_next: bool,
+    /// A checked chunked head, held back until its first chunk-size line is checked too, so a
+    /// malformed first chunk is still answered with 400 before anything goes upstream.
+    held: Option<Vec<u8>>,
+    limits: H1Limits,
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// `host[:port]` of two authorities, equal ignoring case and a default port.
+fn same_authority(a: &[u8], b: &[u8], default_port: &[u8]) -> bool {
+    fn strip<'a>(v: &'a [u8], port: &[u8]) -> &'a [u8] {
+        match v.len().checked_sub(port.len() + 1) {
+            Some(at) if v[at] == b':' && &v[at + 1..] == port && !v.ends_with(b"]") => &v[..at],
+            _ => v,
+        }
+    }
+    strip(a, default_port).eq_ignore_ascii_case(strip(b, default_port))
+}
+
+impl Framer {
+    pub(crate) fn new(limits: H1Limits) -> Framer {
+        Framer { st: St::Head, head: Vec::new(), line_end: None, upgrade_next: false, held: None, limits }
+    }
+
+    /// Between messages or inside a head (where a refusal can still be answered).
+    fn at_head(&self) -> bool {
+        matches!(self.st, St::Head) || self.held.is_some()
+    }
+
+    /// Inside a request body (the client owes bytes).
+    fn in_body(&self) -> bool {
+        matches!(self.st, St::Body(_) | St::Chunked(_))
+    }
+
+    fn message_done(&mut self) {
+        self.st = if std::mem::take(&mut self.upgrade_next) { St::UpgradeWait } else { St::Head };
+    }
+
+    /// The response to an upgrade request started: switch to pass-through on 101, else go on
+    /// framing requests.
+    fn response_started(&mut self, first: &[u8]) {
+        if matches!(self.st, St::UpgradeWait) && first.starts_with(b"HTTP/1.") {
+            self.st = if first.get(9..12) == Some(b"101") { St::Opaque } else { St::Head };
+        }
+    }
+
+    /// Frame `data`, appending what may go on to `out`. Returns how many bytes were used (less
+    /// than all only while an upgrade response is awaited).
+    pub(crate) fn feed(&mut self, data: &[u8], out: &mut BytesMut) -> Result<usize, Reject> {
+        let mut i = 0;
+        while i < data.len() {
+            match self.st {
+                St::Opaque => {
+                    out.extend_from_slice(&data[i..]);
+                    return Ok(data.len());
+                }
+                St::UpgradeWait => return Ok(i),
+                St::Body(n) => {
+                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(data.len() - i);
+                    out.extend_from_slice(&data[i..i + take]);
+                    i += take;
+                    let left = n - take as u64;
+                    if left == 0 {
+                        self.message_done();
+                    } else {
+                        self.st = St::Body(left);
+                    }
+                }
+                St::Chunked(Chunk::Data(n)) => {
+                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(data.len() - i);
+                    out.extend_from_slice(&data[i..i + take]);
+                    i += take;
+                    let left = n - take as u64;
+                    self.st = St::Chunked(if left == 0 { Chunk::DataCr } else { Chunk::Data(left) });
+                }
+                St::Chunked(c) => {
+                    let b = data[i];
+                    i += 1;
+                    let next = self.chunk_byte(c, b)?;
+                    match self.held.as_mut() {
+                        Some(held) => held.push(b),
+                        None => out.extend_from_slice(&[b]),
+                    }
+                    if matches!(next, Some(Chunk::Data(_) | Chunk::Trailer { .. }) | None) {
+                        if let Some(held) = self.held.take() {
+                            out.extend_from_slice(&held);
+                        }
+                    }
+                    match next {
+                        Some(next) => self.st = St::Chunked(next),
+                        None => self.message_done(),
+                    }
+                }
+                St::Head => {
+                    let (used, complete) = self.scan_head(&data[i..])?;
+                    i += used;
+                    if complete {
+                        let (next, hold) = self.check_head()?;
+                        self.st = next;
+                        if hold {
+                            self.held = Some(std::mem::take(&mut self.head));
+                        } else {
+                            out.extend_from_slice(&self.head);
+                        }
+                        self.head.clear();
+                        self.line_end = None;
+                        if matches!(self.st, St::Head) {
+                            self.message_done();
+                        }
+                    }
+                }
+            }
+        }
+        Ok(i)
+    }
+
+    fn scan_head(&mut self, data: &[u8]) -> Result<(usize, bool), Reject> {
+        for (k, &b) in data.iter().enumerate() {
+            let last = self.head.last().copied();
+            if b == b'\n' {
+                if last != Some(b'\r') {
+                    return Err(Reject::BadRequest("bare LF line ending"));
+                }
+            } else if last == Some(b'\r') {
+                return Err(Reject::BadRequest("bare CR"));
+            }
+            self.head.push(b);
+            if b == b'\n' {
+                if self.head.len() == 2 {
+                    // An empty line before the request line (RFC 9112 §2.2 lets servers skip it).
+                    self.head.clear();
+                    continue;
+                }
+                if self.line_end.is_none() {
+                    self.line_end = Some(self.head.len());
+                }
+                if self.head.ends_with(b"\r\n\r\n") {
+                    return Ok((k + 1, true));
+                }
+            }
+            if self.line_end.is_none() && self.head.len() > self.limits.max_uri.saturating_add(32) {
+                return Err(Reject::UriTooLong);
+            }
+            if self.head.len() > self.limits.max_head {
+                return Err(Reject::HeadersTooLarge);
+            }
+        }
+        Ok((data.len(), false))
+    }
+
+    /// Check a complete head: the state for what follows it, and whether to hold the head back
+    /// until the first chunk-size line is checked.
+    fn check_head(&mut self) -> Result<(St, bool), Reject> {
+        let bad = Reject::BadRequest;
+        let text = &self.head[..self.head.len().saturating_sub(4)];
+        let mut lines = text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let line = lines.next().unwrap_or_default();
+        let mut parts = line.split(|&b| b == b' ');
+        let (Some(method), Some(target), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("malformed request line"));
+        };
+        if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+            return Err(bad("invalid method"));
+        }
+        if target.len() > self.limits.max_uri {
+            return Err(Reject::UriTooLong);
+        }
+        if target.is_empty() || target.iter().any(|&b| b <= b' ' || b == 0x7f) {
+            return Err(bad("invalid request target"));
+        }
+        let http10 = match version {
+            b"HTTP/1.1" => false,
+            b"HTTP/1.0" => true,
+            _ => return Err(bad("unsupported HTTP version")),
+        };
+        let (mut cl, mut cl_count, mut te_count, mut te_chunked) = (0u64, 0, 0, false);
+        let (mut host, mut host_count, mut upgrade, mut count) = (None, 0, false, 0usize);
+        let mut expect_continue = false;
+        for line in lines {
+            if line.starts_with(b" ") || line.starts_with(b"\t") {
+                return Err(bad("obsolete line folding"));
+            }
+            count += 1;
+            if count > self.limits.max_headers {
+                return Err(Reject::HeadersTooLarge);
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return Err(bad("header line without a colon"));
+            };
+            let name = &line[..colon];
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+                return Err(bad("invalid header name"));
+            }
+            let value = trim_ows(&line[colon + 1..]);
+            if value.iter().any(|&b| is_ctl(b)) {
+                return Err(bad("control character in a header value"));
+            }
+            if name.eq_ignore_ascii_case(b"content-length") {
+                cl_count += 1;
+                if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+                    return Err(bad("invalid content-length"));
+                }
+                cl = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                te_count += 1;
+                // Exactly `chunked`: not even trailing whitespace (`chunked ` is a classic
+                // obfuscation that some parsers read differently).
+                let raw = trim_ows(&line[colon + 1..]).len() == line[colon + 1..].trim_ascii_start().len();
+                te_chunked = raw && value.eq_ignore_ascii_case(b"chunked");
+            } else if name.eq_ignore_ascii_case(b"host") {
+                host_count += 1;
+                host = Some(value);
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                upgrade = true;
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+            }
+        }
+        if cl_count > 1 {
+            return Err(bad("more than one content-length"));
+        }
+        if te_count > 0 && (te_count > 1 || !te_chunked || http10) {
+            return Err(bad("unsupported transfer-encoding"));
+        }
+        if te_count > 0 && cl_count > 0 {
+            return Err(bad("both content-length and transfer-encoding"));
+        }
+        if host_count > 1 {
+            return Err(bad("more than one host"));
+        }
+        for (scheme, port) in [(&b"http://"[..], &b"80"[..]), (b"https://", b"443")] {
+            let Some(prefix) = target.get(..scheme.len()) else { continue };
+            if !prefix.eq_ignore_ascii_case(scheme) {
+                continue;
+            }
+            let rest = &target[scheme.len()..];
+            let end = rest.iter().position(|&b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
+            let authority = &rest[..end];
+            if authority.is_empty() || authority.contains(&b'@') {
+                return Err(bad("invalid absolute-form authority"));
+            }
+            if host.is_some_and(|h| !same_authority(authority, h, port)) {
+                return Err(bad("host disagrees with the absolute-form target"));
+            }
+        }
+        self.upgrade_next = (upgrade && !http10) || method == b"CONNECT";
+        Ok(if te_count > 0 {
+            // A client waiting for `100 Continue` sends no chunk before the head is answered.
+            (St::Chunked(Chunk::Size { n: 0, digits: 0 }), !expect_continue)
+        } else if cl > 0 {
+            (St::Body(cl), false)
+        } else {
+            (St::Head, false)
+        })
+    }
+
+    /// One byte of chunk framing: the next state, `None` at the end of the message.
+    fn chunk_byte(&self, c: Chunk, b: u8) -> Result<Option<Chunk>, Reject> {
+        let bad = Reject::BadRequest;
+        Ok(Some(match c {
+            Chunk::Size { n, digits } => match b {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    if digits >= 15 {
+                        return Err(bad("chunk size too large"));
+                    }
+                    let d = char::from(b).to_digit(16).map_or(0, u64::from);
+                    Chunk::Size { n: (n << 4) | d, digits: digits + 1 }
+                }
+                b';' | b' ' | b'\t' if digits > 0 => Chunk::Ext { n, len: 0 },
+                b'\r' if digits > 0 => Chunk::SizeLf { n },
+                _ => return Err(bad("invalid chunk size")),
+            },
+            Chunk::Ext { n, len } => match b {
+                b'\r' => Chunk::SizeLf { n },
+                _ if is_ctl(b) => return Err(bad("invalid chunk extension")),
+                _ if len >= 4096 => return Err(bad("chunk extension too long")),
+                _ => Chunk::Ext { n, len: len + 1 },
+            },
+            Chunk::SizeLf { n } => match b {
+                b'\n' if n == 0 => Chunk::Trailer { len: 0, cr: false },
+                b'\n' => Chunk::Data(n),
+                _ => return Err(bad("bare CR in chunk size line")),
+            },
+            Chunk::Data(n) => Chunk::Data(n),
+            Chunk::DataCr => match b {
+                b'\r' => Chunk::DataLf,
+                _ => return Err(bad("chunk data longer than its size")),
+            },
+            Chunk::DataLf => match b {
+                b'\n' => Chunk::Size { n: 0, digits: 0 },
+                _ => return Err(bad("chunk data not followed by CRLF")),
+            },
+            Chunk::Trailer { len, cr: true } => match b {
+                b'\n' if len == 0 => return Ok(None),
+                b'\n' => Chunk::Trailer { len: 0, cr: false },
+                _ => return Err(bad("bare CR in trailers")),
+            },
+            Chunk::Trailer { len, cr: false } => match b {
+                b'\r' => Chunk::Trailer { len, cr: true },
+                _ if is_ctl(b) => return Err(bad("control character in trailers")),
+                _ if len >= self.limits.max_head => return Err(Reject::HeadersTooLarge),
+                _ => Chunk::Trailer { len: len + 1, cr: false },
+            },
+        }))
+    }
+}
+
+/// HTTP/2 flood limits (Envoy's flood protection, simplified to per-connection budgets).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct H2Limits {
+    /// CONTINUATION frames allowed in one header block (nghttp2 allows 8; we are lenient).
+    pub(crate) max_continuations: u32,
+    /// Control frames (PING, SETTINGS, PRIORITY, empty DATA) allowed, plus 100 per stream opened.
+    pub(crate) control_budget: u64,
+    /// Streams a client may open before its share of RST_STREAM is judged (Envoy: 50 % reset).
+    pub(crate) reset_judged_after: u64,
+}
+
+impl Default for H2Limits {
+    fn default() -> Self {
+        H2Limits { max_continuations: 32, control_budget: 1000, reset_judged_after: 100 }
+    }
+}
+
+/// Frame boundaries of one direction of an HTTP/2 connection.
+#[derive(Default)]
+struct FrameCursor {
+    /// Bytes still to skip before the first frame (the client's preface).
+    skip: usize,
+    hdr: [u8; 9],
+    hdr_len: usize,
+    payload_left: usize,
+}
+
+impl FrameCursor {
+    /// Walk `data`; `on_frame(type, flags, stream, length)` for each frame header completed.
+    fn walk(&mut self, mut data: &[u8], mut on_frame: impl FnMut(u8, u8, u32, usize)) {
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = &data[n..];
+            } else if self.payload_left > 0 {
+                let n = self.payload_left.min(data.len());
+                self.payload_left -= n;
+                data = &data[n..];
+            } else {
+                let n = (9 - self.hdr_len).min(data.len());
+                self.hdr[self.hdr_len..self.hdr_len + n].copy_from_slice(&data[..n]);
+                self.hdr_len += n;
+                data = &data[n..];
+                if self.hdr_len == 9 {
+                    self.hdr_len = 0;
+                    let h = self.hdr;
+                    let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+                    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                    self.payload_left = len;
+                    on_frame(h[3], h[4], stream, len);
+                }
+            }
+        }
+    }
+
+    /// Between two frames (a frame of our own may be written here).
+    fn at_boundary(&self) -> bool {
+        self.skip == 0 && self.payload_left == 0 && self.hdr_len == 0
+    }
+}
+
+/// Counts of client frames that floods are judged by.
+struct H2Watch {
+    limits: H2Limits,
+    read: FrameCursor,
+    written: FrameCursor,
+    opened: u64,
+    resets: u64,
+    control: u64,
+    continuations: u32,
+    last_stream: u32,
+}
+
+impl H2Watch {
+    fn new(limits: H2Limits) -> H2Watch {
+        H2Watch {
+            limits,
+            read: FrameCursor { skip: 24, ..FrameCursor::default() },
+            written: FrameCursor::default(),
+            opened: 0,
+            resets: 0,
+            control: 0,
+            continuations: 0,
+            last_stream: 0,
+        }
+    }
+
+    /// Account for bytes read; `Some(reason)` when the client is flooding.
+    fn on_read(&mut self, data: &[u8]) -> Option<&'static str> {
+        let mut verdict = None;
+        let (limits, cursor) = (self.limits, &mut self.read);
+        let (opened, resets, control, continuations, last_stream) =
+            (&mut self.opened, &mut self.resets, &mut self.control, &mut self.continuations, &mut self.last_stream);
+        cursor.walk(data, |kind, flags, stream, len| {
+            const ACK: u8 = 0x1;
+            const END_STREAM: u8 = 0x1;
+            const END_HEADERS: u8 = 0x4;
+            match kind {
+                0x0 if len == 0 && flags & END_STREAM == 0 => *control += 1,
+                0x1 => {
+                    if stream > *last_stream {
+                        *opened += 1;
+                        *last_stream = stream;
+                    }
+                    *continuations = 0;
+                }
+                0x2 => *control += 1,
+                0x3 => *resets += 1,
+                0x4 | 0x6 if flags & ACK == 0 => *control += 1,
+                0x9 => {
+                    *continuations += 1;
+                    if *continuations > limits.max_continuations {
+                        verdict = Some("CONTINUATION flood");
+                    }
+                    if flags & END_HEADERS != 0 {
+                        *continuations = 0;
+                    }
+                }
+                _ => {}
+            }
+            if *control > limits.control_budget.saturating_add(opened.saturating_mul(100)) {
+                verdict = Some("control frame flood");
+            }
+            if *opened >= limits.reset_judged_after && resets.saturating_mul(2) >= *opened {
+                verdict = Some("rapid reset");
+            }
+        });
+        verdict
+    }
+
+    /// GOAWAY(last client stream, ENHANCE_YOUR_CALM).
+    fn goaway(&self) -> [u8; 17] {
+        let mut f = [0u8; 17];
+        f[2] = 8;
+        f[3] = 0x7;
+        f[9..13].copy_from_slice(&self.last_stream.to_be_bytes());
+        f[13..17].copy_from_slice(&0xbu32.to_be_bytes());
+        f
+    }
+}
+
+/// Timeouts of a guarded connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    /// No bytes either way for this long: graceful shutdown (Envoy's connection idle timeout).
+    pub(crate) idle: Duration,
+    /// No progress for this long while the client owes body bytes or a write is blocked.
+    pub(crate) stream_idle: Duration,
+}
+
+/// A downstream stream with the checks above. `stop` is notified when the connection should be
+/// shut down gracefully (a refused head, idleness, a flood).
+pub(crate) struct Guarded<S> {
+    inner: S,
+    framer: Option<Framer>,
+    h2: Option<H2Watch>,
+    raw: BytesMut,
+    out: BytesMut,
+    reject: Option<Reject>,
+    reply_sent: usize,
+    /// A flood was detected: GOAWAY sent (when it could be), then every operation fails.
+    killed: Option<&'static str>,
+    goaway_sent: usize,
+    stop: Arc<Notify>,
+    stop_sent: bool,
+    parked_reader: Option<Waker>,
+    timeouts: Timeouts,
+    last_progress: Instant,
+    write_blocked: bool,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> Guarded<S> {
+    fn new(inner: S, framer: Option<Framer>, h2: Option<H2Watch>, timeouts: Timeouts) -> (Self, Arc<Notify>) {
+        let stop = Arc::new(Notify::new());
+        let g = Guarded {
+            inner,
+            framer,
+            h2,
+            raw: BytesMut::new(),
+            out: BytesMut::new(),
+            reject: None,
+            reply_sent: 0,
+            killed: None,
+            goaway_sent: 0,
+            stop: stop.clone(),
+            stop_sent: false,
+            parked_reader: None,
+            timeouts,
+            last_progress: Instant::now(),
+            write_blocked: false,
+            timer: None,
+        };
+        (g, stop)
+    }
+
+    /// An HTTP/1 connection: heads checked, bodies framed.
+    pub(crate) fn http1(inner: S, limits: H1Limits, timeouts: Timeouts) -> (Self, Arc<Notify>) {
+        Self::new(inner, Some(Framer::new(limits)), None, timeouts)
+    }
+
+    /// An HTTP/2 connection (`preface_seen`: the 24-byte client preface is still to come
+    /// through this stream).
+    pub(crate) fn http2(inner: S, limits: H2Limits, timeouts: Timeouts, preface_seen: bool) -> (Self, Arc<Notify>) {
+        let mut watch = H2Watch::new(limits);
+        if !preface_seen {
+            watch.read.skip = 0;
+        }
+        Self::new(inner, None, Some(watch), timeouts)
+    }
+
+    fn signal_stop(&mut self) {
+        if !self.stop_sent {
+            self.stop_sent = true;
+            self.stop.notify_one();
+        }
+    }
+
+    fn progress(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
+    /// Poll the idle timers after an operation returned `Pending`: `Err` once the connection must
+    /// be closed outright.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let owes = self.write_blocked || self.framer.as_ref().is_some_and(Framer::in_body);
+        loop {
+            let hard = owes.then(|| self.last_progress + self.timeouts.stream_idle);
+            let soft = (!self.stop_sent).then(|| self.last_progress + self.timeouts.idle);
+            let Some(at) = [hard, soft].into_iter().flatten().min() else { return Ok(()) };
+            let now = Instant::now();
+            if hard.is_some_and(|h| h <= now) {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "stream idle timeout"));
+            }
+            if soft.is_some_and(|s| s <= now) {
+                self.signal_stop();
+                continue;
+            }
+            let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn killed_error(why: &'static str) -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionAborted, why)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Guarded<S> {
+    /// Write our GOAWAY if the outgoing stream is between frames; `Ready` when done (or given up).
+    fn poll_goaway(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(h2) = &self.h2 else { return Poll::Ready(()) };
+        if self.goaway_sent == 0 && !h2.written.at_boundary() {
+            return Poll::Ready(());
+        }
+        let frame = h2.goaway();
+        while self.goaway_sent < frame.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &frame[self.goaway_sent..]) {
+                Poll::Ready(Ok(n)) if n > 0 => self.goaway_sent += n,
+                Poll::Pending => return Poll::Pending,
+                _ => return Poll::Ready(()),
+            }
+        }
+        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        Poll::Ready(())
+    }
+
+    fn kill(&mut self, cx: &mut Context<'_>, why: &'static str) -> Poll<io::Error> {
+        if self.killed.is_none() {
+            tracing::info!(reason = why, "closing an abusive HTTP/2 connection");
+            self.killed = Some(why);
+        }
+        std::task::ready!(self.poll_goaway(cx));
+        Poll::Ready(Self::killed_error(why))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(why) = this.killed {
+            return this.kill(cx, why).map(Err);
+        }
+        loop {
+            if !this.out.is_empty() {
+                let n = this.out.len().min(buf.remaining());
+                buf.put_slice(&this.out[..n]);
+                this.out.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.reject.is_some() {
+                // hyper has every request before the refused one and asks for more: shut down
+                // gracefully once they are answered (the shutdown writes the refusal).
+                this.signal_stop();
+                return Poll::Pending;
+            }
+            if let Some(framer) = this.framer.as_mut() {
+                if !this.raw.is_empty() {
+                    match framer.feed(&this.raw, &mut this.out) {
+                        Ok(used) => {
+                            this.raw.advance(used);
+                            if this.out.is_empty() && !this.raw.is_empty() {
+                                this.parked_reader = Some(cx.waker().clone());
+                                return Poll::Pending;
+                            }
+                            continue;
+                        }
+                        Err(r) if framer.at_head() => {
+                            tracing::debug!(reason = r.reason(), "refused a request head");
+                            this.reject = Some(r);
+                            this.raw.clear();
+                            continue;
+                        }
+                        Err(r) => {
+                            tracing::debug!(reason = r.reason(), "refused a request body");
+                            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, r.reason())));
+                        }
+                    }
+                }
+                if matches!(framer.st, St::UpgradeWait) {
+                    this.parked_reader = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                let mut tmp = [0u8; 8192];
+                let mut rb = ReadBuf::new(&mut tmp);
+                match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(())) => {
+                        this.progress();
+                        this.raw.extend_from_slice(rb.filled());
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        if let Err(e) = this.poll_timers(cx) {
+                            return Poll::Ready(Err(e));
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            } else {
+                let before = buf.filled().len();
+                match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) => {
+                        if buf.filled().len() > before {
+                            this.progress();
+                            let verdict = this.h2.as_mut().and_then(|h| h.on_read(&buf.filled()[before..]));
+                            if let Some(why) = verdict {
+                                buf.set_filled(before);
+                                return this.kill(cx, why).map(Err);
+                            }
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        if let Err(e) = this.poll_timers(cx) {
+                            return Poll::Ready(Err(e));
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
+    fn before_write(&mut self, first: &[u8]) {
+        if let Some(f) = self.framer.as_mut() {
+            if matches!(f.st, St::UpgradeWait) {
+                f.response_started(first);
+                if let Some(w) = self.parked_reader.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<usize>>,
+        bufs: &[&[u8]],
+    ) -> Poll<io::Result<usize>> {
+        match res {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.write_blocked = false;
+                    self.progress();
+                    if let Some(h2) = self.h2.as_mut() {
+                        let mut left = n;
+                        for b in bufs {
+                            let k = left.min(b.len());
+                            h2.written.walk(&b[..k], |_, _, _, _| {});
+                            left -= k;
+                            if left == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                self.write_blocked = true;
+                match self.poll_timers(cx) {
+                    Ok(()) => Poll::Pending,
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if let Some(why) = this.killed {
+            return this.kill(cx, why).map(Err);
+        }
+        this.before_write(buf);
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.after_write(cx, res, &[buf])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if let Some(why) = this.killed {
+            return this.kill(cx, why).map(Err);
+        }
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            this.before_write(first);
+        }
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let slices: Vec<&[u8]> = if this.h2.is_some() { bufs.iter().map(|b| &b[..]).collect() } else { Vec::new() };
+        this.after_write(cx, res, &slices)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(r) = this.reject {
+            let reply = r.response();
+            while this.reply_sent < reply.len() {
+                match std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, &reply[this.reply_sent..])) {
+                    Ok(n) if n > 0 => this.reply_sent += n,
+                    _ => break,
+                }
+            }
+            std::task::ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> H1Limits {
+        H1Limits { max_uri: 64, max_head: 512, max_headers: 8 }
+    }
+
+    fn run(input: &[u8]) -> (Result<usize, Reject>, Vec<u8>) {
+        let mut f = Framer::new(limits());
+        let mut out = BytesMut::new();
+        let r = f.feed(input, &mut out);
+        (r, out.to_vec())
+    }
+
+    fn refused(input: &[u8]) -> Reject {
+        match run(input).0 {
+            Err(r) => r,
+            Ok(_) => panic!("accepted: {:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    #[test]
+    fn passes_well_formed_messages_byte_by_byte() {
+        let msgs = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcPOST /c HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nt: v\r\n\r\n";
+        let mut f = Framer::new(limits());
+        let mut out = BytesMut::new();
+        for b in msgs.iter() {
+            assert_eq!(f.feed(&[*b], &mut out), Ok(1));
+        }
+        assert_eq!(&out[..], &msgs[..]);
+        assert!(f.at_head());
+    }
+
+    #[test]
+    fn refuses_smuggling_shapes() {
+        for bad in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked \r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding\t: chunked\r\n\r\n",
+            b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+            b"GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET http://a@b/ HTTP/1.1\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;\x00\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1111111111111111\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n",
+        ] {
+            assert!(matches!(refused(bad), Reject::BadRequest(_)), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn accepts_matching_absolute_form_and_default_ports() {
+        assert!(run(b"GET http://a:80/x HTTP/1.1\r\nHost: A\r\n\r\n").0.is_ok());
+        assert!(run(b"GET https://a/x HTTP/1.1\r\nHost: a:443\r\n\r\n").0.is_ok());
+    }
+
+    #[test]
+    fn limits_give_414_and_431() {
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 200));
+        assert_eq!(refused(&long), Reject::UriTooLong);
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..9 {
+            many.extend_from_slice(format!("x{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(refused(&many), Reject::HeadersTooLarge);
+        let mut big = b"GET / HTTP/1.1\r\nx: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 600));
+        assert_eq!(refused(&big), Reject::HeadersTooLarge);
+    }
+
+    #[test]
+    fn waits_for_the_upgrade_answer() {
+        let mut f = Framer::new(limits());
+        let mut out = BytesMut::new();
+        let req = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let mut all = req.to_vec();
+        all.extend_from_slice(b"\x81\x05hello");
+        assert_eq!(f.feed(&all, &mut out), Ok(req.len()));
+        f.response_started(b"HTTP/1.1 101 Switching Protocols\r\n");
+        assert_eq!(f.feed(&all[req.len()..], &mut out), Ok(7));
+        assert_eq!(&out[..], &all[..]);
+    }
+
+    #[test]
+    fn h2_floods_are_judged() {
+        let frame = |kind: u8, flags: u8, stream: u32, len: usize| {
+            let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+            f.extend_from_slice(&stream.to_be_bytes());
+            f.extend(std::iter::repeat_n(0u8, len));
+            f
+        };
+        let mut w = H2Watch::new(H2Limits::default());
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(frame(0x4, 0, 0, 0));
+        assert_eq!(w.on_read(&bytes), None);
+        let mut verdict = None;
+        for i in 0..200u32 {
+            let mut b = frame(0x1, 0x5, 2 * i + 1, 3);
+            b.extend(frame(0x3, 0, 2 * i + 1, 4));
+            verdict = verdict.or(w.on_read(&b));
+        }
+        assert_eq!(verdict, Some("rapid reset"));
+
+        let mut w = H2Watch::new(H2Limits::default());
+        w.read.skip = 0;
+        let mut b = frame(0x1, 0x0, 1, 1);
+        for _ in 0..40 {
+            b.extend(frame(0x9, 0, 1, 1));
+        }
+        assert_eq!(w.on_read(&b), Some("CONTINUATION flood"));
+
+        let mut w = H2Watch::new(H2Limits::default());
+        w.read.skip = 0;
+        let pings: Vec<u8> = (0..1001).flat_map(|_| frame(0x6, 0, 0, 8)).collect();
+        assert_eq!(w.on_read(&pings), Some("control frame flood"));
+    }
+}
+
+#[cfg(test)]
+mod hold_tests {
+    use super::*;
+
+    #[test]
+    fn a_chunked_head_waits_for_its_first_chunk_line() {
+        let mut f = Framer::new(H1Limits { max_uri: 64, max_head: 512, max_headers: 8 });
+        let mut out = BytesMut::new();
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(f.feed(head, &mut out), Ok(head.len()));
+        assert!(out.is_empty() && f.at_head());
+        assert_eq!(f.feed(b"5\r", &mut out), Ok(2));
+        assert!(out.is_empty());
+        assert_eq!(f.feed(b"\nab", &mut out), Ok(3));
+        assert_eq!(out.len(), head.len() + 5);
+        assert!(!f.at_head());
+        // A bad first chunk line is a head-level refusal.
+        let mut f = Framer::new(H1Limits { max_uri: 64, max_head: 512, max_headers: 8 });
+        let mut out = BytesMut::new();
+        let mut bad = head.to_vec();
+        bad.extend_from_slice(b"zz\r\n");
+        assert!(f.feed(&bad, &mut out).is_err());
+        assert!(out.is_empty() && f.at_head());
+    }
+}
