@@ -59,8 +59,12 @@ impl Cx<'_> {
     }
 
     pub(super) fn warning(&mut self, path: &str, msg: impl fmt::Display) {
-        let d =
-            Diagnostic::warning(self.res.origin.locate(path), code::SCHEMA, self.key.clone(), format!("{path}: {msg}"));
+        let d = Diagnostic::warning(
+            self.res.origin.locate(path),
+            code::SCHEMA_WARNING,
+            self.key.clone(),
+            format!("{path}: {msg}"),
+        );
         self.out.push(d);
     }
 

@@ -1,0 +1,1 @@
+//! Table tests: one case per analyzer code.
