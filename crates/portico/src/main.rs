@@ -2,6 +2,7 @@
 
 mod admin;
 mod files;
+mod report;
 mod run;
 mod sink;
 
@@ -96,6 +97,13 @@ struct ValidateArgs {
     paths: Vec<PathBuf>,
     #[command(flatten)]
     instance: InstanceArgs,
+    /// `text`: one FILE:LINE:COL line per finding; `json`/`yaml`: `istioctl analyze -o json|yaml`'s messages.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: report::Format,
+    /// Silence CODE on a resource, as istioctl: `IST0102=Namespace frod`, `IST0101=VirtualService *.default`
+    /// or `IST0101=VirtualService/default/*` (`*` is a wildcard). Repeatable.
+    #[arg(short = 'S', long, value_name = "CODE=RESOURCE")]
+    suppress: Vec<report::Suppression>,
 }
 
 #[derive(Args)]
@@ -219,13 +227,13 @@ fn init_logging() -> run::LogControl {
 }
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
-    let (_, diags) = load_and_compile(args.paths, &args.instance)?;
+    let (_, mut diags) = load_and_compile(args.paths, &args.instance)?;
+    report::suppress(&mut diags, &args.suppress);
     let errors = diags.iter().filter(|d| d.is_error()).count();
-    for d in &diags {
-        println!("{d}");
-    }
-    let warnings = diags.len() - errors;
-    eprintln!("{errors} error(s), {warnings} warning(s)");
+    print!("{}", report::render(&diags, args.output));
+    let warnings = diags.iter().filter(|d| d.severity == portico_api::Severity::Warning).count();
+    let infos = diags.len() - errors - warnings;
+    eprintln!("{errors} error(s), {warnings} warning(s), {infos} info(s)");
     Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
