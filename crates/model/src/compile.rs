@@ -253,7 +253,10 @@ struct Builder<'a> {
 fn merge_runtime_conflicts(found: &mut Vec<Diagnostic>, notes: Vec<Diagnostic>) {
     for note in notes {
         let same = found.iter_mut().find(|d| {
-            d.code == code::CONFLICTING_GATEWAYS && d.resource == note.resource && d.location == note.location
+            d.code == code::CONFLICTING_GATEWAYS
+                && d.resource == note.resource
+                && d.location == note.location
+                && d.message.starts_with("Conflict with gateways")
         });
         match same {
             Some(d) => {
