@@ -80,6 +80,8 @@ pub mod code {
     pub const GATEWAY_DUPLICATE_CERTIFICATE: &str = "IST0138";
     /// A mesh VirtualService's subset routing does not apply to requests entering a gateway.
     pub const INGRESS_ROUTE_RULES_NOT_AFFECTED: &str = "IST0140";
+    /// JWT claim routing with no RequestAuthentication to validate the token.
+    pub const JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN: &str = "IST0149";
     /// The credential a Gateway references is not a usable certificate and key.
     pub const INVALID_GATEWAY_CREDENTIAL: &str = "IST0161";
     /// A DestinationRule host matches no service.
@@ -108,6 +110,7 @@ pub fn istio_name(code: &str) -> Option<&'static str> {
         "IST0138" => "GatewayDuplicateCertificate",
         "IST0140" => "IngressRouteRulesNotAffected",
         "IST0145" => "ConflictingGateways",
+        "IST0149" => "JwtClaimBasedRoutingWithoutRequestAuthN",
         "IST0161" => "InvalidGatewayCredential",
         "IST0173" => "DestinationRuleSubsetNotSelectPods",
         "IST0174" => "UnknownDestinationRuleHost",

@@ -67,6 +67,8 @@ pub(crate) fn run(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     virtual_service::mesh_host_conflicts(cx, out);
     virtual_service::ingress_subsets(cx, out);
     virtual_service::reachability(cx, out);
+    virtual_service::deprecated_fields(cx, out);
+    virtual_service::jwt_claim_routes(cx, out);
     destination_rule::ca_certificates(cx, out);
     destination_rule::unknown_hosts(cx, out);
     service_entry::addresses(cx, out);

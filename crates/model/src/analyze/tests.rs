@@ -833,3 +833,86 @@ fn timestamps_order_by_instant() {
     // Written later in another offset, but earlier in time.
     assert!(timestamp("2020-01-01T00:30:00+01:00") < timestamp("2020-01-01T00:00:00Z"));
 }
+
+#[test]
+fn ist0002_deprecated_fields() {
+    run(&[(
+        "fault.delay.percent",
+        &["IST0002"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: foo}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http:
+  - fault: {delay: {percent: 50, fixedDelay: 5s}}
+    route: [{destination: {host: reviews.default.svc.cluster.local}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: current, namespace: foo}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  http:
+  - fault: {delay: {percentage: {value: 50}, fixedDelay: 5s}}
+    route: [{destination: {host: ratings.default.svc.cluster.local, port: {number: 9080}}}]
+"#,
+        &[(
+            "IST0002",
+            "VirtualService/foo/productpage",
+            "Deprecated: HTTPRoute.fault.delay.percent is deprecated; use HTTPRoute.fault.delay.percentage",
+        )],
+    )]);
+}
+
+#[test]
+fn ist0122_invalid_regexp() {
+    run(&[(
+        "regexes RE2 refuses, beside the schema error",
+        &["IST0122"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bad-match, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {regex: "[A-Z"}, headers: {x-user: {regex: "(?!admin).*"}}}]
+    route: [{destination: {host: reviews}}]
+"#,
+        &[
+            ("IST0122", "VirtualService/default/bad-match", "Field \"uri\" regular expression invalid: \"[A-Z\""),
+            (
+                "IST0122",
+                "VirtualService/default/bad-match",
+                "Field \"headers\" regular expression invalid: \"(?!admin).*\"",
+            ),
+        ],
+    )]);
+}
+
+#[test]
+fn ist0149_jwt_claim_routing_without_request_authentication() {
+    run(&[(
+        "claims on a gateway that applies here",
+        &["IST0149"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: foo, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{headers: {"@request.auth.claims.group": {exact: admin}}}]
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+"#,
+        &[(
+            "IST0149",
+            "VirtualService/default/foo",
+            "The virtual service uses the JWT claim based routing (key: @request.auth.claims.group) but found no request authentication for the gateway (istio-system/gw)",
+        )],
+    )]);
+}

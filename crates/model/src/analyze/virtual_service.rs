@@ -563,3 +563,63 @@ fn unreachable<P>(
         }
     }
 }
+
+/// IST0002, Istio's deprecation analyzer for VirtualServices.
+pub(super) fn deprecated_fields(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
+    for (res, vs) in cx.virtual_services() {
+        for (i, r) in vs.http.iter().enumerate() {
+            if r.fault.as_ref().and_then(|f| f.delay.as_ref()).and_then(|d| d.percent).is_some_and(|p| p > 0) {
+                out.push(Diagnostic::warning(
+                    res.origin.locate(&format!("spec.http[{i}].fault.delay.percent")),
+                    code::DEPRECATED,
+                    res.key(),
+                    "Deprecated: HTTPRoute.fault.delay.percent is deprecated; use HTTPRoute.fault.delay.percentage",
+                ));
+            }
+        }
+    }
+}
+
+/// IST0149: routing on JWT claims needs a RequestAuthentication on the gateway's workload to
+/// validate the token; Portico has none (it does not implement RequestAuthentication), so on
+/// a Gateway that applies to this instance such a match never sees a claim.
+pub(super) fn jwt_claim_routes(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
+    let gateways: Vec<&Resource> = cx.of_kind(portico_api::Kind::Gateway).collect();
+    let instance = super::selector_string(&cx.opts.labels);
+    for (res, vs) in cx.virtual_services() {
+        let applied: Vec<String> = vs
+            .gateways
+            .iter()
+            .filter(|g| *g != MESH)
+            .filter_map(|g| {
+                gateways.iter().find(|gw| gateway_ref_matches(g, res.namespace(), gw.namespace(), gw.name()))
+            })
+            .filter(|gw| match &gw.spec {
+                Spec::Gateway(g) => g.selector.iter().all(|(k, v)| cx.opts.labels.get(k) == Some(v)),
+                _ => false,
+            })
+            .map(|gw| full_name(gw))
+            .collect();
+        for (i, r) in vs.http.iter().enumerate() {
+            for (j, m) in r.matches.iter().enumerate() {
+                for (field, map) in [("headers", &m.headers), ("withoutHeaders", &m.without_headers)] {
+                    for key in map.keys().filter(|k| k.starts_with("@request.auth.claims")) {
+                        for gw in &applied {
+                            out.push(Diagnostic::error(
+                                res.origin.locate(&format!("spec.http[{i}].match[{j}].{field}.{key}")),
+                                code::JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN,
+                                res.key(),
+                                format!(
+                                    "The virtual service uses the JWT claim based routing (key: {key}) but found no \
+                                     request authentication for the gateway ({gw}) pod (this instance, labels \
+                                     {instance}). The request authentication must first be applied for the gateway \
+                                     pods to validate the JWT token and make the claims available for routing."
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
