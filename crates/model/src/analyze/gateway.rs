@@ -2,7 +2,6 @@
 //! Gateway's (IST0145), one certificate on several Gateways (IST0138).
 
 use super::{full_name, go_list, selector_string, Ctx};
-use crate::host;
 use portico_api::diag::code;
 use portico_api::istio::ServerTlsSettings;
 use portico_api::Diagnostic;
@@ -31,35 +30,54 @@ pub(super) fn selectors(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// IST0145, as Istio's `ConflictingGatewayAnalyzer`: Gateways with the same selector and a
-/// server on the same port whose hosts overlap. Each side of the conflict is reported.
+/// IST0145, as Istio's `ConflictingGatewayAnalyzer`: Gateways for the same workloads (the
+/// same selector, or selectors of which one contains the other and that both select this
+/// instance) with a server on the same port repeating a host (the same text and `bind`, as
+/// Istio's `CheckDuplicates`: `*.example.com` and `a.example.com` do not conflict). Each side of
+/// the conflict is reported.
 pub(super) fn conflicts(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
-    // (selector, port) → gateway full name → hosts of its servers on that port.
-    let mut groups: BTreeMap<(String, u32), BTreeMap<String, Vec<&str>>> = BTreeMap::new();
+    // (selector, port) → gateway full name → host → bind, of its (last) server on that port.
+    type HostsBind<'h> = BTreeMap<&'h str, &'h str>;
+    let mut groups: BTreeMap<(String, u32), BTreeMap<String, HostsBind<'_>>> = BTreeMap::new();
     for (res, gw) in cx.gateways() {
         let sel = selector_string(&gw.selector);
         for s in &gw.servers {
             let Some(p) = &s.port else { continue };
-            let hosts = groups.entry((sel.clone(), p.number)).or_default().entry(full_name(res)).or_default();
-            hosts.extend(s.hosts.iter().map(String::as_str));
+            let bind = s.bind.as_deref().unwrap_or("");
+            let hosts = s.hosts.iter().map(|h| (h.as_str(), bind)).collect();
+            groups.entry((sel.clone(), p.number)).or_default().insert(full_name(res), hosts);
         }
     }
+    let here = |sel: &str| {
+        sel.split(',').filter(|kv| !kv.is_empty()).all(|kv| match kv.split_once('=') {
+            Some((k, v)) => cx.opts.labels.get(k).is_some_and(|l| l == v),
+            None => false,
+        })
+    };
     for (res, gw) in cx.gateways() {
         let sel = selector_string(&gw.selector);
         let me = full_name(res);
         for (i, s) in gw.servers.iter().enumerate() {
             let Some(p) = &s.port else { continue };
-            let Some(group) = groups.get(&(sel.clone(), p.number)) else { continue };
-            let others: Vec<&String> = group
-                .iter()
-                .filter(|(name, hosts)| {
-                    **name != me && s.hosts.iter().any(|h| hosts.iter().any(|o| host::intersect(h, o).is_some()))
-                })
-                .map(|(name, _)| name)
-                .collect();
+            let bind = s.bind.as_deref().unwrap_or("");
+            let mut others: Vec<&String> = Vec::new();
+            for ((gsel, port), members) in &groups {
+                let same_workloads = *gsel == sel
+                    || ((gsel.contains(sel.as_str()) || sel.contains(gsel.as_str())) && here(gsel) && here(&sel));
+                if *port != p.number || !same_workloads {
+                    continue;
+                }
+                for (name, hosts) in members {
+                    let dup = s.hosts.iter().any(|h| hosts.get(h.as_str()).is_some_and(|b| *b == bind));
+                    if *name != me && dup && !others.contains(&name) {
+                        others.push(name);
+                    }
+                }
+            }
             if others.is_empty() {
                 continue;
             }
+            others.sort();
             out.push(Diagnostic::error(
                 res.origin.locate(&format!("spec.servers[{i}].hosts")),
                 code::CONFLICTING_GATEWAYS,

@@ -708,6 +708,69 @@ spec:
             ],
         ),
         (
+            "a wildcard and a name under it: no conflict (Istio compares hosts as written)",
+            &["IST0145"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: wild, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*.bar"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: named, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [foo.bar]}]
+"#,
+            &[],
+        ),
+        (
+            "a selector within another, the narrower one not selecting this instance: no conflict",
+            &["IST0145"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: alpha, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: [db.example.com], tls: {mode: PASSTHROUGH}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: beta, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway, app: gw}
+  servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: [db.example.com], tls: {mode: PASSTHROUGH}}]
+"#,
+            &[],
+        ),
+        (
+            "a selector within another, both selecting this instance",
+            &["IST0145"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: alpha, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8443, name: tls, protocol: TLS}, hosts: [db.example.com], tls: {mode: PASSTHROUGH}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: beta, namespace: istio-system}
+spec:
+  selector: {}
+  servers: [{port: {number: 8443, name: tls, protocol: TLS}, hosts: [db.example.com], tls: {mode: PASSTHROUGH}}]
+"#,
+            &[
+                ("IST0145", "Gateway/istio-system/alpha", "Conflict with gateways istio-system/beta (workload selector istio=ingressgateway, port 8443, hosts db.example.com)."),
+                ("IST0145", "Gateway/istio-system/beta", "Conflict with gateways istio-system/alpha (workload selector , port 8443, hosts db.example.com). At run time: port 8443 host `db.example.com` is already served by a TLS server of Gateway istio-system/alpha"),
+            ],
+        ),
+        (
             "different ports: no conflict",
             &["IST0145"],
             r#"
