@@ -312,6 +312,30 @@ spec:
             ],
         ),
         (
+            "exported to one namespace and to every namespace",
+            &["IST0109"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: foo}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  exportTo: [.]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: bar}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+            &[
+                ("IST0109", "VirtualService/foo/productpage", "The VirtualServices foo/productpage,bar/productpage associated with mesh gateway define the same host foo/productpage.default.svc.cluster.local"),
+                ("IST0109", "VirtualService/bar/productpage", "The VirtualServices foo/productpage,bar/productpage associated with mesh gateway define the same host foo/productpage.default.svc.cluster.local"),
+            ],
+        ),
+        (
             "exported to different namespaces, or bound to a gateway only: no conflict",
             &["IST0109"],
             r#"

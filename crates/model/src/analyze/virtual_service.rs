@@ -279,13 +279,30 @@ pub(super) fn mesh_host_conflicts(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
             }
         }
     }
+    // A VirtualService exported everywhere also collides with one exported to a namespace only
+    // (Istio adds the `*` scope's matching hosts to every narrower scope). Each VirtualService is
+    // reported once, for the first host (in sorted order) it collides on.
+    let everywhere: Vec<(String, Vec<&Resource>)> =
+        by_host.iter().filter_map(|(k, v)| k.strip_prefix("*/").map(|h| (h.to_string(), v.clone()))).collect();
+    let mut reported: Vec<String> = Vec::new();
     for (scoped, mut list) in by_host {
+        let (scope, fqdn) = scoped.split_once('/').unwrap_or(("*", scoped.as_str()));
+        if scope != "*" {
+            for (h, vss) in &everywhere {
+                if host::intersect(h, fqdn).is_some() {
+                    list.extend(vss.iter().copied());
+                }
+            }
+        }
         if list.len() < 2 {
             continue;
         }
-        list.sort_by_key(|r| full_name(r));
         let names = list.iter().map(|r| full_name(r)).collect::<Vec<_>>().join(",");
         for r in list {
+            if reported.contains(&r.key()) {
+                continue;
+            }
+            reported.push(r.key());
             out.push(Diagnostic::error(
                 r.origin.locate("metadata.name"),
                 code::CONFLICTING_MESH_GATEWAY_VS_HOSTS,
