@@ -185,7 +185,7 @@ spec:
                 (
                     "IST0101",
                     "VirtualService/default/reviews-mirror-bogussubset",
-                    "Referenced host+subset in destinationrule not found: \"reviews+bogus\"",
+                    "Referenced mirror+subset in destinationrule not found: \"reviews+bogus\"",
                 ),
             ],
         ),

@@ -205,8 +205,9 @@ pub(super) fn destinations(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
 /// defined by the DestinationRule that applies to its host.
 pub(super) fn subsets(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     for (vs_res, vs) in cx.virtual_services() {
-        for Dest { path, d, .. } in destinations_of(vs) {
+        for Dest { path, d, mirror } in destinations_of(vs) {
             let Some(subset) = d.subset.as_deref().filter(|s| !s.is_empty()) else { continue };
+            let what = if mirror { "mirror+subset" } else { "host+subset" };
             let h = host::resolve_short_name(&d.host, vs_res.namespace());
             let svc_ns = cx
                 .registry
@@ -222,7 +223,7 @@ pub(super) fn subsets(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
                 code::REFERENCED_RESOURCE_NOT_FOUND,
                 vs_res.key(),
                 format!(
-                    "Referenced host+subset in destinationrule not found: \"{}+{subset}\" (no DestinationRule for \
+                    "Referenced {what} in destinationrule not found: \"{}+{subset}\" (no DestinationRule for \
                      `{h}` defines it; requests get 503 NC)",
                     d.host
                 ),
