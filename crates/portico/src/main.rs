@@ -104,6 +104,12 @@ struct ValidateArgs {
     /// or `IST0101=VirtualService/default/*` (`*` is a wildcard). Repeatable.
     #[arg(short = 'S', long, value_name = "CODE=RESOURCE")]
     suppress: Vec<report::Suppression>,
+    /// Print findings at this level or above (istioctl's flag).
+    #[arg(long, value_enum, default_value = "Info")]
+    output_threshold: report::Level,
+    /// Exit 1 when a finding is at this level or above (istioctl's flag).
+    #[arg(long, value_enum, default_value = "Error")]
+    failure_threshold: report::Level,
 }
 
 #[derive(Args)]
@@ -229,12 +235,14 @@ fn init_logging() -> run::LogControl {
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let (_, mut diags) = load_and_compile(args.paths, &args.instance)?;
     report::suppress(&mut diags, &args.suppress);
+    let failed = diags.iter().any(|d| report::Level::of(d) >= args.failure_threshold);
+    diags.retain(|d| report::Level::of(d) >= args.output_threshold);
     let errors = diags.iter().filter(|d| d.is_error()).count();
     print!("{}", report::render(&diags, args.output));
     let warnings = diags.iter().filter(|d| d.severity == portico_api::Severity::Warning).count();
     let infos = diags.len() - errors - warnings;
     eprintln!("{errors} error(s), {warnings} warning(s), {infos} info(s)");
-    Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn routes(args: RoutesArgs) -> Result<ExitCode> {

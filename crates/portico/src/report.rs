@@ -12,6 +12,27 @@ pub enum Format {
     Yaml,
 }
 
+/// istioctl's message levels, for `--output-threshold` and `--failure-threshold`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Level {
+    #[value(name = "Info", alias = "info", alias = "INFO")]
+    Info,
+    #[value(name = "Warning", alias = "warning", alias = "WARNING")]
+    Warning,
+    #[value(name = "Error", alias = "error", alias = "ERROR")]
+    Error,
+}
+
+impl Level {
+    pub fn of(d: &Diagnostic) -> Level {
+        match d.severity {
+            Severity::Error => Level::Error,
+            Severity::Warning => Level::Warning,
+            Severity::Info => Level::Info,
+        }
+    }
+}
+
 /// One `--suppress CODE=RESOURCE`: the code and the resource as patterns (`*` matches any run
 /// of characters). RESOURCE is istioctl's `Kind name.namespace` or Portico's `Kind/namespace/name`.
 #[derive(Clone, Debug)]

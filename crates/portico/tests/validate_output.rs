@@ -127,3 +127,35 @@ fn a_malformed_suppress_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("CODE=RESOURCE"));
 }
+
+#[test]
+fn thresholds_filter_output_and_decide_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only a warning (IST0132: the host is not on the Gateway).
+    std::fs::write(
+        dir.path().join("warn.yaml"),
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [a.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [b.example.com]
+  gateways: [gw]
+  http: [{directResponse: {status: 200}}]
+"#,
+    )
+    .unwrap();
+    let (code, out) = validate(dir.path(), &["-o", "json"]);
+    assert_eq!(code, 0, "a warning does not fail by default: {out}");
+    assert!(out.contains("IST0132"), "{out}");
+    let (code, _) = validate(dir.path(), &["--failure-threshold", "Warning"]);
+    assert_eq!(code, 1, "istioctl's --failure-threshold Warning");
+    let (code, out) = validate(dir.path(), &["-o", "json", "--output-threshold", "Error"]);
+    assert_eq!((code, out.trim()), (0, "[]"));
+}
