@@ -3,7 +3,7 @@
 //! Order of work: validate (drop what Istio's webhook would reject) → translate Ingresses →
 //! select the Gateways this instance applies → merge their servers per port → bind
 //! VirtualServices to servers (host intersection) → compile routes → build clusters from the
-//! registry and DestinationRules → cross-resource analysis.
+//! registry and DestinationRules → cross-resource analysis (`analyze/`, istioctl's analyzers).
 
 use crate::host;
 use crate::ingress;

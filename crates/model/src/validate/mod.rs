@@ -6,7 +6,7 @@
 //! webhook returns as a warning (the object is kept). Where Istio accepts something that Envoy
 //! then rejects, we say so in a comment and follow what the proxy can actually serve.
 //!
-//! Cross-resource analysis (missing gateways, hosts, subsets…) is not here: see `compile.rs`.
+//! Cross-resource analysis (missing gateways, hosts, subsets…) is not here: see `analyze/`.
 
 mod destination_rule;
 mod gateway;
