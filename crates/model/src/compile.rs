@@ -653,10 +653,10 @@ impl<'a> Builder<'a> {
                         let mut c = registry::build_cluster(svc, port, Some((&subset.name, &subset.labels)), &policy);
                         registry::apply_locality(&mut c, &policy, self.opts);
                         c.tls = registry::upstream_tls(policy.tls.as_ref(), &self.snapshot.secrets, &namespaces);
-                        if c.endpoints.is_empty()
-                            && !svc.spec.endpoints.is_empty()
-                            && port.number == svc.ports[0].number
-                        {
+                        // Istio reports a subset no workload matches, once per subset; an entry
+                        // without endpoints has none to match (its host is resolved only for
+                        // the subset-less cluster).
+                        if c.endpoints.is_empty() && port.number == svc.ports[0].number {
                             self.diags.push(Diagnostic::error(
                                 dr_res.origin.locate(&format!("spec.subsets[{si}].labels")),
                                 code::SUBSET_NO_ENDPOINTS,

@@ -1003,3 +1003,32 @@ spec:
         )],
     )]);
 }
+
+#[test]
+fn ist0173_subset_of_an_entry_without_endpoints() {
+    run(&[(
+        "no endpoint at all to select",
+        &["IST0173"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [api.example.org]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: external, namespace: default}
+spec:
+  host: api.example.org
+  subsets: [{name: v1, labels: {version: v1}}]
+"#,
+        &[(
+            "IST0173",
+            "DestinationRule/default/external",
+            "The Subset v1 defined in the DestinationRule does not select any pods.",
+        )],
+    )]);
+}
