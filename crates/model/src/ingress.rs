@@ -170,69 +170,70 @@ fn translate_one<'a>(
 
 fn build_virtual_service(h: HostRules<'_>, diags: &mut Vec<Diagnostic>, out: &mut Vec<Resource>) {
     let HostRules { host, first, gw_ref, mut entries } = h;
-    {
-        // Exact first, then longer paths; the default backend (empty path) last.
-        entries.sort_by(|(_, a), (_, b)| b.2.cmp(&a.2).then(b.3.len().cmp(&a.3.len())));
-        let mut http = Vec::new();
-        for (res, (ri, pi, exact, path, backend)) in entries {
-            let Some(svc) = &backend.service else {
-                diags.push(Diagnostic::warning(
-                    res.origin.locate(&format!("spec.rules[{ri}].http.paths[{pi}].backend")),
-                    code::NOT_SUPPORTED,
-                    res.key(),
-                    "Ingress resource backends are not supported; this path is skipped",
-                ));
-                continue;
-            };
-            let port = svc.port.as_ref().and_then(|p| p.number).map(|number| PortSelector { number });
-            if svc.port.as_ref().is_some_and(|p| p.number.is_none() && p.name.is_some()) {
-                diags.push(Diagnostic::warning(
-                    res.origin.location(),
-                    code::NOT_SUPPORTED,
-                    res.key(),
-                    format!("backend `{}` uses a named port: without Kubernetes Services Portico uses the service's only port", svc.name),
-                ));
-            }
-            let matches = if path.is_empty() {
-                Vec::new()
-            } else if exact {
-                vec![uri_match(StringMatch { exact: Some(path.clone()), ..Default::default() })]
-            } else if path == "/" {
-                vec![uri_match(StringMatch { prefix: Some("/".into()), ..Default::default() })]
-            } else {
-                let p = path.trim_end_matches('/').to_string();
-                vec![
-                    uri_match(StringMatch { exact: Some(p.clone()), ..Default::default() }),
-                    uri_match(StringMatch { prefix: Some(format!("{p}/")), ..Default::default() }),
-                ]
-            };
-            http.push(HttpRoute {
-                matches,
-                route: vec![HttpRouteDestination {
-                    destination: Destination {
-                        host: format!("{}.{}.svc.cluster.local", svc.name, res.namespace()),
-                        subset: None,
-                        port,
-                    },
-                    weight: Some(100),
-                    headers: None,
-                }],
-                ..Default::default()
-            });
+    // Exact first, then longer paths; the default backend (empty path) last.
+    entries.sort_by(|(_, a), (_, b)| b.2.cmp(&a.2).then(b.3.len().cmp(&a.3.len())));
+    let mut http = Vec::new();
+    for (res, (ri, pi, exact, path, backend)) in entries {
+        let Some(svc) = &backend.service else {
+            diags.push(Diagnostic::warning(
+                res.origin.locate(&format!("spec.rules[{ri}].http.paths[{pi}].backend")),
+                code::NOT_SUPPORTED,
+                res.key(),
+                "Ingress resource backends are not supported; this path is skipped",
+            ));
+            continue;
+        };
+        let port = svc.port.as_ref().and_then(|p| p.number).map(|number| PortSelector { number });
+        if svc.port.as_ref().is_some_and(|p| p.number.is_none() && p.name.is_some()) {
+            diags.push(Diagnostic::warning(
+                res.origin.location(),
+                code::NOT_SUPPORTED,
+                res.key(),
+                format!(
+                    "backend `{}` uses a named port: without Kubernetes Services Portico uses the service's only port",
+                    svc.name
+                ),
+            ));
         }
-        let vs_name = format!("{}-{}-{}", host.replace('*', "wildcard").replace('.', "-"), first.name(), SUFFIX);
-        out.push(synthetic(
-            first,
-            first.namespace(),
-            vs_name,
-            Spec::VirtualService(VirtualService {
-                hosts: vec![host],
-                gateways: vec![gw_ref.clone()],
-                http,
-                ..Default::default()
-            }),
-        ));
+        let matches = if path.is_empty() {
+            Vec::new()
+        } else if exact {
+            vec![uri_match(StringMatch { exact: Some(path.clone()), ..Default::default() })]
+        } else if path == "/" {
+            vec![uri_match(StringMatch { prefix: Some("/".into()), ..Default::default() })]
+        } else {
+            let p = path.trim_end_matches('/').to_string();
+            vec![
+                uri_match(StringMatch { exact: Some(p.clone()), ..Default::default() }),
+                uri_match(StringMatch { prefix: Some(format!("{p}/")), ..Default::default() }),
+            ]
+        };
+        http.push(HttpRoute {
+            matches,
+            route: vec![HttpRouteDestination {
+                destination: Destination {
+                    host: format!("{}.{}.svc.cluster.local", svc.name, res.namespace()),
+                    subset: None,
+                    port,
+                },
+                weight: Some(100),
+                headers: None,
+            }],
+            ..Default::default()
+        });
     }
+    let vs_name = format!("{}-{}-{}", host.replace('*', "wildcard").replace('.', "-"), first.name(), SUFFIX);
+    out.push(synthetic(
+        first,
+        first.namespace(),
+        vs_name,
+        Spec::VirtualService(VirtualService {
+            hosts: vec![host],
+            gateways: vec![gw_ref.clone()],
+            http,
+            ..Default::default()
+        }),
+    ));
 }
 
 /// (rule index, path index, exact?, path, backend) of one Ingress path.
