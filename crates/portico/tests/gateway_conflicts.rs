@@ -248,3 +248,62 @@ fn ingresses_sharing_a_tls_host_follow_istio() {
         }
     }
 }
+
+/// Two HTTPS servers for one host on port 443, in Gateways of two namespaces: the one that
+/// takes precedence (older; reversed when the creation times are) terminates TLS for the host
+/// and routes with its VirtualServices; the other server is dropped whole, so its
+/// VirtualService is never used.
+#[test]
+fn tls_host_goes_to_the_older_gateway() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIP: curl is not installed");
+        return;
+    }
+    let (p1, p2) = (free_port(), free_port());
+    let _a = echo_backend(p1, "via-istio-system");
+    let _b = echo_backend(p2, "via-alpha");
+    let secret = std::fs::read_to_string(repo("examples/seed/04-secret.yaml")).unwrap();
+    let gateway = |ns: &str, created: &str| {
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: {ns}, creationTimestamp: "{created}"}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: [shop.example.com]
+    tls: {{mode: SIMPLE, credentialName: my-cert-secret}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop, namespace: {ns}}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [{ns}/gw]
+  http: [{{route: [{{destination: {{host: via-{ns}.default.svc.cluster.local}}}}]}}]
+---
+"#
+        )
+    };
+    for (system_time, alpha_time, winner) in [
+        ("2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z", "via-istio-system"),
+        ("2021-01-01T00:00:00Z", "2020-01-01T00:00:00Z", "via-alpha"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "{}{}{secret}\n---\n{}{}",
+            service_entry("via-istio-system", p1, "HTTP"),
+            service_entry("via-alpha", p2, "HTTP"),
+            gateway("istio-system", system_time),
+            gateway("alpha", alpha_time),
+        );
+        write(&dir.path().join("config.yaml"), &yaml);
+        let https = free_port();
+        let _gw = start_gateway(dir.path(), &["--port-map", &format!("443={https}")]);
+        wait_port(https);
+        for _ in 0..3 {
+            assert_eq!(https_get(https, "/"), format!("{winner}\n|200"));
+        }
+    }
+}
