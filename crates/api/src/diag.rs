@@ -10,6 +10,8 @@ use std::sync::Arc;
 pub enum Severity {
     Error,
     Warning,
+    /// Istio's `Info` level (for example IST0131): never fails `validate`.
+    Info,
 }
 
 impl fmt::Display for Severity {
@@ -17,6 +19,7 @@ impl fmt::Display for Severity {
         f.write_str(match self {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Info => "info",
         })
     }
 }
@@ -55,6 +58,64 @@ pub mod code {
     pub const CONFLICTING_GATEWAYS: &str = "IST0145";
     /// A DestinationRule subset selects no endpoints.
     pub const SUBSET_NO_ENDPOINTS: &str = "IST0173";
+    /// Deprecated field or value (istioctl: Deprecated).
+    pub const DEPRECATED: &str = "IST0002";
+    /// An Istio annotation on a kind it does not apply to.
+    pub const MISPLACED_ANNOTATION: &str = "IST0107";
+    /// An `*.istio.io/` annotation Istio does not know.
+    pub const UNKNOWN_ANNOTATION: &str = "IST0108";
+    /// Several mesh-bound VirtualServices define the same host.
+    pub const CONFLICTING_MESH_GATEWAY_VS_HOSTS: &str = "IST0109";
+    /// A regular expression RE2 does not accept.
+    pub const INVALID_REGEXP: &str = "IST0122";
+    /// DestinationRule TLS without `caCertificates` (traffic policy level).
+    pub const NO_SERVER_CERT_VERIFICATION_DESTINATION: &str = "IST0128";
+    /// DestinationRule TLS without `caCertificates` (port level).
+    pub const NO_SERVER_CERT_VERIFICATION_PORT: &str = "IST0129";
+    /// Istio's webhook accepted the resource with a warning (istioctl: SchemaWarning).
+    pub const SCHEMA_WARNING: &str = "IST0133";
+    /// A ServiceEntry needs `addresses` for TCP (or protocol-less) ports.
+    pub const SERVICE_ENTRY_ADDRESSES_REQUIRED: &str = "IST0134";
+    /// The same certificate on several Gateways (HTTP/2 connection reuse → 404s).
+    pub const GATEWAY_DUPLICATE_CERTIFICATE: &str = "IST0138";
+    /// A mesh VirtualService's subset routing does not apply to requests entering a gateway.
+    pub const INGRESS_ROUTE_RULES_NOT_AFFECTED: &str = "IST0140";
+    /// JWT claim routing with no RequestAuthentication to validate the token.
+    pub const JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN: &str = "IST0149";
+    /// The credential a Gateway references is not a usable certificate and key.
+    pub const INVALID_GATEWAY_CREDENTIAL: &str = "IST0161";
+    /// A DestinationRule host matches no service.
+    pub const UNKNOWN_DESTINATION_RULE_HOST: &str = "IST0174";
+}
+
+/// Istio's analyzer name for a code (`istioctl analyze -o json` has no name field, but
+/// `documentationUrl` and people do).
+pub fn istio_name(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "IST0002" => "Deprecated",
+        "IST0101" => "ReferencedResourceNotFound",
+        "IST0106" => "SchemaValidationError",
+        "IST0107" => "MisplacedAnnotation",
+        "IST0108" => "UnknownAnnotation",
+        "IST0109" => "ConflictingMeshGatewayVirtualServiceHosts",
+        "IST0112" => "VirtualServiceDestinationPortSelectorRequired",
+        "IST0122" => "InvalidRegexp",
+        "IST0128" => "NoServerCertificateVerificationDestinationLevel",
+        "IST0129" => "NoServerCertificateVerificationPortLevel",
+        "IST0130" => "VirtualServiceUnreachableRule",
+        "IST0131" => "VirtualServiceIneffectiveMatch",
+        "IST0132" => "VirtualServiceHostNotFoundInGateway",
+        "IST0133" => "SchemaWarning",
+        "IST0134" => "ServiceEntryAddressesRequired",
+        "IST0138" => "GatewayDuplicateCertificate",
+        "IST0140" => "IngressRouteRulesNotAffected",
+        "IST0145" => "ConflictingGateways",
+        "IST0149" => "JwtClaimBasedRoutingWithoutRequestAuthN",
+        "IST0161" => "InvalidGatewayCredential",
+        "IST0173" => "DestinationRuleSubsetNotSelectPods",
+        "IST0174" => "UnknownDestinationRuleHost",
+        _ => return None,
+    })
 }
 
 /// Where a diagnostic points. Line and column are 1-based; 0 means "unknown".
@@ -92,6 +153,15 @@ impl Diagnostic {
         message: impl Into<String>,
     ) -> Self {
         Diagnostic { location, severity: Severity::Warning, code, resource: resource.into(), message: message.into() }
+    }
+
+    pub fn info(
+        location: Location,
+        code: &'static str,
+        resource: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic { location, severity: Severity::Info, code, resource: resource.into(), message: message.into() }
     }
 
     pub fn is_error(&self) -> bool {

@@ -3,7 +3,7 @@
 //! Order of work: validate (drop what Istio's webhook would reject) → translate Ingresses →
 //! select the Gateways this instance applies → merge their servers per port → bind
 //! VirtualServices to servers (host intersection) → compile routes → build clusters from the
-//! registry and DestinationRules → cross-resource analysis.
+//! registry and DestinationRules → cross-resource analysis (`analyze/`, istioctl's analyzers).
 
 use crate::host;
 use crate::ingress;
@@ -45,11 +45,51 @@ pub struct Compiled {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Istio's precedence among resources of one kind: oldest first, then name, then namespace.
-fn precedence(a: &Resource, b: &Resource) -> std::cmp::Ordering {
-    let ta = a.meta.creation_timestamp.as_deref().unwrap_or("");
-    let tb = b.meta.creation_timestamp.as_deref().unwrap_or("");
-    ta.cmp(tb).then_with(|| a.name().cmp(b.name())).then_with(|| a.namespace().cmp(b.namespace()))
+/// Istio's precedence among resources of one kind: oldest first (by the instant, whatever the
+/// offset it is written in; no timestamp counts as oldest, like Go's zero time), then name,
+/// then namespace (Istio's `sortConfigByCreationTime`).
+pub(crate) fn precedence(a: &Resource, b: &Resource) -> std::cmp::Ordering {
+    let t = |r: &Resource| r.meta.creation_timestamp.as_deref().and_then(timestamp).unwrap_or(i64::MIN);
+    t(a).cmp(&t(b)).then_with(|| a.name().cmp(b.name())).then_with(|| a.namespace().cmp(b.namespace()))
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2024-01-02T03:04:05Z`, `…05.5+02:00`);
+/// fractions are dropped (Kubernetes keeps whole seconds). `None` when it does not read.
+pub fn timestamp(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.splitn(3, '-');
+    let num =
+        |x: Option<&str>| x.filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))?.parse::<i64>().ok();
+    let (y, m, day) = (num(d.next())?, num(d.next())?, num(d.next())?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (clock, offset) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else {
+        let i = time.rfind(['+', '-'])?;
+        let (c, off) = time.split_at(i);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let mut o = off[1..].splitn(2, ':');
+        let (oh, om) = (num(o.next())?, num(o.next())?);
+        (c, sign * (oh * 3600 + om * 60))
+    };
+    let clock = clock.split_once('.').map(|(c, _)| c).unwrap_or(clock);
+    let mut c = clock.splitn(3, ':');
+    let (h, mi, sec) = (num(c.next())?, num(c.next())?, num(c.next())?);
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm).
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
 }
 
 pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
@@ -101,7 +141,7 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     }
 
     let registry = Registry::build(&ses);
-    let mut b = Builder { opts, diags, registry, drs, vss: vss.clone(), snapshot };
+    let mut b = Builder { opts, diags, registry, drs, vss: vss.clone(), snapshot, conflicts: Vec::new() };
 
     // 3. Gateways this instance applies.
     let applied: Vec<(&Resource, &Gateway)> = gateways
@@ -113,13 +153,24 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
         .filter(|(_, g)| g.selector.iter().all(|(k, v)| opts.labels.get(k) == Some(v)))
         .collect();
 
-    b.analyze_vs_gateway_refs(&vss, &gateways);
     b.build_listeners(&applied, &vss);
     b.build_clusters();
-    b.analyze_destinations(&vss);
-    analyze_reachability(&vss, &mut b.diags);
+
+    // Cross-resource analysis on what the user wrote (Ingress translations are not theirs).
+    let cx = crate::analyze::Ctx {
+        resources: all.iter().copied().filter(|r| !translated.iter().any(|t| std::ptr::eq(t, *r))).collect(),
+        translated: translated.iter().collect(),
+        opts,
+        registry: &b.registry,
+        drs: &b.drs,
+    };
+    let mut found = Vec::new();
+    crate::analyze::run(&cx, &mut found);
+    merge_runtime_conflicts(&mut found, std::mem::take(&mut b.conflicts));
+    b.diags.extend(found);
 
     let Builder { mut diags, snapshot, .. } = b;
+    crate::analyze::apply_suppress_annotations(resources, &mut diags);
     diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
     diags.dedup();
     Compiled { snapshot, diagnostics: diags }
@@ -148,6 +199,29 @@ fn decode_secret(res: &Resource, s: &portico_api::k8s::Secret, diags: &mut Vec<D
     SecretData { data }
 }
 
+/// A server host without its `namespace/` part, lower case.
+fn host_name(h: &str) -> String {
+    host::split_namespace(h).1.to_ascii_lowercase()
+}
+
+/// Add a virtual host to a route table; a name already there gets the routes appended
+/// (catch-alls kept last, Istio's `CombineVHostRoutes`) and redirects if either side does.
+fn merge_vhost(vhosts: &mut Vec<VirtualHost>, vh: VirtualHost) {
+    let Some(existing) = vhosts.iter_mut().find(|v| v.name == vh.name) else {
+        vhosts.push(vh);
+        return;
+    };
+    existing.https_redirect |= vh.https_redirect;
+    if vh.routes.is_empty() {
+        return;
+    }
+    let mut all = std::mem::take(&mut existing.routes);
+    all.extend(vh.routes);
+    let (specific, catch_all): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| !r.is_catch_all());
+    existing.routes = specific;
+    existing.routes.extend(catch_all);
+}
+
 /// A Gateway server in the merge, with where it came from.
 struct ServerRef<'a> {
     gw_res: &'a Resource,
@@ -170,6 +244,28 @@ struct Builder<'a> {
     /// All VirtualServices, where `delegate` references are looked up.
     vss: Vec<&'a Resource>,
     snapshot: Snapshot,
+    /// What a server collision did at run time (IST0145), merged into the analyzer's finding.
+    conflicts: Vec<Diagnostic>,
+}
+
+/// Join each run-time collision note to the analyzer's IST0145 for the same server; notes the
+/// analyzer has no finding for (different selectors that both match this instance) stand alone.
+fn merge_runtime_conflicts(found: &mut Vec<Diagnostic>, notes: Vec<Diagnostic>) {
+    for note in notes {
+        let same = found.iter_mut().find(|d| {
+            d.code == code::CONFLICTING_GATEWAYS
+                && d.resource == note.resource
+                && d.location == note.location
+                && d.message.starts_with("Conflict with gateways")
+        });
+        match same {
+            Some(d) => {
+                d.message.push_str(" At run time: ");
+                d.message.push_str(&note.message);
+            }
+            None => found.push(note),
+        }
+    }
 }
 
 /// Does the VirtualService name this Gateway in `gateways` (`name` = the VS's namespace, `ns/name`)?
@@ -177,7 +273,7 @@ pub fn vs_names_gateway(vs_ns: &str, gateways: &[String], gw_ns: &str, gw_name: 
     gateways.iter().any(|g| gateway_ref_matches(g, vs_ns, gw_ns, gw_name))
 }
 
-fn gateway_ref_matches(g: &str, vs_ns: &str, gw_ns: &str, gw_name: &str) -> bool {
+pub(crate) fn gateway_ref_matches(g: &str, vs_ns: &str, gw_ns: &str, gw_name: &str) -> bool {
     let (ns, name) = match g.split_once('/') {
         Some((ns, name)) => (ns, name),
         None => (vs_ns, g),
@@ -274,12 +370,16 @@ impl<'a> Builder<'a> {
 
     fn build_listener(&mut self, port: u32, servers: Vec<ServerRef<'a>>, vss: &[&'a Resource]) -> Option<Listener> {
         let kind = Self::listener_kind(&servers[0]);
-        // A port serves one kind of traffic; later servers of another kind lose (Istio: first wins).
+        // Istio's gateway merge, in Gateway precedence order: a port serves one kind of traffic
+        // (later servers of another kind are dropped); a port serves one TCP server (later ones
+        // are dropped, so an older TCP server without routes leaves the port closed); a TLS
+        // server repeating a host an earlier TLS server has on the port is dropped whole;
+        // plaintext HTTP servers all stay and share their virtual hosts.
         let mut kept: Vec<ServerRef<'a>> = Vec::new();
         for s in servers {
+            let first = kept.first().map(|k| k.gateway_key()).unwrap_or_default();
             if Self::listener_kind(&s) != kind {
-                let first = &kept.first().map(|k| k.gateway_key()).unwrap_or_default();
-                self.diags.push(Diagnostic::error(
+                self.conflicts.push(Diagnostic::error(
                     s.gw_res.origin.locate(&format!("spec.servers[{}].port", s.index)),
                     code::CONFLICTING_GATEWAYS,
                     s.gw_res.key(),
@@ -291,9 +391,43 @@ impl<'a> Builder<'a> {
                 ));
                 continue;
             }
+            if kind == ListenerKind::Tcp && !kept.is_empty() {
+                self.conflicts.push(Diagnostic::error(
+                    s.gw_res.origin.locate(&format!("spec.servers[{}].hosts", s.index)),
+                    code::CONFLICTING_GATEWAYS,
+                    s.gw_res.key(),
+                    format!(
+                        "port {port} already has the TCP server of Gateway {first}, which takes precedence (older, or same age and first by name then namespace); this server is ignored"
+                    ),
+                ));
+                continue;
+            }
+            if kind == ListenerKind::Tls {
+                let dup = kept.iter().find_map(|k| {
+                    s.server
+                        .hosts
+                        .iter()
+                        .map(|h| host_name(h))
+                        .find(|h| k.server.hosts.iter().any(|o| host_name(o) == *h))
+                        .map(|h| (k.gateway_key(), h))
+                });
+                if let Some((owner, h)) = dup {
+                    self.conflicts.push(Diagnostic::error(
+                        s.gw_res.origin.locate(&format!("spec.servers[{}].hosts", s.index)),
+                        code::CONFLICTING_GATEWAYS,
+                        s.gw_res.key(),
+                        format!(
+                            "port {port} host `{h}` is already served by a TLS server of Gateway {owner}, which takes precedence; this whole server is ignored"
+                        ),
+                    ));
+                    continue;
+                }
+            }
             kept.push(s);
         }
-        self.check_host_conflicts(port, &kept);
+        if kind == ListenerKind::Http {
+            self.note_shared_hosts(port, &kept);
+        }
 
         let mut blocks = Vec::new();
         let mut http_vhosts: Vec<VirtualHost> = Vec::new();
@@ -333,10 +467,15 @@ impl<'a> Builder<'a> {
                 ListenerKind::Http => {
                     let vhosts = self.virtual_hosts(s, &bound, port, https_redirect);
                     for vh in vhosts {
-                        if http_vhosts.iter().any(|v| v.name == vh.name) {
-                            continue; // reported by check_host_conflicts
+                        merge_vhost(&mut http_vhosts, vh);
+                    }
+                    // Istio builds a redirecting virtual host for every host of an
+                    // `httpsRedirect` server, VirtualService or not.
+                    if https_redirect {
+                        for h in &s.server.hosts {
+                            let vh = VirtualHost { name: host_name(h), routes: Vec::new(), https_redirect: true };
+                            merge_vhost(&mut http_vhosts, vh);
                         }
-                        http_vhosts.push(vh);
                     }
                 }
                 ListenerKind::Tls => {
@@ -385,22 +524,21 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// Same port, same host on two servers: IST0145. For plaintext HTTP the first server keeps
-    /// the host; for TLS the SNI is ambiguous and the later one loses too.
-    fn check_host_conflicts(&mut self, port: u32, servers: &[ServerRef<'a>]) {
+    /// Plaintext HTTP servers of several Gateways on one port that name the same host: Istio
+    /// serves one virtual host for it with the routes of every bound VirtualService.
+    fn note_shared_hosts(&mut self, port: u32, servers: &[ServerRef<'a>]) {
         let mut owners: Vec<(String, String)> = Vec::new();
         for s in servers {
             for h in &s.server.hosts {
-                let (_, hostname) = host::split_namespace(h);
-                let hostname = hostname.to_ascii_lowercase();
+                let hostname = host_name(h);
                 if let Some((_, owner)) = owners.iter().find(|(hn, owner)| *hn == hostname && *owner != s.gateway_key())
                 {
-                    self.diags.push(Diagnostic::error(
+                    self.conflicts.push(Diagnostic::error(
                         s.gw_res.origin.locate(&format!("spec.servers[{}].hosts", s.index)),
                         code::CONFLICTING_GATEWAYS,
                         s.gw_res.key(),
                         format!(
-                            "conflicting gateways: port {port} host `{hostname}` is already served by Gateway {owner} on this instance; the older Gateway wins"
+                            "port {port} host `{hostname}` is also a host of Gateway {owner}; the two share one virtual host (routes of both, the older Gateway's first)"
                         ),
                     ));
                 } else {
@@ -519,16 +657,17 @@ impl<'a> Builder<'a> {
                         let mut c = registry::build_cluster(svc, port, Some((&subset.name, &subset.labels)), &policy);
                         registry::apply_locality(&mut c, &policy, self.opts);
                         c.tls = registry::upstream_tls(policy.tls.as_ref(), &self.snapshot.secrets, &namespaces);
-                        if c.endpoints.is_empty()
-                            && !svc.spec.endpoints.is_empty()
-                            && port.number == svc.ports[0].number
-                        {
-                            self.diags.push(Diagnostic::warning(
+                        // Istio reports a subset no workload matches, once per subset; an entry
+                        // without endpoints has none to match (its host is resolved only for
+                        // the subset-less cluster).
+                        if c.endpoints.is_empty() && port.number == svc.ports[0].number {
+                            self.diags.push(Diagnostic::error(
                                 dr_res.origin.locate(&format!("spec.subsets[{si}].labels")),
                                 code::SUBSET_NO_ENDPOINTS,
                                 dr_res.key(),
                                 format!(
-                                    "subset `{}` selects no endpoints of {} (labels {:?}); requests to it get 503 UH",
+                                    "The Subset {} defined in the DestinationRule does not select any pods. Which may \
+                                     lead to 503 UH (NoHealthyUpstream). (No endpoint of {} has the labels {:?}.)",
                                     subset.name, svc.host, subset.labels
                                 ),
                             ));
@@ -539,195 +678,5 @@ impl<'a> Builder<'a> {
             }
         }
         self.snapshot.clusters = clusters;
-    }
-
-    /// IST0101 for `gateways` entries that name no Gateway, with a hint when a Gateway of that
-    /// name lives in another namespace (a classic trap: `my-gateway` means the VS's namespace).
-    fn analyze_vs_gateway_refs(&mut self, vss: &[&'a Resource], gateways: &[&'a Resource]) {
-        for vs_res in vss {
-            let Spec::VirtualService(vs) = &vs_res.spec else { continue };
-            for (i, g) in vs.gateways.iter().enumerate() {
-                if g == "mesh" {
-                    continue;
-                }
-                let found =
-                    gateways.iter().find(|gw| gateway_ref_matches(g, vs_res.namespace(), gw.namespace(), gw.name()));
-                match found {
-                    None => {
-                        let name = g.rsplit('/').next().unwrap_or(g);
-                        let others: Vec<String> = gateways
-                            .iter()
-                            .filter(|gw| gw.name() == name)
-                            .map(|gw| format!("{}/{}", gw.namespace(), gw.name()))
-                            .collect();
-                        let (ns, _) = g.split_once('/').unwrap_or((vs_res.namespace(), g));
-                        let hint = if others.is_empty() {
-                            String::new()
-                        } else {
-                            format!(
-                                "; did you mean `{}`? (a bare name refers to the VirtualService's own namespace)",
-                                others.join("` or `")
-                            )
-                        };
-                        self.diags.push(Diagnostic::error(
-                            vs_res.origin.locate(&format!("spec.gateways[{i}]")),
-                            code::REFERENCED_RESOURCE_NOT_FOUND,
-                            vs_res.key(),
-                            format!("referenced gateway not found: `{g}` (looked for Gateway {ns}/{name}){hint}"),
-                        ));
-                    }
-                    Some(gw) => {
-                        let Spec::Gateway(gws) = &gw.spec else { continue };
-                        if vs.hosts.is_empty() {
-                            continue;
-                        }
-                        let any =
-                            gws.servers.iter().any(|s| !bound_hosts(&s.hosts, gw.namespace(), vs_res, vs).is_empty());
-                        if !any {
-                            self.diags.push(Diagnostic::warning(
-                                vs_res.origin.locate("spec.hosts"),
-                                code::VS_HOST_NOT_IN_GATEWAY,
-                                vs_res.key(),
-                                format!(
-                                    "none of the hosts {:?} matches a host of Gateway {}/{} (or the namespace is not allowed): the VirtualService serves nothing there",
-                                    vs.hosts,
-                                    gw.namespace(),
-                                    gw.name()
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Destinations: host in the registry (IST0101), subset defined (IST0101), port needed (IST0112).
-    fn analyze_destinations(&mut self, vss: &[&'a Resource]) {
-        for vs_res in vss {
-            let Spec::VirtualService(vs) = &vs_res.spec else { continue };
-            let mut dests: Vec<(String, &portico_api::istio::Destination)> = Vec::new();
-            for (ri, r) in vs.http.iter().enumerate() {
-                for (di, d) in r.route.iter().enumerate() {
-                    dests.push((format!("spec.http[{ri}].route[{di}].destination"), &d.destination));
-                }
-                if let Some(m) = &r.mirror {
-                    dests.push((format!("spec.http[{ri}].mirror"), m));
-                }
-                for (mi, m) in r.mirrors.iter().enumerate() {
-                    dests.push((format!("spec.http[{ri}].mirrors[{mi}].destination"), &m.destination));
-                }
-            }
-            for (ri, r) in vs.tcp.iter().enumerate() {
-                for (di, d) in r.route.iter().enumerate() {
-                    dests.push((format!("spec.tcp[{ri}].route[{di}].destination"), &d.destination));
-                }
-            }
-            for (ri, r) in vs.tls.iter().enumerate() {
-                for (di, d) in r.route.iter().enumerate() {
-                    dests.push((format!("spec.tls[{ri}].route[{di}].destination"), &d.destination));
-                }
-            }
-            for (path, d) in dests {
-                let h = host::resolve_short_name(&d.host, vs_res.namespace());
-                let loc = vs_res.origin.locate(&path);
-                let Some(svc) = self.registry.lookup(&h) else {
-                    self.diags.push(Diagnostic::error(
-                        loc,
-                        code::REFERENCED_RESOURCE_NOT_FOUND,
-                        vs_res.key(),
-                        format!(
-                            "{path}: referenced host not found: `{h}`; add a ServiceEntry for it (requests to it get 503 NC)"
-                        ),
-                    ));
-                    continue;
-                };
-                if d.port.is_none() && svc.ports.len() > 1 {
-                    self.diags.push(Diagnostic::error(
-                        loc.clone(),
-                        code::DESTINATION_PORT_REQUIRED,
-                        vs_res.key(),
-                        format!(
-                            "{path}: `{h}` has {} ports ({}); destination.port.number is required",
-                            svc.ports.len(),
-                            svc.ports.iter().map(|p| p.number.to_string()).collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
-                if let Some(port) = &d.port {
-                    if !svc.ports.iter().any(|p| p.number == port.number) {
-                        self.diags.push(Diagnostic::error(
-                            loc.clone(),
-                            code::REFERENCED_RESOURCE_NOT_FOUND,
-                            vs_res.key(),
-                            format!("{path}: `{h}` has no port {} (requests get 503 NC)", port.number),
-                        ));
-                    }
-                }
-                if let Some(subset) = &d.subset {
-                    let svc_ns = registry::service_namespace(&h).unwrap_or(&svc.namespace).to_string();
-                    let dr = registry::find_destination_rule(&self.drs, &h, &self.opts.gateway_namespace, &svc_ns);
-                    if !dr.is_some_and(|(_, d)| d.subsets.iter().any(|s| &s.name == subset)) {
-                        self.diags.push(Diagnostic::error(
-                            loc,
-                            code::REFERENCED_RESOURCE_NOT_FOUND,
-                            vs_res.key(),
-                            format!("{path}: referenced subset not found: `{subset}` of `{h}` (no DestinationRule defines it; requests get 503 NC)"),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// IST0130: an http route after one that matches every request can never match.
-/// IST0131: a match block identical to an earlier one in the same VirtualService is ineffective.
-fn analyze_reachability(vss: &[&Resource], diags: &mut Vec<Diagnostic>) {
-    for vs_res in vss {
-        let Spec::VirtualService(vs) = &vs_res.spec else { continue };
-        let mut catch_all: Option<usize> = None;
-        let mut seen: Vec<(String, usize, usize)> = Vec::new();
-        for (i, r) in vs.http.iter().enumerate() {
-            if let Some(j) = catch_all {
-                diags.push(Diagnostic::warning(
-                    vs_res.origin.locate(&format!("spec.http[{i}]")),
-                    code::UNREACHABLE_RULE,
-                    vs_res.key(),
-                    format!("spec.http[{i}] is unreachable: spec.http[{j}] before it matches every request"),
-                ));
-                continue;
-            }
-            for (k, m) in r.matches.iter().enumerate() {
-                let mut key = m.clone();
-                key.name = None;
-                let key = serde_json::to_string(&key).unwrap_or_default();
-                if let Some((_, pi, pk)) = seen.iter().find(|(s, _, _)| *s == key) {
-                    diags.push(Diagnostic::warning(
-                        vs_res.origin.locate(&format!("spec.http[{i}].match[{k}]")),
-                        code::INEFFECTIVE_MATCH,
-                        vs_res.key(),
-                        format!("spec.http[{i}].match[{k}] is ineffective: spec.http[{pi}].match[{pk}] is the same condition and comes first"),
-                    ));
-                } else {
-                    seen.push((key, i, k));
-                }
-            }
-            let matches_all = r.matches.is_empty()
-                || r.matches.iter().any(|m| {
-                    let mut bare = m.clone();
-                    bare.name = None;
-                    let uri_all = match &bare.uri {
-                        None => true,
-                        Some(u) => u.prefix.as_deref() == Some("/") && u.exact.is_none() && u.regex.is_none(),
-                    };
-                    bare.uri = None;
-                    uri_all && bare == portico_api::istio::HttpMatchRequest::default()
-                });
-            // Only routes that forward, redirect or respond make later ones unreachable.
-            if matches_all && r.delegate.is_none() {
-                catch_all = Some(i);
-            }
-        }
     }
 }

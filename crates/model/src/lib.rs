@@ -2,6 +2,7 @@
 //! No sockets, files, clocks or threads here (DESIGN.md §2).
 #![forbid(unsafe_code)]
 
+mod analyze;
 pub mod compile;
 pub mod duration;
 pub mod host;

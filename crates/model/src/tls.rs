@@ -94,7 +94,13 @@ impl TlsCtx<'_> {
         if let Some(s) = self.secrets.get(&format!("{}/{name}", self.gateway_namespace)) {
             return Some(s.clone());
         }
-        let own = self.gw_res.namespace();
+        let own = self
+            .gw_res
+            .meta
+            .annotations
+            .get(crate::ingress::SOURCE_NAMESPACE)
+            .map(String::as_str)
+            .unwrap_or(self.gw_res.namespace());
         if let Some(s) = self.secrets.get(&format!("{own}/{name}")) {
             diags.push(Diagnostic::warning(
                 self.gw_res.origin.locate(&self.path(field)),
@@ -118,7 +124,7 @@ impl TlsCtx<'_> {
             code::REFERENCED_RESOURCE_NOT_FOUND,
             self.gw_res.key(),
             format!(
-                "{}: referenced secret not found: `{name}` (looked for {looked}); this server refuses handshakes",
+                "Referenced {field} not found: {name:?} ({}: looked for secret {looked}; this server refuses handshakes)",
                 self.path(field)
             ),
         ));
@@ -137,14 +143,35 @@ fn cert_pair_from_secret(
     field: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<CertPair> {
-    match (pem(s, &["tls.crt", "cert"]), pem(s, &["tls.key", "key"])) {
-        (Some(cert), Some(key)) => Some(CertPair { cert, key }),
-        _ => {
+    let has = |keys: &[&str], marker: &str| {
+        keys.iter().find_map(|k| s.data.get(*k)).is_some_and(|v| String::from_utf8_lossy(v).contains(marker))
+    };
+    // IST0161 when the pair is missing or is not PEM. (Istio also rejects an expired
+    // certificate; the model has no clock, the TLS layer reports that when it loads it.)
+    let problem = if pem(s, &["tls.crt", "cert"]).is_none() || pem(s, &["tls.key", "key"]).is_none() {
+        Some(format!("secret `{name}` has no `tls.crt`/`tls.key` (or `cert`/`key`) pair"))
+    } else if !has(&["tls.crt", "cert"], "-----BEGIN CERTIFICATE-----") {
+        Some(format!("`tls.crt` of secret `{name}` holds no PEM certificate"))
+    } else if !has(&["tls.key", "key"], "PRIVATE KEY-----") {
+        Some(format!("`tls.key` of secret `{name}` holds no PEM private key"))
+    } else {
+        None
+    };
+    match (pem(s, &["tls.crt", "cert"]), pem(s, &["tls.key", "key"]), problem) {
+        (Some(cert), Some(key), None) => Some(CertPair { cert, key }),
+        (_, _, problem) => {
             diags.push(Diagnostic::error(
                 ctx.gw_res.origin.locate(&ctx.path(field)),
-                code::BAD_VALUE,
+                code::INVALID_GATEWAY_CREDENTIAL,
                 ctx.gw_res.key(),
-                format!("{}: secret `{name}` has no `tls.crt`/`tls.key` (or `cert`/`key`) pair", ctx.path(field)),
+                format!(
+                    "The credential referenced by the Gateway {} in namespace {} is invalid, which can cause the \
+                     traffic not to work as expected. ({}: {})",
+                    ctx.gw_res.name(),
+                    ctx.gw_res.namespace(),
+                    ctx.path(field),
+                    problem.unwrap_or_default()
+                ),
             ));
             None
         }

@@ -10,7 +10,11 @@ use portico_model::validate::validate;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+/// `PORTICO_CONFORMANCE_DIR` names the corpus when the clone is not beside `shared/` (a worktree).
 fn corpus() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("PORTICO_CONFORMANCE_DIR") {
+        return Some(PathBuf::from(d)).filter(|d| d.is_dir());
+    }
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/istio-validation"));
     dir.is_dir().then(|| dir.to_path_buf())
 }

@@ -799,7 +799,7 @@ spec:
   exportTo: ["."]
   subjectAltNames: [spiffe://example/svc]
   resolution: STATIC
-  ports: [{number: 80, name: http}]
+  ports: [{number: 80, name: http, protocol: HTTP}]
   endpoints: [{address: 10.0.0.1, network: net-2}]
 ---
 apiVersion: networking.istio.io/v1

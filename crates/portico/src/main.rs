@@ -2,6 +2,7 @@
 
 mod admin;
 mod files;
+mod report;
 mod run;
 mod sink;
 
@@ -151,6 +152,19 @@ struct ValidateArgs {
     paths: Vec<PathBuf>,
     #[command(flatten)]
     instance: InstanceArgs,
+    /// `text`: one FILE:LINE:COL line per finding; `json`/`yaml`: `istioctl analyze -o json|yaml`'s messages.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    output: report::Format,
+    /// Silence CODE on a resource, as istioctl: `IST0102=Namespace frod`, `IST0101=VirtualService *.default`
+    /// or `IST0101=VirtualService/default/*` (`*` is a wildcard). Repeatable.
+    #[arg(short = 'S', long, value_name = "CODE=RESOURCE")]
+    suppress: Vec<report::Suppression>,
+    /// Print findings at this level or above (istioctl's flag).
+    #[arg(long, value_enum, default_value = "Info")]
+    output_threshold: report::Level,
+    /// Exit 1 when a finding is at this level or above (istioctl's flag).
+    #[arg(long, value_enum, default_value = "Error")]
+    failure_threshold: report::Level,
 }
 
 #[derive(Args)]
@@ -275,14 +289,16 @@ fn init_logging() -> run::LogControl {
 }
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
-    let (_, diags) = load_and_compile(args.paths, &args.instance)?;
+    let (_, mut diags) = load_and_compile(args.paths, &args.instance)?;
+    report::suppress(&mut diags, &args.suppress);
+    let failed = diags.iter().any(|d| report::Level::of(d) >= args.failure_threshold);
+    diags.retain(|d| report::Level::of(d) >= args.output_threshold);
     let errors = diags.iter().filter(|d| d.is_error()).count();
-    for d in &diags {
-        println!("{d}");
-    }
-    let warnings = diags.len() - errors;
-    eprintln!("{errors} error(s), {warnings} warning(s)");
-    Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    print!("{}", report::render(&diags, args.output));
+    let warnings = diags.iter().filter(|d| d.severity == portico_api::Severity::Warning).count();
+    let infos = diags.len() - errors - warnings;
+    eprintln!("{errors} error(s), {warnings} warning(s), {infos} info(s)");
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn routes(args: RoutesArgs) -> Result<ExitCode> {

@@ -6,7 +6,7 @@
 //! webhook returns as a warning (the object is kept). Where Istio accepts something that Envoy
 //! then rejects, we say so in a comment and follow what the proxy can actually serve.
 //!
-//! Cross-resource analysis (missing gateways, hosts, subsets…) is not here: see `compile.rs`.
+//! Cross-resource analysis (missing gateways, hosts, subsets…) is not here: see `analyze/`.
 
 mod destination_rule;
 mod gateway;
@@ -59,8 +59,12 @@ impl Cx<'_> {
     }
 
     pub(super) fn warning(&mut self, path: &str, msg: impl fmt::Display) {
-        let d =
-            Diagnostic::warning(self.res.origin.locate(path), code::SCHEMA, self.key.clone(), format!("{path}: {msg}"));
+        let d = Diagnostic::warning(
+            self.res.origin.locate(path),
+            code::SCHEMA_WARNING,
+            self.key.clone(),
+            format!("{path}: {msg}"),
+        );
         self.out.push(d);
     }
 
@@ -104,8 +108,33 @@ impl Cx<'_> {
             );
         }
         if let Some(re) = &sm.regex {
-            self.check(&format!("{path}.regex"), validate_regex(re));
+            let checked = validate_regex(re);
+            if let Err(problem) = &checked {
+                self.invalid_regexp(path, re, problem);
+            }
+            self.check(&format!("{path}.regex"), checked);
         }
+    }
+
+    /// IST0122, Istio's `RegexAnalyzer` (VirtualServices only): said beside the schema error,
+    /// as istioctl reports both.
+    fn invalid_regexp(&mut self, path: &str, re: &str, problem: &str) {
+        if self.res.kind() != portico_api::Kind::VirtualService {
+            return;
+        }
+        let field = if path.contains(".corsPolicy.allowOrigins") {
+            "corsPolicy.allowOrigins"
+        } else {
+            let after = path.rsplit_once("].").map(|(_, a)| a).unwrap_or(path);
+            after.split('.').next().unwrap_or(after)
+        };
+        let d = Diagnostic::warning(
+            self.res.origin.locate(&format!("{path}.regex")),
+            code::INVALID_REGEXP,
+            self.key.clone(),
+            format!("Field {field:?} regular expression invalid: {re:?} ({problem})"),
+        );
+        self.out.push(d);
     }
 
     /// Header manipulation (Istio's `ValidateHTTPHeader*OperationName` and `ValidateHTTPHeaderValue`).

@@ -1,0 +1,145 @@
+//! Gateways: the workloads a selector picks (IST0101), servers colliding with another
+//! Gateway's (IST0145), one certificate on several Gateways (IST0138).
+
+use super::{full_name, go_list, selector_string, Ctx};
+use portico_api::diag::code;
+use portico_api::istio::ServerTlsSettings;
+use portico_api::Diagnostic;
+use std::collections::BTreeMap;
+
+/// IST0101 `Referenced selector not found`: Istio reports a Gateway whose selector matches no
+/// pod. Offline the only workload known is this instance, so a selector that is not a subset of
+/// `--labels` selects nothing here.
+pub(super) fn selectors(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
+    for (res, gw) in cx.gateways() {
+        if gw.selector.iter().all(|(k, v)| cx.opts.labels.get(k) == Some(v)) {
+            continue;
+        }
+        let sel = selector_string(&gw.selector);
+        let first = gw.selector.keys().next().map(|k| format!("spec.selector.{k}")).unwrap_or("spec.selector".into());
+        out.push(Diagnostic::error(
+            res.origin.locate(&first),
+            code::REFERENCED_RESOURCE_NOT_FOUND,
+            res.key(),
+            format!(
+                "Referenced selector not found: {sel:?}; this instance's labels are {:?} (--labels), so the Gateway \
+                 does not apply here",
+                selector_string(&cx.opts.labels)
+            ),
+        ));
+    }
+}
+
+/// IST0145, as Istio's `ConflictingGatewayAnalyzer`: Gateways for the same workloads (the
+/// same selector, or selectors of which one contains the other and that both select this
+/// instance) with a server on the same port repeating a host (the same text and `bind`, as
+/// Istio's `CheckDuplicates`: `*.example.com` and `a.example.com` do not conflict). Each side of
+/// the conflict is reported.
+pub(super) fn conflicts(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
+    // (selector, port) → gateway full name → host → bind, of its (last) server on that port.
+    type HostsBind<'h> = BTreeMap<&'h str, &'h str>;
+    let mut groups: BTreeMap<(String, u32), BTreeMap<String, HostsBind<'_>>> = BTreeMap::new();
+    for (res, gw) in cx.gateways() {
+        let sel = selector_string(&gw.selector);
+        for s in &gw.servers {
+            let Some(p) = &s.port else { continue };
+            let bind = s.bind.as_deref().unwrap_or("");
+            let hosts = s.hosts.iter().map(|h| (h.as_str(), bind)).collect();
+            groups.entry((sel.clone(), p.number)).or_default().insert(full_name(res), hosts);
+        }
+    }
+    let here = |sel: &str| {
+        sel.split(',').filter(|kv| !kv.is_empty()).all(|kv| match kv.split_once('=') {
+            Some((k, v)) => cx.opts.labels.get(k).is_some_and(|l| l == v),
+            None => false,
+        })
+    };
+    for (res, gw) in cx.gateways() {
+        let sel = selector_string(&gw.selector);
+        let me = full_name(res);
+        for (i, s) in gw.servers.iter().enumerate() {
+            let Some(p) = &s.port else { continue };
+            let bind = s.bind.as_deref().unwrap_or("");
+            let mut others: Vec<&String> = Vec::new();
+            for ((gsel, port), members) in &groups {
+                let same_workloads = *gsel == sel
+                    || ((gsel.contains(sel.as_str()) || sel.contains(gsel.as_str())) && here(gsel) && here(&sel));
+                if *port != p.number || !same_workloads {
+                    continue;
+                }
+                for (name, hosts) in members {
+                    let dup = s.hosts.iter().any(|h| hosts.get(h.as_str()).is_some_and(|b| *b == bind));
+                    if *name != me && dup && !others.contains(&name) {
+                        others.push(name);
+                    }
+                }
+            }
+            if others.is_empty() {
+                continue;
+            }
+            others.sort();
+            out.push(Diagnostic::error(
+                res.origin.locate(&format!("spec.servers[{i}].hosts")),
+                code::CONFLICTING_GATEWAYS,
+                res.key(),
+                format!(
+                    "Conflict with gateways {} (workload selector {sel}, port {}, hosts {}).",
+                    others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+                    p.number,
+                    s.hosts.join(",")
+                ),
+            ));
+        }
+    }
+}
+
+/// Istio's `haveSameCertificate`: the same `credentialName`, or the same certificate and key files.
+fn same_certificate(a: &ServerTlsSettings, b: &ServerTlsSettings) -> bool {
+    fn set(o: &Option<String>) -> Option<&str> {
+        o.as_deref().filter(|s| !s.is_empty())
+    }
+    match (set(&a.credential_name), set(&b.credential_name)) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => match (set(&a.server_certificate), set(&b.server_certificate)) {
+            (Some(x), Some(y)) if x == y => {
+                matches!((set(&a.private_key), set(&b.private_key)), (Some(k1), Some(k2)) if k1 == k2)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// IST0138: a certificate served by several Gateways that can select the same workload (this
+/// Gateway's selector is a subset of the other's). Browsers reuse an HTTP/2 connection for
+/// every name the certificate covers, and land on the wrong server block (404).
+pub(super) fn duplicate_certificates(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
+    for (res, gw) in cx.gateways() {
+        for (other, ogw) in cx.gateways() {
+            if std::ptr::eq(res, other) {
+                continue;
+            }
+            if !gw.selector.iter().all(|(k, v)| ogw.selector.get(k) == Some(v)) {
+                continue;
+            }
+            let shared = gw.servers.iter().any(|s| {
+                ogw.servers.iter().any(|o| match (&s.tls, &o.tls) {
+                    (Some(a), Some(b)) => same_certificate(a, b),
+                    _ => false,
+                })
+            });
+            if shared {
+                out.push(Diagnostic::warning(
+                    res.origin.locate("metadata.name"),
+                    code::GATEWAY_DUPLICATE_CERTIFICATE,
+                    res.key(),
+                    format!(
+                        "Duplicate certificate in multiple gateways {} may cause 404s if clients re-use HTTP2 \
+                         connections.",
+                        go_list(&[full_name(res), full_name(other)])
+                    ),
+                ));
+            }
+        }
+    }
+}

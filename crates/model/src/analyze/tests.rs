@@ -1,0 +1,1034 @@
+//! Table tests, one or more cases per analyzer code: YAML in → exactly these (code, resource,
+//! message class) for the codes the case is about. Inputs are shaped after Istio's analyzer
+//! test data (`pkg/config/analysis/analyzers/testdata`), written for Portico.
+
+use crate::compile::{compile, timestamp, Options};
+use portico_api::{parse_text, Diagnostic, Severity};
+
+const SERVICES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  addresses: [240.0.0.1]
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  addresses: [240.0.0.2]
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}, {number: 9443, name: grpc, protocol: GRPC}]
+  endpoints: [{address: 10.0.1.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*.example.com"]}]
+"#;
+
+fn diagnostics(yaml: &str) -> Vec<Diagnostic> {
+    let text = format!("{SERVICES}---\n{yaml}");
+    let parsed = parse_text("case.yaml", &text, "default");
+    let mut out = parsed.diagnostics;
+    out.extend(compile(&parsed.resources, &Options::default()).diagnostics);
+    out
+}
+
+/// (code, resource, the start of the message: Istio's template up to its first argument)
+type Want = (&'static str, &'static str, &'static str);
+
+/// The findings with one of `codes` must be exactly `want` (in any order).
+fn case(name: &str, codes: &[&str], yaml: &str, want: &[Want]) -> Option<String> {
+    let diags = diagnostics(yaml);
+    let mut got: Vec<&Diagnostic> = diags.iter().filter(|d| codes.contains(&d.code)).collect();
+    let mut missing = Vec::new();
+    for w in want {
+        match got.iter().position(|d| d.code == w.0 && d.resource == w.1 && d.message.starts_with(w.2)) {
+            Some(i) => {
+                got.remove(i);
+            }
+            None => missing.push(format!("{w:?}")),
+        }
+    }
+    if missing.is_empty() && got.is_empty() {
+        return None;
+    }
+    let mut m = format!("{name}: missing {missing:?}; unexpected:");
+    for d in got {
+        m.push_str(&format!("\n    {d}"));
+    }
+    m.push_str("\n  all findings:");
+    for d in &diags {
+        m.push_str(&format!("\n    {d}"));
+    }
+    Some(m)
+}
+
+fn run(cases: &[(&str, &[&str], &str, &[Want])]) {
+    let failures: Vec<String> = cases.iter().filter_map(|(n, c, y, w)| case(n, c, y, w)).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn level(yaml: &str, code: &str) -> Severity {
+    diagnostics(yaml).iter().find(|d| d.code == code).map(|d| d.severity).unwrap_or_else(|| panic!("no {code}"))
+}
+
+#[test]
+fn ist0101_referenced_resource_not_found() {
+    run(&[
+        (
+            "gateway",
+            &["IST0101"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin-bogus, namespace: default}
+spec:
+  hosts: [httpbin.example.com]
+  gateways: [httpbin-gateway-bogus, istio-system/gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+"#,
+            &[(
+                "IST0101",
+                "VirtualService/default/httpbin-bogus",
+                "Referenced gateway not found: \"httpbin-gateway-bogus\"",
+            )],
+        ),
+        (
+            "host, mirror host, host:port",
+            &["IST0101"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-bogushost, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews-bogus}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-mirror-bogushost, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}], mirror: {host: mirror-bogus}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-bogusport, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, port: {number: 7777}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-tcp, namespace: default}
+spec:
+  hosts: [reviews]
+  tcp: [{route: [{destination: {host: tcp-bogus}}]}]
+"#,
+            &[
+                ("IST0101", "VirtualService/default/reviews-bogushost", "Referenced host not found: \"reviews-bogus\""),
+                (
+                    "IST0101",
+                    "VirtualService/default/reviews-mirror-bogushost",
+                    "Referenced mirror host not found: \"mirror-bogus\"",
+                ),
+                (
+                    "IST0101",
+                    "VirtualService/default/reviews-bogusport",
+                    "Referenced host:port not found: \"reviews:7777\"",
+                ),
+                ("IST0101", "VirtualService/default/reviews-tcp", "Referenced host not found: \"tcp-bogus\""),
+            ],
+        ),
+        (
+            "subset in route and mirror",
+            &["IST0101"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-bogussubset, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - {match: [{uri: {prefix: /v1}}], route: [{destination: {host: reviews, subset: v1}}]}
+  - route: [{destination: {host: reviews, subset: bogus}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-mirror-bogussubset, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}], mirror: {host: reviews, subset: bogus}}]
+"#,
+            &[
+                (
+                    "IST0101",
+                    "VirtualService/default/reviews-bogussubset",
+                    "Referenced host+subset in destinationrule not found: \"reviews+bogus\"",
+                ),
+                (
+                    "IST0101",
+                    "VirtualService/default/reviews-mirror-bogussubset",
+                    "Referenced mirror+subset in destinationrule not found: \"reviews+bogus\"",
+                ),
+            ],
+        ),
+        (
+            "delegate",
+            &["IST0101"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - {match: [{uri: {prefix: /a}}], delegate: {name: missing}}
+  - {match: [{uri: {prefix: /b}}], delegate: {name: leaf, namespace: team}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: leaf, namespace: team}
+spec:
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+            &[("IST0101", "VirtualService/default/root", "Referenced delegate not found: \"default/missing\"")],
+        ),
+        (
+            "gateway selector matches no workload (this instance)",
+            &["IST0101"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: httpbin-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway-bogus}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+"#,
+            &[(
+                "IST0101",
+                "Gateway/default/httpbin-gateway",
+                "Referenced selector not found: \"istio=ingressgateway-bogus\"",
+            )],
+        ),
+        (
+            "credentialName",
+            &["IST0101"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: defaultgateway-boguscredentialname, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [secure.example.com]
+    tls: {mode: SIMPLE, credentialName: bogus}
+"#,
+            &[(
+                "IST0101",
+                "Gateway/istio-system/defaultgateway-boguscredentialname",
+                "Referenced credentialName not found: \"bogus\"",
+            )],
+        ),
+    ]);
+    let gw = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [a.example.com]\n  gateways: [nope]\n  http: [{route: [{destination: {host: reviews}}]}]\n";
+    assert_eq!(level(gw, "IST0101"), Severity::Error);
+}
+
+#[test]
+fn ist0107_ist0108_annotations() {
+    run(&[(
+        "unknown and misplaced",
+        &["IST0107", "IST0108"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: annotated
+  namespace: default
+  annotations:
+    networking.istio.io/bogus: "x"
+    sidecar.istio.io/inject: "false"
+    galley.istio.io/analyze-suppress: IST0999
+    example.com/mine: ok
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}]}]
+"#,
+        &[
+            ("IST0108", "VirtualService/default/annotated", "Unknown annotation: networking.istio.io/bogus"),
+            (
+                "IST0107",
+                "VirtualService/default/annotated",
+                "Misplaced annotation: sidecar.istio.io/inject can only be applied to Pod",
+            ),
+        ],
+    )]);
+}
+
+#[test]
+fn ist0109_conflicting_mesh_gateway_hosts() {
+    run(&[
+        (
+            "same host, both on the mesh",
+            &["IST0109"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: team1}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  http: [{route: [{destination: {host: ratings.default.svc.cluster.local, port: {number: 9080}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: team2}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  gateways: [mesh]
+  http: [{route: [{destination: {host: ratings.default.svc.cluster.local, port: {number: 9080}}}]}]
+"#,
+            &[
+                ("IST0109", "VirtualService/team1/ratings", "The VirtualServices team1/ratings,team2/ratings associated with mesh gateway define the same host */ratings.default.svc.cluster.local"),
+                ("IST0109", "VirtualService/team2/ratings", "The VirtualServices team1/ratings,team2/ratings associated with mesh gateway define the same host */ratings.default.svc.cluster.local"),
+            ],
+        ),
+        (
+            "exported to one namespace and to every namespace",
+            &["IST0109"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: foo}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  exportTo: [.]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: bar}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+            &[
+                ("IST0109", "VirtualService/foo/productpage", "The VirtualServices foo/productpage,bar/productpage associated with mesh gateway define the same host foo/productpage.default.svc.cluster.local"),
+                ("IST0109", "VirtualService/bar/productpage", "The VirtualServices foo/productpage,bar/productpage associated with mesh gateway define the same host foo/productpage.default.svc.cluster.local"),
+            ],
+        ),
+        (
+            "exported to different namespaces, or bound to a gateway only: no conflict",
+            &["IST0109"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: foo}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  exportTo: [.]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: bar}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  exportTo: [.]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage-gw, namespace: foo}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+            &[],
+        ),
+    ]);
+}
+
+#[test]
+fn ist0112_destination_port_required() {
+    run(&[(
+        "two ports, none chosen",
+        &["IST0112"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-2port-missing, namespace: default}
+spec:
+  hosts: [ratings]
+  http: [{route: [{destination: {host: ratings}}]}, {route: [{destination: {host: ratings, port: {number: 9080}}}]}]
+"#,
+        &[(
+            "IST0112",
+            "VirtualService/default/reviews-2port-missing",
+            "This VirtualService routes to a service \"ratings\" that exposes multiple ports [9080 9443].",
+        )],
+    )]);
+}
+
+#[test]
+fn ist0128_ist0129_destination_rule_tls_without_ca() {
+    run(&[
+        (
+            "SIMPLE at the destination, MUTUAL at a port",
+            &["IST0128", "IST0129"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db-tls, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: SIMPLE}
+    portLevelSettings:
+    - port: {number: 9080}
+      tls: {mode: MUTUAL, clientCertificate: /etc/c.pem, privateKey: /etc/k.pem}
+"#,
+            &[
+                ("IST0128", "DestinationRule/default/db-tls", "DestinationRule default/db-tls in namespace default has TLS mode set to SIMPLE but no caCertificates"),
+                ("IST0129", "DestinationRule/default/db-tls", "DestinationRule default/db-tls in namespace default has TLS mode set to MUTUAL but no caCertificates"),
+            ],
+        ),
+        (
+            "with a CA, a credentialName or an explicit insecureSkipVerify: nothing",
+            &["IST0128", "IST0129"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db-ca, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: SIMPLE, caCertificates: /etc/ca.pem}
+    portLevelSettings:
+    - {port: {number: 9080}, tls: {mode: SIMPLE, credentialName: db-cred}}
+    - {port: {number: 9081}, tls: {mode: SIMPLE, insecureSkipVerify: true}}
+"#,
+            &[],
+        ),
+    ]);
+}
+
+#[test]
+fn ist0130_ist0131_unreachable_rules_and_ineffective_matches() {
+    run(&[
+        (
+            "duplicate matches and rules after a match-less rule",
+            &["IST0130", "IST0131"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: duplicate-match, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - {match: [{uri: {exact: /a}}], route: [{destination: {host: reviews}}]}
+  - {name: second, match: [{uri: {exact: /a}}, {uri: {exact: /b}}], route: [{destination: {host: reviews}}]}
+  - {match: [{uri: {exact: /a}}], route: [{destination: {host: reviews}}]}
+  - route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: duplicate-empty-tcp, namespace: default}
+spec:
+  hosts: [reviews]
+  tcp:
+  - route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+"#,
+            &[
+                ("IST0131", "VirtualService/default/duplicate-match", "VirtualService rule \"second\" match #0 is not used (duplicate/overlapping match in rule #0)."),
+                ("IST0131", "VirtualService/default/duplicate-match", "VirtualService rule #2 match #0 is not used"),
+                ("IST0130", "VirtualService/default/duplicate-match", "VirtualService rule #2 not used (all matches used by prior rules)."),
+                ("IST0130", "VirtualService/default/duplicate-match", "VirtualService rule #4 not used (only the last rule can have no matches)."),
+                ("IST0130", "VirtualService/default/duplicate-empty-tcp", "VirtualService rule #1 not used (only the last rule can have no matches)."),
+            ],
+        ),
+        (
+            "overlapping prefixes (Istio's overlappingmatches data)",
+            &["IST0130", "IST0131"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: non-method-get, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - name: send
+    match: [{uri: {prefix: /api/v1/product}}, {uri: {prefix: /api/v1/products}, method: {exact: GET}}]
+    route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: uri-with-prefix-exact, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /}}, {uri: {exact: /}, method: {exact: GET}}]
+    route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: overlapping-mathes-with-different-methods, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /api/v1/prod}, method: {exact: GET}}]
+    route: [{destination: {host: reviews}}]
+  - match: [{uri: {prefix: /api/v1/product}, method: {exact: GET}}, {uri: {prefix: /api/v1/products}, method: {exact: POST}}]
+    route: [{destination: {host: reviews}}]
+"#,
+            &[
+                ("IST0131", "VirtualService/default/non-method-get", "VirtualService rule \"send\" match #1 of prefix /api/v1/products is not used (duplicate/overlapping match in rule #0 of prefix /api/v1/product on \"send\")."),
+                ("IST0131", "VirtualService/default/overlapping-mathes-with-different-methods", "VirtualService rule #1 match #0 of prefix /api/v1/product is not used"),
+            ],
+        ),
+    ]);
+    let dup = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec:\n  hosts: [reviews]\n  http:\n  - {match: [{uri: {exact: /a}}], route: [{destination: {host: reviews}}]}\n  - {match: [{uri: {exact: /a}}, {uri: {exact: /b}}], route: [{destination: {host: reviews}}]}\n";
+    assert_eq!(level(dup, "IST0131"), Severity::Info);
+}
+
+#[test]
+fn ist0132_host_not_found_in_gateway() {
+    run(&[(
+        "hosts the gateway lacks, namespace-restricted gateway hosts",
+        &["IST0132"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: restricted, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["team/*.example.org", "./own.example.org"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: testing-service-01, namespace: default}
+spec:
+  hosts: [a.example.com]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: testing-service-02, namespace: default}
+spec:
+  hosts: [elsewhere.test]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wrong-namespace, namespace: default}
+spec:
+  hosts: [a.example.org]
+  gateways: [istio-system/restricted]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: right-namespace, namespace: team}
+spec:
+  hosts: [a.example.org]
+  gateways: [istio-system/restricted]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+        &[
+            ("IST0132", "VirtualService/default/testing-service-02", "one or more host [elsewhere.test] defined in VirtualService default/testing-service-02 not found in Gateway istio-system/gw."),
+            ("IST0132", "VirtualService/default/wrong-namespace", "one or more host [a.example.org] defined in VirtualService default/wrong-namespace not found in Gateway istio-system/restricted."),
+        ],
+    )]);
+}
+
+#[test]
+fn ist0133_schema_warning() {
+    run(&[(
+        "a webhook warning keeps the resource",
+        &["IST0133", "IST0106"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: no-labels, namespace: default}
+spec:
+  host: reviews
+  workloadSelector: {matchLabels: {}}
+"#,
+        &[("IST0133", "DestinationRule/default/no-labels", "spec.workloadSelector")],
+    )]);
+}
+
+#[test]
+fn ist0134_service_entry_addresses_required() {
+    run(&[(
+        "TCP or protocol-less ports without addresses",
+        &["IST0134"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: service-entry-test-03, namespace: default}
+spec:
+  hosts: [db.example.internal]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: service-entry-test-04, namespace: default}
+spec:
+  hosts: [cache.example.internal]
+  ports: [{number: 6379, name: redis}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: with-addresses, namespace: default}
+spec:
+  hosts: [mq.example.internal]
+  addresses: [240.0.0.9]
+  ports: [{number: 5672, name: tcp, protocol: TCP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: http-only, namespace: default}
+spec:
+  hosts: [web.example.internal]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+"#,
+        &[
+            (
+                "IST0134",
+                "ServiceEntry/default/service-entry-test-03",
+                "ServiceEntry addresses are required for this protocol.",
+            ),
+            (
+                "IST0134",
+                "ServiceEntry/default/service-entry-test-04",
+                "ServiceEntry addresses are required for this protocol.",
+            ),
+        ],
+    )]);
+}
+
+#[test]
+fn ist0138_gateway_duplicate_certificate() {
+    run(&[(
+        "one credential on two gateways",
+        &["IST0138"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-01-test-01, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.example.net], tls: {mode: SIMPLE, credentialName: shared}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-02-test-01, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [b.example.net], tls: {mode: SIMPLE, credentialName: shared}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: own-cert, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [c.example.net], tls: {mode: SIMPLE, credentialName: mine}}]
+"#,
+        &[
+            ("IST0138", "Gateway/istio-system/gateway-01-test-01", "Duplicate certificate in multiple gateways [istio-system/gateway-01-test-01 istio-system/gateway-02-test-01]"),
+            ("IST0138", "Gateway/istio-system/gateway-02-test-01", "Duplicate certificate in multiple gateways [istio-system/gateway-02-test-01 istio-system/gateway-01-test-01]"),
+        ],
+    )]);
+}
+
+#[test]
+fn ist0140_route_rules_not_affecting_ingress() {
+    run(&[(
+        "the mesh VS splits by subset, the gateway VS does not",
+        &["IST0140"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: testing-service-01-test-01, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-split, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+"#,
+        &[(
+            "IST0140",
+            "VirtualService/default/testing-service-01-test-01",
+            "Subset in virtual service default/reviews-split has no effect on ingress gateway default/testing-service-01-test-01 requests",
+        )],
+    )]);
+}
+
+#[test]
+fn ist0145_conflicting_gateways() {
+    run(&[
+        (
+            "same selector, port and host: both sides",
+            &["IST0145"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: alpha, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [foo.bar]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: beta, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [foo.bar]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gamma, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [other.bar]}]
+"#,
+            &[
+                ("IST0145", "Gateway/default/alpha", "Conflict with gateways default/beta (workload selector istio=ingressgateway, port 80, hosts foo.bar)."),
+                ("IST0145", "Gateway/default/beta", "Conflict with gateways default/alpha (workload selector istio=ingressgateway, port 80, hosts foo.bar)."),
+            ],
+        ),
+        (
+            "a wildcard and a name under it: no conflict (Istio compares hosts as written)",
+            &["IST0145"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: wild, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*.bar"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: named, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [foo.bar]}]
+"#,
+            &[],
+        ),
+        (
+            "a selector within another, the narrower one not selecting this instance: no conflict",
+            &["IST0145"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: alpha, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: [db.example.com], tls: {mode: PASSTHROUGH}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: beta, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway, app: gw}
+  servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: [db.example.com], tls: {mode: PASSTHROUGH}}]
+"#,
+            &[],
+        ),
+        (
+            "a selector within another, both selecting this instance",
+            &["IST0145"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: alpha, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8443, name: tls, protocol: TLS}, hosts: [db.example.com], tls: {mode: PASSTHROUGH}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: beta, namespace: istio-system}
+spec:
+  selector: {}
+  servers: [{port: {number: 8443, name: tls, protocol: TLS}, hosts: [db.example.com], tls: {mode: PASSTHROUGH}}]
+"#,
+            &[
+                ("IST0145", "Gateway/istio-system/alpha", "Conflict with gateways istio-system/beta (workload selector istio=ingressgateway, port 8443, hosts db.example.com)."),
+                ("IST0145", "Gateway/istio-system/beta", "Conflict with gateways istio-system/alpha (workload selector , port 8443, hosts db.example.com). At run time: port 8443 host `db.example.com` is already served by a TLS server of Gateway istio-system/alpha"),
+            ],
+        ),
+        (
+            "different ports: no conflict",
+            &["IST0145"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: alpha, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8081, name: http, protocol: HTTP}, hosts: [foo.bar]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: beta, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8082, name: http, protocol: HTTP}, hosts: [foo.bar]}]
+"#,
+            &[],
+        ),
+    ]);
+}
+
+#[test]
+fn ist0161_invalid_gateway_credential() {
+    run(&[(
+        "the secret holds no certificate",
+        &["IST0161"],
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: broken, namespace: istio-system}
+stringData: {tls.crt: "not a certificate", tls.key: "not a key"}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [s.example.com], tls: {mode: SIMPLE, credentialName: broken}}]
+"#,
+        &[(
+            "IST0161",
+            "Gateway/istio-system/secure",
+            "The credential referenced by the Gateway secure in namespace istio-system is invalid",
+        )],
+    )]);
+}
+
+#[test]
+fn ist0173_ist0174_destination_rule_subsets_and_hosts() {
+    run(&[(
+        "a subset with no endpoint, a host with no service",
+        &["IST0173", "IST0174"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v9, labels: {version: v9}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: fake, namespace: default}
+spec:
+  host: fake-host
+"#,
+        &[
+            (
+                "IST0173",
+                "DestinationRule/default/reviews",
+                "The Subset v9 defined in the DestinationRule does not select any pods.",
+            ),
+            (
+                "IST0174",
+                "DestinationRule/default/fake",
+                "The host fake-host defined in the DestinationRule does not match any services in the mesh.",
+            ),
+        ],
+    )]);
+}
+
+#[test]
+fn analyze_suppress_annotation_silences_codes() {
+    run(&[(
+        "galley.istio.io/analyze-suppress",
+        &["IST0101", "IST0132"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: quiet
+  namespace: default
+  annotations: {galley.istio.io/analyze-suppress: "IST0132,IST0101"}
+spec:
+  hosts: [elsewhere.test]
+  gateways: [bogus]
+  http: [{route: [{destination: {host: nowhere}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: loud, namespace: default}
+spec:
+  hosts: [elsewhere.test]
+  gateways: [bogus]
+  http: [{route: [{destination: {host: reviews}}]}]
+"#,
+        &[
+            ("IST0101", "VirtualService/default/loud", "Referenced gateway not found"),
+            ("IST0132", "VirtualService/default/loud", "one or more host"),
+        ],
+    )]);
+}
+
+#[test]
+fn timestamps_order_by_instant() {
+    assert_eq!(timestamp("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(timestamp("2020-01-01T00:00:00Z"), Some(1_577_836_800));
+    assert_eq!(timestamp("2020-01-01T01:00:00+01:00"), Some(1_577_836_800));
+    assert_eq!(timestamp("2020-01-01T00:00:00.999Z"), Some(1_577_836_800));
+    assert_eq!(timestamp("2019-12-31T19:00:00-05:00"), Some(1_577_836_800));
+    assert_eq!(timestamp("yesterday"), None);
+    // Written later in another offset, but earlier in time.
+    assert!(timestamp("2020-01-01T00:30:00+01:00") < timestamp("2020-01-01T00:00:00Z"));
+}
+
+#[test]
+fn ist0002_deprecated_fields() {
+    run(&[(
+        "fault.delay.percent",
+        &["IST0002"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: foo}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http:
+  - fault: {delay: {percent: 50, fixedDelay: 5s}}
+    route: [{destination: {host: reviews.default.svc.cluster.local}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: current, namespace: foo}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  http:
+  - fault: {delay: {percentage: {value: 50}, fixedDelay: 5s}}
+    route: [{destination: {host: ratings.default.svc.cluster.local, port: {number: 9080}}}]
+"#,
+        &[(
+            "IST0002",
+            "VirtualService/foo/productpage",
+            "Deprecated: HTTPRoute.fault.delay.percent is deprecated; use HTTPRoute.fault.delay.percentage",
+        )],
+    )]);
+}
+
+#[test]
+fn ist0122_invalid_regexp() {
+    run(&[(
+        "regexes RE2 refuses, beside the schema error",
+        &["IST0122"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bad-match, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {regex: "[A-Z"}, headers: {x-user: {regex: "(?!admin).*"}}}]
+    route: [{destination: {host: reviews}}]
+"#,
+        &[
+            ("IST0122", "VirtualService/default/bad-match", "Field \"uri\" regular expression invalid: \"[A-Z\""),
+            (
+                "IST0122",
+                "VirtualService/default/bad-match",
+                "Field \"headers\" regular expression invalid: \"(?!admin).*\"",
+            ),
+        ],
+    )]);
+}
+
+#[test]
+fn ist0149_jwt_claim_routing_without_request_authentication() {
+    run(&[(
+        "claims on a gateway that applies here",
+        &["IST0149"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: foo, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{headers: {"@request.auth.claims.group": {exact: admin}}}]
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+"#,
+        &[(
+            "IST0149",
+            "VirtualService/default/foo",
+            "The virtual service uses the JWT claim based routing (key: @request.auth.claims.group) but found no request authentication for the gateway (istio-system/gw)",
+        )],
+    )]);
+}
+
+#[test]
+fn ist0173_subset_of_an_entry_without_endpoints() {
+    run(&[(
+        "no endpoint at all to select",
+        &["IST0173"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [api.example.org]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: external, namespace: default}
+spec:
+  host: api.example.org
+  subsets: [{name: v1, labels: {version: v1}}]
+"#,
+        &[(
+            "IST0173",
+            "DestinationRule/default/external",
+            "The Subset v1 defined in the DestinationRule does not select any pods.",
+        )],
+    )]);
+}
