@@ -28,6 +28,8 @@ pub struct Options {
     /// This instance's locality, `region/zone/subzone` (Istio's); `None` turns locality load
     /// balancing off.
     pub locality: Option<String>,
+    /// The Gateway API `gatewayClassName` this instance serves (`--gateway-class`).
+    pub gateway_class: String,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
             gateway_namespace: "istio-system".to_string(),
             locality: None,
+            gateway_class: "portico".to_string(),
         }
     }
 }
@@ -81,8 +84,11 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     // 2. Ingress → Gateway + VirtualServices (owned, so kept in a side vector).
     let ingresses: Vec<&Resource> = valid.iter().copied().filter(|r| r.kind() == Kind::Ingress).collect();
     let translated = ingress::translate(&ingresses, opts, &mut diags);
+    // 2b. Gateway API → Gateway + VirtualServices, with the status of every object we own.
+    let gateway_api = crate::gateway_api::translate(&valid, opts, &mut diags);
     let mut all: Vec<&Resource> = valid.iter().copied().filter(|r| r.kind() != Kind::Ingress).collect();
     all.extend(translated.iter());
+    all.extend(gateway_api.resources.iter());
     all.sort_by(|a, b| precedence(a, b));
 
     let of_kind = |k: Kind| -> Vec<&Resource> { all.iter().copied().filter(|r| r.kind() == k).collect() };
@@ -119,7 +125,8 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     b.analyze_destinations(&vss);
     analyze_reachability(&vss, &mut b.diags);
 
-    let Builder { mut diags, snapshot, .. } = b;
+    let Builder { mut diags, mut snapshot, .. } = b;
+    snapshot.gateway_api = gateway_api.statuses;
     diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
     diags.dedup();
     Compiled { snapshot, diagnostics: diags }

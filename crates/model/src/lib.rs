@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod duration;
+pub mod gateway_api;
 pub mod host;
 mod ingress;
 pub mod matcher;

@@ -44,6 +44,10 @@ struct InstanceArgs {
     /// load balancing (failover needs the DestinationRule's outlierDetection). Off when unset.
     #[arg(long, env = "PORTICO_LOCALITY", value_name = "REGION/ZONE/SUBZONE")]
     locality: Option<String>,
+    /// The Gateway API GatewayClass this instance serves (Gateways naming another class are
+    /// left to other controllers).
+    #[arg(long, env = "PORTICO_GATEWAY_CLASS", default_value = "portico")]
+    gateway_class: String,
 }
 
 #[derive(Args)]
@@ -126,7 +130,12 @@ fn options(i: &InstanceArgs) -> Result<Options> {
         }
         Some(l) => Some(l.to_string()),
     };
-    Ok(Options { labels: parse_labels(&i.labels)?, gateway_namespace: i.gateway_namespace.clone(), locality })
+    Ok(Options {
+        labels: parse_labels(&i.labels)?,
+        gateway_namespace: i.gateway_namespace.clone(),
+        locality,
+        gateway_class: i.gateway_class.clone(),
+    })
 }
 
 /// Load and compile; diagnostics of parsing and compiling together, sorted by place.
@@ -219,10 +228,16 @@ fn init_logging() -> run::LogControl {
 }
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
-    let (_, diags) = load_and_compile(args.paths, &args.instance)?;
+    let (compiled, diags) = load_and_compile(args.paths, &args.instance)?;
     let errors = diags.iter().filter(|d| d.is_error()).count();
     for d in &diags {
         println!("{d}");
+    }
+    // Gateway API status on stderr: stdout stays one diagnostic per line.
+    for st in &compiled.snapshot.gateway_api {
+        for line in st.lines() {
+            eprintln!("status {line}");
+        }
     }
     let warnings = diags.len() - errors;
     eprintln!("{errors} error(s), {warnings} warning(s)");
