@@ -439,22 +439,7 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
                     route.mirrors.clear();
                 } else if let Some((red, path)) = &redirect {
                     let mut red = red.clone();
-                    red.uri = path.as_ref().and_then(|pm| {
-                        modified_path(
-                            pm,
-                            value,
-                            part,
-                            &mut |msg| {
-                                diags.push(Diagnostic::warning(
-                                    r.origin.locate(&format!("{rpath}.filters")),
-                                    code::NOT_SUPPORTED,
-                                    r.key(),
-                                    format!("{rpath}: {msg}"),
-                                ))
-                            },
-                            true,
-                        )
-                    });
+                    red.uri = path.as_ref().and_then(|pm| modified_path(pm, value, part, true));
                     route.redirect = Some(red);
                 } else if dests.is_empty() {
                     route.direct_response = direct_500();
@@ -468,7 +453,7 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
                                 rw.uri_regex_rewrite =
                                     Some(RegexRewrite { match_: "^.*$".into(), rewrite: full.replace('\\', "\\\\") });
                             } else {
-                                rw.uri = modified_path(pm, value, part, &mut |_| {}, false);
+                                rw.uri = modified_path(pm, value, part, false);
                             }
                         }
                         route.rewrite = Some(rw);
@@ -503,26 +488,20 @@ enum PartKind {
 }
 
 /// The path a redirect or rewrite gives. Rewrites use Istio's `rewrite.uri`, which replaces the
-/// matched prefix of a prefix match and the whole path otherwise; a redirect's `uri` always
-/// replaces the whole path, so a prefix replacement there is only exact for the `/p` half.
-fn modified_path(
-    pm: &PathModifier,
-    _value: &str,
-    part: PartKind,
-    warn: &mut dyn FnMut(String),
-    redirect: bool,
-) -> Option<String> {
+/// matched prefix of a prefix match and the whole path otherwise; a redirect's `uri` replaces the
+/// whole path, except with the `%PREFIX(N)%` marker.
+fn modified_path(pm: &PathModifier, value: &str, part: PartKind, redirect: bool) -> Option<String> {
     if pm.type_ == "ReplaceFullPath" {
         return Some(pm.replace_full_path.clone().unwrap_or_else(|| "/".into()));
     }
     let r = pm.replace_prefix_match.clone().unwrap_or_else(|| "/".into());
     match part {
         PartKind::Exact | PartKind::PrefixExact | PartKind::Regex => Some(r),
+        // The data plane's `%PREFIX(N)%` marker: replace the matched `/p/` (N bytes).
         PartKind::Prefix if redirect => {
-            warn(
-                "a redirect with ReplacePrefixMatch keeps the request path below the prefix (not supported yet)".into(),
-            );
-            None
+            let p = value.trim_end_matches('/');
+            let n = if p.is_empty() { 1 } else { p.len() + 1 };
+            Some(format!("%PREFIX({n})%{}/", r.trim_end_matches('/')))
         }
         PartKind::Prefix => Some(format!("{}/", r.trim_end_matches('/'))),
     }
