@@ -1,6 +1,7 @@
 //! `portico`: run the gateway, validate config, print routes (DESIGN.md §5).
 
 mod admin;
+mod convert;
 mod files;
 mod run;
 mod sink;
@@ -27,6 +28,22 @@ enum Command {
     Validate(ValidateArgs),
     /// Print the listeners, server blocks, virtual hosts and routes this instance would serve.
     Routes(RoutesArgs),
+    /// Turn Ingress resources (with ingress-nginx annotations) into Istio or Gateway API YAML
+    /// on stdout; every annotation that cannot be carried over is reported on stderr.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// Files or directories (recursively: *.yaml, *.yml, *.json).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Output API: Istio Gateway + VirtualService, or Gateway API Gateway + HTTPRoute.
+    #[arg(long, default_value = "istio", value_name = "istio|gateway-api")]
+    to: String,
+    /// Namespace for resources that do not name one.
+    #[arg(long, env = "PORTICO_NAMESPACE", default_value = "default")]
+    namespace: String,
 }
 
 #[derive(Args, Clone)]
@@ -257,6 +274,25 @@ fn routes(args: RoutesArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn convert_cmd(args: ConvertArgs) -> Result<ExitCode> {
+    let target = match args.to.as_str() {
+        "istio" => convert::Target::Istio,
+        "gateway-api" => convert::Target::GatewayApi,
+        other => anyhow::bail!("--to: `{other}` is not istio or gateway-api"),
+    };
+    let mut source = files::FileSource::new(args.paths, &args.namespace);
+    let load = source.load();
+    let out = convert::convert(&load.resources, target);
+    print!("{}", out.yaml);
+    let mut findings = convert::load_findings(&load.diagnostics);
+    findings.extend(out.findings);
+    for f in &findings {
+        eprintln!("{}: warning {}", f.at, f.message);
+    }
+    eprintln!("{} finding(s)", findings.len());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -266,6 +302,7 @@ fn main() -> ExitCode {
         }
         Command::Validate(a) => validate(a),
         Command::Routes(a) => routes(a),
+        Command::Convert(a) => convert_cmd(a),
     };
     match result {
         Ok(code) => code,

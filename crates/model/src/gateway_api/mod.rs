@@ -435,14 +435,15 @@ fn gateway<'a>(
             }
         }
         if conflict {
-            conds.push(Condition::bad(
-                "Conflicted",
-                "ProtocolConflict",
-                "another listener uses this port with another protocol or the same hostname",
-            ));
+            conds.push(Condition {
+                type_: "Conflicted",
+                status: "True",
+                reason: "ProtocolConflict",
+                message: "another listener uses this port with another protocol or the same hostname".into(),
+            });
             valid = false;
         } else {
-            conds.push(Condition::ok("Conflicted", "NoConflicts"));
+            conds.push(Condition::not("Conflicted", "NoConflicts"));
         }
         conds.push(if valid {
             Condition::ok("Accepted", "Accepted")

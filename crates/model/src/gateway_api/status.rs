@@ -24,6 +24,11 @@ impl Condition {
         Condition { type_, status: "False", reason, message: message.into() }
     }
 
+    /// A condition whose good state is `False` (`Conflicted`).
+    pub fn not(type_: &'static str, reason: &'static str) -> Self {
+        Condition { type_, status: "False", reason, message: String::new() }
+    }
+
     pub fn is_true(&self) -> bool {
         self.status == "True"
     }
