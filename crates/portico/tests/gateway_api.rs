@@ -633,3 +633,50 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// Status conditions with the spec's reasons, as `portico routes` and `/config_dump` show them.
+#[test]
+fn status_conditions_are_reported() {
+    let Some(root) = corpus() else {
+        eprintln!("note: ../shared/conformance/gateway-api not found: status test skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("crates/portico/tests/fixtures/gateway-api/base.yaml")).unwrap();
+    std::fs::write(dir.path().join("base.yaml"), base).unwrap();
+    for f in [
+        "httproute-disallowed-kind.yaml",
+        "gateway-invalid-route-kind.yaml",
+        "httproute-invalid-reference-grant.yaml",
+        "httproute-invalid-parentref-not-matching-section-name.yaml",
+    ] {
+        let text =
+            std::fs::read_to_string(root.join("conformance/tests").join(f)).unwrap().replace("{GATEWAY_CLASS_NAME}", "portico");
+        std::fs::write(dir.path().join(f), text).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["routes", "--config"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "GatewayClass//portico Accepted=True Accepted",
+        "HTTPRoute/gateway-conformance-infra/disallowed-kind parent gateway-conformance-infra/tlsroutes-only Accepted=False NotAllowedByListeners",
+        "Gateway/gateway-conformance-infra/gateway-only-invalid-route-kind listener http (attachedRoutes 0) ResolvedRefs=False InvalidRouteKinds",
+        "HTTPRoute/gateway-conformance-infra/reference-grant parent gateway-conformance-infra/same-namespace ResolvedRefs=False RefNotPermitted",
+        "Gateway/gateway-conformance-infra/same-namespace listener http (attachedRoutes 1) Programmed=True Programmed",
+        "Accepted=False NoMatchingParent",
+    ] {
+        assert!(text.contains(want), "missing `{want}` in:\n{text}");
+    }
+
+    // The same in /config_dump.
+    let gw = start_gateway(dir.path(), &["--port-map", &format!("8001={}", free_port()), "--port-map", &format!("8002={}", free_port())]);
+    let dump = get(gw.admin_port, "localhost", "/config_dump", &[]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
+    let statuses = v["snapshot"]["gateway_api"].as_array().expect("gateway_api status in /config_dump");
+    let route = statuses.iter().find(|s| s["kind"] == "HTTPRoute" && s["name"] == "disallowed-kind").expect("route status");
+    let accepted = &route["parents"][0]["conditions"][0];
+    assert_eq!((accepted["type"].as_str(), accepted["status"].as_str(), accepted["reason"].as_str()), (Some("Accepted"), Some("False"), Some("NotAllowedByListeners")));
+}
