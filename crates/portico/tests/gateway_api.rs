@@ -523,7 +523,10 @@ fn cases() -> Vec<Case> {
         case(
             "HTTPRouteRequestMirror",
             &["httproute-request-mirror.yaml"],
-            vec![to("/mirror", v1), to("/mirror-and-modify-headers", v1).seen_hdr("X-Header-Set", "set-overwrites-values")],
+            vec![
+                to("/mirror", v1),
+                to("/mirror-and-modify-headers", v1).seen_hdr("X-Header-Set", "set-overwrites-values"),
+            ],
         ),
     ]
 }
@@ -650,15 +653,13 @@ fn status_conditions_are_reported() {
         "httproute-invalid-reference-grant.yaml",
         "httproute-invalid-parentref-not-matching-section-name.yaml",
     ] {
-        let text =
-            std::fs::read_to_string(root.join("conformance/tests").join(f)).unwrap().replace("{GATEWAY_CLASS_NAME}", "portico");
+        let text = std::fs::read_to_string(root.join("conformance/tests").join(f))
+            .unwrap()
+            .replace("{GATEWAY_CLASS_NAME}", "portico");
         std::fs::write(dir.path().join(f), text).unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["routes", "--config"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_portico")).args(["routes", "--config"]).arg(dir.path()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
         "GatewayClass//portico Accepted=True Accepted",
@@ -672,11 +673,98 @@ fn status_conditions_are_reported() {
     }
 
     // The same in /config_dump.
-    let gw = start_gateway(dir.path(), &["--port-map", &format!("8001={}", free_port()), "--port-map", &format!("8002={}", free_port())]);
+    let gw = start_gateway(
+        dir.path(),
+        &["--port-map", &format!("8001={}", free_port()), "--port-map", &format!("8002={}", free_port())],
+    );
     let dump = get(gw.admin_port, "localhost", "/config_dump", &[]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&dump.body).unwrap();
     let statuses = v["snapshot"]["gateway_api"].as_array().expect("gateway_api status in /config_dump");
-    let route = statuses.iter().find(|s| s["kind"] == "HTTPRoute" && s["name"] == "disallowed-kind").expect("route status");
+    let route =
+        statuses.iter().find(|s| s["kind"] == "HTTPRoute" && s["name"] == "disallowed-kind").expect("route status");
     let accepted = &route["parents"][0]["conditions"][0];
-    assert_eq!((accepted["type"].as_str(), accepted["status"].as_str(), accepted["reason"].as_str()), (Some("Accepted"), Some("False"), Some("NotAllowedByListeners")));
+    assert_eq!(
+        (accepted["type"].as_str(), accepted["status"].as_str(), accepted["reason"].as_str()),
+        (Some("Accepted"), Some("False"), Some("NotAllowedByListeners"))
+    );
+}
+
+/// GRPCRoute method matching (gRPC over h2c, curl as the client) and TCPRoute weights, from
+/// the suite's manifests.
+#[test]
+fn grpc_and_tcp_routes_are_routed() {
+    let Some(root) = corpus() else {
+        eprintln!("note: ../shared/conformance/gateway-api not found: GRPCRoute/TCPRoute skipped");
+        return;
+    };
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIP: curl is not installed");
+        return;
+    }
+    let mut procs = Vec::new();
+    let mut entries = String::new();
+    for (name, svc_port, proto) in [
+        ("grpc-infra-backend-v1", 8080, "GRPC"),
+        ("grpc-infra-backend-v2", 8080, "GRPC"),
+        ("tcp-backend-v1", 3000, "TCP"),
+        ("tcp-backend-v2", 3000, "TCP"),
+        ("tcp-backend-v3", 3000, "TCP"),
+    ] {
+        let port = free_port();
+        procs.push(echo_backend(port, name));
+        wait_port(port);
+        entries.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {INFRA}}}\n\
+             spec:\n  hosts: [{name}.{INFRA}.svc.cluster.local]\n  resolution: STATIC\n  location: MESH_INTERNAL\n\
+             \x20 ports: [{{number: {svc_port}, name: p, protocol: {proto}}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{p: {port}}}}}]\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("crates/portico/tests/fixtures/gateway-api/base.yaml")).unwrap();
+    std::fs::write(dir.path().join("base.yaml"), format!("{base}\n{entries}")).unwrap();
+    for f in ["grpcroute-exact-method-matching.yaml", "tcproute-weighted-routing.yaml"] {
+        let text = std::fs::read_to_string(root.join("conformance/tests").join(f))
+            .unwrap()
+            .replace("{GATEWAY_CLASS_NAME}", "portico");
+        std::fs::write(dir.path().join(f), text).unwrap();
+    }
+    let tcp = free_port();
+    let gw = start_gateway(
+        dir.path(),
+        &[
+            "--port-map",
+            &format!("9300={tcp}"),
+            "--port-map",
+            &format!("8001={}", free_port()),
+            "--port-map",
+            &format!("8002={}", free_port()),
+        ],
+    );
+    let grpc = |method: &str| -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-", "-X", "POST"])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers", "--data-binary", ""])
+            .arg(format!(
+                "http://127.0.0.1:{}/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/{method}",
+                gw.http_port
+            ))
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        head.lines().find_map(|l| l.strip_prefix("x-backend: ")).unwrap_or("-").trim().to_string()
+    };
+    assert_eq!(grpc("Echo"), "grpc-infra-backend-v1");
+    assert_eq!(grpc("EchoTwo"), "grpc-infra-backend-v2");
+    assert_eq!(grpc("EchoThree"), "-", "no rule matches: no backend answers");
+
+    // TCPRoute 70/30/0 over 100 connections: v1 mean 70, sd ≈ 4.6; 50..=90 is over 4 sd.
+    wait_port(tcp);
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..100 {
+        let r = get(tcp, "tcp.example", "/", &[]).unwrap();
+        *seen.entry(r.header("x-backend").unwrap_or("-").to_string()).or_default() += 1;
+    }
+    let v1 = seen.get("tcp-backend-v1").copied().unwrap_or(0);
+    let v2 = seen.get("tcp-backend-v2").copied().unwrap_or(0);
+    assert!(v1 + v2 == 100 && (50..=90).contains(&v1), "TCPRoute 70/30/0 answered {seen:?}");
 }
