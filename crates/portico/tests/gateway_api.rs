@@ -506,6 +506,28 @@ fn cases() -> Vec<Case> {
             ],
         },
         case(
+            "GatewayHTTPListenerIsolation",
+            &["gateway-http-listener-isolation.yaml"],
+            vec![
+                to("/empty-hostname", v1).host("bar.com"),
+                status("/wildcard-example-com", 404).host("bar.com"),
+                status("/wildcard-foo-example-com", 404).host("bar.com"),
+                status("/abc-foo-example-com", 404).host("bar.com"),
+                to("/wildcard-example-com", v1).host("bar.example.com"),
+                status("/empty-hostname", 404).host("bar.example.com"),
+                status("/wildcard-foo-example-com", 404).host("bar.example.com"),
+                status("/abc-foo-example-com", 404).host("bar.example.com"),
+                to("/wildcard-foo-example-com", v1).host("bar.foo.example.com"),
+                status("/empty-hostname", 404).host("bar.foo.example.com"),
+                status("/wildcard-example-com", 404).host("bar.foo.example.com"),
+                status("/abc-foo-example-com", 404).host("bar.foo.example.com"),
+                to("/abc-foo-example-com", v1).host("abc.foo.example.com"),
+                status("/empty-hostname", 404).host("abc.foo.example.com"),
+                status("/wildcard-example-com", 404).host("abc.foo.example.com"),
+                status("/wildcard-foo-example-com", 404).host("abc.foo.example.com"),
+            ],
+        ),
+        case(
             "HTTPRouteOmittedBackendRefs",
             &["httproute-omitted-backendrefs.yaml"],
             vec![status("/omitted-no-forward", 500), status("/empty-no-forward", 500), to("/", v1)],
@@ -767,4 +789,77 @@ fn grpc_and_tcp_routes_are_routed() {
     let v1 = seen.get("tcp-backend-v1").copied().unwrap_or(0);
     let v2 = seen.get("tcp-backend-v2").copied().unwrap_or(0);
     assert!(v1 + v2 == 100 && (50..=90).contains(&v1), "TCPRoute 70/30/0 answered {seen:?}");
+}
+
+/// A ClientHello for `sni`, as a real TLS client sends it.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+/// TLSRoute passthrough: the connection is relayed by SNI, untouched, to the route's backend.
+#[test]
+fn tlsroute_passthrough_relays_by_sni() {
+    use std::io::{Read, Write};
+    let Some(root) = corpus() else {
+        eprintln!("note: ../shared/conformance/gateway-api not found: TLSRoute skipped");
+        return;
+    };
+    // The backend: answers a connection that starts with a TLS handshake record by its name.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(3) {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 5];
+            if s.read_exact(&mut buf).is_ok() && buf[0] == 0x16 {
+                let _ = s.write_all(b"tcp-backend saw a ClientHello");
+            }
+        }
+    });
+    let entry = format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: tcp-backend, namespace: {INFRA}}}\n\
+         spec:\n  hosts: [tcp-backend.{INFRA}.svc.cluster.local]\n  resolution: STATIC\n  location: MESH_INTERNAL\n\
+         \x20 ports: [{{number: 8443, name: tls, protocol: TLS}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tls: {backend_port}}}}}]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("crates/portico/tests/fixtures/gateway-api/base.yaml")).unwrap();
+    std::fs::write(dir.path().join("base.yaml"), format!("{base}\n{entry}")).unwrap();
+    let text = std::fs::read_to_string(root.join("conformance/tests/tlsroute-simple-same-namespace.yaml"))
+        .unwrap()
+        .replace("{GATEWAY_CLASS_NAME}", "portico");
+    std::fs::write(dir.path().join("tlsroute.yaml"), text).unwrap();
+    let tls = free_port();
+    let _gw = start_gateway(
+        dir.path(),
+        &[
+            "--port-map",
+            &format!("443={tls}"),
+            "--port-map",
+            &format!("8001={}", free_port()),
+            "--port-map",
+            &format!("8002={}", free_port()),
+        ],
+    );
+    wait_port(tls);
+    let exchange = |sni: &str| -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", tls)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s.write_all(&client_hello(sni)).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    };
+    assert_eq!(exchange("abc.example.com"), "tcp-backend saw a ClientHello");
+    // A name the route does not list (though the listener's `*.example.com` would take it).
+    assert!(!exchange("other.example.com").contains("tcp-backend"));
 }
