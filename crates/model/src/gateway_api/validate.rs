@@ -19,6 +19,18 @@ struct Cx<'r> {
 }
 
 impl Cx<'_> {
+    /// A field that parses but that Portico does not act on yet.
+    fn ignored(&mut self, path: &str, set: bool) {
+        if set {
+            self.out.push(Diagnostic::warning(
+                self.res.origin.locate(path),
+                code::NOT_SUPPORTED,
+                self.key.clone(),
+                format!("{path}: not supported yet; ignored"),
+            ));
+        }
+    }
+
     fn error(&mut self, path: &str, msg: impl fmt::Display) {
         self.out.push(Diagnostic::error(
             self.res.origin.locate(path),
@@ -139,6 +151,7 @@ fn path_error(s: &str) -> Option<&'static str> {
 }
 
 fn gateway_class(cx: &mut Cx<'_>, g: &GatewayClass) {
+    cx.ignored("spec.parametersRef", g.parameters_ref.is_some());
     // `controllerName`: a domain-prefixed path, `example.net/gateway-controller`.
     let ok = g.controller_name.split_once('/').is_some_and(|(d, p)| is_dns_subdomain(d) && !p.is_empty());
     if !ok {
@@ -150,6 +163,11 @@ fn gateway_class(cx: &mut Cx<'_>, g: &GatewayClass) {
 }
 
 fn gateway(cx: &mut Cx<'_>, g: &KubeGateway) {
+    cx.ignored("spec.infrastructure", g.infrastructure.is_some());
+    cx.ignored("spec.backendTLS", g.backend_tls.is_some());
+    cx.ignored("spec.tls", g.tls.is_some());
+    cx.ignored("spec.allowedListeners", g.allowed_listeners.is_some());
+    cx.ignored("spec.defaultScope", g.default_scope.is_some());
     if g.gateway_class_name.is_empty() {
         cx.error("spec.gatewayClassName", "required");
     }
@@ -194,6 +212,9 @@ fn gateway(cx: &mut Cx<'_>, g: &KubeGateway) {
             cx.error(&format!("{p}.tls"), format!("tls must not be set for protocol {}", l.protocol));
         }
         if let Some(t) = &l.tls {
+            cx.ignored(&format!("{p}.tls.frontendValidation"), t.frontend_validation.is_some());
+            cx.ignored(&format!("{p}.tls.options"), !t.options.is_empty());
+            cx.ignored(&format!("{p}.tls.certificateRefs[1]"), t.certificate_refs.len() > 1);
             match t.mode.as_deref() {
                 None | Some("Terminate") => {
                     if t.certificate_refs.is_empty()
@@ -565,6 +586,7 @@ fn http_route(cx: &mut Cx<'_>, h: &HttpRoute) {
                 }
             }
         }
+        cx.ignored(&format!("{rp}.sessionPersistence"), rule.session_persistence.is_some());
         filters(cx, &rp, &rule.filters, true, !rule.backend_refs.is_empty(), only_prefix);
         for (bi, b) in rule.backend_refs.iter().enumerate() {
             let bp = format!("{rp}.backendRefs[{bi}]");
@@ -613,6 +635,7 @@ fn grpc_route(cx: &mut Cx<'_>, g: &GrpcRoute) {
             }
             value_matches(cx, &mp, "headers", &m.headers, true);
         }
+        cx.ignored(&format!("{rp}.sessionPersistence"), rule.session_persistence.is_some());
         filters(cx, &rp, &rule.filters, false, !rule.backend_refs.is_empty(), false);
         for (bi, b) in rule.backend_refs.iter().enumerate() {
             backend_ref(cx, &format!("{rp}.backendRefs[{bi}]"), b);
