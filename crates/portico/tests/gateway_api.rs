@@ -863,3 +863,108 @@ fn tlsroute_passthrough_relays_by_sni() {
     // A name the route does not list (though the listener's `*.example.com` would take it).
     assert!(!exchange("other.example.com").contains("tcp-backend"));
 }
+
+/// HTTPRoute on HTTPS listeners (`httproute-https-listener`): TLS terminated with the
+/// certificateRefs Secret, routes bound by hostname and sectionName; curl as the client.
+#[test]
+fn https_listener_routes() {
+    let Some(root) = corpus() else {
+        eprintln!("note: ../shared/conformance/gateway-api not found: HTTPS listener skipped");
+        return;
+    };
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIP: curl is not installed");
+        return;
+    }
+    let backends = backends();
+    let cert = rcgen::generate_simple_self_signed(vec!["example.org".into(), "second-example.org".into()]).unwrap();
+    let indent = |p: String| p.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
+    let gateway = format!(
+        r#"---
+apiVersion: v1
+kind: Secret
+metadata: {{name: tls-validity-checks-certificate, namespace: {INFRA}}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{}
+  tls.key: |
+{}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: same-namespace-with-https-listener, namespace: {INFRA}}}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    allowedRoutes: {{namespaces: {{from: Same}}}}
+    tls: {{certificateRefs: [{{kind: Secret, group: "", name: tls-validity-checks-certificate}}]}}
+  - name: https-with-hostname
+    port: 443
+    protocol: HTTPS
+    hostname: second-example.org
+    allowedRoutes: {{namespaces: {{from: Same}}}}
+    tls: {{certificateRefs: [{{kind: Secret, group: "", name: tls-validity-checks-certificate}}]}}
+"#,
+        indent(cert.cert.pem()),
+        indent(cert.signing_key.serialize_pem())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("crates/portico/tests/fixtures/gateway-api/base.yaml")).unwrap();
+    std::fs::write(dir.path().join("base.yaml"), format!("{base}\n{}\n{gateway}", backends.entries)).unwrap();
+    let text = std::fs::read_to_string(root.join("conformance/tests/httproute-https-listener.yaml")).unwrap();
+    std::fs::write(dir.path().join("routes.yaml"), text).unwrap();
+    let https = free_port();
+    let _gw = start_gateway(
+        dir.path(),
+        &[
+            "--port-map",
+            &format!("443={https}"),
+            "--port-map",
+            &format!("8001={}", free_port()),
+            "--port-map",
+            &format!("8002={}", free_port()),
+        ],
+    );
+    wait_port(https);
+    let call = |host: &str| -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "-k", "--max-time", "10", "-o", "/dev/null", "-D", "-", "--resolve"])
+            .arg(format!("{host}:{https}:127.0.0.1"))
+            .arg(format!("https://{host}:{https}/"))
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        let status = head.lines().next().unwrap_or("").split(' ').nth(1).unwrap_or("-").to_string();
+        let backend = head.lines().find_map(|l| l.strip_prefix("x-backend: ")).unwrap_or("-").trim().to_string();
+        format!("{status} {backend}")
+    };
+    assert_eq!(call("example.org"), "200 infra-backend-v1");
+    assert_eq!(call("second-example.org"), "200 infra-backend-v2");
+    assert_eq!(call("unknown-example.org"), "404 -");
+}
+
+/// Only Gateways of `--gateway-class` are served.
+#[test]
+fn gateway_class_flag_selects_the_gateways_served() {
+    let base = repo("crates/portico/tests/fixtures/gateway-api/base.yaml");
+    let routes = |class: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["routes", "--gateway-class", class, "--config"])
+            .arg(&base)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let ours = routes("portico");
+    assert!(
+        ours.contains("port 8001 (HTTP)")
+            && ours.contains("Gateway/gateway-conformance-infra/all-namespaces Accepted=True"),
+        "{ours}"
+    );
+    let other = routes("someone-else");
+    assert!(!other.contains("port 8001") && !other.contains("gateway api status"), "{other}");
+}

@@ -148,7 +148,8 @@ fn listener_kinds(l: &Listener) -> Option<(&'static str, Vec<&'static str>)> {
 
 fn synthetic(origin_res: &Resource, ns: &str, name: String, spec: Spec) -> Resource {
     Resource {
-        api_version: "networking.istio.io/v1".into(),
+        // Provenance: what this Istio object was generated from (TLS looks secrets up by it).
+        api_version: format!("{GATEWAY_API_GROUP}/v1"),
         meta: ObjectMeta {
             name,
             namespace: ns.to_string(),
