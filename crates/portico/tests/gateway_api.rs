@@ -528,6 +528,26 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "HTTPRouteCORS (preflight, allowed origins)",
+            &["httproute-cors.yaml"],
+            vec![
+                status("/cors-1", 200)
+                    .method("OPTIONS")
+                    .hdr("Origin", "https://www.foo.com")
+                    .hdr("Access-Control-Request-Method", "GET")
+                    .resp_hdr("access-control-allow-origin", "https://www.foo.com"),
+                status("/cors-1", 200)
+                    .method("OPTIONS")
+                    .hdr("Origin", "https://api.bar.com")
+                    .hdr("Access-Control-Request-Method", "GET")
+                    .resp_hdr("access-control-allow-origin", "https://api.bar.com"),
+                to("/cors-1", v1)
+                    .hdr("Origin", "https://www.foo.com")
+                    .resp_hdr("access-control-allow-origin", "https://www.foo.com"),
+                to("/cors-1", v1).hdr("Origin", "https://evil.com").resp_absent("access-control-allow-origin"),
+            ],
+        ),
+        case(
             "HTTPRouteOmittedBackendRefs",
             &["httproute-omitted-backendrefs.yaml"],
             vec![status("/omitted-no-forward", 500), status("/empty-no-forward", 500), to("/", v1)],

@@ -339,13 +339,15 @@ fn gateway<'a>(
             continue;
         };
         // Same port, different protocol family: a conflict the spec says to report on both.
-        let conflict = g.listeners.iter().enumerate().any(|(j, o)| {
+        let protocol_conflict = g.listeners.iter().enumerate().any(|(j, o)| {
             j != i && o.port == l.port && listener_kinds(o).is_some_and(|(p, _)| l4_family(p) != l4_family(protocol))
-        }) || g
+        });
+        let hostname_conflict = g
             .listeners
             .iter()
             .enumerate()
             .any(|(j, o)| j != i && o.port == l.port && o.protocol == l.protocol && o.hostname == l.hostname);
+        let conflict = protocol_conflict || hostname_conflict;
         // Allowed kinds: the listener's kinds, narrowed by `allowedRoutes.kinds`.
         let mut kinds = supported.clone();
         let mut resolved = Condition::ok("ResolvedRefs", "ResolvedRefs");
@@ -439,8 +441,12 @@ fn gateway<'a>(
             conds.push(Condition {
                 type_: "Conflicted",
                 status: "True",
-                reason: "ProtocolConflict",
-                message: "another listener uses this port with another protocol or the same hostname".into(),
+                reason: if protocol_conflict { "ProtocolConflict" } else { "HostnameConflict" },
+                message: if protocol_conflict {
+                    "another listener uses this port with an incompatible protocol".into()
+                } else {
+                    "another listener uses this port, protocol and hostname".into()
+                },
             });
             valid = false;
         } else {
@@ -465,7 +471,7 @@ fn gateway<'a>(
                 format!(
                     "{path}: listener `{}`: {} {}",
                     l.name,
-                    if conflict { "Conflicted=True ProtocolConflict;" } else { "" },
+                    if conflict { "Conflicted=True;" } else { "" },
                     format_args!("ResolvedRefs={} {}: {}", resolved.status, resolved.reason, resolved.message)
                 ),
             ));

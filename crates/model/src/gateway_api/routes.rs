@@ -9,9 +9,9 @@ use super::{name_part, resolve_backend, synthetic, Backend, Bound, World};
 use portico_api::diag::code;
 use portico_api::gateway_api::{BackendRef, HeaderModifier, HttpRouteFilter, PathModifier, ValueMatch};
 use portico_api::istio::{
-    Destination, HeaderOperations, Headers, HttpBody, HttpDirectResponse, HttpMatchRequest, HttpMirrorPolicy,
-    HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, HttpRouteDestination, Percent, PortSelector, RegexRewrite,
-    RouteDestination, StringMatch, TcpRoute, TlsMatchAttributes, TlsRoute, VirtualService,
+    CorsPolicy, Destination, HeaderOperations, Headers, HttpBody, HttpDirectResponse, HttpMatchRequest,
+    HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, HttpRouteDestination, Percent, PortSelector,
+    RegexRewrite, RouteDestination, StringMatch, TcpRoute, TlsMatchAttributes, TlsRoute, VirtualService,
 };
 use portico_api::{Diagnostic, Resource, Spec};
 use std::cmp::Reverse;
@@ -255,6 +255,7 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
         let mut rewrite: Option<(Option<String>, Option<PathModifier>)> = None;
         let mut mirrors = Vec::new();
         let mut fail: Option<String> = None;
+        let mut cors: Option<CorsPolicy> = None;
         for (fi, f) in rule.filters.iter().enumerate() {
             let fpath = format!("{rpath}.filters[{fi}]");
             match f.type_.as_str() {
@@ -314,12 +315,7 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
                         }
                     }
                 }
-                "CORS" => diags.push(Diagnostic::warning(
-                    r.origin.locate(&fpath),
-                    code::NOT_SUPPORTED,
-                    r.key(),
-                    format!("{fpath}: the CORS filter is not supported yet; ignored"),
-                )),
+                "CORS" => cors = f.cors.as_ref().map(cors_policy),
                 other => {
                     // ExtensionRef, ExternalAuth…: failing closed is the spec's rule for a filter
                     // the implementation cannot apply (a skipped auth filter would open the route).
@@ -432,6 +428,7 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
                     retries: rule.retry.clone(),
                     mirrors: mirrors.clone(),
                     headers: (headers.request.is_some() || headers.response.is_some()).then(|| headers.clone()),
+                    cors_policy: cors.clone(),
                     ..Default::default()
                 };
                 if fail.is_some() {
@@ -504,6 +501,39 @@ fn modified_path(pm: &PathModifier, value: &str, part: PartKind, redirect: bool)
             Some(format!("%PREFIX({n})%{}/", r.trim_end_matches('/')))
         }
         PartKind::Prefix => Some(format!("{}/", r.trim_end_matches('/'))),
+    }
+}
+
+/// The Gateway API's CORS filter as Istio's `corsPolicy`: origins with a `*` become anchored
+/// regexes (`https://*.bar.com`), `*` alone any origin.
+fn cors_policy(v: &serde_json::Value) -> CorsPolicy {
+    let list = |k: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(|x| x.as_array())
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let allow_origins = list("allowOrigins")
+        .into_iter()
+        .map(|o| {
+            if o == "*" {
+                StringMatch { regex: Some(".*".into()), ..Default::default() }
+            } else if o.contains('*') {
+                let re = o.split('*').map(regex::escape).collect::<Vec<_>>().join("[^/]*");
+                StringMatch { regex: Some(re), ..Default::default() }
+            } else {
+                StringMatch { exact: Some(o), ..Default::default() }
+            }
+        })
+        .collect();
+    CorsPolicy {
+        allow_origins,
+        allow_methods: list("allowMethods"),
+        allow_headers: list("allowHeaders"),
+        expose_headers: list("exposeHeaders"),
+        max_age: v.get("maxAge").and_then(|m| m.as_i64()).map(|s| format!("{s}s")),
+        allow_credentials: v.get("allowCredentials").and_then(|b| b.as_bool()),
+        ..Default::default()
     }
 }
 
