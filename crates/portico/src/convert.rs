@@ -576,9 +576,6 @@ fn gateway_api(plan: &Plan<'_>, docs: &mut Vec<Value>, findings: &mut Vec<Findin
             if n.connect_timeout.is_some() {
                 note("proxy-connect-timeout: not carried over (the Gateway API has no connect timeout)");
             }
-            if n.cors.is_some() {
-                note("CORS: not carried over (the Gateway API's CORS filter is experimental)");
-            }
             let regex_rewrite = n.rewrite_target.as_deref().is_some_and(|t| t.contains('$'));
             if regex_rewrite {
                 note("rewrite-target with capture groups: not carried over (the Gateway API rewrites a prefix or the full path only)");
@@ -593,6 +590,9 @@ fn gateway_api(plan: &Plan<'_>, docs: &mut Vec<Value>, findings: &mut Vec<Findin
             let mut filters = Vec::new();
             if let Some(t) = n.rewrite_target.as_deref().filter(|_| !regex_rewrite) {
                 filters.push(json!({"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": t}}}));
+            }
+            if let Some(c) = &n.cors {
+                filters.push(json!({"type": "CORS", "cors": gateway_api_cors(c)}));
             }
             let mut rule = json!({"matches": [pm.clone()], "filters": filters});
             if let Some(t) = &n.read_timeout {
@@ -651,6 +651,31 @@ fn gateway_api(plan: &Plan<'_>, docs: &mut Vec<Value>, findings: &mut Vec<Findin
             "spec": {"parentRefs": parents, "hostnames": hostnames, "rules": out_rules},
         }));
     }
+}
+
+/// The Istio-shaped CORS policy as the Gateway API's CORS filter.
+fn gateway_api_cors(c: &Value) -> Value {
+    let origins: Vec<Value> = c["allowOrigins"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| match (o["exact"].as_str(), o["regex"].as_str()) {
+                    (Some(e), _) => Some(json!(e)),
+                    (None, Some(".*")) => Some(json!("*")),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let max_age = c["maxAge"].as_str().and_then(|m| m.trim_end_matches('s').parse::<u64>().ok());
+    json!({
+        "allowOrigins": origins,
+        "allowMethods": c["allowMethods"],
+        "allowHeaders": c["allowHeaders"],
+        "exposeHeaders": c["exposeHeaders"],
+        "allowCredentials": c["allowCredentials"],
+        "maxAge": max_age,
+    })
 }
 
 fn escape_regex(s: &str) -> String {
