@@ -110,6 +110,7 @@ fn converted_yaml_validates_and_routes_like_the_original() {
         ("unknown.example.com", "/", never),
     ];
     let gw = start_gateway(orig.path(), &["--port-map", &format!("443={}", free_port())]);
+    wait_port(gw.http_port);
     let want = answers(gw.http_port, &reqs);
     drop(gw);
     // The expectation itself, so a broken original cannot make the comparison pass.
@@ -120,6 +121,7 @@ fn converted_yaml_validates_and_routes_like_the_original() {
         let dir = tempfile::tempdir().unwrap();
         write_dir(dir.path(), &[("converted.yaml", yaml.clone()), ("registry.yaml", reg.clone())]);
         let gw = start_gateway(dir.path(), &["--port-map", &format!("443={}", free_port())]);
+        wait_port(gw.http_port);
         assert_eq!(answers(gw.http_port, &reqs), want, "{name} routes differently from the original");
         // What only the converted YAML does: the canary by header and by weight, the rewrite.
         let r = get(gw.http_port, "shop.example.com", "/api/v1", &[("x-canary", "always")]).unwrap();
