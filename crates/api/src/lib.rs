@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod diag;
+pub mod gateway_api;
 pub mod istio;
 pub mod k8s;
 pub mod resource;

@@ -1,6 +1,7 @@
 //! A parsed resource: its identity, where it came from, and its typed spec.
 
 use crate::diag::Location;
+use crate::gateway_api::{GatewayClass, GrpcRoute, HttpRoute, KubeGateway, L4Route, ReferenceGrant};
 use crate::istio::{DestinationRule, Gateway, ServiceEntry, VirtualService};
 use crate::k8s::{Ingress, ObjectMeta, Secret};
 use serde::Serialize;
@@ -16,6 +17,18 @@ pub enum Kind {
     ServiceEntry,
     Secret,
     Ingress,
+    // Gateway API (`gateway.networking.k8s.io`).
+    GatewayClass,
+    /// The Gateway API's `Gateway` (printed `Gateway.gateway.networking.k8s.io`, as kubectl
+    /// names it, so it is never mistaken for Istio's).
+    KubeGateway,
+    HttpRoute,
+    GrpcRoute,
+    TlsRoute,
+    TcpRoute,
+    ReferenceGrant,
+    /// A Kubernetes Namespace: only its labels are read (Gateway `allowedRoutes` selectors).
+    Namespace,
 }
 
 impl Kind {
@@ -27,6 +40,14 @@ impl Kind {
             Kind::ServiceEntry => "ServiceEntry",
             Kind::Secret => "Secret",
             Kind::Ingress => "Ingress",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::KubeGateway => "Gateway.gateway.networking.k8s.io",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::TlsRoute => "TLSRoute",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Namespace => "Namespace",
         }
     }
 
@@ -41,9 +62,42 @@ impl Kind {
             ("networking.istio.io", "DestinationRule") if is_istio_version(version) => Some(Kind::DestinationRule),
             ("networking.istio.io", "ServiceEntry") if is_istio_version(version) => Some(Kind::ServiceEntry),
             ("", "Secret") if version == "v1" => Some(Kind::Secret),
+            ("", "Namespace") if version == "v1" => Some(Kind::Namespace),
             ("networking.k8s.io", "Ingress") if version == "v1" => Some(Kind::Ingress),
+            (GATEWAY_API, kind) if matches!(version, "v1" | "v1beta1") => match kind {
+                "GatewayClass" => Some(Kind::GatewayClass),
+                "Gateway" => Some(Kind::KubeGateway),
+                "HTTPRoute" => Some(Kind::HttpRoute),
+                "GRPCRoute" => Some(Kind::GrpcRoute),
+                "ReferenceGrant" => Some(Kind::ReferenceGrant),
+                // TLSRoute reached v1 (standard channel) after its v1alpha2/v1alpha3 years.
+                "TLSRoute" => Some(Kind::TlsRoute),
+                _ => None,
+            },
+            (GATEWAY_API, "TLSRoute") if matches!(version, "v1alpha2" | "v1alpha3") => Some(Kind::TlsRoute),
+            (GATEWAY_API, "TCPRoute") if matches!(version, "v1alpha2" | "v1alpha3" | "v1") => Some(Kind::TcpRoute),
+            (GATEWAY_API, "GRPCRoute") if version == "v1alpha2" => Some(Kind::GrpcRoute),
+            (GATEWAY_API, "ReferenceGrant") if version == "v1alpha2" => Some(Kind::ReferenceGrant),
             _ => None,
         }
+    }
+}
+
+const GATEWAY_API: &str = crate::gateway_api::GATEWAY_API_GROUP;
+
+impl Kind {
+    /// Is this kind one of the Gateway API's?
+    pub fn is_gateway_api(self) -> bool {
+        matches!(
+            self,
+            Kind::GatewayClass
+                | Kind::KubeGateway
+                | Kind::HttpRoute
+                | Kind::GrpcRoute
+                | Kind::TlsRoute
+                | Kind::TcpRoute
+                | Kind::ReferenceGrant
+        )
     }
 }
 
@@ -106,6 +160,14 @@ pub enum Spec {
     ServiceEntry(ServiceEntry),
     Secret(Secret),
     Ingress(Ingress),
+    GatewayClass(GatewayClass),
+    KubeGateway(KubeGateway),
+    HttpRoute(HttpRoute),
+    GrpcRoute(GrpcRoute),
+    TlsRoute(L4Route),
+    TcpRoute(L4Route),
+    ReferenceGrant(ReferenceGrant),
+    Namespace,
 }
 
 impl Spec {
@@ -117,6 +179,14 @@ impl Spec {
             Spec::ServiceEntry(_) => Kind::ServiceEntry,
             Spec::Secret(_) => Kind::Secret,
             Spec::Ingress(_) => Kind::Ingress,
+            Spec::GatewayClass(_) => Kind::GatewayClass,
+            Spec::KubeGateway(_) => Kind::KubeGateway,
+            Spec::HttpRoute(_) => Kind::HttpRoute,
+            Spec::GrpcRoute(_) => Kind::GrpcRoute,
+            Spec::TlsRoute(_) => Kind::TlsRoute,
+            Spec::TcpRoute(_) => Kind::TcpRoute,
+            Spec::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Spec::Namespace => Kind::Namespace,
         }
     }
 }

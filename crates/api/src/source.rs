@@ -244,6 +244,16 @@ impl Ctx<'_> {
                     Kind::ServiceEntry => decode::<ServiceEntry>(spec, "spec").map(Spec::ServiceEntry),
                     Kind::Ingress => decode::<Ingress>(spec, "spec").map(Spec::Ingress),
                     Kind::Secret => decode::<Secret>(spec, "spec").map(Spec::Secret),
+                    Kind::GatewayClass => decode(spec, "spec").map(Spec::GatewayClass),
+                    Kind::KubeGateway => decode(spec, "spec").map(Spec::KubeGateway),
+                    Kind::HttpRoute => decode(spec, "spec").map(Spec::HttpRoute),
+                    Kind::GrpcRoute => decode(spec, "spec").map(Spec::GrpcRoute),
+                    Kind::TlsRoute => decode(spec, "spec").map(Spec::TlsRoute),
+                    Kind::TcpRoute => decode(spec, "spec").map(Spec::TcpRoute),
+                    Kind::ReferenceGrant => decode(spec, "spec").map(Spec::ReferenceGrant),
+                    // Only the labels matter (Gateway API namespace selectors); the spec is the
+                    // cluster's business.
+                    Kind::Namespace => Ok(Spec::Namespace),
                 }
             }
         };

@@ -28,6 +28,8 @@ pub struct Options {
     /// This instance's locality, `region/zone/subzone` (Istio's); `None` turns locality load
     /// balancing off.
     pub locality: Option<String>,
+    /// The Gateway API `gatewayClassName` this instance serves (`--gateway-class`).
+    pub gateway_class: String,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
             gateway_namespace: "istio-system".to_string(),
             locality: None,
+            gateway_class: "portico".to_string(),
         }
     }
 }
@@ -121,8 +124,11 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     // 2. Ingress → Gateway + VirtualServices (owned, so kept in a side vector).
     let ingresses: Vec<&Resource> = valid.iter().copied().filter(|r| r.kind() == Kind::Ingress).collect();
     let translated = ingress::translate(&ingresses, opts, &mut diags);
+    // 2b. Gateway API → Gateway + VirtualServices, with the status of every object we own.
+    let gateway_api = crate::gateway_api::translate(&valid, opts, &mut diags);
     let mut all: Vec<&Resource> = valid.iter().copied().filter(|r| r.kind() != Kind::Ingress).collect();
     all.extend(translated.iter());
+    all.extend(gateway_api.resources.iter());
     all.sort_by(|a, b| precedence(a, b));
 
     let of_kind = |k: Kind| -> Vec<&Resource> { all.iter().copied().filter(|r| r.kind() == k).collect() };
@@ -156,9 +162,11 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     b.build_listeners(&applied, &vss);
     b.build_clusters();
 
-    // Cross-resource analysis on what the user wrote (Ingress translations are not theirs).
+    // Cross-resource analysis on what the user wrote: Ingress and Gateway API translations are
+    // not theirs (the Gateway API reports its problems as route and gateway status instead).
+    let generated = |r: &Resource| translated.iter().chain(gateway_api.resources.iter()).any(|t| std::ptr::eq(t, r));
     let cx = crate::analyze::Ctx {
-        resources: all.iter().copied().filter(|r| !translated.iter().any(|t| std::ptr::eq(t, *r))).collect(),
+        resources: all.iter().copied().filter(|r| !generated(r)).collect(),
         translated: translated.iter().collect(),
         opts,
         registry: &b.registry,
@@ -169,7 +177,8 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     merge_runtime_conflicts(&mut found, std::mem::take(&mut b.conflicts));
     b.diags.extend(found);
 
-    let Builder { mut diags, snapshot, .. } = b;
+    let Builder { mut diags, mut snapshot, .. } = b;
+    snapshot.gateway_api = gateway_api.statuses;
     crate::analyze::apply_suppress_annotations(resources, &mut diags);
     diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
     diags.dedup();

@@ -5,6 +5,7 @@
 mod analyze;
 pub mod compile;
 pub mod duration;
+pub mod gateway_api;
 pub mod host;
 mod ingress;
 pub mod matcher;

@@ -150,5 +150,13 @@ pub fn render(s: &Snapshot) -> String {
             let _ = writeln!(out, "  {}  endpoints [{}]", c.name, eps.join(", "));
         }
     }
+    if !s.gateway_api.is_empty() {
+        out.push_str("gateway api status\n");
+        for st in &s.gateway_api {
+            for line in st.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+    }
     out
 }

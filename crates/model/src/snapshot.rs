@@ -17,6 +17,9 @@ pub struct Snapshot {
     /// Kubernetes Secrets by `namespace/name`, for `credentialName` (TLS comes in a later stage).
     #[serde(skip)]
     pub secrets: BTreeMap<String, Arc<SecretData>>,
+    /// Status of the Gateway API objects this instance owns (their Accepted/Programmed/ResolvedRefs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gateway_api: Vec<crate::gateway_api::status::ObjectStatus>,
 }
 
 impl Snapshot {

@@ -91,6 +91,13 @@ impl TlsCtx<'_> {
     /// in the Gateway resource's own namespace is used with a warning, so a folder written
     /// without namespaces works.
     fn secret(&self, name: &str, field: &str, diags: &mut Vec<Diagnostic>) -> Option<Arc<SecretData>> {
+        // A server generated from a Gateway API listener: `certificateRefs` live in the Gateway's
+        // own namespace, as the Gateway API (and Istio for it) say.
+        if self.gw_res.api_version.starts_with(portico_api::gateway_api::GATEWAY_API_GROUP) {
+            if let Some(s) = self.secrets.get(&format!("{}/{name}", self.gw_res.namespace())) {
+                return Some(s.clone());
+            }
+        }
         if let Some(s) = self.secrets.get(&format!("{}/{name}", self.gateway_namespace)) {
             return Some(s.clone());
         }

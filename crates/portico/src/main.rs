@@ -1,6 +1,7 @@
 //! `portico`: run the gateway, validate config, print routes (DESIGN.md §5).
 
 mod admin;
+mod convert;
 mod files;
 mod report;
 mod run;
@@ -28,6 +29,22 @@ enum Command {
     Validate(ValidateArgs),
     /// Print the listeners, server blocks, virtual hosts and routes this instance would serve.
     Routes(RoutesArgs),
+    /// Turn Ingress resources (with ingress-nginx annotations) into Istio or Gateway API YAML
+    /// on stdout; every annotation that cannot be carried over is reported on stderr.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// Files or directories (recursively: *.yaml, *.yml, *.json).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Output API: Istio Gateway + VirtualService, or Gateway API Gateway + HTTPRoute.
+    #[arg(long, default_value = "istio", value_name = "istio|gateway-api")]
+    to: String,
+    /// Namespace for resources that do not name one.
+    #[arg(long, env = "PORTICO_NAMESPACE", default_value = "default")]
+    namespace: String,
 }
 
 #[derive(Args, Clone)]
@@ -45,6 +62,10 @@ struct InstanceArgs {
     /// load balancing (failover needs the DestinationRule's outlierDetection). Off when unset.
     #[arg(long, env = "PORTICO_LOCALITY", value_name = "REGION/ZONE/SUBZONE")]
     locality: Option<String>,
+    /// The Gateway API GatewayClass this instance serves (Gateways naming another class are
+    /// left to other controllers).
+    #[arg(long, env = "PORTICO_GATEWAY_CLASS", default_value = "portico")]
+    gateway_class: String,
 }
 
 #[derive(Args)]
@@ -195,7 +216,12 @@ fn options(i: &InstanceArgs) -> Result<Options> {
         }
         Some(l) => Some(l.to_string()),
     };
-    Ok(Options { labels: parse_labels(&i.labels)?, gateway_namespace: i.gateway_namespace.clone(), locality })
+    Ok(Options {
+        labels: parse_labels(&i.labels)?,
+        gateway_namespace: i.gateway_namespace.clone(),
+        locality,
+        gateway_class: i.gateway_class.clone(),
+    })
 }
 
 /// Load and compile; diagnostics of parsing and compiling together, sorted by place.
@@ -289,12 +315,18 @@ fn init_logging() -> run::LogControl {
 }
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
-    let (_, mut diags) = load_and_compile(args.paths, &args.instance)?;
+    let (compiled, mut diags) = load_and_compile(args.paths, &args.instance)?;
     report::suppress(&mut diags, &args.suppress);
     let failed = diags.iter().any(|d| report::Level::of(d) >= args.failure_threshold);
     diags.retain(|d| report::Level::of(d) >= args.output_threshold);
     let errors = diags.iter().filter(|d| d.is_error()).count();
     print!("{}", report::render(&diags, args.output));
+    // Gateway API status on stderr: stdout stays the diagnostics alone.
+    for st in &compiled.snapshot.gateway_api {
+        for line in st.lines() {
+            eprintln!("status {line}");
+        }
+    }
     let warnings = diags.iter().filter(|d| d.severity == portico_api::Severity::Warning).count();
     let infos = diags.len() - errors - warnings;
     eprintln!("{errors} error(s), {warnings} warning(s), {infos} info(s)");
@@ -314,6 +346,25 @@ fn routes(args: RoutesArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn convert_cmd(args: ConvertArgs) -> Result<ExitCode> {
+    let target = match args.to.as_str() {
+        "istio" => convert::Target::Istio,
+        "gateway-api" => convert::Target::GatewayApi,
+        other => anyhow::bail!("--to: `{other}` is not istio or gateway-api"),
+    };
+    let mut source = files::FileSource::new(args.paths, &args.namespace);
+    let load = source.load();
+    let out = convert::convert(&load.resources, target);
+    print!("{}", out.yaml);
+    let mut findings = convert::load_findings(&load.diagnostics);
+    findings.extend(out.findings);
+    for f in &findings {
+        eprintln!("{}: warning {}", f.at, f.message);
+    }
+    eprintln!("{} finding(s)", findings.len());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -323,6 +374,7 @@ fn main() -> ExitCode {
         }
         Command::Validate(a) => validate(a),
         Command::Routes(a) => routes(a),
+        Command::Convert(a) => convert_cmd(a),
     };
     match result {
         Ok(code) => code,

@@ -106,12 +106,22 @@ pub(crate) fn redirect_location(
     if port.is_some() && port.as_deref() == default_port(new_scheme) {
         port = None;
     }
-    let (new_path, new_query) = match &r.uri {
-        Some(u) => match u.split_once('?') {
+    // `%PREFIX(N)%/new/`: replace the first N bytes of the path (the matched prefix), the way
+    // Istio carries a Gateway API `ReplacePrefixMatch` redirect.
+    let prefixed: Option<String> = r.uri.as_deref().and_then(|u| {
+        let rest = u.strip_prefix("%PREFIX(")?;
+        let (n, repl) = rest.split_once(")%")?;
+        let n: usize = n.parse().ok()?;
+        let tail = path.get(n.min(path.len())..).unwrap_or("");
+        Some(format!("{repl}{tail}"))
+    });
+    let (new_path, new_query) = match (&prefixed, &r.uri) {
+        (Some(p), _) => (p.as_str(), query),
+        (None, Some(u)) => match u.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (u.as_str(), query),
         },
-        None => (path, query),
+        (None, None) => (path, query),
     };
     let mut s = String::with_capacity(new_scheme.len() + host.len() + new_path.len() + 16);
     s.push_str(new_scheme);
@@ -207,6 +217,8 @@ mod tests {
         let mut r = redirect(None, Some("b.com"), None, None);
         r.port_from_request = true;
         assert_eq!(redirect_location(&r, "http", "a.com", "/", None, 8080), "http://b.com:8080/");
+        let r = redirect(Some("%PREFIX(5)%/new/"), None, None, None);
+        assert_eq!(redirect_location(&r, "http", "a.com", "/old/x/y", Some("q"), 80), "http://a.com/new/x/y?q");
     }
 
     #[test]

@@ -562,9 +562,8 @@ async fn scripted_backend(response: &'static [u8]) -> (SocketAddr, Arc<AtomicUsi
     (addr, conns)
 }
 
-/// Envoy answers a response it cannot parse with 502 and `UPE`. Today this gets 503 `UC`
-/// (`upstream_reset_before_response_started{connection_termination}`): the upstream error
-/// mapping is being rewritten in `retry.rs`/`upstream/conn.rs`.
+/// Envoy answers a response it cannot parse with 502 and `UPE`
+/// (`upstream_reset_before_response_started{protocol_error}`), not 503 `UC`.
 #[tokio::test]
 async fn malformed_upstream_responses_give_502_upe() {
     for (name, response) in [
@@ -645,7 +644,8 @@ async fn an_upstream_closing_at_reuse_is_retried_where_the_route_retries_and_nev
                         retry: portico_model::snapshot::RetryPolicy {
                             attempts: 2,
                             per_try_timeout: None,
-                            retry_on: vec!["reset".into(), "connect-failure".into()],
+                            retry_on: portico_model::snapshot::RetryOn::RESET
+                                | portico_model::snapshot::RetryOn::CONNECT_FAILURE,
                             retriable_status_codes: vec![],
                         },
                         ..route(vec![uri_prefix("/retry")], forward("c"))

@@ -114,6 +114,7 @@ pub fn snapshot(listeners: Vec<Listener>, clusters: Vec<Cluster>) -> Arc<Snapsho
         listeners,
         clusters: clusters.into_iter().map(|c| (c.name.clone(), Arc::new(c))).collect(),
         secrets: BTreeMap::new(),
+        ..Default::default()
     })
 }
 
