@@ -98,11 +98,16 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     // 1. Validation and duplicates.
     let mut seen = HashSet::new();
     let mut valid: Vec<&Resource> = Vec::new();
+    // What the webhook rejects is not served, but istioctl's analyzers still see it (a
+    // VirtualService naming a Gateway with a schema error gets IST0106 on the Gateway, not a
+    // "gateway not found").
+    let mut rejected_res: Vec<&Resource> = Vec::new();
     for res in resources {
         let found = crate::validate::validate(res);
         let rejected = found.iter().any(Diagnostic::is_error);
         diags.extend(found);
         if rejected {
+            rejected_res.push(res);
             continue;
         }
         diags.extend(crate::support::unsupported(res));
@@ -157,8 +162,10 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     b.build_clusters();
 
     // Cross-resource analysis on what the user wrote (Ingress translations are not theirs).
+    let mut analyzed: Vec<&Resource> = valid.iter().copied().chain(rejected_res.iter().copied()).collect();
+    analyzed.sort_by(|a, b| precedence(a, b));
     let cx = crate::analyze::Ctx {
-        resources: all.iter().copied().filter(|r| !translated.iter().any(|t| std::ptr::eq(t, *r))).collect(),
+        resources: analyzed,
         translated: translated.iter().collect(),
         opts,
         registry: &b.registry,

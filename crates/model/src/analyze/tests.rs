@@ -1032,3 +1032,219 @@ spec:
         )],
     )]);
 }
+
+/// Cases of Istio's analyzer test grid (`analyzers_test.go`), with inputs written after its
+/// test data: the same objects and the same expected (code, resource) pairs.
+#[test]
+fn istio_analyzer_grid() {
+    run(&[
+        (
+            "virtualServiceGateways: Gateways without servers still exist for the analyzers",
+            &["IST0101", "IST0132"],
+            r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: httpbin-gateway}
+spec:
+  selector: {istio: ingressgateway}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: crossnamespace-gw, namespace: another}
+spec:
+  selector: {istio: ingressgateway}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: httpbin}
+spec:
+  hosts: ["*"]
+  gateways: [httpbin-gateway]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: httpbin-bogus}
+spec:
+  hosts: ["*"]
+  gateways: [httpbin-gateway-bogus]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: httpbin-mesh}
+spec:
+  hosts: [httpbin-mesh.example.com]
+  gateways: [mesh]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cross-test, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [another/crossnamespace-gw]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+            &[
+                ("IST0101", "VirtualService/default/httpbin-bogus", "Referenced gateway not found: \"httpbin-gateway-bogus\""),
+                ("IST0132", "VirtualService/default/cross-test", "one or more host [*] defined in VirtualService default/cross-test not found in Gateway another/crossnamespace-gw."),
+                ("IST0132", "VirtualService/default/httpbin-bogus", "one or more host [*] defined in VirtualService default/httpbin-bogus not found in Gateway default/httpbin-gateway-bogus."),
+                ("IST0132", "VirtualService/default/httpbin", "one or more host [*] defined in VirtualService default/httpbin not found in Gateway default/httpbin-gateway."),
+            ],
+        ),
+        (
+            "missing Addresses and Protocol in Service Entry",
+            &["IST0134"],
+            r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-01, namespace: default}
+spec:
+  hosts: [istio.io]
+  exportTo: ["."]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-02, namespace: default}
+spec:
+  hosts: [istio.io]
+  addresses: [10.0.0.1]
+  exportTo: ["."]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-03, namespace: default}
+spec:
+  hosts: [istio.io]
+  exportTo: ["."]
+  ports: [{number: 443, name: https}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-04, namespace: default}
+spec:
+  hosts: [istio.io]
+  exportTo: ["."]
+  ports: [{number: 443, name: https, protocol: ""}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-06, namespace: default}
+spec:
+  hosts: [istio.io]
+  addresses: [10.0.0.1]
+  exportTo: ["."]
+  ports: [{number: 443, name: https, protocol: TCP}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-07, namespace: default}
+spec:
+  hosts: [istio.io]
+  exportTo: ["."]
+  ports: [{number: 443, name: https, protocol: TCP}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+"#,
+            &[
+                ("IST0134", "ServiceEntry/default/service-entry-test-03", "ServiceEntry addresses are required for this protocol."),
+                ("IST0134", "ServiceEntry/default/service-entry-test-04", "ServiceEntry addresses are required for this protocol."),
+                ("IST0134", "ServiceEntry/default/service-entry-test-07", "ServiceEntry addresses are required for this protocol."),
+            ],
+        ),
+        (
+            "certificate duplication in Gateway",
+            &["IST0138"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-01-test-01, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-01-wildcard-cert}, hosts: [01.test-01.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-02-test-01, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-01-wildcard-cert}, hosts: [02.test-01.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-01-test-02, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-02-wildcard-cert}, hosts: [01.test-02.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-02-test-02, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway, type: internal}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-02-wildcard-cert}, hosts: [02.test-02.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-01-test-03, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-03-wildcard-cert}, hosts: [01.test-03.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-02-test-03, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway, type: internal}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-03-wildcard-cert}, hosts: [02.test-03.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-01-test-04, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: 01-test-04-wildcard-cert}, hosts: [01.test-04.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-02-test-04, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: 02-test-04-wildcard-cert}, hosts: [02.test-04.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-03-test-06, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [03.test-06.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-04-test-06, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [04.test-06.com]}]
+"#,
+            &[
+                ("IST0138", "Gateway/istio-system/gateway-01-test-01", "Duplicate certificate in multiple gateways"),
+                ("IST0138", "Gateway/istio-system/gateway-02-test-01", "Duplicate certificate in multiple gateways"),
+                ("IST0138", "Gateway/istio-system/gateway-01-test-02", "Duplicate certificate in multiple gateways"),
+                ("IST0138", "Gateway/default/gateway-01-test-03", "Duplicate certificate in multiple gateways"),
+            ],
+        ),
+    ]);
+}
