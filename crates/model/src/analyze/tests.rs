@@ -1248,3 +1248,136 @@ spec:
         ),
     ]);
 }
+
+#[test]
+fn istio_analyzer_grid_destination_hosts() {
+    run(&[(
+        "virtualServiceDestinationHosts (the ServiceEntry part)",
+        &["IST0101", "IST0112"],
+        r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: external-reviews, namespace: default}
+spec:
+  hosts: [external-reviews.org]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: eu-wildcard, namespace: default}
+spec:
+  hosts: ["*.eu.bookinfo.com"]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-ignore, namespace: default-ignore}
+spec:
+  exportTo: ["."]
+  hosts: ["*.example.net"]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-other, namespace: other}
+spec:
+  exportTo: ["."]
+  hosts: [other.bookinfo.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-exported, namespace: other}
+spec:
+  exportTo: [default]
+  hosts: [abc.bookinfo.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-external, namespace: default}
+spec:
+  hosts: [a.example.com]
+  http: [{route: [{destination: {host: external-reviews.org}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-bookinfo-eu, namespace: default}
+spec:
+  hosts: [b.example.com]
+  http: [{route: [{destination: {host: reviews.eu.bookinfo.com}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-bookinfo-eu-wildcard, namespace: default}
+spec:
+  hosts: [c.example.com]
+  http: [{route: [{destination: {host: "*.eu.bookinfo.com"}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-bookinfo-other, namespace: default}
+spec:
+  hosts: [d.example.com]
+  http: [{route: [{destination: {host: other.bookinfo.com}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: ignored-wildcard, namespace: default}
+spec:
+  hosts: [e.example.com]
+  http: [{route: [{destination: {host: www.example.net}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-mirror-bogushost, namespace: default}
+spec:
+  hosts: [f.example.com]
+  http: [{route: [{destination: {host: external-reviews.org}}], mirror: {host: reviews-bogus}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-bogusport, namespace: default}
+spec:
+  hosts: [g.example.com]
+  http: [{route: [{destination: {host: external-reviews.org, port: {number: 999}}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: vs-to-exported-serviceentry, namespace: default}
+spec:
+  hosts: [h.example.com]
+  http: [{route: [{destination: {host: abc.bookinfo.com}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cross-namespace, namespace: istio-system}
+spec:
+  hosts: [i.example.com]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+        &[
+            (
+                "IST0101",
+                "VirtualService/default/reviews-bookinfo-other",
+                "Referenced host not found: \"other.bookinfo.com\"",
+            ),
+            ("IST0101", "VirtualService/default/ignored-wildcard", "Referenced host not found: \"www.example.net\""),
+            (
+                "IST0101",
+                "VirtualService/default/reviews-mirror-bogushost",
+                "Referenced mirror host not found: \"reviews-bogus\"",
+            ),
+            (
+                "IST0101",
+                "VirtualService/default/reviews-bogusport",
+                "Referenced host:port not found: \"external-reviews.org:999\"",
+            ),
+        ],
+    )]);
+}
