@@ -387,7 +387,7 @@ impl<'a> Builder<'a> {
             let first = kept.first().map(|k| k.gateway_key()).unwrap_or_default();
             if Self::listener_kind(&s) != kind {
                 self.conflicts.push(Diagnostic::error(
-                    s.gw_res.origin.locate(&format!("spec.servers[{}].port", s.index)),
+                    s.gw_res.origin.locate(&format!("spec.servers[{}].hosts", s.index)),
                     code::CONFLICTING_GATEWAYS,
                     s.gw_res.key(),
                     format!(

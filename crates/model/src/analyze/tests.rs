@@ -1495,3 +1495,67 @@ spec:
         ],
     )]);
 }
+
+#[test]
+fn istio_analyzer_grid_conflicting_gateways() {
+    // "conflicting gateways detect": same selector, port 80, host foo.bar (TCP and HTTP).
+    run(&[(
+        "conflicting-gateways",
+        &["IST0145"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: beta}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: tcp, protocol: TCP}, hosts: [foo.bar]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: alpha}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [foo.bar]}]
+"#,
+        &[
+            ("IST0145", "Gateway/default/alpha", "Conflict with gateways default/beta (workload selector istio=ingressgateway, port 80, hosts foo.bar)."),
+            ("IST0145", "Gateway/default/beta", "Conflict with gateways default/alpha (workload selector istio=ingressgateway, port 80, hosts foo.bar)."),
+        ],
+    )]);
+    // "conflicting gateways detect by sub selector": the workload carries both selectors' labels.
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: beta}
+spec:
+  selector: {istio: ingressgateway, app: istio-ingressgateway, cusKey: cusValue}
+  servers: [{port: {number: 80, name: tcp, protocol: TCP}, hosts: [foo.bar]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: alpha}
+spec:
+  selector: {istio: ingressgateway, cusKey: cusValue}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [foo.bar]}]
+"#;
+    let parsed = parse_text("case.yaml", yaml, "default");
+    let mut opts = Options::default();
+    opts.labels.insert("app".into(), "istio-ingressgateway".into());
+    opts.labels.insert("cusKey".into(), "cusValue".into());
+    let found: Vec<String> = compile(&parsed.resources, &opts)
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "IST0145" && d.message.starts_with("Conflict with gateways"))
+        .map(|d| format!("{} {}", d.resource, d.message))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "Gateway/default/beta Conflict with gateways default/alpha (workload selector app=istio-ingressgateway,cusKey=cusValue,istio=ingressgateway, port 80, hosts foo.bar). At run time: port 80: protocol TCP conflicts with the Http server of Gateway default/alpha already on this port; this server is ignored",
+            "Gateway/default/alpha Conflict with gateways default/beta (workload selector cusKey=cusValue,istio=ingressgateway, port 80, hosts foo.bar).",
+        ]
+        .map(String::from)
+        .to_vec(),
+        "{found:#?}"
+    );
+}
