@@ -88,36 +88,6 @@ pub mod code {
     pub const UNKNOWN_DESTINATION_RULE_HOST: &str = "IST0174";
 }
 
-/// Istio's analyzer name for a code (`istioctl analyze -o json` has no name field, but
-/// `documentationUrl` and people do).
-pub fn istio_name(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "IST0002" => "Deprecated",
-        "IST0101" => "ReferencedResourceNotFound",
-        "IST0106" => "SchemaValidationError",
-        "IST0107" => "MisplacedAnnotation",
-        "IST0108" => "UnknownAnnotation",
-        "IST0109" => "ConflictingMeshGatewayVirtualServiceHosts",
-        "IST0112" => "VirtualServiceDestinationPortSelectorRequired",
-        "IST0122" => "InvalidRegexp",
-        "IST0128" => "NoServerCertificateVerificationDestinationLevel",
-        "IST0129" => "NoServerCertificateVerificationPortLevel",
-        "IST0130" => "VirtualServiceUnreachableRule",
-        "IST0131" => "VirtualServiceIneffectiveMatch",
-        "IST0132" => "VirtualServiceHostNotFoundInGateway",
-        "IST0133" => "SchemaWarning",
-        "IST0134" => "ServiceEntryAddressesRequired",
-        "IST0138" => "GatewayDuplicateCertificate",
-        "IST0140" => "IngressRouteRulesNotAffected",
-        "IST0145" => "ConflictingGateways",
-        "IST0149" => "JwtClaimBasedRoutingWithoutRequestAuthN",
-        "IST0161" => "InvalidGatewayCredential",
-        "IST0173" => "DestinationRuleSubsetNotSelectPods",
-        "IST0174" => "UnknownDestinationRuleHost",
-        _ => return None,
-    })
-}
-
 /// Where a diagnostic points. Line and column are 1-based; 0 means "unknown".
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Location {

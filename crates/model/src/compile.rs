@@ -101,11 +101,16 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     // 1. Validation and duplicates.
     let mut seen = HashSet::new();
     let mut valid: Vec<&Resource> = Vec::new();
+    // What the webhook rejects is not served, but istioctl's analyzers still see it (a
+    // VirtualService naming a Gateway with a schema error gets IST0106 on the Gateway, not a
+    // "gateway not found").
+    let mut rejected_res: Vec<&Resource> = Vec::new();
     for res in resources {
         let found = crate::validate::validate(res);
         let rejected = found.iter().any(Diagnostic::is_error);
         diags.extend(found);
         if rejected {
+            rejected_res.push(res);
             continue;
         }
         diags.extend(crate::support::unsupported(res));
@@ -162,11 +167,12 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     b.build_listeners(&applied, &vss);
     b.build_clusters();
 
-    // Cross-resource analysis on what the user wrote: Ingress and Gateway API translations are
-    // not theirs (the Gateway API reports its problems as route and gateway status instead).
-    let generated = |r: &Resource| translated.iter().chain(gateway_api.resources.iter()).any(|t| std::ptr::eq(t, r));
+    // Cross-resource analysis on what the user wrote (Ingress and Gateway API
+    // translations are not theirs; the Gateway API reports its problems as status).
+    let mut analyzed: Vec<&Resource> = valid.iter().copied().chain(rejected_res.iter().copied()).collect();
+    analyzed.sort_by(|a, b| precedence(a, b));
     let cx = crate::analyze::Ctx {
-        resources: all.iter().copied().filter(|r| !generated(r)).collect(),
+        resources: analyzed,
         translated: translated.iter().collect(),
         opts,
         registry: &b.registry,
@@ -389,7 +395,7 @@ impl<'a> Builder<'a> {
             let first = kept.first().map(|k| k.gateway_key()).unwrap_or_default();
             if Self::listener_kind(&s) != kind {
                 self.conflicts.push(Diagnostic::error(
-                    s.gw_res.origin.locate(&format!("spec.servers[{}].port", s.index)),
+                    s.gw_res.origin.locate(&format!("spec.servers[{}].hosts", s.index)),
                     code::CONFLICTING_GATEWAYS,
                     s.gw_res.key(),
                     format!(

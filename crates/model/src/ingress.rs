@@ -2,7 +2,7 @@
 //! only Ingresses of class `istio` (Istio's default `ingressControllerMode: STRICT` ignores
 //! class-less ones); one Gateway per Ingress (HTTP/80 for `*`, HTTPS/443 per `tls` entry with
 //! `credentialName` = the secret), one VirtualService per host; Exact paths before Prefix, longer
-//! paths first; `Prefix` matches whole path segments.
+//! paths first; `Prefix` matches whole path segments; `defaultBackend` ignored (as Istio).
 
 use crate::compile::Options;
 use portico_api::diag::code;
@@ -53,7 +53,7 @@ pub fn translate(ingresses: &[&Resource], opts: &Options, diags: &mut Vec<Diagno
                 continue;
             }
         }
-        translate_one(res, ing, opts, &mut out, &mut by_host);
+        translate_one(res, ing, opts, diags, &mut out, &mut by_host);
     }
     for h in by_host {
         build_virtual_service(h, diags, &mut out);
@@ -84,6 +84,7 @@ fn translate_one<'a>(
     res: &'a Resource,
     ing: &'a Ingress,
     opts: &Options,
+    diags: &mut Vec<Diagnostic>,
     out: &mut Vec<Resource>,
     by_host: &mut Vec<HostRules<'a>>,
 ) {
@@ -149,11 +150,14 @@ fn translate_one<'a>(
             paths.entry(host.clone()).or_default().push((ri, pi, exact, path, &p.backend));
         }
     }
-    if let Some(def) = &ing.default_backend {
-        if !hosts.contains(&"*".to_string()) {
-            hosts.push("*".into());
-        }
-        paths.entry("*".into()).or_default().push((usize::MAX, 0, false, String::new(), def));
+    // Istio ignores `defaultBackend` (it would clash with any VirtualService for `*`): so do we.
+    if ing.default_backend.is_some() {
+        diags.push(Diagnostic::warning(
+            res.origin.locate("spec.defaultBackend"),
+            code::IGNORED,
+            res.key(),
+            "spec.defaultBackend is ignored, as Istio ignores it: route the catch-all with a VirtualService",
+        ));
     }
     for host in hosts {
         let entries = paths.remove(&host).unwrap_or_default();

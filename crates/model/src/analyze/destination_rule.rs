@@ -2,7 +2,6 @@
 //! that match no service (IST0174).
 
 use super::{full_name, Ctx};
-use crate::host;
 use portico_api::diag::code;
 use portico_api::istio::{ClientTlsMode, ClientTlsSettings};
 use portico_api::{Diagnostic, Spec};
@@ -61,15 +60,12 @@ pub(super) fn ca_certificates(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// IST0174: the host matches no ServiceEntry host (Portico's registry), so the rule applies to
-/// nothing.
+/// IST0174: the host matches no ServiceEntry host visible from the rule's namespace (Istio's
+/// `GetDestinationHost`), so the rule applies to nothing.
 pub(super) fn unknown_hosts(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     for res in cx.of_kind(portico_api::Kind::DestinationRule) {
         let Spec::DestinationRule(dr) = &res.spec else { continue };
-        let h = host::resolve_short_name(&dr.host, res.namespace());
-        let known =
-            cx.registry.lookup(&h).is_some() || cx.registry.services.keys().any(|s| host::intersect(&h, s).is_some());
-        if known {
+        if cx.service_entry(&dr.host, res.namespace()).is_some() {
             continue;
         }
         out.push(Diagnostic::warning(

@@ -18,6 +18,7 @@ mod tests;
 
 use crate::compile::Options;
 use crate::registry::Registry;
+use portico_api::istio::ServiceEntry;
 use portico_api::{Diagnostic, Resource, Spec};
 use std::collections::BTreeMap;
 
@@ -35,6 +36,39 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// The ServiceEntry a host refers to as seen from `namespace` (Istio's
+    /// `util.GetDestinationHost`): entries exported there or everywhere, exact host first, then
+    /// a wildcard entry covering it.
+    pub(crate) fn service_entry(&self, host: &str, namespace: &str) -> Option<(&'a Resource, &'a ServiceEntry)> {
+        let fqdn = crate::host::resolve_short_name(host, namespace);
+        let mut wildcard = None;
+        for res in self.of_kind(portico_api::Kind::ServiceEntry) {
+            let Spec::ServiceEntry(se) = &res.spec else { continue };
+            let visible = se.export_to.is_empty()
+                || se
+                    .export_to
+                    .iter()
+                    .any(|e| e == "*" || e == namespace || (e == "." && res.namespace() == namespace));
+            if !visible {
+                continue;
+            }
+            for h in &se.hosts {
+                let seh = crate::host::resolve_short_name(h, res.namespace());
+                if seh == fqdn {
+                    return Some((res, se));
+                }
+                if wildcard.is_none() {
+                    if let Some(suffix) = seh.strip_prefix('*') {
+                        if fqdn.strip_prefix('*').unwrap_or(&fqdn).ends_with(suffix) {
+                            wildcard = Some((res, se));
+                        }
+                    }
+                }
+            }
+        }
+        wildcard
+    }
+
     fn of_kind(&self, kind: portico_api::Kind) -> impl Iterator<Item = &'a Resource> + '_ {
         self.resources.iter().copied().filter(move |r| r.kind() == kind)
     }

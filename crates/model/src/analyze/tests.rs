@@ -1032,3 +1032,559 @@ spec:
         )],
     )]);
 }
+
+/// Cases of Istio's analyzer test grid (`analyzers_test.go`), with inputs written after its
+/// test data: the same objects and the same expected (code, resource) pairs.
+#[test]
+fn istio_analyzer_grid() {
+    run(&[
+        (
+            "virtualServiceGateways: Gateways without servers still exist for the analyzers",
+            &["IST0101", "IST0132"],
+            r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: httpbin-gateway}
+spec:
+  selector: {istio: ingressgateway}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: crossnamespace-gw, namespace: another}
+spec:
+  selector: {istio: ingressgateway}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: httpbin}
+spec:
+  hosts: ["*"]
+  gateways: [httpbin-gateway]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: httpbin-bogus}
+spec:
+  hosts: ["*"]
+  gateways: [httpbin-gateway-bogus]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: httpbin-mesh}
+spec:
+  hosts: [httpbin-mesh.example.com]
+  gateways: [mesh]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cross-test, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [another/crossnamespace-gw]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+            &[
+                ("IST0101", "VirtualService/default/httpbin-bogus", "Referenced gateway not found: \"httpbin-gateway-bogus\""),
+                ("IST0132", "VirtualService/default/cross-test", "one or more host [*] defined in VirtualService default/cross-test not found in Gateway another/crossnamespace-gw."),
+                ("IST0132", "VirtualService/default/httpbin-bogus", "one or more host [*] defined in VirtualService default/httpbin-bogus not found in Gateway default/httpbin-gateway-bogus."),
+                ("IST0132", "VirtualService/default/httpbin", "one or more host [*] defined in VirtualService default/httpbin not found in Gateway default/httpbin-gateway."),
+            ],
+        ),
+        (
+            "missing Addresses and Protocol in Service Entry",
+            &["IST0134"],
+            r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-01, namespace: default}
+spec:
+  hosts: [istio.io]
+  exportTo: ["."]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-02, namespace: default}
+spec:
+  hosts: [istio.io]
+  addresses: [10.0.0.1]
+  exportTo: ["."]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-03, namespace: default}
+spec:
+  hosts: [istio.io]
+  exportTo: ["."]
+  ports: [{number: 443, name: https}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-04, namespace: default}
+spec:
+  hosts: [istio.io]
+  exportTo: ["."]
+  ports: [{number: 443, name: https, protocol: ""}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-06, namespace: default}
+spec:
+  hosts: [istio.io]
+  addresses: [10.0.0.1]
+  exportTo: ["."]
+  ports: [{number: 443, name: https, protocol: TCP}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-test-07, namespace: default}
+spec:
+  hosts: [istio.io]
+  exportTo: ["."]
+  ports: [{number: 443, name: https, protocol: TCP}]
+  location: MESH_EXTERNAL
+  resolution: DNS
+"#,
+            &[
+                ("IST0134", "ServiceEntry/default/service-entry-test-03", "ServiceEntry addresses are required for this protocol."),
+                ("IST0134", "ServiceEntry/default/service-entry-test-04", "ServiceEntry addresses are required for this protocol."),
+                ("IST0134", "ServiceEntry/default/service-entry-test-07", "ServiceEntry addresses are required for this protocol."),
+            ],
+        ),
+        (
+            "certificate duplication in Gateway",
+            &["IST0138"],
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-01-test-01, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-01-wildcard-cert}, hosts: [01.test-01.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-02-test-01, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-01-wildcard-cert}, hosts: [02.test-01.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-01-test-02, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-02-wildcard-cert}, hosts: [01.test-02.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-02-test-02, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway, type: internal}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-02-wildcard-cert}, hosts: [02.test-02.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-01-test-03, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-03-wildcard-cert}, hosts: [01.test-03.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-02-test-03, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway, type: internal}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: test-03-wildcard-cert}, hosts: [02.test-03.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-01-test-04, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: 01-test-04-wildcard-cert}, hosts: [01.test-04.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-02-test-04, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 443, name: https, protocol: HTTPS}, tls: {mode: SIMPLE, credentialName: 02-test-04-wildcard-cert}, hosts: [02.test-04.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-03-test-06, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [03.test-06.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gateway-04-test-06, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [04.test-06.com]}]
+"#,
+            &[
+                ("IST0138", "Gateway/istio-system/gateway-01-test-01", "Duplicate certificate in multiple gateways"),
+                ("IST0138", "Gateway/istio-system/gateway-02-test-01", "Duplicate certificate in multiple gateways"),
+                ("IST0138", "Gateway/istio-system/gateway-01-test-02", "Duplicate certificate in multiple gateways"),
+                ("IST0138", "Gateway/default/gateway-01-test-03", "Duplicate certificate in multiple gateways"),
+            ],
+        ),
+    ]);
+}
+
+#[test]
+fn istio_analyzer_grid_destination_hosts() {
+    run(&[(
+        "virtualServiceDestinationHosts (the ServiceEntry part)",
+        &["IST0101", "IST0112"],
+        r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: external-reviews, namespace: default}
+spec:
+  hosts: [external-reviews.org]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: eu-wildcard, namespace: default}
+spec:
+  hosts: ["*.eu.bookinfo.com"]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-ignore, namespace: default-ignore}
+spec:
+  exportTo: ["."]
+  hosts: ["*.example.net"]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-other, namespace: other}
+spec:
+  exportTo: ["."]
+  hosts: [other.bookinfo.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: service-entry-exported, namespace: other}
+spec:
+  exportTo: [default]
+  hosts: [abc.bookinfo.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-external, namespace: default}
+spec:
+  hosts: [a.example.com]
+  http: [{route: [{destination: {host: external-reviews.org}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-bookinfo-eu, namespace: default}
+spec:
+  hosts: [b.example.com]
+  http: [{route: [{destination: {host: reviews.eu.bookinfo.com}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-bookinfo-eu-wildcard, namespace: default}
+spec:
+  hosts: [c.example.com]
+  http: [{route: [{destination: {host: "*.eu.bookinfo.com"}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-bookinfo-other, namespace: default}
+spec:
+  hosts: [d.example.com]
+  http: [{route: [{destination: {host: other.bookinfo.com}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: ignored-wildcard, namespace: default}
+spec:
+  hosts: [e.example.com]
+  http: [{route: [{destination: {host: www.example.net}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-mirror-bogushost, namespace: default}
+spec:
+  hosts: [f.example.com]
+  http: [{route: [{destination: {host: external-reviews.org}}], mirror: {host: reviews-bogus}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: reviews-bogusport, namespace: default}
+spec:
+  hosts: [g.example.com]
+  http: [{route: [{destination: {host: external-reviews.org, port: {number: 999}}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: vs-to-exported-serviceentry, namespace: default}
+spec:
+  hosts: [h.example.com]
+  http: [{route: [{destination: {host: abc.bookinfo.com}}]}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: cross-namespace, namespace: istio-system}
+spec:
+  hosts: [i.example.com]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+        &[
+            (
+                "IST0101",
+                "VirtualService/default/reviews-bookinfo-other",
+                "Referenced host not found: \"other.bookinfo.com\"",
+            ),
+            ("IST0101", "VirtualService/default/ignored-wildcard", "Referenced host not found: \"www.example.net\""),
+            (
+                "IST0101",
+                "VirtualService/default/reviews-mirror-bogushost",
+                "Referenced mirror host not found: \"reviews-bogus\"",
+            ),
+            (
+                "IST0101",
+                "VirtualService/default/reviews-bogusport",
+                "Referenced host:port not found: \"external-reviews.org:999\"",
+            ),
+        ],
+    )]);
+}
+
+#[test]
+fn istio_analyzer_grid_dupmatches() {
+    run(&[(
+        "dupmatches (http, tcp and tls rules)",
+        &["IST0130", "IST0131"],
+        r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: sample-foo-cluster01, namespace: foo}
+spec:
+  hosts: [sample.foo.svc.cluster.local]
+  http:
+  - fault: {delay: {fixedDelay: 5s, percentage: {value: 100}}}
+    route: [{destination: {host: sample.foo.svc.cluster.local}}]
+  - mirror: {host: sample.bar.svc.cluster.local}
+    route: [{destination: {host: sample.bar.svc.cluster.local, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: duplicate-match}
+spec:
+  hosts: [sample.baz.svc.cluster.local]
+  http:
+  - name: send /api/v1/products to sample.foo
+    match: [{name: prefix /api/v1/products, uri: {prefix: /api/v1/products}}]
+    route: [{destination: {host: sample.foo.svc.cluster.local}}]
+  - name: send /api/v1/products to sample.bar
+    match: [{uri: {prefix: /api/v1/products}}]
+    route: [{destination: {host: sample.bar.svc.cluster.local, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: almost-duplicate-match}
+spec:
+  hosts: [sample.bar.svc.cluster.local]
+  http:
+  - match: [{uri: {prefix: /api/v1/products}}]
+    route: [{destination: {host: sample.foo.svc.cluster.local}}]
+  - name: send /api/v1/products and /potato to sample.bar
+    match: [{name: prefix /api/v1/products, uri: {prefix: /api/v1/products}}, {name: prefix /potato, uri: {prefix: /potato}}]
+    route: [{destination: {host: sample.bar.svc.cluster.local, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: duplicate-tcp-match}
+spec:
+  hosts: ["*"]
+  gateways: [tcp-echo-gateway]
+  tcp:
+  - match: [{port: 31400}]
+    route: [{destination: {host: tcp-echo, port: {number: 9000}, subset: v1}}]
+  - match: [{port: 31400}]
+    route: [{destination: {host: tcp-echo, port: {number: 9000}, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: duplicate-empty-tcp}
+spec:
+  hosts: ["*"]
+  gateways: [tcp-echo-gateway]
+  tcp:
+  - route: [{destination: {host: tcp-echo, port: {number: 9000}, subset: v1}}]
+  - route: [{destination: {host: tcp-echo, port: {number: 9000}, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: almost-duplicate-tcp-match}
+spec:
+  hosts: ["*"]
+  gateways: [tcp-echo-gateway]
+  tcp:
+  - match: [{port: 31400}]
+    route: [{destination: {host: tcp-echo, port: {number: 9000}, subset: v1}}]
+  - match: [{port: 31400}, {port: 31401}]
+    route: [{destination: {host: tcp-echo, port: {number: 9000}, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: tls-routing, namespace: none}
+spec:
+  hosts: [www1.googleapis.com, api1.facebook.com]
+  tls:
+  - match: [{port: 2443, sniHosts: [www1.googleapis.com]}]
+    route: [{destination: {host: www1.googleapis.com}}]
+  - match: [{port: 2443, sniHosts: [www1.googleapis.com]}]
+    route: [{destination: {host: api1.facebook.com}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: tls-routing-almostmatch, namespace: none}
+spec:
+  hosts: [www1.example.com]
+  tls:
+  - match: [{port: 2443, sniHosts: [www1.example.com]}]
+    route: [{destination: {host: www1.googleapis.com}}]
+  - match: [{port: 2443, sniHosts: [www1.example.com]}, {port: 8443, sniHosts: [www1.example.com]}]
+    route: [{destination: {host: api1.facebook.com}}]
+"#,
+        &[
+            ("IST0130", "VirtualService/foo/sample-foo-cluster01", "VirtualService rule #1 not used (only the last rule can have no matches)."),
+            ("IST0131", "VirtualService/default/duplicate-match", "VirtualService rule \"send /api/v1/products to sample.bar\" match #0 is not used (duplicate/overlapping match in rule \"send /api/v1/products to sample.foo\")."),
+            ("IST0130", "VirtualService/default/duplicate-match", "VirtualService rule \"send /api/v1/products to sample.bar\" not used (all matches used by prior rules)."),
+            ("IST0131", "VirtualService/default/almost-duplicate-match", "VirtualService rule \"send /api/v1/products and /potato to sample.bar\" match \"prefix /api/v1/products\" is not used (duplicate/overlapping match in rule #0)."),
+            ("IST0131", "VirtualService/default/duplicate-tcp-match", "VirtualService rule #1 match #0 is not used (duplicate/overlapping match in rule #0)."),
+            ("IST0130", "VirtualService/default/duplicate-tcp-match", "VirtualService rule #1 not used (all matches used by prior rules)."),
+            ("IST0130", "VirtualService/default/duplicate-empty-tcp", "VirtualService rule #1 not used (only the last rule can have no matches)."),
+            ("IST0131", "VirtualService/default/almost-duplicate-tcp-match", "VirtualService rule #1 match #0 is not used"),
+            ("IST0131", "VirtualService/none/tls-routing", "VirtualService rule #1 match #0 is not used"),
+            ("IST0130", "VirtualService/none/tls-routing", "VirtualService rule #1 not used (all matches used by prior rules)."),
+            ("IST0131", "VirtualService/none/tls-routing-almostmatch", "VirtualService rule #1 match #0 is not used"),
+        ],
+    )]);
+}
+
+#[test]
+fn istio_analyzer_grid_conflicting_gateways() {
+    // "conflicting gateways detect": same selector, port 80, host foo.bar (TCP and HTTP).
+    run(&[(
+        "conflicting-gateways",
+        &["IST0145"],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: beta}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: tcp, protocol: TCP}, hosts: [foo.bar]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: alpha}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [foo.bar]}]
+"#,
+        &[
+            ("IST0145", "Gateway/default/alpha", "Conflict with gateways default/beta (workload selector istio=ingressgateway, port 80, hosts foo.bar)."),
+            ("IST0145", "Gateway/default/beta", "Conflict with gateways default/alpha (workload selector istio=ingressgateway, port 80, hosts foo.bar)."),
+        ],
+    )]);
+    // "conflicting gateways detect by sub selector": the workload carries both selectors' labels.
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: beta}
+spec:
+  selector: {istio: ingressgateway, app: istio-ingressgateway, cusKey: cusValue}
+  servers: [{port: {number: 80, name: tcp, protocol: TCP}, hosts: [foo.bar]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: alpha}
+spec:
+  selector: {istio: ingressgateway, cusKey: cusValue}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [foo.bar]}]
+"#;
+    let parsed = parse_text("case.yaml", yaml, "default");
+    let mut opts = Options::default();
+    opts.labels.insert("app".into(), "istio-ingressgateway".into());
+    opts.labels.insert("cusKey".into(), "cusValue".into());
+    let found: Vec<String> = compile(&parsed.resources, &opts)
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "IST0145" && d.message.starts_with("Conflict with gateways"))
+        .map(|d| format!("{} {}", d.resource, d.message))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "Gateway/default/beta Conflict with gateways default/alpha (workload selector app=istio-ingressgateway,cusKey=cusValue,istio=ingressgateway, port 80, hosts foo.bar). At run time: port 80: protocol TCP conflicts with the Http server of Gateway default/alpha already on this port; this server is ignored",
+            "Gateway/default/alpha Conflict with gateways default/beta (workload selector cusKey=cusValue,istio=ingressgateway, port 80, hosts foo.bar).",
+        ]
+        .map(String::from)
+        .to_vec(),
+        "{found:#?}"
+    );
+}
+
+/// Istio's ingress conversion merges every Ingress's rules per host into one VirtualService,
+/// bound to the Gateway of the oldest Ingress naming the host, and ignores `defaultBackend`.
+#[test]
+fn ingresses_merge_per_host_and_ignore_the_default_backend() {
+    let ingress = |name: &str, created: &str, path: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default, creationTimestamp: \"{created}\"}}\nspec:\n  ingressClassName: istio\n  defaultBackend: {{service: {{name: fallback, port: {{number: 80}}}}}}\n  rules:\n  - host: shop.example.com\n    http:\n      paths: [{{pathType: Prefix, path: {path}, backend: {{service: {{name: {name}, port: {{number: 80}}}}}}}}]\n---\n"
+        )
+    };
+    let yaml =
+        format!("{}{}", ingress("zeta", "2010-01-01T00:00:00Z", "/z"), ingress("alpha", "2020-01-01T00:00:00Z", "/a"));
+    let parsed = parse_text("case.yaml", &yaml, "default");
+    let compiled = compile(&parsed.resources, &Options::default());
+    let routes = crate::render::render(&compiled.snapshot);
+    // One virtual host, the paths of both Ingresses, from one VirtualService named after zeta
+    // (the older) and bound to zeta's Gateway.
+    assert_eq!(routes.matches("\n  shop.example.com").count(), 1, "{routes}");
+    assert!(routes.contains("/z") && routes.contains("/a"), "{routes}");
+    assert!(
+        routes.contains("VirtualService default/shop-example-com-zeta-istio-autogenerated-k8s-ingress"),
+        "{routes}"
+    );
+    assert!(!routes.contains("alpha-istio-autogenerated-k8s-ingress http"), "{routes}");
+    assert!(!routes.contains("fallback"), "defaultBackend is not served:\n{routes}");
+    let ignored: Vec<&Diagnostic> =
+        compiled.diagnostics.iter().filter(|d| d.code == "PTC0008" && d.message.contains("defaultBackend")).collect();
+    assert_eq!(ignored.len(), 2, "{:?}", compiled.diagnostics);
+}

@@ -158,7 +158,7 @@ pub(super) fn destinations(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
         for Dest { path, d, mirror } in destinations_of(vs) {
             let h = host::resolve_short_name(&d.host, vs_res.namespace());
             let loc = vs_res.origin.locate(&format!("{path}.host"));
-            let Some(svc) = cx.registry.lookup(&h) else {
+            let Some((_, svc)) = cx.service_entry(&d.host, vs_res.namespace()) else {
                 let what = if mirror { "mirror host" } else { "host" };
                 out.push(Diagnostic::error(
                     loc,
@@ -166,7 +166,7 @@ pub(super) fn destinations(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
                     vs_res.key(),
                     format!(
                         "Referenced {what} not found: {:?} ({path}: resolved to `{h}`; add a ServiceEntry for it, \
-                         requests to it get 503 NC)",
+                         exported to this namespace; requests to it get 503 NC)",
                         d.host
                     ),
                 ));
