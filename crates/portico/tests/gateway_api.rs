@@ -396,6 +396,21 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "HTTPRoute303Redirect",
+            &["httproute-303-redirect.yaml"],
+            vec![status("/see-other", 303).location("http://conformance.example/see-other")],
+        ),
+        case(
+            "HTTPRoute307Redirect",
+            &["httproute-307-redirect.yaml"],
+            vec![status("/temporary", 307).location("http://conformance.example/temporary")],
+        ),
+        case(
+            "HTTPRoute308Redirect",
+            &["httproute-308-redirect.yaml"],
+            vec![status("/permanent", 308).location("http://conformance.example/permanent")],
+        ),
+        case(
             "HTTPRouteRedirectHostAndStatus",
             &["httproute-redirect-host-and-status.yaml"],
             vec![

@@ -201,6 +201,7 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
             kind: "GatewayClass",
             namespace: String::new(),
             name: r.name().to_string(),
+            observed_generation: r.meta.generation,
             conditions: vec![Condition::ok("Accepted", "Accepted")],
             ..Default::default()
         });
@@ -239,6 +240,7 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
             kind: r.kind().as_str(),
             namespace: r.namespace().to_string(),
             name: r.name().to_string(),
+            observed_generation: r.meta.generation,
             ..Default::default()
         };
         let resolved = routes::resolved_refs(&w, r);
@@ -303,6 +305,7 @@ fn gateway<'a>(
         kind: "Gateway",
         namespace: r.namespace().to_string(),
         name: r.name().to_string(),
+        observed_generation: r.meta.generation,
         ..Default::default()
     };
     let mut any_programmed = false;
