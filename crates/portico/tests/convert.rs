@@ -135,6 +135,9 @@ fn converted_yaml_validates_and_routes_like_the_original() {
         }
         // 10 % of 200: mean 20, sd ≈ 4.2; 5..=40 is beyond 3.5 sd either way.
         assert!((5..=40).contains(&canary), "{name}: canary share {canary}/200");
+        // TLS without `ssl-redirect: "false"`: plain HTTP is redirected (ingress-nginx's default).
+        let r = get(gw.http_port, "accounts.example.com", "/login", &[]).unwrap();
+        assert_eq!((r.status, r.header("location")), (301, Some("https://accounts.example.com/login")), "{name}");
         if name == "istio" {
             let r = get(gw.http_port, "blog.example.com", "/blog/post/1?echo", &[]).unwrap();
             assert_eq!(r.header("x-backend"), Some("blog"), "{name}");
