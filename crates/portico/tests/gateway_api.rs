@@ -1003,3 +1003,32 @@ fn gateway_class_flag_selects_the_gateways_served() {
     let other = routes("someone-else");
     assert!(!other.contains("port 8001") && !other.contains("gateway api status"), "{other}");
 }
+
+/// Header values of a HTTPRoute are literal text, not Envoy `%VAR%` templates.
+#[test]
+fn header_modifier_values_are_literal() {
+    let backends = backends();
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("crates/portico/tests/fixtures/gateway-api/base.yaml")).unwrap();
+    let route = format!(
+        r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: literal, namespace: {INFRA}}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  rules:
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {{set: [{{name: X-Pct, value: "100%"}}, {{name: X-Var, value: "%HOSTNAME%"}}]}}
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+"#
+    );
+    std::fs::write(dir.path().join("base.yaml"), format!("{base}\n{}\n{route}", backends.entries)).unwrap();
+    let gw = start_gateway(
+        dir.path(),
+        &["--port-map", &format!("8001={}", free_port()), "--port-map", &format!("8002={}", free_port())],
+    );
+    let r = get(gw.http_port, "literal.example", "/?echo", &[]).unwrap();
+    assert!(r.body.contains("x-pct: 100%\n") && r.body.contains("x-var: %HOSTNAME%\n"), "{}", r.body);
+}

@@ -537,10 +537,13 @@ fn cors_policy(v: &serde_json::Value) -> CorsPolicy {
     }
 }
 
+/// Gateway API header values are literal text: `%` is escaped so Istio's `%VAR%` templates never
+/// read one (`100%` stays `100%`).
 fn header_ops(m: &HeaderModifier) -> HeaderOperations {
+    let lit = |v: &str| v.replace('%', "%%");
     HeaderOperations {
-        set: m.set.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect(),
-        add: m.add.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect(),
+        set: m.set.iter().map(|h| (h.name.to_ascii_lowercase(), lit(&h.value))).collect(),
+        add: m.add.iter().map(|h| (h.name.to_ascii_lowercase(), lit(&h.value))).collect(),
         remove: m.remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
     }
 }
