@@ -814,6 +814,40 @@ fn grpc_and_tcp_routes_are_routed() {
     assert_eq!(grpc("EchoTwo"), "grpc-infra-backend-v2");
     assert_eq!(grpc("EchoThree"), "-", "no rule matches: no backend answers");
 
+    // Header matching, on its own (its rules would share the host with the method rules).
+    let dir2 = tempfile::tempdir().unwrap();
+    std::fs::write(dir2.path().join("base.yaml"), format!("{base}\n{entries}")).unwrap();
+    let text = std::fs::read_to_string(root.join("conformance/tests/grpcroute-header-matching.yaml")).unwrap();
+    std::fs::write(dir2.path().join("grpc.yaml"), text).unwrap();
+    let gw2 = start_gateway(
+        dir2.path(),
+        &["--port-map", &format!("8001={}", free_port()), "--port-map", &format!("8002={}", free_port())],
+    );
+    let grpc_h = |headers: &[&str]| -> String {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-", "-X", "POST"])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers", "--data-binary", ""]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        let out = cmd
+            .arg(format!(
+                "http://127.0.0.1:{}/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo",
+                gw2.http_port
+            ))
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        head.lines().find_map(|l| l.strip_prefix("x-backend: ")).unwrap_or("-").trim().to_string()
+    };
+    assert_eq!(grpc_h(&["version: one"]), "grpc-infra-backend-v1");
+    assert_eq!(grpc_h(&["version: two"]), "grpc-infra-backend-v2");
+    assert_eq!(grpc_h(&["version: two", "color: orange"]), "grpc-infra-backend-v1");
+    assert_eq!(grpc_h(&["color: green"]), "grpc-infra-backend-v1");
+    assert_eq!(grpc_h(&["color: yellow"]), "grpc-infra-backend-v2");
+    assert_eq!(grpc_h(&["version: three"]), "-");
+    drop(gw2);
+
     // TCPRoute 70/30/0 over 100 connections: v1 mean 70, sd ≈ 4.6; 50..=90 is over 4 sd.
     wait_port(tcp);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
