@@ -578,6 +578,11 @@ fn cases() -> Vec<Case> {
             vec![status("/request-timeout?delay_ms=1500", 504), to("/disable-request-timeout?delay_ms=700", v1)],
         ),
         case(
+            "HTTPRouteTimeoutBackendRequest",
+            &["httproute-timeout-backend-request.yaml"],
+            vec![status("/backend-timeout?delay_ms=1500", 504), to("/disable-backend-timeout?delay_ms=700", v1)],
+        ),
+        case(
             "HTTPRouteRequestMirror",
             &["httproute-request-mirror.yaml"],
             vec![
