@@ -438,6 +438,27 @@ fn cases() -> Vec<Case> {
                 status("/port-and-host-and-status", 302).location("http://example.org:8083/port-and-host-and-status"),
             ],
         ),
+        Case {
+            name: "HTTPRouteRedirectPortAndScheme",
+            files: &["httproute-redirect-port-and-scheme.yaml"],
+            ports: &[8080],
+            reqs: vec![
+                status("/scheme-nil-and-port-nil", 302).location("http://example.org/scheme-nil-and-port-nil"),
+                status("/scheme-nil-and-port-80", 302).location("http://example.org/scheme-nil-and-port-80"),
+                status("/scheme-nil-and-port-8080", 302).location("http://example.org:8080/scheme-nil-and-port-8080"),
+                status("/scheme-https-and-port-nil", 302).location("https://example.org/scheme-https-and-port-nil"),
+                status("/scheme-https-and-port-443", 302).location("https://example.org/scheme-https-and-port-443"),
+                status("/scheme-https-and-port-8443", 302)
+                    .location("https://example.org:8443/scheme-https-and-port-8443"),
+                status("/scheme-nil-and-port-nil", 302)
+                    .port(8080)
+                    .location("http://example.org:8080/scheme-nil-and-port-nil"),
+                status("/scheme-nil-and-port-80", 302).port(8080).location("http://example.org/scheme-nil-and-port-80"),
+                status("/scheme-https-and-port-nil", 302)
+                    .port(8080)
+                    .location("https://example.org/scheme-https-and-port-nil"),
+            ],
+        },
         case(
             "HTTPRouteHostnameIntersection",
             &["httproute-hostname-intersection.yaml"],

@@ -44,7 +44,9 @@ impl<'a> Plan<'a> {
             sorted.sort_by(|a, b| route_order(a, b));
             for (order, r) in sorted.iter().enumerate() {
                 match &r.spec {
-                    Spec::HttpRoute(_) | Spec::GrpcRoute(_) => http.extend(http_rules(w, r, order, diags)),
+                    Spec::HttpRoute(_) | Spec::GrpcRoute(_) => {
+                        http.extend(http_rules(w, r, order, b.listener.port, diags))
+                    }
                     Spec::TlsRoute(t) => {
                         for (ri, rule) in t.rules.iter().enumerate() {
                             let route = l4_dests(w, r, &rule.backend_refs, &format!("spec.rules[{ri}]"), diags);
@@ -159,7 +161,13 @@ fn value_match(m: &ValueMatch) -> StringMatch {
     }
 }
 
-fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnostic>) -> Vec<(SortKey, HttpRoute)> {
+fn http_rules(
+    w: &World<'_>,
+    r: &Resource,
+    order: usize,
+    listener_port: i64,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(SortKey, HttpRoute)> {
     struct Rule<'x> {
         matches: Vec<Match>,
         filters: &'x [HttpRouteFilter],
@@ -264,11 +272,12 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
                 "RequestRedirect" => {
                     if let Some(rr) = &f.request_redirect {
                         let scheme = rr.scheme.clone();
-                        // No port: the scheme's well-known port (left out of Location), as the spec says.
+                        // No port: the scheme's well-known port, or with no scheme either the
+                        // listener's port (a scheme's default port is left out of Location).
                         let port = rr.port.and_then(|p| u32::try_from(p).ok()).or(match scheme.as_deref() {
                             Some("https") => Some(443),
                             Some("http") => Some(80),
-                            _ => None,
+                            _ => u32::try_from(listener_port).ok(),
                         });
                         let red = HttpRedirect {
                             uri: None,
