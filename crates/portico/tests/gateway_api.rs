@@ -341,6 +341,19 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "HTTPRouteRequestHeaderModifierBackend",
+            &["httproute-request-header-modifier-backend.yaml"],
+            vec![
+                to("/set", v1)
+                    .hdr("X-Header-Set", "some-other-value")
+                    .seen_hdr("X-Header-Set", "set-overwrites-values"),
+                to("/add", v1)
+                    .hdr("X-Header-Add", "some-other-value")
+                    .seen_hdr("X-Header-Add", "some-other-value,add-appends-values"),
+                to("/remove", v1).hdr("X-Header-Remove", "val").absent("X-Header-Remove"),
+            ],
+        ),
+        case(
             "HTTPRouteResponseHeaderModifier",
             &["httproute-response-header-modifier.yaml"],
             vec![
