@@ -389,6 +389,19 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "HTTPRouteBackendURLRewrite",
+            &["httproute-backend-url-rewrite.yaml"],
+            vec![to("/full/one", v1).seen("/rewritten-full"), to("/prefix/one", v1).seen("/rewritten-prefix/one")],
+        ),
+        case(
+            "HTTPRouteBackendRequestRedirect",
+            &["httproute-backend-request-redirect.yaml"],
+            vec![
+                status("/full/one", 302).location("http://conformance.example/redirected-full"),
+                status("/prefix/one", 302).location("http://conformance.example/redirected-prefix/one"),
+            ],
+        ),
+        case(
             "HTTPRouteRewriteHost",
             &["httproute-rewrite-host.yaml"],
             vec![

@@ -170,7 +170,7 @@ fn http_rules(
 ) -> Vec<(SortKey, HttpRoute)> {
     struct Rule<'x> {
         matches: Vec<Match>,
-        filters: &'x [HttpRouteFilter],
+        filters: Vec<HttpRouteFilter>,
         backends: &'x [BackendRef],
         timeout: Option<String>,
         retry: Option<HttpRetry>,
@@ -195,7 +195,7 @@ fn http_rules(
                         query: m.query_params.clone(),
                     })
                     .collect(),
-                filters: &rule.filters,
+                filters: with_lifted(&rule.filters, &rule.backend_refs),
                 backends: &rule.backend_refs,
                 timeout: rule.timeouts.as_ref().and_then(|t| t.request.clone().or_else(|| t.backend_request.clone())),
                 retry: rule.retry.as_ref().map(|rt| HttpRetry {
@@ -240,7 +240,7 @@ fn http_rules(
                         Match { path, method: None, headers: m.headers.clone(), query: vec![] }
                     })
                     .collect(),
-                filters: &rule.filters,
+                filters: with_lifted(&rule.filters, &rule.backend_refs),
                 backends: &rule.backend_refs,
                 timeout: None,
                 retry: None,
@@ -355,6 +355,8 @@ fn http_rules(
                             "ResponseHeaderModifier" => {
                                 h.response = f.response_header_modifier.as_ref().map(header_ops)
                             }
+                            // Lifted to the rule when the backend is the only one.
+                            t if rule.backends.len() == 1 && LIFTED.contains(&t) => {}
                             other => diags.push(Diagnostic::warning(
                                 r.origin.locate(&format!("{rpath}.backendRefs[{bi}].filters")),
                                 code::NOT_SUPPORTED,
@@ -479,6 +481,17 @@ fn http_rules(
                 out.push((key, route));
             }
         }
+    }
+    out
+}
+
+/// Backend filters that act on the whole request: with a single backend they are the rule's.
+const LIFTED: [&str; 4] = ["URLRewrite", "RequestRedirect", "RequestMirror", "CORS"];
+
+fn with_lifted(rule: &[HttpRouteFilter], backends: &[BackendRef]) -> Vec<HttpRouteFilter> {
+    let mut out = rule.to_vec();
+    if let [b] = backends {
+        out.extend(b.filters.iter().filter(|f| LIFTED.contains(&f.type_.as_str())).cloned());
     }
     out
 }
