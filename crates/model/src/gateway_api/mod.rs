@@ -54,6 +54,8 @@ pub(crate) struct World<'a> {
     /// Hosts known to the registry (ServiceEntry hosts), to tell a missing Service.
     pub services: HashSet<String>,
     pub secrets: HashSet<String>,
+    /// Gateways (`ns/name`) of other classes: routes to them are other controllers' business.
+    pub foreign_gateways: HashSet<String>,
 }
 
 impl World<'_> {
@@ -177,6 +179,7 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
         namespaces: HashMap::new(),
         services: HashSet::new(),
         secrets: HashSet::new(),
+        foreign_gateways: HashSet::new(),
     };
     for r in valid {
         match &r.spec {
@@ -187,6 +190,9 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
             Spec::ServiceEntry(se) => w.services.extend(se.hosts.iter().cloned()),
             Spec::Secret(_) => {
                 w.secrets.insert(format!("{}/{}", r.namespace(), r.name()));
+            }
+            Spec::KubeGateway(g) if g.gateway_class_name != opts.gateway_class => {
+                w.foreign_gateways.insert(format!("{}/{}", r.namespace(), r.name()));
             }
             _ => {}
         }
@@ -590,6 +596,9 @@ fn attach<'a>(
     let path = format!("spec.parentRefs[{pi}]");
     let ours: Vec<usize> =
         (0..bound.len()).filter(|&i| bound[i].gw_res.namespace() == ns && bound[i].gw_res.name() == p.name).collect();
+    if ours.is_empty() && w.foreign_gateways.contains(&format!("{ns}/{}", p.name)) {
+        return None;
+    }
     if ours.is_empty() {
         diags.push(Diagnostic::warning(
             r.origin.locate(&path),
