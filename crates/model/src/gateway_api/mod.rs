@@ -35,7 +35,6 @@ pub struct Translated {
 pub(crate) struct Bound<'a> {
     pub gw_res: &'a Resource,
     pub listener: &'a Listener,
-    pub index: usize,
     /// The Istio Gateway generated for this listener, `ns/name`.
     pub istio_gateway: String,
     /// Route kinds this listener accepts.
@@ -339,7 +338,6 @@ fn gateway<'a>(
             bound.push(Bound {
                 gw_res: r,
                 listener: l,
-                index: i,
                 istio_gateway: String::new(),
                 kinds: vec![],
                 valid: false,
@@ -517,7 +515,6 @@ fn gateway<'a>(
         bound.push(Bound {
             gw_res: r,
             listener: l,
-            index: i,
             istio_gateway: format!("{}/{istio_name}", r.namespace()),
             kinds,
             valid,

@@ -83,7 +83,6 @@ impl<'a> Plan<'a> {
                 export_to: vec![],
             };
             out.push(synthetic(first, b.gw_res.namespace(), name, Spec::VirtualService(vs)));
-            let _ = b.index;
         }
     }
 }
