@@ -207,7 +207,11 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
             namespace: String::new(),
             name: r.name().to_string(),
             observed_generation: r.meta.generation,
-            conditions: vec![Condition::ok("Accepted", "Accepted")],
+            // Every CRD version this build parses (v1, v1beta1, v1alpha2/3 for the L4 routes).
+            conditions: vec![
+                Condition::ok("Accepted", "Accepted"),
+                Condition::ok("SupportedVersion", "SupportedVersion"),
+            ],
             ..Default::default()
         });
     }
