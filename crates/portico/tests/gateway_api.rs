@@ -1118,3 +1118,59 @@ spec:
     let r = get(gw.http_port, "literal.example", "/?echo", &[]).unwrap();
     assert!(r.body.contains("x-pct: 100%\n") && r.body.contains("x-var: %HOSTNAME%\n"), "{}", r.body);
 }
+
+/// TLSRoute on a `Terminate` listener (`tlsroute-terminate-simple-same-namespace`): TLS ends at
+/// the gateway with the listener's certificate and the plain stream goes to the backend.
+#[test]
+fn tlsroute_terminate_forwards_the_plain_stream() {
+    let Some(root) = corpus() else {
+        eprintln!("note: ../shared/conformance/gateway-api not found: TLSRoute terminate skipped");
+        return;
+    };
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIP: curl is not installed");
+        return;
+    }
+    let port = free_port();
+    let _backend = echo_backend(port, "tcp-backend");
+    wait_port(port);
+    let cert = rcgen::generate_simple_self_signed(vec!["tls.example.com".into()]).unwrap();
+    let indent = |p: String| p.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
+    let extra = format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: tcp-backend, namespace: {INFRA}}}\n\
+         spec:\n  hosts: [tcp-backend.{INFRA}.svc.cluster.local]\n  resolution: STATIC\n  location: MESH_INTERNAL\n\
+         \x20 ports: [{{number: 3000, name: tcp, protocol: TCP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {port}}}}}]\n\
+         ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: tls-terminate-checks-certificate, namespace: {INFRA}}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
+        indent(cert.cert.pem()),
+        indent(cert.signing_key.serialize_pem())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("crates/portico/tests/fixtures/gateway-api/base.yaml")).unwrap();
+    std::fs::write(dir.path().join("base.yaml"), format!("{base}\n{extra}")).unwrap();
+    let text = std::fs::read_to_string(root.join("conformance/tests/tlsroute-terminate-simple-same-namespace.yaml"))
+        .unwrap()
+        .replace("{GATEWAY_CLASS_NAME}", "portico");
+    std::fs::write(dir.path().join("tlsroute.yaml"), text).unwrap();
+    let tls = free_port();
+    let _gw = start_gateway(
+        dir.path(),
+        &[
+            "--port-map",
+            &format!("8443={tls}"),
+            "--port-map",
+            &format!("8001={}", free_port()),
+            "--port-map",
+            &format!("8002={}", free_port()),
+        ],
+    );
+    wait_port(tls);
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--http1.1", "--max-time", "10", "-o", "/dev/null", "-D", "-", "--resolve"])
+        .arg(format!("tls.example.com:{tls}:127.0.0.1"))
+        .arg(format!("https://tls.example.com:{tls}/"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.contains("x-backend: tcp-backend"), "{head} {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -40,6 +40,8 @@ impl<'a> Plan<'a> {
             let mut http: Vec<(SortKey, HttpRoute)> = Vec::new();
             let mut tls = Vec::new();
             let mut tcp = Vec::new();
+            let terminated = b.listener.protocol == "TLS"
+                && b.listener.tls.as_ref().and_then(|t| t.mode.as_deref()) != Some("Passthrough");
             let mut sorted = routes.clone();
             sorted.sort_by(|a, b| route_order(a, b));
             for (order, r) in sorted.iter().enumerate() {
@@ -50,7 +52,14 @@ impl<'a> Plan<'a> {
                     Spec::TlsRoute(t) => {
                         for (ri, rule) in t.rules.iter().enumerate() {
                             let route = l4_dests(w, r, &rule.backend_refs, &format!("spec.rules[{ri}]"), diags);
-                            if !route.is_empty() {
+                            if route.is_empty() {
+                                continue;
+                            }
+                            if terminated {
+                                // TLS ends at the listener (its hostname chose the certificate):
+                                // what follows is a TCP stream.
+                                tcp.push(TcpRoute { matches: vec![], route });
+                            } else {
                                 let m = TlsMatchAttributes { sni_hosts: vec![host.clone()], ..Default::default() };
                                 tls.push(TlsRoute { matches: vec![m], route });
                             }
