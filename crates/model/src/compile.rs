@@ -12,36 +12,12 @@ use crate::routes::{self, RouteCtx};
 use crate::snapshot::{
     Listener, ListenerKind, Protocol, RouteTable, SecretData, ServerBlock, Snapshot, TcpRoute, TlsRoute, VirtualHost,
 };
+use crate::Options;
 use portico_api::diag::code;
 use portico_api::istio::{Gateway, Server, ServerTlsMode, VirtualService};
 use portico_api::{Diagnostic, Kind, Resource, Spec};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
-
-/// What this gateway instance is.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// This instance's labels; a Gateway applies when its selector is a subset.
-    pub labels: BTreeMap<String, String>,
-    /// The namespace the gateway runs in (where `credentialName` secrets are looked up).
-    pub gateway_namespace: String,
-    /// This instance's locality, `region/zone/subzone` (Istio's); `None` turns locality load
-    /// balancing off.
-    pub locality: Option<String>,
-    /// The Gateway API `gatewayClassName` this instance serves (`--gateway-class`).
-    pub gateway_class: String,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
-            gateway_namespace: "istio-system".to_string(),
-            locality: None,
-            gateway_class: "portico".to_string(),
-        }
-    }
-}
 
 pub struct Compiled {
     pub snapshot: Snapshot,

@@ -4,7 +4,7 @@
 //! `credentialName` = the secret), one VirtualService per host; Exact paths before Prefix, longer
 //! paths first; `Prefix` matches whole path segments; `defaultBackend` ignored (as Istio).
 
-use crate::compile::Options;
+use crate::Options;
 use portico_api::diag::code;
 use portico_api::istio::{
     Destination, Gateway, HttpMatchRequest, HttpRoute, HttpRouteDestination, Port, PortSelector, Server, ServerTlsMode,

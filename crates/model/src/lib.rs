@@ -9,6 +9,7 @@ pub mod gateway_api;
 pub mod host;
 mod ingress;
 pub mod matcher;
+mod options;
 mod registry;
 pub mod render;
 pub mod routes;
@@ -18,5 +19,6 @@ pub mod template;
 pub mod tls;
 pub mod validate;
 
-pub use compile::{compile, Compiled, Options};
+pub use compile::{compile, Compiled};
+pub use options::Options;
 pub use snapshot::Snapshot;

@@ -58,6 +58,22 @@ struct Nginx {
     canary_header: Option<String>,
     canary_header_value: Option<String>,
     canary_header_pattern: Option<String>,
+    /// `permanent-redirect` / `temporal-redirect`: (scheme, host[:port], path) and status.
+    redirect: Option<((String, String, String), u16)>,
+    redirect_code: Option<u16>,
+}
+
+/// `https://host[:port]/path` → (scheme, authority, path).
+fn split_url(v: &str) -> Option<(String, String, String)> {
+    let (scheme, rest) = v.trim().split_once("://")?;
+    if !matches!(scheme, "http" | "https") {
+        return None;
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    (!authority.is_empty()).then(|| (scheme.to_string(), authority.to_string(), path.to_string()))
 }
 
 fn seconds(v: &str) -> Option<String> {
@@ -141,8 +157,27 @@ fn read_annotations(res: &Resource, findings: &mut Vec<Finding>) -> Nginx {
                 "NOT CARRIED OVER: a source-IP allow/deny list has no VirtualService or HTTPRoute equivalent (use an AuthorizationPolicy or a network policy); without it the converted route is open to every client"
                     .into(),
             ),
+            "permanent-redirect" | "temporal-redirect" => match split_url(v) {
+                Some(u) => {
+                    let code = if name == "permanent-redirect" { 301 } else { 302 };
+                    n.redirect = Some((u, n.redirect.as_ref().map_or(code, |r| r.1)));
+                }
+                None => report(format!("`{v}` is not an absolute http(s) URL; not carried over")),
+            },
+            "permanent-redirect-code" => match (v.trim().parse::<u16>(), n.redirect.as_mut()) {
+                (Ok(c), Some(r)) if (300..400).contains(&c) => r.1 = c,
+                (Ok(c), None) if (300..400).contains(&c) => n.redirect_code = Some(c),
+                _ => report(format!("`{v}` is not a redirect status; not carried over")),
+            },
+            a if a.starts_with("auth-") => report(
+                "NOT CARRIED OVER: authentication has no VirtualService or HTTPRoute equivalent (use a RequestAuthentication/AuthorizationPolicy or an ext-authz filter); without it the converted route is open to every client"
+                    .into(),
+            ),
             _ => report("not carried over: no equivalent in the target API".into()),
         }
+    }
+    if let (Some(r), Some(c)) = (n.redirect.as_mut(), n.redirect_code) {
+        r.1 = c;
     }
     if cors_on {
         if !cors.contains_key("allowOrigins") {
@@ -429,6 +464,13 @@ fn istio(plan: &Plan<'_>, docs: &mut Vec<Value>) {
             if let Some(c) = &n.cors {
                 route["corsPolicy"] = c.clone();
             }
+            if let Some(((scheme, authority, path), code)) = &n.redirect {
+                // nginx answers every request of the Ingress with this redirect.
+                route["redirect"] =
+                    json!({"scheme": scheme, "authority": authority, "uri": path, "redirectCode": code});
+                http.push(route);
+                continue;
+            }
             match e.canary {
                 Some((cn, svc, port)) => {
                     rules_by_service.insert((ns.clone(), svc.clone()), n);
@@ -594,6 +636,19 @@ fn gateway_api(plan: &Plan<'_>, docs: &mut Vec<Value>, findings: &mut Vec<Findin
             if let Some(c) = &n.cors {
                 filters.push(json!({"type": "CORS", "cors": gateway_api_cors(c)}));
             }
+            if let Some(((scheme, authority, path), code)) = &n.redirect {
+                let (host, port) = match authority.rsplit_once(':') {
+                    Some((h, p)) => (h.to_string(), p.parse::<u16>().ok()),
+                    None => (authority.clone(), None),
+                };
+                let code = if [301, 302, 303, 307, 308].contains(code) { *code } else { 302 };
+                out_rules.push(
+                    json!({"matches": [pm.clone()], "filters": [{"type": "RequestRedirect", "requestRedirect": {
+                    "scheme": scheme, "hostname": host, "port": port, "statusCode": code,
+                    "path": {"type": "ReplaceFullPath", "replaceFullPath": path}}}]}),
+                );
+                continue;
+            }
             let mut rule = json!({"matches": [pm.clone()], "filters": filters});
             if let Some(t) = &n.read_timeout {
                 rule["timeouts"] = json!({"request": t});
@@ -614,6 +669,15 @@ fn gateway_api(plan: &Plan<'_>, docs: &mut Vec<Value>, findings: &mut Vec<Findin
                         hr["matches"] = json!([m2]);
                         hr["backendRefs"] = json!([c.clone()]);
                         out_rules.push(hr);
+                        // ingress-nginx: `never` keeps the request off the canary, weight or not.
+                        if cn.canary_header_value.is_none() && cn.canary_header_pattern.is_none() {
+                            let mut m3 = pm.clone();
+                            m3["headers"] = json!([{"name": hname, "value": "never"}]);
+                            let mut nr = rule.clone();
+                            nr["matches"] = json!([m3]);
+                            nr["backendRefs"] = json!([main.clone()]);
+                            out_rules.push(nr);
+                        }
                     }
                     let w = cn.canary_weight.unwrap_or(0);
                     let mut a = main.clone();

@@ -80,6 +80,7 @@ fn converted_yaml_validates_and_routes_like_the_original() {
     for want in [
         "shop.yaml:13:5: warning Ingress/shop/shop: annotation `nginx.ingress.kubernetes.io/whitelist-source-range`: NOT CARRIED OVER",
         "shop.yaml:14:5: warning Ingress/shop/shop: annotation `nginx.ingress.kubernetes.io/configuration-snippet`: not carried over",
+        "moved.yaml:27:5: warning Ingress/shop/admin: annotation `nginx.ingress.kubernetes.io/auth-type`: NOT CARRIED OVER: authentication",
     ] {
         assert!(findings.contains(want), "missing `{want}` in:\n{findings}");
     }
@@ -135,6 +136,18 @@ fn converted_yaml_validates_and_routes_like_the_original() {
         }
         // 10 % of 200: mean 20, sd ≈ 4.2; 5..=40 is beyond 3.5 sd either way.
         assert!((5..=40).contains(&canary), "{name}: canary share {canary}/200");
+        // `x-canary: never` keeps every request off the canary, whatever its weight (10 % of 100
+        // requests leaking would show here with probability 1 - 0.9^100).
+        for _ in 0..100 {
+            let r = get(gw.http_port, "shop.example.com", "/api", &[("x-canary", "never")]).unwrap();
+            assert_eq!(r.header("x-backend"), Some("api"), "{name}: `never` went to the canary");
+        }
+        // permanent-redirect (+ its code) answers every request of the Ingress.
+        let r = get(gw.http_port, "old.example.com", "/any/path", &[]).unwrap();
+        assert_eq!((r.status, r.header("location")), (308, Some("https://new.example.com/welcome")), "{name}");
+        // TLS without `ssl-redirect: "false"`: plain HTTP is redirected (ingress-nginx's default).
+        let r = get(gw.http_port, "accounts.example.com", "/login", &[]).unwrap();
+        assert_eq!((r.status, r.header("location")), (301, Some("https://accounts.example.com/login")), "{name}");
         if name == "istio" {
             let r = get(gw.http_port, "blog.example.com", "/blog/post/1?echo", &[]).unwrap();
             assert_eq!(r.header("x-backend"), Some("blog"), "{name}");

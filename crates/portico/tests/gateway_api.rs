@@ -341,6 +341,19 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "HTTPRouteRequestHeaderModifierBackend",
+            &["httproute-request-header-modifier-backend.yaml"],
+            vec![
+                to("/set", v1)
+                    .hdr("X-Header-Set", "some-other-value")
+                    .seen_hdr("X-Header-Set", "set-overwrites-values"),
+                to("/add", v1)
+                    .hdr("X-Header-Add", "some-other-value")
+                    .seen_hdr("X-Header-Add", "some-other-value,add-appends-values"),
+                to("/remove", v1).hdr("X-Header-Remove", "val").absent("X-Header-Remove"),
+            ],
+        ),
+        case(
             "HTTPRouteResponseHeaderModifier",
             &["httproute-response-header-modifier.yaml"],
             vec![
@@ -376,6 +389,19 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "HTTPRouteBackendURLRewrite",
+            &["httproute-backend-url-rewrite.yaml"],
+            vec![to("/full/one", v1).seen("/rewritten-full"), to("/prefix/one", v1).seen("/rewritten-prefix/one")],
+        ),
+        case(
+            "HTTPRouteBackendRequestRedirect",
+            &["httproute-backend-request-redirect.yaml"],
+            vec![
+                status("/full/one", 302).location("http://conformance.example/redirected-full"),
+                status("/prefix/one", 302).location("http://conformance.example/redirected-prefix/one"),
+            ],
+        ),
+        case(
             "HTTPRouteRewriteHost",
             &["httproute-rewrite-host.yaml"],
             vec![
@@ -394,6 +420,21 @@ fn cases() -> Vec<Case> {
                 status("/full-path-and-host", 302).location("http://example.org/replacement-full"),
                 status("/full-path-and-status", 301).location("http://conformance.example/replacement-full"),
             ],
+        ),
+        case(
+            "HTTPRoute303Redirect",
+            &["httproute-303-redirect.yaml"],
+            vec![status("/see-other", 303).location("http://conformance.example/see-other")],
+        ),
+        case(
+            "HTTPRoute307Redirect",
+            &["httproute-307-redirect.yaml"],
+            vec![status("/temporary", 307).location("http://conformance.example/temporary")],
+        ),
+        case(
+            "HTTPRoute308Redirect",
+            &["httproute-308-redirect.yaml"],
+            vec![status("/permanent", 308).location("http://conformance.example/permanent")],
         ),
         case(
             "HTTPRouteRedirectHostAndStatus",
@@ -423,6 +464,27 @@ fn cases() -> Vec<Case> {
                 status("/port-and-host-and-status", 302).location("http://example.org:8083/port-and-host-and-status"),
             ],
         ),
+        Case {
+            name: "HTTPRouteRedirectPortAndScheme",
+            files: &["httproute-redirect-port-and-scheme.yaml"],
+            ports: &[8080],
+            reqs: vec![
+                status("/scheme-nil-and-port-nil", 302).location("http://example.org/scheme-nil-and-port-nil"),
+                status("/scheme-nil-and-port-80", 302).location("http://example.org/scheme-nil-and-port-80"),
+                status("/scheme-nil-and-port-8080", 302).location("http://example.org:8080/scheme-nil-and-port-8080"),
+                status("/scheme-https-and-port-nil", 302).location("https://example.org/scheme-https-and-port-nil"),
+                status("/scheme-https-and-port-443", 302).location("https://example.org/scheme-https-and-port-443"),
+                status("/scheme-https-and-port-8443", 302)
+                    .location("https://example.org:8443/scheme-https-and-port-8443"),
+                status("/scheme-nil-and-port-nil", 302)
+                    .port(8080)
+                    .location("http://example.org:8080/scheme-nil-and-port-nil"),
+                status("/scheme-nil-and-port-80", 302).port(8080).location("http://example.org/scheme-nil-and-port-80"),
+                status("/scheme-https-and-port-nil", 302)
+                    .port(8080)
+                    .location("https://example.org/scheme-https-and-port-nil"),
+            ],
+        },
         case(
             "HTTPRouteHostnameIntersection",
             &["httproute-hostname-intersection.yaml"],
@@ -561,6 +623,11 @@ fn cases() -> Vec<Case> {
             "HTTPRouteTimeoutRequest",
             &["httproute-timeout-request.yaml"],
             vec![status("/request-timeout?delay_ms=1500", 504), to("/disable-request-timeout?delay_ms=700", v1)],
+        ),
+        case(
+            "HTTPRouteTimeoutBackendRequest",
+            &["httproute-timeout-backend-request.yaml"],
+            vec![status("/backend-timeout?delay_ms=1500", 504), to("/disable-backend-timeout?delay_ms=700", v1)],
         ),
         case(
             "HTTPRouteRequestMirror",
@@ -799,6 +866,40 @@ fn grpc_and_tcp_routes_are_routed() {
     assert_eq!(grpc("EchoTwo"), "grpc-infra-backend-v2");
     assert_eq!(grpc("EchoThree"), "-", "no rule matches: no backend answers");
 
+    // Header matching, on its own (its rules would share the host with the method rules).
+    let dir2 = tempfile::tempdir().unwrap();
+    std::fs::write(dir2.path().join("base.yaml"), format!("{base}\n{entries}")).unwrap();
+    let text = std::fs::read_to_string(root.join("conformance/tests/grpcroute-header-matching.yaml")).unwrap();
+    std::fs::write(dir2.path().join("grpc.yaml"), text).unwrap();
+    let gw2 = start_gateway(
+        dir2.path(),
+        &["--port-map", &format!("8001={}", free_port()), "--port-map", &format!("8002={}", free_port())],
+    );
+    let grpc_h = |headers: &[&str]| -> String {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-", "-X", "POST"])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers", "--data-binary", ""]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        let out = cmd
+            .arg(format!(
+                "http://127.0.0.1:{}/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo",
+                gw2.http_port
+            ))
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        head.lines().find_map(|l| l.strip_prefix("x-backend: ")).unwrap_or("-").trim().to_string()
+    };
+    assert_eq!(grpc_h(&["version: one"]), "grpc-infra-backend-v1");
+    assert_eq!(grpc_h(&["version: two"]), "grpc-infra-backend-v2");
+    assert_eq!(grpc_h(&["version: two", "color: orange"]), "grpc-infra-backend-v1");
+    assert_eq!(grpc_h(&["color: green"]), "grpc-infra-backend-v1");
+    assert_eq!(grpc_h(&["color: yellow"]), "grpc-infra-backend-v2");
+    assert_eq!(grpc_h(&["version: three"]), "-");
+    drop(gw2);
+
     // TCPRoute 70/30/0 over 100 connections: v1 mean 70, sd ≈ 4.6; 50..=90 is over 4 sd.
     wait_port(tcp);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
@@ -987,4 +1088,89 @@ fn gateway_class_flag_selects_the_gateways_served() {
     );
     let other = routes("someone-else");
     assert!(!other.contains("port 8001") && !other.contains("gateway api status"), "{other}");
+}
+
+/// Header values of a HTTPRoute are literal text, not Envoy `%VAR%` templates.
+#[test]
+fn header_modifier_values_are_literal() {
+    let backends = backends();
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("crates/portico/tests/fixtures/gateway-api/base.yaml")).unwrap();
+    let route = format!(
+        r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: literal, namespace: {INFRA}}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  rules:
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {{set: [{{name: X-Pct, value: "100%"}}, {{name: X-Var, value: "%HOSTNAME%"}}]}}
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+"#
+    );
+    std::fs::write(dir.path().join("base.yaml"), format!("{base}\n{}\n{route}", backends.entries)).unwrap();
+    let gw = start_gateway(
+        dir.path(),
+        &["--port-map", &format!("8001={}", free_port()), "--port-map", &format!("8002={}", free_port())],
+    );
+    let r = get(gw.http_port, "literal.example", "/?echo", &[]).unwrap();
+    assert!(r.body.contains("x-pct: 100%\n") && r.body.contains("x-var: %HOSTNAME%\n"), "{}", r.body);
+}
+
+/// TLSRoute on a `Terminate` listener (`tlsroute-terminate-simple-same-namespace`): TLS ends at
+/// the gateway with the listener's certificate and the plain stream goes to the backend.
+#[test]
+fn tlsroute_terminate_forwards_the_plain_stream() {
+    let Some(root) = corpus() else {
+        eprintln!("note: ../shared/conformance/gateway-api not found: TLSRoute terminate skipped");
+        return;
+    };
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("SKIP: curl is not installed");
+        return;
+    }
+    let port = free_port();
+    let _backend = echo_backend(port, "tcp-backend");
+    wait_port(port);
+    let cert = rcgen::generate_simple_self_signed(vec!["tls.example.com".into()]).unwrap();
+    let indent = |p: String| p.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n");
+    let extra = format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: tcp-backend, namespace: {INFRA}}}\n\
+         spec:\n  hosts: [tcp-backend.{INFRA}.svc.cluster.local]\n  resolution: STATIC\n  location: MESH_INTERNAL\n\
+         \x20 ports: [{{number: 3000, name: tcp, protocol: TCP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {port}}}}}]\n\
+         ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: tls-terminate-checks-certificate, namespace: {INFRA}}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
+        indent(cert.cert.pem()),
+        indent(cert.signing_key.serialize_pem())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("crates/portico/tests/fixtures/gateway-api/base.yaml")).unwrap();
+    std::fs::write(dir.path().join("base.yaml"), format!("{base}\n{extra}")).unwrap();
+    let text = std::fs::read_to_string(root.join("conformance/tests/tlsroute-terminate-simple-same-namespace.yaml"))
+        .unwrap()
+        .replace("{GATEWAY_CLASS_NAME}", "portico");
+    std::fs::write(dir.path().join("tlsroute.yaml"), text).unwrap();
+    let tls = free_port();
+    let _gw = start_gateway(
+        dir.path(),
+        &[
+            "--port-map",
+            &format!("8443={tls}"),
+            "--port-map",
+            &format!("8001={}", free_port()),
+            "--port-map",
+            &format!("8002={}", free_port()),
+        ],
+    );
+    wait_port(tls);
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--http1.1", "--max-time", "10", "-o", "/dev/null", "-D", "-", "--resolve"])
+        .arg(format!("tls.example.com:{tls}:127.0.0.1"))
+        .arg(format!("https://tls.example.com:{tls}/"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.contains("x-backend: tcp-backend"), "{head} {}", String::from_utf8_lossy(&out.stderr));
 }

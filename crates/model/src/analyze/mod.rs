@@ -16,8 +16,8 @@ mod virtual_service;
 #[cfg(test)]
 mod tests;
 
-use crate::compile::Options;
 use crate::registry::Registry;
+use crate::Options;
 use portico_api::istio::ServiceEntry;
 use portico_api::{Diagnostic, Resource, Spec};
 use std::collections::BTreeMap;

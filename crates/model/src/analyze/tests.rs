@@ -2,7 +2,8 @@
 //! message class) for the codes the case is about. Inputs are shaped after Istio's analyzer
 //! test data (`pkg/config/analysis/analyzers/testdata`), written for Portico.
 
-use crate::compile::{compile, timestamp, Options};
+use crate::compile::{compile, timestamp};
+use crate::Options;
 use portico_api::{parse_text, Diagnostic, Severity};
 
 const SERVICES: &str = r#"

@@ -10,7 +10,7 @@ pub mod validate;
 
 mod routes;
 
-use crate::compile::Options;
+use crate::Options;
 use portico_api::diag::code;
 use portico_api::gateway_api::{
     BackendRef, KubeGateway, LabelSelector, Listener, ParentReference, ReferenceGrant, GATEWAY_API_GROUP,
@@ -35,7 +35,6 @@ pub struct Translated {
 pub(crate) struct Bound<'a> {
     pub gw_res: &'a Resource,
     pub listener: &'a Listener,
-    pub index: usize,
     /// The Istio Gateway generated for this listener, `ns/name`.
     pub istio_gateway: String,
     /// Route kinds this listener accepts.
@@ -54,6 +53,8 @@ pub(crate) struct World<'a> {
     /// Hosts known to the registry (ServiceEntry hosts), to tell a missing Service.
     pub services: HashSet<String>,
     pub secrets: HashSet<String>,
+    /// Gateways (`ns/name`) of other classes: routes to them are other controllers' business.
+    pub foreign_gateways: HashSet<String>,
 }
 
 impl World<'_> {
@@ -177,6 +178,7 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
         namespaces: HashMap::new(),
         services: HashSet::new(),
         secrets: HashSet::new(),
+        foreign_gateways: HashSet::new(),
     };
     for r in valid {
         match &r.spec {
@@ -187,6 +189,9 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
             Spec::ServiceEntry(se) => w.services.extend(se.hosts.iter().cloned()),
             Spec::Secret(_) => {
                 w.secrets.insert(format!("{}/{}", r.namespace(), r.name()));
+            }
+            Spec::KubeGateway(g) if g.gateway_class_name != opts.gateway_class => {
+                w.foreign_gateways.insert(format!("{}/{}", r.namespace(), r.name()));
             }
             _ => {}
         }
@@ -201,7 +206,12 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
             kind: "GatewayClass",
             namespace: String::new(),
             name: r.name().to_string(),
-            conditions: vec![Condition::ok("Accepted", "Accepted")],
+            observed_generation: r.meta.generation,
+            // Every CRD version this build parses (v1, v1beta1, v1alpha2/3 for the L4 routes).
+            conditions: vec![
+                Condition::ok("Accepted", "Accepted"),
+                Condition::ok("SupportedVersion", "SupportedVersion"),
+            ],
             ..Default::default()
         });
     }
@@ -239,6 +249,7 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
             kind: r.kind().as_str(),
             namespace: r.namespace().to_string(),
             name: r.name().to_string(),
+            observed_generation: r.meta.generation,
             ..Default::default()
         };
         let resolved = routes::resolved_refs(&w, r);
@@ -303,6 +314,7 @@ fn gateway<'a>(
         kind: "Gateway",
         namespace: r.namespace().to_string(),
         name: r.name().to_string(),
+        observed_generation: r.meta.generation,
         ..Default::default()
     };
     let mut any_programmed = false;
@@ -330,7 +342,6 @@ fn gateway<'a>(
             bound.push(Bound {
                 gw_res: r,
                 listener: l,
-                index: i,
                 istio_gateway: String::new(),
                 kinds: vec![],
                 valid: false,
@@ -508,7 +519,6 @@ fn gateway<'a>(
         bound.push(Bound {
             gw_res: r,
             listener: l,
-            index: i,
             istio_gateway: format!("{}/{istio_name}", r.namespace()),
             kinds,
             valid,
@@ -587,6 +597,9 @@ fn attach<'a>(
     let path = format!("spec.parentRefs[{pi}]");
     let ours: Vec<usize> =
         (0..bound.len()).filter(|&i| bound[i].gw_res.namespace() == ns && bound[i].gw_res.name() == p.name).collect();
+    if ours.is_empty() && w.foreign_gateways.contains(&format!("{ns}/{}", p.name)) {
+        return None;
+    }
     if ours.is_empty() {
         diags.push(Diagnostic::warning(
             r.origin.locate(&path),

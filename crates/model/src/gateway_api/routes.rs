@@ -40,15 +40,26 @@ impl<'a> Plan<'a> {
             let mut http: Vec<(SortKey, HttpRoute)> = Vec::new();
             let mut tls = Vec::new();
             let mut tcp = Vec::new();
+            let terminated = b.listener.protocol == "TLS"
+                && b.listener.tls.as_ref().and_then(|t| t.mode.as_deref()) != Some("Passthrough");
             let mut sorted = routes.clone();
             sorted.sort_by(|a, b| route_order(a, b));
             for (order, r) in sorted.iter().enumerate() {
                 match &r.spec {
-                    Spec::HttpRoute(_) | Spec::GrpcRoute(_) => http.extend(http_rules(w, r, order, diags)),
+                    Spec::HttpRoute(_) | Spec::GrpcRoute(_) => {
+                        http.extend(http_rules(w, r, order, b.listener.port, diags))
+                    }
                     Spec::TlsRoute(t) => {
                         for (ri, rule) in t.rules.iter().enumerate() {
                             let route = l4_dests(w, r, &rule.backend_refs, &format!("spec.rules[{ri}]"), diags);
-                            if !route.is_empty() {
+                            if route.is_empty() {
+                                continue;
+                            }
+                            if terminated {
+                                // TLS ends at the listener (its hostname chose the certificate):
+                                // what follows is a TCP stream.
+                                tcp.push(TcpRoute { matches: vec![], route });
+                            } else {
                                 let m = TlsMatchAttributes { sni_hosts: vec![host.clone()], ..Default::default() };
                                 tls.push(TlsRoute { matches: vec![m], route });
                             }
@@ -81,7 +92,6 @@ impl<'a> Plan<'a> {
                 export_to: vec![],
             };
             out.push(synthetic(first, b.gw_res.namespace(), name, Spec::VirtualService(vs)));
-            let _ = b.index;
         }
     }
 }
@@ -159,10 +169,16 @@ fn value_match(m: &ValueMatch) -> StringMatch {
     }
 }
 
-fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnostic>) -> Vec<(SortKey, HttpRoute)> {
+fn http_rules(
+    w: &World<'_>,
+    r: &Resource,
+    order: usize,
+    listener_port: i64,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(SortKey, HttpRoute)> {
     struct Rule<'x> {
         matches: Vec<Match>,
-        filters: &'x [HttpRouteFilter],
+        filters: Vec<HttpRouteFilter>,
         backends: &'x [BackendRef],
         timeout: Option<String>,
         retry: Option<HttpRetry>,
@@ -187,7 +203,7 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
                         query: m.query_params.clone(),
                     })
                     .collect(),
-                filters: &rule.filters,
+                filters: with_lifted(&rule.filters, &rule.backend_refs),
                 backends: &rule.backend_refs,
                 timeout: rule.timeouts.as_ref().and_then(|t| t.request.clone().or_else(|| t.backend_request.clone())),
                 retry: rule.retry.as_ref().map(|rt| HttpRetry {
@@ -232,7 +248,7 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
                         Match { path, method: None, headers: m.headers.clone(), query: vec![] }
                     })
                     .collect(),
-                filters: &rule.filters,
+                filters: with_lifted(&rule.filters, &rule.backend_refs),
                 backends: &rule.backend_refs,
                 timeout: None,
                 retry: None,
@@ -264,11 +280,12 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
                 "RequestRedirect" => {
                     if let Some(rr) = &f.request_redirect {
                         let scheme = rr.scheme.clone();
-                        // No port: the scheme's well-known port (left out of Location), as the spec says.
+                        // No port: the scheme's well-known port, or with no scheme either the
+                        // listener's port (a scheme's default port is left out of Location).
                         let port = rr.port.and_then(|p| u32::try_from(p).ok()).or(match scheme.as_deref() {
                             Some("https") => Some(443),
                             Some("http") => Some(80),
-                            _ => None,
+                            _ => u32::try_from(listener_port).ok(),
                         });
                         let red = HttpRedirect {
                             uri: None,
@@ -346,6 +363,8 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
                             "ResponseHeaderModifier" => {
                                 h.response = f.response_header_modifier.as_ref().map(header_ops)
                             }
+                            // Lifted to the rule when the backend is the only one.
+                            t if rule.backends.len() == 1 && LIFTED.contains(&t) => {}
                             other => diags.push(Diagnostic::warning(
                                 r.origin.locate(&format!("{rpath}.backendRefs[{bi}].filters")),
                                 code::NOT_SUPPORTED,
@@ -474,6 +493,17 @@ fn http_rules(w: &World<'_>, r: &Resource, order: usize, diags: &mut Vec<Diagnos
     out
 }
 
+/// Backend filters that act on the whole request: with a single backend they are the rule's.
+const LIFTED: [&str; 4] = ["URLRewrite", "RequestRedirect", "RequestMirror", "CORS"];
+
+fn with_lifted(rule: &[HttpRouteFilter], backends: &[BackendRef]) -> Vec<HttpRouteFilter> {
+    let mut out = rule.to_vec();
+    if let [b] = backends {
+        out.extend(b.filters.iter().filter(|f| LIFTED.contains(&f.type_.as_str())).cloned());
+    }
+    out
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum PartKind {
     Exact,
@@ -537,10 +567,13 @@ fn cors_policy(v: &serde_json::Value) -> CorsPolicy {
     }
 }
 
+/// Gateway API header values are literal text: `%` is escaped so Istio's `%VAR%` templates never
+/// read one (`100%` stays `100%`).
 fn header_ops(m: &HeaderModifier) -> HeaderOperations {
+    let lit = |v: &str| v.replace('%', "%%");
     HeaderOperations {
-        set: m.set.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect(),
-        add: m.add.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect(),
+        set: m.set.iter().map(|h| (h.name.to_ascii_lowercase(), lit(&h.value))).collect(),
+        add: m.add.iter().map(|h| (h.name.to_ascii_lowercase(), lit(&h.value))).collect(),
         remove: m.remove.iter().map(|h| h.to_ascii_lowercase()).collect(),
     }
 }

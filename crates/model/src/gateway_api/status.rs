@@ -55,6 +55,9 @@ pub struct ObjectStatus {
     pub kind: &'static str,
     pub namespace: String,
     pub name: String,
+    /// `metadata.generation` the conditions were computed from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
     /// GatewayClass and Gateway conditions.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -1,0 +1,28 @@
+//! What this gateway instance is: the inputs of [`compile`](crate::compile) besides the resources.
+
+use std::collections::BTreeMap;
+
+/// What this gateway instance is.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// This instance's labels; a Gateway applies when its selector is a subset.
+    pub labels: BTreeMap<String, String>,
+    /// The namespace the gateway runs in (where `credentialName` secrets are looked up).
+    pub gateway_namespace: String,
+    /// This instance's locality, `region/zone/subzone` (Istio's); `None` turns locality load
+    /// balancing off.
+    pub locality: Option<String>,
+    /// The Gateway API `gatewayClassName` this instance serves (`--gateway-class`).
+    pub gateway_class: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+            gateway_namespace: "istio-system".to_string(),
+            locality: None,
+            gateway_class: "portico".to_string(),
+        }
+    }
+}
