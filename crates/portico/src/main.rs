@@ -248,7 +248,9 @@ fn explicit_gateway_namespace() -> bool {
 fn init_logging() -> run::LogControl {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // kube's client logs every failed call of a retrying watch at error level; the source
+        // reports an outage itself, once (see portico_kube::Status).
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off"));
     // Colours only for a person at a terminal, not for log collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);

@@ -363,10 +363,15 @@ fn endpoint_slice_changes_under_load_lose_nothing() {
     // Pod a not ready: only b.
     c.apply(slice("reviews", "a", pa, json!({"ready": false, "serving": false, "terminating": false})));
     wait_until("only pod b", || answers(&gw, 20, &[]).keys().all(|k| k == "200 pod-b"));
+    let seen = answers(&gw, 200, &[]);
+    assert_eq!(seen.get("200 pod-b"), Some(&200), "a pod that is not ready takes no requests: {seen:?}");
     // Pod a ready again, pod b terminating (still serving what it has): only a.
     c.apply(slice("reviews", "a", pa, ready_cond()));
     c.apply(slice("reviews", "b", pb, json!({"ready": false, "serving": true, "terminating": true})));
     wait_until("only pod a", || answers(&gw, 20, &[]).keys().all(|k| k == "200 pod-a"));
+    // Not by chance: it stays so.
+    let seen = answers(&gw, 200, &[]);
+    assert_eq!(seen.get("200 pod-a"), Some(&200), "a terminating pod takes no new requests: {seen:?}");
 
     let (total, failures, errors) = load.finish();
     assert!(total > 50, "the load ran: {total}");
