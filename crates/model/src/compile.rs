@@ -75,6 +75,9 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
             ));
             continue;
         }
+        if !exported_to_gateway(res, &opts.gateway_namespace, &mut diags) {
+            continue;
+        }
         valid.push(res);
     }
 
@@ -123,6 +126,48 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
     diags.dedup();
     Compiled { snapshot, diagnostics: diags }
+}
+
+/// Istio's `exportTo`: a VirtualService, DestinationRule or ServiceEntry applies to this gateway
+/// only when exported to the gateway's own namespace (`.` is the resource's namespace, `*` every
+/// namespace, `~` none; unset is `*`, Istio's default). A hidden VirtualService that names
+/// gateways is most likely a mistake and is warned; other hidden resources are meant for sidecars
+/// elsewhere and are dropped silently, as Istio does.
+fn exported_to_gateway(res: &Resource, gateway_ns: &str, diags: &mut Vec<Diagnostic>) -> bool {
+    let export_to = match &res.spec {
+        Spec::VirtualService(vs) => &vs.export_to,
+        Spec::DestinationRule(dr) => &dr.export_to,
+        Spec::ServiceEntry(se) => &se.export_to,
+        _ => return true,
+    };
+    if exported_to(export_to, res.namespace(), gateway_ns) {
+        return true;
+    }
+    if let Spec::VirtualService(vs) = &res.spec {
+        if vs.gateways.iter().any(|g| g != "mesh") {
+            diags.push(Diagnostic::warning(
+                res.origin.locate("spec.exportTo"),
+                code::IGNORED,
+                res.key(),
+                format!(
+                    "exportTo {export_to:?} does not include the gateway's namespace `{gateway_ns}`: this gateway does \
+                     not see this VirtualService"
+                ),
+            ));
+        }
+    }
+    false
+}
+
+/// Whether a resource in `own_ns` with `export_to` is visible in `ns`.
+pub fn exported_to(export_to: &[String], own_ns: &str, ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to.iter().any(|e| match e.as_str() {
+            "*" => true,
+            "~" => false,
+            "." => own_ns == ns,
+            other => other == ns,
+        })
 }
 
 fn decode_secret(res: &Resource, s: &portico_api::k8s::Secret, diags: &mut Vec<Diagnostic>) -> SecretData {
