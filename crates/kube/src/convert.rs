@@ -294,6 +294,18 @@ mod tests {
     }
 
     #[test]
+    fn export_to_annotation_applies() {
+        let s = svc(serde_json::json!({
+            "metadata": {"name": "private", "namespace": "a", "annotations": {"networking.istio.io/exportTo": ". , b"}},
+            "spec": {"ports": [{"port": 80}]}
+        }));
+        let r = service_entry(&s, &[], &PodLabels::new(), "cluster.local").unwrap();
+        let Spec::ServiceEntry(se) = &r.spec else { panic!() };
+        assert_eq!(se.export_to, vec![".", "b"]);
+        assert_eq!(se.ports[0].name, "port-80", "an unnamed port gets a DNS-label name");
+    }
+
+    #[test]
     fn external_name_resolves_by_dns() {
         let s = svc(serde_json::json!({
             "metadata": {"name": "ext", "namespace": "a"},

@@ -37,7 +37,8 @@ pub enum Error {
     Client(#[from] kube::Error),
 }
 
-/// A client from `--kubeconfig PATH`, else the in-cluster config, else `KUBECONFIG` / `~/.kube/config`.
+/// A client from `--kubeconfig PATH`, else `KUBECONFIG` / `~/.kube/config`, else the in-cluster
+/// service account (kube's `Config::infer`).
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, Error> {
     let config = match kubeconfig {
         Some(path) => {

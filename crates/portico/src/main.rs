@@ -53,7 +53,7 @@ struct RunArgs {
     #[arg(long, env = "PORTICO_CONFIG", value_delimiter = ',', required_unless_present = "kubernetes")]
     config: Vec<PathBuf>,
     /// Read Istio resources, Secrets, Services, EndpointSlices and Pods from the Kubernetes API
-    /// (in-cluster config, else `KUBECONFIG` or `--kubeconfig`); `--config` files add to them.
+    /// (`--kubeconfig`, else `KUBECONFIG`, else in-cluster); `--config` files add to them.
     #[arg(long, env = "PORTICO_KUBERNETES")]
     kubernetes: bool,
     /// The kubeconfig file for `--kubernetes`.
