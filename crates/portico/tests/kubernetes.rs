@@ -572,3 +572,60 @@ fn two_replicas_converge_on_v1beta1() {
     assert_eq!(body(&g1), "reviews");
     assert_eq!(body(&g2), "reviews");
 }
+
+/// `--config` files add to what the API has, and `--watch-namespace` limits what is read.
+#[test]
+fn files_add_to_the_api_and_watch_namespace_limits_it() {
+    let c = Cluster::new("v1");
+    let (pa, pb) = (free_port(), free_port());
+    let _a = echo_backend(pa, "from-api");
+    let _b = echo_backend(pb, "from-file");
+    c.apply(gateway(false));
+    c.apply(seed_vs());
+    c.apply(service("reviews", 9080));
+    c.apply(slice("reviews", "r1", pa, ready_cond()));
+    // A VirtualService in a namespace that is not watched: never seen.
+    let mut other = virtual_service(
+        "elsewhere",
+        json!([{"match": [{"uri": {"prefix": "/elsewhere"}}], "route": [{"destination": {"host": "reviews.default.svc.cluster.local", "port": {"number": 9080}}}]}]),
+    );
+    other["metadata"]["namespace"] = json!("unwatched");
+    c.apply(other);
+    // The file: a route to a ServiceEntry, on the API's Gateway.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("extra.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: files, namespace: default}}\n\
+             spec:\n  hosts: [dev.example.com]\n  gateways: [istio-system/my-gateway]\n  http:\n  - match: [{{uri: {{prefix: /file}}}}]\n    route: [{{destination: {{host: legacy.example.internal}}}}]\n\
+             ---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: legacy, namespace: default}}\n\
+             spec:\n  hosts: [legacy.example.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {pb}}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let gw = start(
+        &c.kubeconfig(),
+        &[
+            "--config",
+            dir.path().to_str().unwrap(),
+            "--watch-namespace",
+            "default",
+            "--watch-namespace",
+            "istio-system",
+        ],
+    );
+    wait_ready(&gw);
+    assert_eq!(body(&gw), "from-api");
+    let r = get(gw.http_port, "dev.example.com", "/file", &[]).unwrap();
+    assert_eq!((r.status, r.body.trim()), (200, "from-file"));
+    let r = get(gw.http_port, "dev.example.com", "/elsewhere", &[]).unwrap();
+    assert_eq!(r.status, 404, "a namespace not watched is not read");
+    let watched: Vec<String> = c
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.contains("virtualservices"))
+        .map(|r| r.split('?').next().unwrap_or("").to_string())
+        .collect();
+    assert!(watched.iter().all(|r| r.contains("/namespaces/")), "only namespaced reads: {watched:?}");
+}
