@@ -275,17 +275,24 @@ fn not_ready_until_synced() {
     c.apply(service("reviews", 9080));
     c.apply(slice("reviews", "reviews-1", backend, ready_cond()));
     c.api.stop();
-    let gw = start(&c.kubeconfig(), &[]);
+    let status_port = free_port();
+    let gw = start(&c.kubeconfig(), &["--status", &format!("127.0.0.1:{status_port}")]);
+    wait_port(status_port);
     for _ in 0..20 {
         let r = get(gw.admin_port, "localhost", "/healthz/ready", &[]).unwrap();
         assert_eq!(r.status, 503, "ready before any list: {}", r.body);
+        let r = get(status_port, "localhost", "/healthz/ready", &[]).unwrap();
+        assert_eq!(r.status, 503, "the status port says the same: {}", r.body);
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The status port serves readiness only (it faces the load balancer).
+    assert_eq!(get(status_port, "localhost", "/config_dump", &[]).unwrap().status, 404);
     let samples = scrape(gw.admin_port);
     assert_eq!(value(&samples, "portico_source_synced", &[("source", "kubernetes")]), 0.0);
     assert_eq!(config_dump(&gw)["ready"], json!(false));
     c.restart();
     wait_ready(&gw);
+    assert_eq!(get(status_port, "localhost", "/healthz/ready", &[]).unwrap().status, 200);
     assert_eq!(body(&gw), "reviews");
     let samples = scrape(gw.admin_port);
     assert_eq!(value(&samples, "portico_source_synced", &[("source", "kubernetes")]), 1.0);
