@@ -81,6 +81,7 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     // VirtualService naming a Gateway with a schema error gets IST0106 on the Gateway, not a
     // "gateway not found").
     let mut rejected_res: Vec<&Resource> = Vec::new();
+    let mut hidden: Vec<&Resource> = Vec::new();
     for res in resources {
         let found = crate::validate::validate(res);
         let rejected = found.iter().any(Diagnostic::is_error);
@@ -97,6 +98,12 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
                 res.key(),
                 format!("duplicate {}: an earlier file already defines it; this one is ignored", res.key()),
             ));
+            continue;
+        }
+        if !exported_to_gateway(res, &opts.gateway_namespace, &mut diags) {
+            // Not served here, but the analyzers reason about exportTo themselves (IST0109,
+            // hosts exported to a VirtualService's namespace).
+            hidden.push(res);
             continue;
         }
         valid.push(res);
@@ -145,7 +152,8 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
 
     // Cross-resource analysis on what the user wrote (Ingress and Gateway API
     // translations are not theirs; the Gateway API reports its problems as status).
-    let mut analyzed: Vec<&Resource> = valid.iter().copied().chain(rejected_res.iter().copied()).collect();
+    let mut analyzed: Vec<&Resource> =
+        valid.iter().copied().chain(rejected_res.iter().copied()).chain(hidden.iter().copied()).collect();
     analyzed.sort_by(|a, b| precedence(a, b));
     let cx = crate::analyze::Ctx {
         resources: analyzed,
@@ -165,6 +173,48 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
     diags.dedup();
     Compiled { snapshot, diagnostics: diags }
+}
+
+/// Istio's `exportTo`: a VirtualService, DestinationRule or ServiceEntry applies to this gateway
+/// only when exported to the gateway's own namespace (`.` is the resource's namespace, `*` every
+/// namespace, `~` none; unset is `*`, Istio's default). A hidden VirtualService that names
+/// gateways is most likely a mistake and is warned; other hidden resources are meant for sidecars
+/// elsewhere and are dropped silently, as Istio does.
+fn exported_to_gateway(res: &Resource, gateway_ns: &str, diags: &mut Vec<Diagnostic>) -> bool {
+    let export_to = match &res.spec {
+        Spec::VirtualService(vs) => &vs.export_to,
+        Spec::DestinationRule(dr) => &dr.export_to,
+        Spec::ServiceEntry(se) => &se.export_to,
+        _ => return true,
+    };
+    if exported_to(export_to, res.namespace(), gateway_ns) {
+        return true;
+    }
+    if let Spec::VirtualService(vs) = &res.spec {
+        if vs.gateways.iter().any(|g| g != "mesh") {
+            diags.push(Diagnostic::warning(
+                res.origin.locate("spec.exportTo"),
+                code::IGNORED,
+                res.key(),
+                format!(
+                    "exportTo {export_to:?} does not include the gateway's namespace `{gateway_ns}`: this gateway does \
+                     not see this VirtualService"
+                ),
+            ));
+        }
+    }
+    false
+}
+
+/// Whether a resource in `own_ns` with `export_to` is visible in `ns`.
+pub fn exported_to(export_to: &[String], own_ns: &str, ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to.iter().any(|e| match e.as_str() {
+            "*" => true,
+            "~" => false,
+            "." => own_ns == ns,
+            other => other == ns,
+        })
 }
 
 fn decode_secret(res: &Resource, s: &portico_api::k8s::Secret, diags: &mut Vec<Diagnostic>) -> SecretData {

@@ -56,16 +56,7 @@ fn header_vars(f: &mut Found<'_>, path: &str, h: Option<&portico_api::istio::Hea
     }
 }
 
-/// `exportTo` that would hide the resource from some namespaces: a gateway instance sees every
-/// resource it is given.
-fn export_to(f: &mut Found<'_>, export_to: &[String]) {
-    if !export_to.is_empty() && !export_to.iter().any(|e| e == "*") {
-        f.warn("spec.exportTo".into(), "restricting visibility with exportTo (the resource applies to every gateway)");
-    }
-}
-
 fn virtual_service(f: &mut Found<'_>, vs: &VirtualService) {
-    export_to(f, &vs.export_to);
     for (i, r) in vs.http.iter().enumerate() {
         header_vars(f, &format!("spec.http[{i}]"), r.headers.as_ref());
         for (j, d) in r.route.iter().enumerate() {
@@ -110,7 +101,6 @@ fn virtual_service(f: &mut Found<'_>, vs: &VirtualService) {
 }
 
 fn service_entry(f: &mut Found<'_>, se: &ServiceEntry) {
-    export_to(f, &se.export_to);
     if se.workload_selector.is_some() {
         f.warn("spec.workloadSelector".into(), "selecting workloads (file mode has no WorkloadEntries)");
     }
@@ -191,7 +181,6 @@ fn traffic_policy(f: &mut Found<'_>, prefix: &str, tp: &TrafficPolicy) {
 }
 
 fn destination_rule(f: &mut Found<'_>, dr: &DestinationRule) {
-    export_to(f, &dr.export_to);
     if dr.workload_selector.is_some() {
         f.warn("spec.workloadSelector".into(), "selecting workloads (the rule applies to every gateway instance)");
     }

@@ -796,7 +796,7 @@ kind: ServiceEntry
 metadata: {name: svc, namespace: default}
 spec:
   hosts: [svc.example.internal]
-  exportTo: ["."]
+  exportTo: [".", istio-system]
   subjectAltNames: [spiffe://example/svc]
   resolution: STATIC
   ports: [{number: 80, name: http, protocol: HTTP}]
@@ -807,7 +807,6 @@ kind: DestinationRule
 metadata: {name: svc, namespace: default}
 spec:
   host: svc.example.internal
-  exportTo: ["."]
   workloadSelector: {matchLabels: {istio: ingressgateway}}
   trafficPolicy:
     retryBudget: {percent: 20}
@@ -851,13 +850,11 @@ spec:
     let errors: Vec<String> =
         compiled.diagnostics.iter().filter(|d| d.code != "PTC0006").map(|d| d.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
-    // exportTo ["*"] restricts nothing: not warned.
+    // exportTo is applied (tests/golden.rs `export_to_hides_from_other_namespaces`), not warned.
     assert_eq!(
         warned,
         [
             "spec.endpoints[0].network",
-            "spec.exportTo",
-            "spec.exportTo",
             "spec.http[0].match[0].statPrefix",
             "spec.http[0].retries.backoff",
             "spec.http[0].retries.retryIgnorePreviousHosts",
@@ -871,4 +868,61 @@ spec:
             "spec.workloadSelector",
         ]
     );
+}
+
+/// Istio's exportTo: a VirtualService, DestinationRule or ServiceEntry applies to the gateway only
+/// when exported to the gateway's namespace (`--gateway-namespace`, here istio-system).
+#[test]
+fn export_to_hides_from_other_namespaces() {
+    let case = |vs_export: &str, se_export: &str| {
+        let yaml = format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: svc, namespace: default}}
+spec:
+  hosts: [svc.example.internal]
+  exportTo: {se_export}
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 10.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: default}}
+spec:
+  hosts: [a.example.com]
+  gateways: [istio-system/gw]
+  exportTo: {vs_export}
+  http: [{{route: [{{destination: {{host: svc.example.internal}}}}]}}]
+"#
+        );
+        let parsed = portico_api::parse_text("case.yaml", &yaml, "default");
+        let compiled = compile(&parsed.resources, &Options::default());
+        let routed = !compiled.snapshot.listeners.is_empty()
+            && serde_json::to_string(&compiled.snapshot).unwrap().contains("a.example.com");
+        let has_cluster = serde_json::to_string(&compiled.snapshot).unwrap().contains("10.0.0.1");
+        let diags: Vec<String> = compiled.diagnostics.iter().map(|d| d.to_string()).collect();
+        (routed, has_cluster, diags)
+    };
+    for visible in [r#"["*"]"#, r#"[istio-system]"#, r#"[".", istio-system]"#, "[]"] {
+        let (routed, cluster, diags) = case(visible, visible);
+        assert!(routed && cluster, "exportTo {visible} includes istio-system: {diags:#?}");
+    }
+    for hidden in [r#"["."]"#, r#"[other]"#] {
+        let (routed, _, diags) = case(hidden, "[]");
+        assert!(!routed, "VirtualService exportTo {hidden} is not seen by the gateway");
+        assert!(diags.iter().any(|d| d.contains("does not include the gateway's namespace")), "{diags:#?}");
+    }
+    for hidden in [r#"["."]"#, r#"["~"]"#, r#"[other]"#] {
+        let (routed, cluster, diags) = case("[]", hidden);
+        assert!(routed && !cluster, "ServiceEntry exportTo {hidden} is not seen by the gateway: {diags:#?}");
+    }
 }

@@ -19,6 +19,19 @@ pub struct Admin {
     pub state: SharedState,
     pub sink: Arc<TelemetrySink>,
     pub log_control: LogControl,
+    /// The Kubernetes source, when `--kubernetes`: its watchers' state in metrics and `/config_dump`.
+    pub kube: Option<portico_kube::KubeSource>,
+}
+
+/// Which paths an admin listener serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything (`--admin`).
+    All,
+    /// Only `/stats/prometheus` and `/metrics` (`--metrics`).
+    Metrics,
+    /// Only `/healthz/ready` (`--status`, Istio's status port 15021 that load balancers probe).
+    Status,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -30,9 +43,13 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     r
 }
 
-fn config_dump(state: &SharedState) -> String {
+fn config_dump(state: &SharedState, kube: Option<&portico_kube::KubeSource>) -> String {
     let st = state.lock().unwrap_or_else(|e| e.into_inner());
     let dump = serde_json::json!({
+        "ready": st.source_ready,
+        "sources": {
+            "kubernetes": kube.map(|k| serde_json::json!({"synced": k.synced(), "watchers": k.status().snapshot()})),
+        },
         "generation": st.generation,
         "last_reload_ok": st.last_reload_ok,
         "last_reload_error": st.last_reload_error,
@@ -72,7 +89,11 @@ fn refresh_pool_gauges(admin: &Admin) {
 
 fn prometheus(admin: &Admin) -> String {
     refresh_pool_gauges(admin);
-    admin.sink.telemetry().render()
+    let mut text = admin.sink.telemetry().render();
+    if let Some(k) = &admin.kube {
+        text.push_str(&k.status().render());
+    }
+    text
 }
 
 /// Envoy's `/stats` plain text: `name{labels}: value`, one per line, from the same registry,
@@ -240,20 +261,26 @@ fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     query?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
-fn handle(req: &Request<hyper::body::Incoming>, admin: &Admin, metrics_only: bool) -> Response<Full<Bytes>> {
+fn handle(req: &Request<hyper::body::Incoming>, admin: &Admin, mode: Mode) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if metrics_only && !matches!(path, "/stats/prometheus" | "/metrics") {
+    if mode == Mode::Metrics && !matches!(path, "/stats/prometheus" | "/metrics") {
         return reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /stats/prometheus\n");
+    }
+    if mode == Mode::Status && path != "/healthz/ready" {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz/ready\n");
     }
     match path {
         "/healthz/ready" => {
-            if admin.proxy.is_ready() {
+            // Ready only once every source has delivered its first full view (the Kubernetes
+            // watchers listed once) and that config is in service.
+            let source_ready = admin.state.lock().unwrap_or_else(|e| e.into_inner()).source_ready;
+            if admin.proxy.is_ready() && source_ready {
                 reply(StatusCode::OK, "text/plain", "LIVE\n")
             } else {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "NOT READY\n")
             }
         }
-        "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(&admin.state)),
+        "/config_dump" => reply(StatusCode::OK, "application/json", config_dump(&admin.state, admin.kube.as_ref())),
         "/stats/prometheus" | "/metrics" => reply(StatusCode::OK, portico_telemetry::CONTENT_TYPE, prometheus(admin)),
         "/stats" => reply(StatusCode::OK, "text/plain", stats_text(admin)),
         "/clusters" => match query_param(req.uri().query(), "format") {
@@ -288,8 +315,8 @@ fn handle(req: &Request<hyper::body::Incoming>, admin: &Admin, metrics_only: boo
 }
 
 /// Bind and serve in the background on the current runtime; returns the bound address.
-/// `metrics_only`: the `--metrics` address, which serves only the Prometheus endpoint.
-pub async fn serve(addr: SocketAddr, admin: Arc<Admin>, metrics_only: bool) -> Result<SocketAddr> {
+/// `mode`: which paths this address serves.
+pub async fn serve(addr: SocketAddr, admin: Arc<Admin>, mode: Mode) -> Result<SocketAddr> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot bind the admin address {addr}"))?;
     let local = listener.local_addr()?;
@@ -299,7 +326,7 @@ pub async fn serve(addr: SocketAddr, admin: Arc<Admin>, metrics_only: bool) -> R
             let admin = admin.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let resp = handle(&req, &admin, metrics_only);
+                    let resp = handle(&req, &admin, mode);
                     async move { Ok::<_, std::convert::Infallible>(resp) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

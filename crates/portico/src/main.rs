@@ -6,6 +6,7 @@ mod files;
 mod report;
 mod run;
 mod sink;
+mod sources;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -71,8 +72,24 @@ struct InstanceArgs {
 #[derive(Args)]
 struct RunArgs {
     /// Config files or directories (watched; `*.yaml`, `*.yml`, `*.json`, recursively).
-    #[arg(long, env = "PORTICO_CONFIG", value_delimiter = ',', required = true)]
+    #[arg(long, env = "PORTICO_CONFIG", value_delimiter = ',', required_unless_present = "kubernetes")]
     config: Vec<PathBuf>,
+    /// Read Istio resources, Secrets, Services, EndpointSlices and Pods from the Kubernetes API
+    /// (`--kubeconfig`, else `KUBECONFIG`, else in-cluster); `--config` files add to them.
+    #[arg(long, env = "PORTICO_KUBERNETES")]
+    kubernetes: bool,
+    /// The kubeconfig file for `--kubernetes`.
+    #[arg(long, env = "PORTICO_KUBECONFIG", value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespaces to watch (repeatable, or comma-separated); default: all.
+    #[arg(long = "watch-namespace", env = "PORTICO_WATCH_NAMESPACE", value_delimiter = ',', value_name = "NS")]
+    watch_namespace: Vec<String>,
+    /// The cluster's DNS domain: a Service is `name.namespace.svc.<suffix>`.
+    #[arg(long, env = "PORTICO_DOMAIN_SUFFIX", default_value = "cluster.local")]
+    domain_suffix: String,
+    /// Serve only `/healthz/ready` here too (Istio's status port, 15021, for load balancers).
+    #[arg(long, env = "PORTICO_STATUS")]
+    status: Option<std::net::SocketAddr>,
     #[command(flatten)]
     instance: InstanceArgs,
     /// Address listeners bind.
@@ -275,9 +292,29 @@ fn run_cmd(args: RunArgs, log_control: run::LogControl) -> Result<ExitCode> {
     if !(0.0..=100.0).contains(&args.trace_sampling) {
         anyhow::bail!("--trace-sampling: {} is not a percentage (0 to 100)", args.trace_sampling);
     }
+    let mut options = options(&args.instance)?;
+    let kubernetes = args.kubernetes.then(|| {
+        // In a pod, the gateway's namespace is the pod's own (Istio's gateway template sets
+        // POD_NAMESPACE) unless given explicitly.
+        if std::env::var_os("PORTICO_GATEWAY_NAMESPACE").is_none() && !explicit_gateway_namespace() {
+            if let Some(ns) = std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()) {
+                options.gateway_namespace = ns;
+            }
+        }
+        run::KubeRun {
+            kubeconfig: args.kubeconfig.clone(),
+            options: portico_kube::KubeOptions {
+                watch_namespaces: args.watch_namespace.iter().filter(|n| !n.is_empty()).cloned().collect(),
+                domain_suffix: args.domain_suffix.trim_matches('.').to_string(),
+                secret_namespace: options.gateway_namespace.clone(),
+                default_namespace: args.instance.namespace.clone(),
+            },
+        }
+    });
+    let gateway_namespace = options.gateway_namespace.clone();
     run::run(run::RunConfig {
         config: args.config,
-        options: options(&args.instance)?,
+        options,
         namespace: args.instance.namespace.clone(),
         bind: args.bind,
         port_map: parse_port_map(&args.port_map)?,
@@ -290,17 +327,26 @@ fn run_cmd(args: RunArgs, log_control: run::LogControl) -> Result<ExitCode> {
         otlp_endpoint,
         trace_sampling: args.trace_sampling,
         workload_name: args.workload_name,
-        gateway_namespace: args.instance.gateway_namespace.clone(),
+        gateway_namespace,
         log_control,
+        kubernetes,
+        status: args.status,
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--gateway-namespace` given on the command line (clap's default is not a choice).
+fn explicit_gateway_namespace() -> bool {
+    std::env::args().any(|a| a == "--gateway-namespace" || a.starts_with("--gateway-namespace="))
 }
 
 /// Logs on stderr (the access log has stdout), with a filter `/logging?level=…` can change.
 fn init_logging() -> run::LogControl {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // kube's client logs every failed call of a retrying watch at error level; the source
+        // reports an outage itself, once (see portico_kube::Status).
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off"));
     // Colours only for a person at a terminal, not for log collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);

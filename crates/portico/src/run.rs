@@ -6,6 +6,7 @@
 
 use crate::files::FileSource;
 use crate::sink::TelemetrySink;
+use crate::sources::Sources;
 use anyhow::{Context, Result};
 use portico_api::Diagnostic;
 use portico_model::{Options, Snapshot};
@@ -40,6 +41,17 @@ pub struct RunConfig {
     pub workload_name: String,
     pub gateway_namespace: String,
     pub log_control: LogControl,
+    /// `--kubernetes`: read resources from the API server too.
+    pub kubernetes: Option<KubeRun>,
+    /// `--status`: an address serving only `/healthz/ready` (Istio's port 15021).
+    pub status: Option<SocketAddr>,
+}
+
+/// The Kubernetes source's settings.
+pub struct KubeRun {
+    /// `--kubeconfig`; else in-cluster, else `KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    pub options: portico_kube::KubeOptions,
 }
 
 /// Downstream limits and timeouts, passed to the data plane as they are.
@@ -67,6 +79,8 @@ pub struct ConfigState {
     pub last_reload_error: Option<String>,
     pub last_good_unix: u64,
     pub kept_last_good: Vec<String>,
+    /// The config in service was loaded after every source's first full view.
+    pub source_ready: bool,
 }
 
 pub type SharedState = Arc<Mutex<ConfigState>>;
@@ -77,7 +91,7 @@ fn unix_now() -> u64 {
 
 /// Load, compile and apply once. Returns the new fingerprint.
 async fn reload(
-    source: &mut FileSource,
+    source: &mut Sources,
     cfg: &RunConfig,
     proxy: &Proxy,
     dp: &tokio::runtime::Handle,
@@ -127,6 +141,10 @@ async fn reload(
             st.last_reload_ok = !load.failed;
             st.last_reload_error = None;
             st.last_good_unix = unix_now();
+            if load.complete && !st.source_ready {
+                tracing::info!("every source has synced: ready");
+            }
+            st.source_ready = load.complete;
             if load.failed {
                 // Served, but with a file's last good version: the change itself was rejected.
                 metrics.config_reload_failed();
@@ -224,7 +242,16 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
     let state: SharedState = Arc::new(Mutex::new(ConfigState::default()));
     let dp_handle = dp.handle().clone();
     let result = control.block_on(async {
-        let mut source = FileSource::new(cfg.config.clone(), &cfg.namespace);
+        let kube = match &cfg.kubernetes {
+            None => None,
+            Some(k) => {
+                let client = portico_kube::client(k.kubeconfig.as_deref()).await?;
+                Some(portico_kube::KubeSource::start(client, k.options.clone()))
+            }
+        };
+        let files =
+            (!cfg.config.is_empty() || kube.is_none()).then(|| FileSource::new(cfg.config.clone(), &cfg.namespace));
+        let mut source = Sources { files, kube: kube.clone() };
         let mut fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, &sink, None).await;
         {
             let st = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -243,16 +270,27 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
             state: state.clone(),
             sink: sink.clone(),
             log_control: std::mem::replace(&mut log_control, Box::new(|_| Err("unavailable".into()))),
+            kube: kube.clone(),
         });
-        let admin = crate::admin::serve(cfg.admin, admin_ctx.clone(), false).await?;
+        let admin = crate::admin::serve(cfg.admin, admin_ctx.clone(), crate::admin::Mode::All).await?;
         tracing::info!("admin on http://{admin}");
         if let Some(addr) = cfg.metrics {
-            let m = crate::admin::serve(addr, admin_ctx, true).await?;
+            let m = crate::admin::serve(addr, admin_ctx.clone(), crate::admin::Mode::Metrics).await?;
             tracing::info!("metrics on http://{m}/stats/prometheus");
+        }
+        if let Some(addr) = cfg.status {
+            let m = crate::admin::serve(addr, admin_ctx, crate::admin::Mode::Status).await?;
+            tracing::info!("status on http://{m}/healthz/ready");
         }
 
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let _watcher = watch(&cfg.config, tx)?;
+        let _watcher = if cfg.config.is_empty() { None } else { Some(watch(&cfg.config, tx)?) };
+        let kube_changed = || async {
+            match &kube {
+                Some(k) => k.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut poll = tokio::time::interval(Duration::from_secs(5));
         poll.tick().await;
@@ -262,6 +300,11 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
                     // Debounce: editors and ConfigMap swaps write several events at once.
                     tokio::time::sleep(Duration::from_millis(150)).await;
                     while rx.try_recv().is_ok() {}
+                    fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, &sink, fingerprint).await;
+                }
+                _ = kube_changed() => {
+                    // Debounce: a relist or a rollout brings many events at once; one compile.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, &sink, fingerprint).await;
                 }
                 _ = poll.tick() => {

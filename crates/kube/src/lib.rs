@@ -1,0 +1,338 @@
+//! The Kubernetes source (DESIGN.md §3): watchers on the API server for the Istio kinds,
+//! Secrets, Services, EndpointSlices and Pods, kept in a store the runtime loads, compiles and
+//! swaps like the file source.
+//!
+//! Every watcher is `kube::runtime::watcher` with the default backoff: it lists, then watches
+//! from the list's resourceVersion, relists on `410 Gone`, and yields errors instead of ending.
+//! An error never stops a watch and never empties the store: the last objects seen keep being
+//! served until a relist replaces them.
+#![forbid(unsafe_code)]
+
+pub mod convert;
+mod status;
+pub mod store;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PartialObjectMeta};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, ResourceExt};
+pub use status::Status;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{Item, Store};
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the kubeconfig {path}: {source}")]
+    Kubeconfig { path: String, source: kube::config::KubeconfigError },
+    #[error("no Kubernetes configuration (not in a cluster, no KUBECONFIG, no --kubeconfig): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client from `--kubeconfig PATH`, else `KUBECONFIG` / `~/.kube/config`, else the in-cluster
+/// service account (kube's `Config::infer`).
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let err = |source| Error::Kubeconfig { path: path.display().to_string(), source };
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(err)?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await.map_err(err)?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// What to watch.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// Namespaces to watch (`--watch-namespace`); empty: all.
+    pub watch_namespaces: Vec<String>,
+    /// `cluster.local`: Services are `name.namespace.svc.<suffix>`.
+    pub domain_suffix: String,
+    /// Where `credentialName` Secrets are read (the gateway's own namespace; a namespaced Role).
+    pub secret_namespace: String,
+    /// For objects without a namespace (cluster-scoped reads never have one for these kinds).
+    pub default_namespace: String,
+}
+
+/// The Istio kinds, by kind and plural; each tried as `v1`, then `v1beta1`.
+const ISTIO_KINDS: [(&str, &str); 4] = [
+    ("Gateway", "gateways"),
+    ("VirtualService", "virtualservices"),
+    ("DestinationRule", "destinationrules"),
+    ("ServiceEntry", "serviceentries"),
+];
+const ISTIO_GROUP: &str = "networking.istio.io";
+const ISTIO_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+
+struct Shared {
+    store: Mutex<Store>,
+    changed: Notify,
+    status: Status,
+    opts: KubeOptions,
+}
+
+/// The running source: the watchers' store, a change signal, and their status.
+#[derive(Clone)]
+pub struct KubeSource {
+    shared: Arc<Shared>,
+}
+
+impl KubeSource {
+    /// Start every watcher on the current tokio runtime.
+    pub fn start(client: Client, opts: KubeOptions) -> KubeSource {
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            changed: Notify::new(),
+            status: Status::default(),
+            opts,
+        });
+        let namespaces: Vec<Option<String>> = if shared.opts.watch_namespaces.is_empty() {
+            vec![None]
+        } else {
+            shared.opts.watch_namespaces.iter().cloned().map(Some).collect()
+        };
+        for ns in &namespaces {
+            let suffix = ns.as_deref().map(|n| format!("/{n}")).unwrap_or_default();
+            for (kind, plural) in ISTIO_KINDS {
+                let id = format!("{kind}{suffix}");
+                shared.status.register(&id, kind);
+                tokio::spawn(istio_watch(shared.clone(), client.clone(), id, kind, plural, ns.clone()));
+            }
+            let id = format!("Service{suffix}");
+            shared.status.register(&id, "Service");
+            let api: Api<Service> = scoped(&client, ns.as_deref());
+            tokio::spawn(run_watch(shared.clone(), id, watcher::watcher(api, watcher::Config::default()), |s| {
+                Some(Item::Service(Arc::new(s)))
+            }));
+            let id = format!("EndpointSlice{suffix}");
+            shared.status.register(&id, "EndpointSlice");
+            let api: Api<EndpointSlice> = scoped(&client, ns.as_deref());
+            tokio::spawn(run_watch(shared.clone(), id, watcher::watcher(api, watcher::Config::default()), |s| {
+                Some(Item::Slice(Arc::new(s)))
+            }));
+            // Pods: metadata only (labels select subsets); a pod's spec and status are never read.
+            let id = format!("Pod{suffix}");
+            shared.status.register(&id, "Pod");
+            let api: Api<PartialObjectMeta<Pod>> = scoped(&client, ns.as_deref());
+            tokio::spawn(run_watch(shared.clone(), id, watcher::watcher(api, watcher::Config::default()), |p| {
+                Some(Item::Pod(p.metadata.labels.unwrap_or_default()))
+            }));
+        }
+        let id = format!("Secret/{}", shared.opts.secret_namespace);
+        shared.status.register(&id, "Secret");
+        let api: Api<Secret> = Api::namespaced(client.clone(), &shared.opts.secret_namespace);
+        let default_ns = shared.opts.default_namespace.clone();
+        tokio::spawn(run_watch(shared.clone(), id, watcher::watcher(api, watcher::Config::default()), move |s| {
+            let json = serde_json::to_value(&s).ok()?;
+            Some(Item::Parsed(Arc::new(convert::parse_object("Secret", with_type(json, "v1", "Secret"), &default_ns))))
+        }));
+        tokio::spawn(probe(shared.clone(), client));
+        KubeSource { shared }
+    }
+
+    /// Every resource and diagnostic the API has now.
+    pub fn load(&self) -> store::Load {
+        let st = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
+        let load = st.load(&self.shared.opts.domain_suffix);
+        self.shared.status.set_counts(&st);
+        load
+    }
+
+    /// Resolves when something changed since the last call (a stored permit: no change is lost).
+    pub async fn changed(&self) {
+        self.shared.changed.notified().await;
+    }
+
+    /// True once every watcher has listed at least once.
+    pub fn synced(&self) -> bool {
+        self.shared.status.all_synced()
+    }
+
+    pub fn status(&self) -> &Status {
+        &self.shared.status
+    }
+}
+
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Typed objects serialize without `apiVersion`/`kind`; the parser needs them.
+fn with_type(mut json: serde_json::Value, api_version: &str, kind: &str) -> serde_json::Value {
+    if let Some(o) = json.as_object_mut() {
+        o.insert("apiVersion".into(), api_version.into());
+        o.insert("kind".into(), kind.into());
+    }
+    json
+}
+
+fn key_of<K: kube::Resource>(o: &K) -> String {
+    format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any())
+}
+
+/// Run one watcher until the runtime stops: errors are logged and counted, and the watcher
+/// (with its backoff) goes on.
+async fn run_watch<K, S, F>(shared: Arc<Shared>, id: String, stream: S, convert: F)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + Send + 'static,
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+    F: Fn(K) -> Option<Item> + Send,
+{
+    let stream = stream.default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut buffer: Option<BTreeMap<String, Item>> = None;
+    while let Some(ev) = stream.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            // 410 Gone: the history the watch resumed from is compacted. Not an outage: the
+            // watcher relists (and the relist replaces this watcher's objects whole).
+            Err(watcher::Error::WatchError(s)) if s.code == 410 => {
+                shared.status.expired(&id);
+                tracing::info!("kubernetes: {id} watch expired (410 Gone): relisting");
+                continue;
+            }
+            Err(e) => {
+                shared.status.error(&id, &e.to_string());
+                continue;
+            }
+        };
+        shared.status.ok(&id);
+        let mut st = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+        match ev {
+            Event::Init => buffer = Some(BTreeMap::new()),
+            Event::InitApply(o) => {
+                let key = key_of(&o);
+                if let Some(item) = convert(o) {
+                    buffer.get_or_insert_with(BTreeMap::new).insert(key, item);
+                }
+            }
+            Event::InitDone => {
+                st.replace(&id, buffer.take().unwrap_or_default());
+                shared.status.synced(&id);
+                shared.changed.notify_one();
+            }
+            Event::Apply(o) => {
+                let key = key_of(&o);
+                match convert(o) {
+                    Some(item) => st.apply(&id, key, item),
+                    None => st.delete(&id, &key),
+                }
+                shared.changed.notify_one();
+            }
+            Event::Delete(o) => {
+                st.delete(&id, &key_of(&o));
+                shared.changed.notify_one();
+            }
+        }
+    }
+}
+
+/// The first served version of an Istio kind: `v1`, else `v1beta1`; `None` when neither is
+/// installed (404). Other errors (API server away) are retried with backoff.
+async fn istio_version(
+    shared: &Shared,
+    client: &Client,
+    id: &str,
+    plural: &str,
+    kind: &str,
+    ns: Option<&str>,
+) -> Option<ApiResource> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let mut not_found = 0;
+        for v in ISTIO_VERSIONS {
+            let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(ISTIO_GROUP, v, kind), plural);
+            let api: Api<DynamicObject> = match ns {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
+            match api.list(&ListParams::default().limit(1)).await {
+                Ok(_) => return Some(ar),
+                Err(kube::Error::Api(s)) if s.code == 404 => not_found += 1,
+                Err(e) => {
+                    shared.status.error(id, &e.to_string());
+                    break;
+                }
+            }
+        }
+        if not_found == ISTIO_VERSIONS.len() {
+            return None;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Watch one Istio kind as `DynamicObject`s. A kind the cluster does not serve counts as synced
+/// (empty) and is looked for again every 30 s, so installing Istio's CRDs later works.
+async fn istio_watch(
+    shared: Arc<Shared>,
+    client: Client,
+    id: String,
+    kind: &'static str,
+    plural: &'static str,
+    ns: Option<String>,
+) {
+    let ar = loop {
+        match istio_version(&shared, &client, &id, plural, kind, ns.as_deref()).await {
+            Some(ar) => break ar,
+            None => {
+                if !shared.status.is_synced(&id) {
+                    tracing::warn!(
+                        "{ISTIO_GROUP} {kind} is not installed in this cluster (v1 and v1beta1 both 404): none read"
+                    );
+                    shared.status.synced(&id);
+                    shared.changed.notify_one();
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    };
+    tracing::info!("watching {ISTIO_GROUP}/{} {kind}", ar.version);
+    let api: Api<DynamicObject> = match ns.as_deref() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let default_ns = shared.opts.default_namespace.clone();
+    let api_version = ar.api_version.clone();
+    let stream = watcher::watcher(api, watcher::Config::default());
+    run_watch(shared.clone(), id, stream, move |o: DynamicObject| {
+        let json = serde_json::to_value(&o).ok()?;
+        Some(Item::Parsed(Arc::new(convert::parse_object(kind, with_type(json, &api_version, kind), &default_ns))))
+    })
+    .await;
+}
+
+/// Tells when the API server answers again after a failure: a watch that resumes without
+/// events has nothing else to say so. Any HTTP answer counts (the server is there); only a
+/// transport failure does not.
+async fn probe(shared: Arc<Shared>, client: Client) {
+    loop {
+        let down = shared.status.is_disconnected();
+        tokio::time::sleep(if down { Duration::from_millis(500) } else { Duration::from_secs(10) }).await;
+        if !shared.status.is_disconnected() {
+            continue;
+        }
+        match client.apiserver_version().await {
+            Ok(_) | Err(kube::Error::Api(_)) => shared.status.reachable(),
+            Err(e) => tracing::debug!("kubernetes: the API server is still away: {e}"),
+        }
+    }
+}
