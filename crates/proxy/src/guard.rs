@@ -576,8 +576,11 @@ pub(crate) struct Timeouts {
 
 /// A downstream stream with the checks above. `stop` is notified when the connection should be
 /// shut down gracefully (a refused head, idleness, a flood).
-pub(crate) struct Guarded<S> {
-    inner: S,
+pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    /// Always `Some` until dropped (then it may be handed to [`linger`]).
+    inner: Option<S>,
+    /// The client closed its side (nothing left to drain when we close).
+    eof_seen: bool,
     framer: Option<Framer>,
     h2: Option<H2Watch>,
     raw: BytesMut,
@@ -596,11 +599,26 @@ pub(crate) struct Guarded<S> {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> Guarded<S> {
+/// The stream, or an error once it was handed to the lingering close.
+macro_rules! inner {
+    ($this:expr, $gone:expr) => {
+        match $this.inner.as_mut() {
+            Some(i) => Pin::new(i),
+            None => return $gone,
+        }
+    };
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     fn new(inner: S, framer: Option<Framer>, h2: Option<H2Watch>, timeouts: Timeouts) -> (Self, Arc<Notify>) {
         let stop = Arc::new(Notify::new());
         let g = Guarded {
-            inner,
+            inner: Some(inner),
+            eof_seen: false,
             framer,
             h2,
             raw: BytesMut::new(),
@@ -677,7 +695,7 @@ impl<S> Guarded<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> Guarded<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     /// Write our GOAWAY if the outgoing stream is between frames; `Ready` when done (or given up).
     fn poll_goaway(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(h2) = &self.h2 else { return Poll::Ready(()) };
@@ -686,13 +704,13 @@ impl<S: AsyncWrite + Unpin> Guarded<S> {
         }
         let frame = h2.goaway();
         while self.goaway_sent < frame.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &frame[self.goaway_sent..]) {
+            match inner!(self, Poll::Ready(())).poll_write(cx, &frame[self.goaway_sent..]) {
                 Poll::Ready(Ok(n)) if n > 0 => self.goaway_sent += n,
                 Poll::Pending => return Poll::Pending,
                 _ => return Poll::Ready(()),
             }
         }
-        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        let _ = inner!(self, Poll::Ready(())).poll_flush(cx);
         Poll::Ready(())
     }
 
@@ -706,7 +724,7 @@ impl<S: AsyncWrite + Unpin> Guarded<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Some(why) = this.killed {
@@ -754,8 +772,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
                 }
                 let mut tmp = [0u8; 8192];
                 let mut rb = ReadBuf::new(&mut tmp);
-                match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                        this.eof_seen = true;
+                        return Poll::Ready(Ok(()));
+                    }
                     Poll::Ready(Ok(())) => {
                         this.progress();
                         this.raw.extend_from_slice(rb.filled());
@@ -770,9 +791,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
                 }
             } else {
                 let before = buf.filled().len();
-                match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, buf) {
                     Poll::Ready(Ok(())) => {
-                        if buf.filled().len() > before {
+                        if buf.filled().len() == before {
+                            this.eof_seen = true;
+                        } else {
                             this.progress();
                             let verdict = this.h2.as_mut().and_then(|h| h.on_read(&buf.filled()[before..]));
                             if let Some(why) = verdict {
@@ -795,7 +818,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     fn before_write(&mut self, first: &[u8]) {
         if let Some(f) = self.framer.as_mut() {
             if matches!(f.st, St::UpgradeWait) {
@@ -844,14 +867,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if let Some(why) = this.killed {
             return this.kill(cx, why).map(Err);
         }
         this.before_write(buf);
-        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let res = inner!(this, Poll::Ready(Err(gone()))).poll_write(cx, buf);
         this.after_write(cx, res, &[buf])
     }
 
@@ -867,17 +890,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             this.before_write(first);
         }
-        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let res = inner!(this, Poll::Ready(Err(gone()))).poll_write_vectored(cx, bufs);
         let slices: Vec<&[u8]> = if this.h2.is_some() { bufs.iter().map(|b| &b[..]).collect() } else { Vec::new() };
         this.after_write(cx, res, &slices)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(S::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        inner!(self, Poll::Ready(Err(gone()))).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -885,15 +908,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         if let Some(r) = this.reject {
             let reply = r.response();
             while this.reply_sent < reply.len() {
-                match std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, &reply[this.reply_sent..])) {
+                match std::task::ready!(inner!(this, Poll::Ready(Err(gone()))).poll_write(cx, &reply[this.reply_sent..]))
+                {
                     Ok(n) if n > 0 => this.reply_sent += n,
                     _ => break,
                 }
             }
-            std::task::ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+            std::task::ready!(inner!(this, Poll::Ready(Err(gone()))).poll_flush(cx))?;
         }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        inner!(this, Poll::Ready(Err(gone()))).poll_shutdown(cx)
     }
+}
+
+/// When we close first, the client may still be sending (a refused request's body, the rest of a
+/// flood): closing a socket with unread input makes the kernel send RST and drop what we wrote
+/// last (the 400, the GOAWAY). So close our side, then read and discard for a moment (nginx's
+/// lingering close, Envoy's delayed close) before the socket goes.
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Guarded<S> {
+    fn drop(&mut self) {
+        if self.eof_seen {
+            return;
+        }
+        let (Some(inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current()) else { return };
+        rt.spawn(linger(inner));
+    }
+}
+
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LINGER: Duration = Duration::from_secs(2);
+    const MAX_DRAINED: usize = 4 << 20;
+    let _ = tokio::time::timeout(LINGER, async {
+        let _ = s.shutdown().await;
+        let mut buf = [0u8; 8192];
+        let mut drained = 0;
+        while drained < MAX_DRAINED {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
