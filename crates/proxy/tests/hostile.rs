@@ -693,3 +693,75 @@ async fn a_thousand_slowloris_connections_do_not_stop_normal_clients() {
     assert_eq!(be.requests.load(Ordering::SeqCst), 51);
     drop(slow);
 }
+
+// ───────────────────────────── drain ─────────────────────────────
+
+async fn ws_backend() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Shutdown under load: an in-flight request finishes, an HTTP/2 client gets GOAWAY, a
+/// WebSocket that outlives the drain timeout is closed, new connections are refused.
+#[tokio::test]
+async fn shutdown_finishes_in_flight_sends_goaway_and_closes_websockets_at_the_drain_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let be = backend("be").await;
+    let ws_be = ws_backend().await;
+    let snap = snapshot(
+        vec![listener(
+            80,
+            vec![vhost("*", vec![route(vec![uri_prefix("/ws")], forward("ws")), route(vec![], forward("c"))])],
+        )],
+        vec![cluster("c", &[be.addr]), cluster("ws", &[ws_be])],
+    );
+    let o = ProxyOptions { drain_timeout: Duration::from_secs(2), ..opts(&[80]) };
+    let (proxy, addr) = start_with(o, snap).await;
+
+    let request = "ws://h/ws".into_client_request().unwrap();
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(request, TcpStream::connect(addr).await.unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "before");
+
+    let mut h2 = h2_raw(addr).await;
+    let mut slow = H1::connect(addr).await;
+    let in_flight = tokio::spawn(async move {
+        let r = req("GET", "h", "/slow").header("x-delay-ms", "500").body(http_body_util::Full::default()).unwrap();
+        slow.send(r).await
+    });
+    while be.requests.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shutdown = tokio::spawn(async move { proxy.shutdown().await });
+
+    // The WebSocket still works while draining.
+    ws.send(Message::text("during")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "during");
+    assert_eq!(in_flight.await.unwrap().status, 200, "the in-flight request finishes");
+    assert!(TcpStream::connect(addr).await.is_err(), "new connections are refused");
+    let seen = read_frames(&mut h2, Duration::from_secs(5)).await;
+    assert_eq!(seen.goaway.map(|(_, code)| code), Some(0), "{seen:?}");
+    // At the drain timeout the WebSocket is closed.
+    let end = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("WebSocket left open");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    tokio::time::timeout(Duration::from_secs(10), shutdown).await.unwrap().unwrap();
+}
