@@ -152,6 +152,29 @@ impl Framer {
         self.st = if std::mem::take(&mut self.upgrade_next) { St::UpgradeWait } else { St::Head };
     }
 
+    /// Bytes that may be read straight into hyper's buffer (a body's or tunnel's remainder):
+    /// no framing to check in them, so no copy.
+    fn direct_budget(&self) -> Option<u64> {
+        match self.st {
+            St::Opaque => Some(u64::MAX),
+            St::Body(n) | St::Chunked(Chunk::Data(n)) if self.held.is_none() => Some(n),
+            _ => None,
+        }
+    }
+
+    /// `k` bytes (within [`Self::direct_budget`]) went straight through.
+    fn advance_direct(&mut self, k: usize) {
+        let k = k as u64;
+        match self.st {
+            St::Body(n) if n <= k => self.message_done(),
+            St::Body(n) => self.st = St::Body(n - k),
+            St::Chunked(Chunk::Data(n)) => {
+                self.st = St::Chunked(if n <= k { Chunk::DataCr } else { Chunk::Data(n - k) });
+            }
+            _ => {}
+        }
+    }
+
     /// The response to an upgrade request started: switch to pass-through on 101, else go on
     /// framing requests.
     fn response_started(&mut self, first: &[u8]) {
@@ -770,6 +793,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                     this.parked_reader = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
+                if this.raw.is_empty() && framer.direct_budget().is_some_and(|b| buf.remaining() as u64 <= b) {
+                    let before = buf.filled().len();
+                    match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, buf) {
+                        Poll::Ready(Ok(())) => {
+                            let k = buf.filled().len() - before;
+                            if k == 0 {
+                                this.eof_seen = true;
+                            } else {
+                                this.progress();
+                                if let Some(f) = this.framer.as_mut() {
+                                    f.advance_direct(k);
+                                }
+                            }
+                            return Poll::Ready(Ok(()));
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            if let Err(e) = this.poll_timers(cx) {
+                                return Poll::Ready(Err(e));
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
                 let mut tmp = [0u8; 8192];
                 let mut rb = ReadBuf::new(&mut tmp);
                 match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, &mut rb) {
@@ -1093,6 +1140,18 @@ mod tests {
 #[cfg(test)]
 mod hold_tests {
     use super::*;
+
+    #[test]
+    fn direct_reads_keep_the_framing() {
+        let mut f = Framer::new(H1Limits { max_uri: 64, max_head: 512, max_headers: 8 });
+        let mut out = BytesMut::new();
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc";
+        assert_eq!(f.feed(head, &mut out), Ok(head.len()));
+        assert_eq!(f.direct_budget(), Some(7));
+        f.advance_direct(7);
+        assert!(f.at_head());
+        assert!(f.feed(b"GET / HTTP/1.1\nHost: a\n\n", &mut out).is_err());
+    }
 
     #[test]
     fn a_chunked_head_waits_for_its_first_chunk_line() {

@@ -765,3 +765,42 @@ async fn shutdown_finishes_in_flight_sends_goaway_and_closes_websockets_at_the_d
     assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
     tokio::time::timeout(Duration::from_secs(10), shutdown).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn large_bodies_keep_their_framing_and_the_next_head_is_still_checked() {
+    let be = raw_backend().await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let body = vec![b'z'; 300 * 1024];
+    let mut payload = format!("POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    payload.extend_from_slice(&body);
+    // A chunked body of two large chunks, then a smuggling attempt.
+    payload.extend_from_slice(b"POST /chunks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..2 {
+        payload.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        payload.extend_from_slice(&body);
+        payload.extend_from_slice(b"\r\n");
+    }
+    payload.extend_from_slice(b"0\r\n\r\n");
+    payload.extend_from_slice(format!("GET / HTTP/1.1\nHost: h\n\n{SMUGGLED}").as_bytes());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.split();
+    let (_, (resp, closed)) = tokio::join!(async { wr.write_all(&payload).await.unwrap() }, async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => break false,
+            }
+        };
+        (String::from_utf8_lossy(&buf).into_owned(), closed)
+    });
+    let statuses: Vec<&str> = resp.match_indices("HTTP/1.1 ").map(|(i, _)| &resp[i + 9..i + 12]).collect();
+    assert_eq!(statuses, ["200", "200", "400"], "{resp:?}");
+    assert!(closed);
+    assert_eq!(be.requests.load(Ordering::SeqCst), 2);
+    let seen = be.seen();
+    assert_eq!(seen.matches('z').count(), 3 * body.len());
+    assert!(!seen.contains("smuggled"));
+}
