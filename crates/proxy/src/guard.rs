@@ -459,7 +459,8 @@ pub(crate) struct H2Limits {
 
 impl Default for H2Limits {
     fn default() -> Self {
-        H2Limits { max_continuations: 32, control_budget: 1000, reset_judged_after: 100 }
+        // Envoy judges resets once 500 streams were opened (`premature_reset_total_stream_count`).
+        H2Limits { max_continuations: 32, control_budget: 1000, reset_judged_after: 500 }
     }
 }
 
@@ -1115,7 +1116,7 @@ mod tests {
         bytes.extend(frame(0x4, 0, 0, 0));
         assert_eq!(w.on_read(&bytes), None);
         let mut verdict = None;
-        for i in 0..200u32 {
+        for i in 0..600u32 {
             let mut b = frame(0x1, 0x5, 2 * i + 1, 3);
             b.extend(frame(0x3, 0, 2 * i + 1, 4));
             verdict = verdict.or(w.on_read(&b));
