@@ -794,7 +794,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                     this.parked_reader = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
-                if this.raw.is_empty() && framer.direct_budget().is_some_and(|b| buf.remaining() as u64 <= b) {
+                if let Some(budget) = this.raw.is_empty().then(|| framer.direct_budget()).flatten() {
                     let before = buf.filled().len();
                     match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, buf) {
                         Poll::Ready(Ok(())) => {
@@ -803,8 +803,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                                 this.eof_seen = true;
                             } else {
                                 this.progress();
+                                // Bytes past the body's end are the next message: taken back
+                                // and framed like any others.
+                                let body = usize::try_from(budget).unwrap_or(usize::MAX).min(k);
+                                if body < k {
+                                    this.raw.extend_from_slice(&buf.filled()[before + body..]);
+                                    buf.set_filled(before + body);
+                                }
                                 if let Some(f) = this.framer.as_mut() {
-                                    f.advance_direct(k);
+                                    f.advance_direct(body);
                                 }
                             }
                             return Poll::Ready(Ok(()));
@@ -818,7 +825,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                         }
                     }
                 }
-                let mut tmp = [0u8; 8192];
+                let mut tmp = [0u8; 16 * 1024];
                 let mut rb = ReadBuf::new(&mut tmp);
                 match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, &mut rb) {
                     Poll::Ready(Ok(())) if rb.filled().is_empty() => {
