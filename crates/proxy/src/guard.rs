@@ -695,7 +695,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
         loop {
             let hard = owes.then(|| self.last_progress + self.timeouts.stream_idle);
             let soft = (!self.stop_sent).then(|| self.last_progress + self.timeouts.idle);
-            let Some(at) = [hard, soft].into_iter().flatten().min() else { return Ok(()) };
+            if hard.is_none() && soft.is_none() {
+                return Ok(());
+            }
             let now = Instant::now();
             if hard.is_some_and(|h| h <= now) {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "stream idle timeout"));
@@ -704,9 +706,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
                 self.signal_stop();
                 continue;
             }
+            // One timer, moved lazily: armed at the nearer of the two periods after the last
+            // progress and re-armed only once it fires (never per request: a reset takes the
+            // timer wheel's lock). Firing early just means looking again.
+            let at = self.last_progress + self.timeouts.stream_idle.min(self.timeouts.idle);
             let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if timer.deadline() != at {
-                timer.as_mut().reset(at);
+            if timer.deadline() <= now {
+                timer.as_mut().reset(at.max(now));
             }
             if timer.as_mut().poll(cx).is_pending() {
                 return Ok(());
@@ -825,16 +831,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                         }
                     }
                 }
-                let mut tmp = [0u8; 16 * 1024];
-                let mut rb = ReadBuf::new(&mut tmp);
-                match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                // Read into hyper's buffer (no scratch buffer to zero), then take the bytes back
+                // to be framed.
+                let before = buf.filled().len();
+                match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) if buf.filled().len() == before => {
                         this.eof_seen = true;
                         return Poll::Ready(Ok(()));
                     }
                     Poll::Ready(Ok(())) => {
                         this.progress();
-                        this.raw.extend_from_slice(rb.filled());
+                        this.raw.extend_from_slice(&buf.filled()[before..]);
+                        buf.set_filled(before);
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
