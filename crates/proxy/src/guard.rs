@@ -152,6 +152,29 @@ impl Framer {
         self.st = if std::mem::take(&mut self.upgrade_next) { St::UpgradeWait } else { St::Head };
     }
 
+    /// Bytes that may be read straight into hyper's buffer (a body's or tunnel's remainder):
+    /// no framing to check in them, so no copy.
+    fn direct_budget(&self) -> Option<u64> {
+        match self.st {
+            St::Opaque => Some(u64::MAX),
+            St::Body(n) | St::Chunked(Chunk::Data(n)) if self.held.is_none() => Some(n),
+            _ => None,
+        }
+    }
+
+    /// `k` bytes (within [`Self::direct_budget`]) went straight through.
+    fn advance_direct(&mut self, k: usize) {
+        let k = k as u64;
+        match self.st {
+            St::Body(n) if n <= k => self.message_done(),
+            St::Body(n) => self.st = St::Body(n - k),
+            St::Chunked(Chunk::Data(n)) => {
+                self.st = St::Chunked(if n <= k { Chunk::DataCr } else { Chunk::Data(n - k) });
+            }
+            _ => {}
+        }
+    }
+
     /// The response to an upgrade request started: switch to pass-through on 101, else go on
     /// framing requests.
     fn response_started(&mut self, first: &[u8]) {
@@ -436,7 +459,8 @@ pub(crate) struct H2Limits {
 
 impl Default for H2Limits {
     fn default() -> Self {
-        H2Limits { max_continuations: 32, control_budget: 1000, reset_judged_after: 100 }
+        // Envoy judges resets once 500 streams were opened (`premature_reset_total_stream_count`).
+        H2Limits { max_continuations: 32, control_budget: 1000, reset_judged_after: 500 }
     }
 }
 
@@ -576,8 +600,11 @@ pub(crate) struct Timeouts {
 
 /// A downstream stream with the checks above. `stop` is notified when the connection should be
 /// shut down gracefully (a refused head, idleness, a flood).
-pub(crate) struct Guarded<S> {
-    inner: S,
+pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    /// Always `Some` until dropped (then it may be handed to [`linger`]).
+    inner: Option<S>,
+    /// The client closed its side (nothing left to drain when we close).
+    eof_seen: bool,
     framer: Option<Framer>,
     h2: Option<H2Watch>,
     raw: BytesMut,
@@ -596,11 +623,26 @@ pub(crate) struct Guarded<S> {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> Guarded<S> {
+/// The stream, or an error once it was handed to the lingering close.
+macro_rules! inner {
+    ($this:expr, $gone:expr) => {
+        match $this.inner.as_mut() {
+            Some(i) => Pin::new(i),
+            None => return $gone,
+        }
+    };
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     fn new(inner: S, framer: Option<Framer>, h2: Option<H2Watch>, timeouts: Timeouts) -> (Self, Arc<Notify>) {
         let stop = Arc::new(Notify::new());
         let g = Guarded {
-            inner,
+            inner: Some(inner),
+            eof_seen: false,
             framer,
             h2,
             raw: BytesMut::new(),
@@ -653,7 +695,9 @@ impl<S> Guarded<S> {
         loop {
             let hard = owes.then(|| self.last_progress + self.timeouts.stream_idle);
             let soft = (!self.stop_sent).then(|| self.last_progress + self.timeouts.idle);
-            let Some(at) = [hard, soft].into_iter().flatten().min() else { return Ok(()) };
+            if hard.is_none() && soft.is_none() {
+                return Ok(());
+            }
             let now = Instant::now();
             if hard.is_some_and(|h| h <= now) {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "stream idle timeout"));
@@ -662,9 +706,13 @@ impl<S> Guarded<S> {
                 self.signal_stop();
                 continue;
             }
+            // One timer, moved lazily: armed at the nearer of the two periods after the last
+            // progress and re-armed only once it fires (never per request: a reset takes the
+            // timer wheel's lock). Firing early just means looking again.
+            let at = self.last_progress + self.timeouts.stream_idle.min(self.timeouts.idle);
             let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if timer.deadline() != at {
-                timer.as_mut().reset(at);
+            if timer.deadline() <= now {
+                timer.as_mut().reset(at.max(now));
             }
             if timer.as_mut().poll(cx).is_pending() {
                 return Ok(());
@@ -677,7 +725,7 @@ impl<S> Guarded<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> Guarded<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     /// Write our GOAWAY if the outgoing stream is between frames; `Ready` when done (or given up).
     fn poll_goaway(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(h2) = &self.h2 else { return Poll::Ready(()) };
@@ -686,13 +734,13 @@ impl<S: AsyncWrite + Unpin> Guarded<S> {
         }
         let frame = h2.goaway();
         while self.goaway_sent < frame.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &frame[self.goaway_sent..]) {
+            match inner!(self, Poll::Ready(())).poll_write(cx, &frame[self.goaway_sent..]) {
                 Poll::Ready(Ok(n)) if n > 0 => self.goaway_sent += n,
                 Poll::Pending => return Poll::Pending,
                 _ => return Poll::Ready(()),
             }
         }
-        let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        let _ = inner!(self, Poll::Ready(())).poll_flush(cx);
         Poll::Ready(())
     }
 
@@ -706,7 +754,7 @@ impl<S: AsyncWrite + Unpin> Guarded<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if let Some(why) = this.killed {
@@ -752,13 +800,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
                     this.parked_reader = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
-                let mut tmp = [0u8; 8192];
-                let mut rb = ReadBuf::new(&mut tmp);
-                match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                if let Some(budget) = this.raw.is_empty().then(|| framer.direct_budget()).flatten() {
+                    let before = buf.filled().len();
+                    match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, buf) {
+                        Poll::Ready(Ok(())) => {
+                            let k = buf.filled().len() - before;
+                            if k == 0 {
+                                this.eof_seen = true;
+                            } else {
+                                this.progress();
+                                // Bytes past the body's end are the next message: taken back
+                                // and framed like any others.
+                                let body = usize::try_from(budget).unwrap_or(usize::MAX).min(k);
+                                if body < k {
+                                    this.raw.extend_from_slice(&buf.filled()[before + body..]);
+                                    buf.set_filled(before + body);
+                                }
+                                if let Some(f) = this.framer.as_mut() {
+                                    f.advance_direct(body);
+                                }
+                            }
+                            return Poll::Ready(Ok(()));
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            if let Err(e) = this.poll_timers(cx) {
+                                return Poll::Ready(Err(e));
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                // Read into hyper's buffer (no scratch buffer to zero), then take the bytes back
+                // to be framed.
+                let before = buf.filled().len();
+                match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                        this.eof_seen = true;
+                        return Poll::Ready(Ok(()));
+                    }
                     Poll::Ready(Ok(())) => {
                         this.progress();
-                        this.raw.extend_from_slice(rb.filled());
+                        this.raw.extend_from_slice(&buf.filled()[before..]);
+                        buf.set_filled(before);
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
@@ -770,9 +854,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
                 }
             } else {
                 let before = buf.filled().len();
-                match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, buf) {
                     Poll::Ready(Ok(())) => {
-                        if buf.filled().len() > before {
+                        if buf.filled().len() == before {
+                            this.eof_seen = true;
+                        } else {
                             this.progress();
                             let verdict = this.h2.as_mut().and_then(|h| h.on_read(&buf.filled()[before..]));
                             if let Some(why) = verdict {
@@ -795,7 +881,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     fn before_write(&mut self, first: &[u8]) {
         if let Some(f) = self.framer.as_mut() {
             if matches!(f.st, St::UpgradeWait) {
@@ -844,14 +930,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if let Some(why) = this.killed {
             return this.kill(cx, why).map(Err);
         }
         this.before_write(buf);
-        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let res = inner!(this, Poll::Ready(Err(gone()))).poll_write(cx, buf);
         this.after_write(cx, res, &[buf])
     }
 
@@ -867,17 +953,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             this.before_write(first);
         }
-        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let res = inner!(this, Poll::Ready(Err(gone()))).poll_write_vectored(cx, bufs);
         let slices: Vec<&[u8]> = if this.h2.is_some() { bufs.iter().map(|b| &b[..]).collect() } else { Vec::new() };
         this.after_write(cx, res, &slices)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(S::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        inner!(self, Poll::Ready(Err(gone()))).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -885,15 +971,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         if let Some(r) = this.reject {
             let reply = r.response();
             while this.reply_sent < reply.len() {
-                match std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, &reply[this.reply_sent..])) {
+                match std::task::ready!(inner!(this, Poll::Ready(Err(gone()))).poll_write(cx, &reply[this.reply_sent..]))
+                {
                     Ok(n) if n > 0 => this.reply_sent += n,
                     _ => break,
                 }
             }
-            std::task::ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+            std::task::ready!(inner!(this, Poll::Ready(Err(gone()))).poll_flush(cx))?;
         }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        inner!(this, Poll::Ready(Err(gone()))).poll_shutdown(cx)
     }
+}
+
+/// When we close first, the client may still be sending (a refused request's body, the rest of a
+/// flood): closing a socket with unread input makes the kernel send RST and drop what we wrote
+/// last (the 400, the GOAWAY). So close our side, then read and discard for a moment (nginx's
+/// lingering close, Envoy's delayed close) before the socket goes.
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Guarded<S> {
+    fn drop(&mut self) {
+        if self.eof_seen {
+            return;
+        }
+        let (Some(inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current()) else { return };
+        rt.spawn(linger(inner));
+    }
+}
+
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LINGER: Duration = Duration::from_secs(2);
+    const MAX_DRAINED: usize = 4 << 20;
+    let _ = tokio::time::timeout(LINGER, async {
+        let _ = s.shutdown().await;
+        let mut buf = [0u8; 8192];
+        let mut drained = 0;
+        while drained < MAX_DRAINED {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -1012,7 +1131,7 @@ mod tests {
         bytes.extend(frame(0x4, 0, 0, 0));
         assert_eq!(w.on_read(&bytes), None);
         let mut verdict = None;
-        for i in 0..200u32 {
+        for i in 0..600u32 {
             let mut b = frame(0x1, 0x5, 2 * i + 1, 3);
             b.extend(frame(0x3, 0, 2 * i + 1, 4));
             verdict = verdict.or(w.on_read(&b));
@@ -1037,6 +1156,18 @@ mod tests {
 #[cfg(test)]
 mod hold_tests {
     use super::*;
+
+    #[test]
+    fn direct_reads_keep_the_framing() {
+        let mut f = Framer::new(H1Limits { max_uri: 64, max_head: 512, max_headers: 8 });
+        let mut out = BytesMut::new();
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc";
+        assert_eq!(f.feed(head, &mut out), Ok(head.len()));
+        assert_eq!(f.direct_budget(), Some(7));
+        f.advance_direct(7);
+        assert!(f.at_head());
+        assert!(f.feed(b"GET / HTTP/1.1\nHost: a\n\n", &mut out).is_err());
+    }
 
     #[test]
     fn a_chunked_head_waits_for_its_first_chunk_line() {

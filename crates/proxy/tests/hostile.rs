@@ -677,8 +677,15 @@ async fn an_upstream_closing_at_reuse_is_retried_where_the_route_retries_and_nev
 async fn a_thousand_slowloris_connections_do_not_stop_normal_clients() {
     let be = backend("be").await;
     let (_proxy, addr) = start(simple(be.addr)).await;
+    // Each slow connection costs two descriptors here (client and proxy side).
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| l.lines().find(|l| l.starts_with("Max open files"))?.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(4096usize);
+    let n = 1000.min(soft_limit.saturating_sub(512) / 2);
+    assert!(n >= 200, "open-files limit {soft_limit} too low for this test");
     let mut slow = Vec::new();
-    for _ in 0..1000 {
+    for _ in 0..n {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ").await.unwrap();
         slow.push(s);
@@ -691,4 +698,115 @@ async fn a_thousand_slowloris_connections_do_not_stop_normal_clients() {
     // The slow ones never reached the backend.
     assert_eq!(be.requests.load(Ordering::SeqCst), 51);
     drop(slow);
+}
+
+// ───────────────────────────── drain ─────────────────────────────
+
+async fn ws_backend() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Shutdown under load: an in-flight request finishes, an HTTP/2 client gets GOAWAY, a
+/// WebSocket that outlives the drain timeout is closed, new connections are refused.
+#[tokio::test]
+async fn shutdown_finishes_in_flight_sends_goaway_and_closes_websockets_at_the_drain_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let be = backend("be").await;
+    let ws_be = ws_backend().await;
+    let snap = snapshot(
+        vec![listener(
+            80,
+            vec![vhost("*", vec![route(vec![uri_prefix("/ws")], forward("ws")), route(vec![], forward("c"))])],
+        )],
+        vec![cluster("c", &[be.addr]), cluster("ws", &[ws_be])],
+    );
+    let o = ProxyOptions { drain_timeout: Duration::from_secs(2), ..opts(&[80]) };
+    let (proxy, addr) = start_with(o, snap).await;
+
+    let request = "ws://h/ws".into_client_request().unwrap();
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(request, TcpStream::connect(addr).await.unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "before");
+
+    let mut h2 = h2_raw(addr).await;
+    let mut slow = H1::connect(addr).await;
+    let in_flight = tokio::spawn(async move {
+        let r = req("GET", "h", "/slow").header("x-delay-ms", "500").body(http_body_util::Full::default()).unwrap();
+        slow.send(r).await
+    });
+    while be.requests.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shutdown = tokio::spawn(async move { proxy.shutdown().await });
+
+    // The WebSocket still works while draining.
+    ws.send(Message::text("during")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "during");
+    assert_eq!(in_flight.await.unwrap().status, 200, "the in-flight request finishes");
+    assert!(TcpStream::connect(addr).await.is_err(), "new connections are refused");
+    let seen = read_frames(&mut h2, Duration::from_secs(5)).await;
+    assert_eq!(seen.goaway.map(|(_, code)| code), Some(0), "{seen:?}");
+    // At the drain timeout the WebSocket is closed.
+    let end = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("WebSocket left open");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    tokio::time::timeout(Duration::from_secs(10), shutdown).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn large_bodies_keep_their_framing_and_the_next_head_is_still_checked() {
+    let be = raw_backend().await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let body = vec![b'z'; 300 * 1024];
+    let mut payload = format!("POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    payload.extend_from_slice(&body);
+    // A chunked body of two large chunks, then a smuggling attempt.
+    payload.extend_from_slice(b"POST /chunks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..2 {
+        payload.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        payload.extend_from_slice(&body);
+        payload.extend_from_slice(b"\r\n");
+    }
+    payload.extend_from_slice(b"0\r\n\r\n");
+    payload.extend_from_slice(format!("GET / HTTP/1.1\nHost: h\n\n{SMUGGLED}").as_bytes());
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.split();
+    let (_, (resp, closed)) = tokio::join!(async { wr.write_all(&payload).await.unwrap() }, async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => break false,
+            }
+        };
+        (String::from_utf8_lossy(&buf).into_owned(), closed)
+    });
+    let statuses: Vec<&str> = resp.match_indices("HTTP/1.1 ").map(|(i, _)| &resp[i + 9..i + 12]).collect();
+    assert_eq!(statuses, ["200", "200", "400"], "{resp:?}");
+    assert!(closed);
+    assert_eq!(be.requests.load(Ordering::SeqCst), 2);
+    let seen = be.seen();
+    assert_eq!(seen.matches('z').count(), 3 * body.len());
+    assert!(!seen.contains("smuggled"));
 }
