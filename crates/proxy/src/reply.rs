@@ -201,6 +201,7 @@ pub(crate) fn is_protocol_error(e: &hyper::Error) -> bool {
 }
 
 /// A response made here that is not a failure: a redirect, a direct response, a CORS preflight.
+/// `headers` are all its headers, as sent.
 pub(crate) struct LocalAnswer {
     pub(crate) status: StatusCode,
     pub(crate) details: &'static str,
@@ -212,8 +213,10 @@ impl LocalAnswer {
     pub(crate) fn into_response(self, mut log: Box<RequestLog>) -> Response<ProxyBody> {
         log.record.status = self.status.as_u16();
         log.record.details = self.details;
-        let mut resp = text_reply(self.status, self.body, log);
-        resp.headers_mut().extend(self.headers);
+        // The answer's headers are complete (content type included, route rules applied).
+        let mut resp = Response::new(ProxyBody::full(self.body, Some(log)));
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers;
         resp
     }
 }
