@@ -21,7 +21,9 @@ mkdir -p "$HARNESS"
 cp -r "$SHARED"/. "$HARNESS"/
 chmod -R u+w "$HARNESS"
 mkdir -p "$HARNESS/results" "$HARNESS/work"
-(cd "$HARNESS" && ./run.sh install)
+# The peers and tools (apt packages, the Pingora proxy, tls-hammer); skip with MATRIX_SKIP_INSTALL=1
+# when they are already built.
+[ "${MATRIX_SKIP_INSTALL:-0}" = 1 ] || (cd "$HARNESS" && ./run.sh install)
 
 cargo build --release -p portico
 BIN=$ROOT/target/release/portico

@@ -52,9 +52,14 @@ impl ProxyBody {
         }
     }
 
+    /// The body ended cleanly (every failure path drops the log without this).
     fn finish(&mut self) {
         if let Some(log) = &mut self.log {
             log.finished = true;
+            // Only an upstream body read to its end frees its connection for another request.
+            if let (Inner::Upstream(_), Some(active)) = (&self.inner, &mut log.active) {
+                active.body_done();
+            }
         }
         // Emit now rather than whenever hyper drops the body.
         self.log = None;
@@ -136,7 +141,7 @@ impl Body for ProxyBody {
 
 /// `grpc-status` of a header block.
 pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
-    std::str::from_utf8(headers.get("grpc-status")?.as_bytes()).ok()?.trim().parse().ok()
+    std::str::from_utf8(headers.get(&crate::headers::GRPC_STATUS)?.as_bytes()).ok()?.trim().parse().ok()
 }
 
 /// Request bodies up to this size are kept for replay (retries) and mirroring; beyond it the body
@@ -164,11 +169,12 @@ pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
 pub struct UpstreamBody {
     /// Frames of an earlier attempt, sent again first.
     replay: VecDeque<Bytes>,
-    replay_trailers: Option<http::HeaderMap>,
+    replay_trailers: Option<Box<http::HeaderMap>>,
     /// The rest of the client's body (None once it ended).
     inner: Option<Incoming>,
     received: Arc<AtomicU64>,
-    capture: Option<Capture>,
+    /// Boxed: the body travels inside every request's futures, and most requests keep no copy.
+    capture: Option<Box<Capture>>,
 }
 
 /// The copy kept for replay.
@@ -187,7 +193,7 @@ pub(crate) struct Capture {
 
 /// What an attempt's body leaves behind for the next attempt.
 pub(crate) struct Leftover {
-    capture: Capture,
+    capture: Box<Capture>,
     inner: Option<Incoming>,
 }
 
@@ -208,7 +214,7 @@ impl UpstreamBody {
     pub(crate) fn from_bytes(bytes: Bytes, trailers: Option<http::HeaderMap>) -> UpstreamBody {
         UpstreamBody {
             replay: if bytes.is_empty() { VecDeque::new() } else { VecDeque::from([bytes]) },
-            replay_trailers: trailers,
+            replay_trailers: trailers.map(Box::new),
             inner: None,
             received: Arc::new(AtomicU64::new(0)),
             capture: None,
@@ -223,7 +229,7 @@ impl UpstreamBody {
         complete: Option<oneshot::Sender<(Bytes, Option<http::HeaderMap>)>>,
     ) -> UpstreamBody {
         let mut b = UpstreamBody::new(inner, received);
-        b.capture = Some(Capture { leftover, complete, ..Capture::default() });
+        b.capture = Some(Box::new(Capture { leftover, complete, ..Capture::default() }));
         b.check_complete();
         b
     }
@@ -238,7 +244,7 @@ impl UpstreamBody {
         capture.leftover = leftover;
         let mut b = UpstreamBody {
             replay: capture.frames.iter().cloned().collect(),
-            replay_trailers: capture.trailers.clone(),
+            replay_trailers: capture.trailers.clone().map(Box::new),
             inner: inner.filter(|i| !i.is_end_stream()),
             received,
             capture: Some(capture),
@@ -313,7 +319,7 @@ impl Body for UpstreamBody {
             return Poll::Ready(Some(Ok(Frame::data(b))));
         }
         let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(this.replay_trailers.take().map(|t| Ok(Frame::trailers(t))));
+            return Poll::Ready(this.replay_trailers.take().map(|t| Ok(Frame::trailers(*t))));
         };
         let polled = Pin::new(inner).poll_frame(cx);
         match &polled {

@@ -9,6 +9,22 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use portico_model::snapshot::HeaderOps;
 use std::net::IpAddr;
 
+// Named once: a `&str` name is parsed and hashed again at every lookup.
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+pub(crate) static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+pub(crate) static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+pub(crate) static X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+pub(crate) static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+pub(crate) static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 /// Is `token` one of the comma-separated values of header `name` (case-insensitive)?
 pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
@@ -24,9 +40,42 @@ pub(crate) fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
     headers.get(header::UPGRADE).cloned()
 }
 
+/// Which of the names a proxy rewrites are present: one pass over the names, so the common
+/// request, which has none of them, costs no lookup per name.
+#[derive(Clone, Copy, Default)]
+struct Present {
+    connection: bool,
+    /// `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade`.
+    fixed_hop: bool,
+    te: bool,
+    expect: bool,
+    envoy: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Present {
+        let mut p = Present::default();
+        for k in headers.keys() {
+            if k == header::CONNECTION {
+                p.connection = true;
+            } else if k == header::TE {
+                p.te = true;
+            } else if k == header::EXPECT {
+                p.expect = true;
+            } else if k == header::TRANSFER_ENCODING || k == header::UPGRADE || k == KEEP_ALIVE || k == PROXY_CONNECTION
+            {
+                p.fixed_hop = true;
+            } else if k.as_str().starts_with("x-envoy-") {
+                p.envoy = true;
+            }
+        }
+        p
+    }
+}
+
 /// Remove hop-by-hop headers: the fixed set and any named in `Connection`.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
+fn strip_hop_by_hop(headers: &mut HeaderMap, present: Present) {
+    if present.connection {
         let mut named: Vec<HeaderName> = Vec::new();
         for v in headers.get_all(header::CONNECTION) {
             let Ok(s) = std::str::from_utf8(v.as_bytes()) else { continue };
@@ -36,7 +85,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 }
                 if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
                     // Never let a client strip what we set ourselves below.
-                    if n != header::HOST && !n.as_str().starts_with("x-forwarded-") && n != "x-request-id" {
+                    if n != header::HOST && !n.as_str().starts_with("x-forwarded-") && n != X_REQUEST_ID {
                         named.push(n);
                     }
                 }
@@ -47,21 +96,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(header::CONNECTION);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
+    if present.fixed_hop {
+        headers.remove(&KEEP_ALIVE);
+        headers.remove(&PROXY_CONNECTION);
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.remove(header::UPGRADE);
+    }
 }
 
 /// The request's `x-request-id`: the client's when it sent one, else a new UUID put into the
 /// headers. Taken as the request arrives (as Envoy's connection manager does), so local replies
 /// are logged with one too.
 pub(crate) fn ensure_request_id(headers: &mut HeaderMap, rng: &FastRng) -> HeaderValue {
-    match headers.get("x-request-id") {
+    match headers.get(&X_REQUEST_ID) {
         Some(id) if !id.is_empty() => id.clone(),
         _ => {
             let id = new_request_id(rng);
-            headers.insert("x-request-id", id.clone());
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
             id
         }
     }
@@ -69,9 +120,12 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap, rng: &FastRng) -> Heade
 
 /// Headers of a request going upstream.
 pub(crate) fn prepare_request(headers: &mut HeaderMap, client_ip: IpAddr, upgrade: Option<&HeaderValue>) {
-    let te_trailers = has_token(headers, &header::TE, "trailers");
-    strip_hop_by_hop(headers);
-    headers.remove(header::TE);
+    let present = Present::scan(headers);
+    let te_trailers = present.te && has_token(headers, &header::TE, "trailers");
+    strip_hop_by_hop(headers, present);
+    if present.te {
+        headers.remove(header::TE);
+    }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -80,11 +134,13 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap, client_ip: IpAddr, upgrad
         headers.insert(header::UPGRADE, up.clone());
     }
     // `Expect: 100-continue` is answered by us (hyper sends 100 when the body is read).
-    headers.remove(header::EXPECT);
+    if present.expect {
+        headers.remove(header::EXPECT);
+    }
 
     // Internal headers are not trusted from the outside (Envoy strips its x-envoy-* set for
     // external requests; we strip the whole prefix).
-    if headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+    if present.envoy {
         let internal: Vec<HeaderName> =
             headers.keys().filter(|k| k.as_str().starts_with("x-envoy-")).cloned().collect();
         for n in internal {
@@ -92,14 +148,27 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap, client_ip: IpAddr, upgrad
         }
     }
 
-    append_xff(headers, client_ip);
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let ip = ip_value(client_ip);
+    append_xff(headers, &ip);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     // Envoy's verdict on where the client is (with `use_remote_address`, no trusted hops).
     if is_internal(client_ip) {
-        headers.insert("x-envoy-internal", HeaderValue::from_static("true"));
-    } else if let Ok(v) = HeaderValue::from_str(&client_ip.to_canonical().to_string()) {
-        headers.insert("x-envoy-external-address", v);
+        headers.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
+    } else {
+        headers.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), ip);
     }
+}
+
+/// The client address as a header value, formatted on the stack.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write as _;
+    let mut buf = [0u8; 48];
+    let mut w = &mut buf[..];
+    let len = match write!(w, "{}", ip.to_canonical()) {
+        Ok(()) => 48 - w.len(),
+        Err(_) => 0,
+    };
+    buf.get(..len).and_then(|b| HeaderValue::from_bytes(b).ok()).unwrap_or_else(|| HeaderValue::from_static("-"))
 }
 
 /// Envoy's internal addresses: RFC 1918, loopback, IPv6 unique local (`fd00::/8`).
@@ -110,10 +179,13 @@ fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
-fn append_xff(headers: &mut HeaderMap, client_ip: IpAddr) {
-    let ip = client_ip.to_canonical().to_string();
+fn append_xff(headers: &mut HeaderMap, ip: &HeaderValue) {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
+        return;
+    }
     let mut value = String::new();
-    for v in headers.get_all("x-forwarded-for") {
+    for v in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(s) = std::str::from_utf8(v.as_bytes()) {
             let s = s.trim();
             if !s.is_empty() {
@@ -122,9 +194,9 @@ fn append_xff(headers: &mut HeaderMap, client_ip: IpAddr) {
             }
         }
     }
-    value.push_str(&ip);
+    value.push_str(ip.to_str().unwrap_or_default());
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
 }
 
@@ -139,13 +211,16 @@ pub(crate) fn new_request_id(rng: &FastRng) -> HeaderValue {
 /// Headers of an upstream response going back to the client.
 pub(crate) fn prepare_response(headers: &mut HeaderMap, upgraded: bool) {
     if upgraded {
-        headers.remove("keep-alive");
-        headers.remove("proxy-connection");
+        headers.remove(&KEEP_ALIVE);
+        headers.remove(&PROXY_CONNECTION);
         headers.remove(header::TRANSFER_ENCODING);
         return;
     }
-    strip_hop_by_hop(headers);
-    headers.remove(header::TE);
+    let present = Present::scan(headers);
+    strip_hop_by_hop(headers, present);
+    if present.te {
+        headers.remove(header::TE);
+    }
 }
 
 /// Istio `headers.{request,response}`: remove, then set (overwrite), then add (append). Values

@@ -171,19 +171,23 @@ impl Attempts<'_> {
             };
             let mut req = req;
             // Istio turns on Envoy's `include_request_attempt_count` for its virtual hosts.
-            req.headers_mut().insert("x-envoy-attempt-count", attempt_count(retries + 1));
+            req.headers_mut().insert(crate::headers::X_ENVOY_ATTEMPT_COUNT.clone(), attempt_count(retries + 1));
             if let Some((tracer, t)) = &mut trace {
                 tracer.start_try(t, req.headers_mut(), Some(ep.addr));
             }
-            let sent = ep.send(pool, req, upgrade);
-            let outcome = match policy.per_try_timeout.filter(|t| !t.is_zero()) {
-                Some(t) => tokio::time::timeout(t, sent).await.map_err(|_| ()),
-                None => Ok(sent.await),
+            // Pinned in place: the send future is not moved into a timeout wrapper.
+            let outcome = {
+                let sent = ep.send(pool, req, upgrade);
+                tokio::pin!(sent);
+                match policy.per_try_timeout.filter(|t| !t.is_zero()) {
+                    Some(t) => tokio::time::timeout(t, &mut sent).await.map_err(|_| ()),
+                    None => Ok((&mut sent).await),
+                }
             };
             let (wants_retry, result) = match outcome {
                 Ok(Ok((resp, local, stream))) => {
                     upstream_local = local;
-                    active.set_stream(stream);
+                    active.set_lease(stream);
                     pool.report(&ep, Outcome::Status(resp.status().as_u16()));
                     let want = retry_on_status(on, resp.status(), resp.headers(), &policy.retriable_status_codes);
                     (want, Ok(resp))
@@ -274,7 +278,7 @@ impl Attempts<'_> {
 /// `grpc-timeout` (`1..8` digits and a unit `H M S m u n`), which Istio lets bound the request
 /// (`maxStreamDuration.grpcTimeoutHeaderMax: 0`, i.e. no cap).
 pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let v = headers.get(&crate::headers::GRPC_TIMEOUT)?.to_str().ok()?;
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
         return None;

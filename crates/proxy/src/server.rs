@@ -407,7 +407,7 @@ async fn forward(
     // Response rules reading the request need a copy: the request goes upstream.
     let request_for_response =
         (dest.headers.response.uses_request() || route.headers.response.uses_request()).then(|| parts.headers.clone());
-    log.record.x_forwarded_for = parts.headers.get("x-forwarded-for").cloned();
+    log.record.x_forwarded_for = parts.headers.get(&headers::X_FORWARDED_FOR).cloned();
 
     let upstream_authority = match route.rewrite.as_ref().and_then(|r| r.authority.as_deref()) {
         Some(a) => HeaderValue::from_str(a).map_err(|_| LocalReply::InvalidAuthorityRewrite)?,
@@ -468,7 +468,7 @@ async fn forward(
     let per_try = route.retry.per_try_timeout.filter(|t| !t.is_zero());
     if let Some(expected) = per_try.map(|p| timeout.map_or(p, |t| p.min(t))).or(timeout) {
         let ms = u64::try_from(expected.as_millis()).unwrap_or(u64::MAX);
-        parts.headers.insert("x-envoy-expected-rq-timeout-ms", HeaderValue::from(ms));
+        parts.headers.insert(headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), HeaderValue::from(ms));
     }
     let attempts = retry::Attempts {
         pool,
@@ -484,10 +484,14 @@ async fn forward(
     };
     // The route timeout covers all tries and the response body (Envoy's global route timeout).
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let sent = attempts.run(endpoint, upstream_body, leftover_rx);
-    let done = match deadline {
-        Some(at) => tokio::time::timeout_at(at, sent).await.map_err(|_| LocalReply::RouteTimeout)?,
-        None => sent.await,
+    let done = {
+        // Pinned in place: the tries' future is not moved into the timeout wrapper.
+        let sent = attempts.run(endpoint, upstream_body, leftover_rx);
+        tokio::pin!(sent);
+        match deadline {
+            Some(at) => tokio::time::timeout_at(at, &mut sent).await.map_err(|_| LocalReply::RouteTimeout)?,
+            None => (&mut sent).await,
+        }
     };
     log.record.upstream_host = Some(done.endpoint.addr);
     log.active = Some(done.active);
@@ -522,7 +526,7 @@ fn respond(f: Forwarded, conn: &ConnInfo, vars: VarsBase, mut log: Box<RequestLo
     headers::prepare_response(&mut rp.headers, upgraded);
     // Envoy's router adds it (Istio does not suppress Envoy's headers); route rules may remove it.
     let service_ms = u64::try_from(f.service_time.as_millis()).unwrap_or(u64::MAX);
-    rp.headers.insert("x-envoy-upstream-service-time", HeaderValue::from(service_ms));
+    rp.headers.insert(headers::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(service_ms));
     let v = vars.with(f.request_for_response.as_ref(), log.record.upstream_host);
     if let Some(dest) = destination(&f.route, f.destination) {
         headers::apply_ops(&mut rp.headers, &dest.headers.response, &v);

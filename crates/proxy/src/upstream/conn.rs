@@ -214,9 +214,51 @@ fn expired(born: Instant, cluster: &Cluster) -> bool {
 /// connections for new names are used once and closed rather than pooled.
 const MAX_LANES: usize = 64;
 
-/// An upstream response, the local address of the connection it came on, and its HTTP/2
-/// stream (to hold until the response is done).
-pub(crate) type Sent = (Response<Incoming>, Option<SocketAddr>, Option<Stream>);
+/// An upstream response, the local address of the connection it came on, and what it holds of
+/// that connection until the response is done.
+pub(crate) type Sent = (Response<Incoming>, Option<SocketAddr>, Option<Lease>);
+
+/// What a response holds of its upstream connection while its body streams.
+pub(crate) enum Lease {
+    /// A stream counted against a shared HTTP/2 connection (released on drop).
+    Stream(#[allow(dead_code)] Stream), // held for its `Drop`
+    /// An HTTP/1.1 connection, pooled again once the body was read to its end
+    /// ([`Recycle::put_back`]); dropped part-way, the connection is closed with it.
+    Idle(Recycle),
+}
+
+/// An HTTP/1.1 keep-alive connection carrying a response, and where it goes back to.
+///
+/// It is put back by whoever sees the response body end (no task waits for that), so a request
+/// costs no spawn; the connection's own task may not have noticed the end yet, so a request
+/// taking it from the queue waits for its readiness first (`send_h1`).
+pub(crate) struct Recycle {
+    conn: IdleConn,
+    lane: Arc<Lane>,
+    max_idle: usize,
+    def: Arc<Cluster>,
+    breaker: Arc<super::breaker::Breaker>,
+}
+
+impl Recycle {
+    /// The response body was read to its end: back to the idle queue, unless the connection is
+    /// closing, the queue is full, or it is past `maxConnectionDuration` (then it is dropped,
+    /// which closes it).
+    pub(crate) fn put_back(self) {
+        let Recycle { conn, lane, max_idle, def, breaker } = self;
+        if conn.sender.is_closed() || lane.idle.len() >= max_idle || expired(conn.usage.born, &def) {
+            return;
+        }
+        conn.usage.mark_idle();
+        conn.usage.streams.store(0, Ordering::Release);
+        lane.idle.push(conn);
+        // A request pending on `maxConnections` may take it (see `Stream::drop` for the fence).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if breaker.pending.load(Ordering::SeqCst) > 0 {
+            breaker.freed.notify_waiters();
+        }
+    }
+}
 
 /// One endpoint of a cluster and its connections.
 pub(crate) struct EndpointState {
@@ -334,30 +376,47 @@ impl EndpointState {
         let key = sni_key(pool, &req);
         // No lane (too many SNIs): a connection of its own, not pooled.
         let lane = self.lane(&key);
-        let spare = Lane::default();
-        let lane_ref = lane.as_deref().unwrap_or(&spare);
         loop {
-            let (mut conn, reused) = match take_idle(lane_ref, cluster) {
+            let (mut conn, reused) = match lane.as_deref().and_then(|l| take_idle(l, cluster)) {
                 Some(c) => (c, true),
-                None => match self.connection_slot(pool, || take_idle(lane_ref, cluster)).await? {
-                    Err(idle) => (idle, true),
-                    Ok(slot) => {
-                        let host = request_host(&req);
-                        let (sender, local, usage) = self.connect_h1(pool, &host, slot).await?;
-                        (IdleConn { sender, uses: 0, local, usage }, false)
+                // Opening a connection is the rare path: boxed, so its large future (TCP, TLS,
+                // handshake) is not part of every request's state, moved on every await.
+                None => {
+                    match Box::pin(self.connection_slot(pool, || lane.as_deref().and_then(|l| take_idle(l, cluster))))
+                        .await?
+                    {
+                        Err(idle) => (idle, true),
+                        Ok(slot) => {
+                            let host = request_host(&req);
+                            let (sender, local, usage) = Box::pin(self.connect_h1(pool, &host, slot)).await?;
+                            (IdleConn { sender, uses: 0, local, usage }, false)
+                        }
                     }
-                },
+                }
             };
+            // Put back at its last response's end, its task may not have caught up yet.
+            if reused
+                && !conn.sender.is_ready()
+                && futures_util::future::poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_err()
+            {
+                continue;
+            }
             conn.usage.streams.store(1, Ordering::Release);
             conn.uses = conn.uses.saturating_add(1);
             let local = conn.local;
             match conn.sender.try_send_request(req).await {
                 Ok(resp) => {
                     let max = cluster.limits.max_requests_per_connection;
-                    if let Some(lane) = lane.filter(|_| !upgrade && (max == 0 || conn.uses < max)) {
-                        self.recycle(conn, lane, pool);
-                    }
-                    return Ok((resp, local, None));
+                    let lease = lane.filter(|_| !upgrade && (max == 0 || conn.uses < max)).map(|lane| {
+                        Lease::Idle(Recycle {
+                            conn,
+                            lane,
+                            max_idle: self.max_idle,
+                            def: pool.def.clone(),
+                            breaker: pool.breaker.clone(),
+                        })
+                    });
+                    return Ok((resp, local, lease));
                 }
                 Err(mut e) => match e.take_message() {
                     // A pooled connection closed under us before the request was written: the
@@ -367,24 +426,6 @@ impl EndpointState {
                 },
             }
         }
-    }
-
-    /// Back to the idle queue once the response body has been read to its end.
-    fn recycle(self: &Arc<Self>, mut conn: IdleConn, lane: Arc<Lane>, pool: &ClusterPool) {
-        let max_idle = self.max_idle;
-        let (breaker, def) = (pool.breaker.clone(), pool.def.clone());
-        tokio::spawn(async move {
-            let ready = futures_util::future::poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_ok();
-            // Past the limit, or past `maxConnectionDuration`, the connection is dropped, which
-            // closes it.
-            if ready && lane.idle.len() < max_idle && !expired(conn.usage.born, &def) {
-                conn.usage.mark_idle();
-                conn.usage.streams.store(0, Ordering::Release);
-                lane.idle.push(conn);
-                // A request pending on `maxConnections` may take it.
-                breaker.freed.notify_waiters();
-            }
-        });
     }
 
     async fn connect_h1(
@@ -416,7 +457,7 @@ impl EndpointState {
                 Some((c, s)) => (c, s, true),
                 // Every connection is full (`maxConcurrentStreams`) or there is none: a new one,
                 // or, at `maxConnections`, wait as pending for a stream or a connection to end.
-                None => match self.connection_slot(pool, || lane.h2_stream(pool)).await? {
+                None => match Box::pin(self.connection_slot(pool, || lane.h2_stream(pool))).await? {
                     Err((c, s)) => (c, s, true),
                     Ok(slot) => {
                         let connecting = lane.h2_connecting.lock().await;
@@ -425,7 +466,7 @@ impl EndpointState {
                             (c, s, true)
                         } else {
                             let host = request_host(&req);
-                            let conn = self.connect_h2(pool, &lane, &host, slot).await?;
+                            let conn = Box::pin(self.connect_h2(pool, &lane, &host, slot)).await?;
                             drop(connecting);
                             // Requests pending at `maxConnections` may fit on it.
                             pool.breaker.freed.notify_waiters();
@@ -440,7 +481,7 @@ impl EndpointState {
             };
             let mut sender = conn.sender.clone();
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, conn.local, Some(stream))),
+                Ok(resp) => return Ok((resp, conn.local, Some(Lease::Stream(stream)))),
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => {
                         let dead = Arc::as_ptr(&conn);
@@ -510,7 +551,7 @@ fn take_idle(lane: &Lane, cluster: &Cluster) -> Option<IdleConn> {
     while let Some(c) = lane.idle.pop() {
         // A retired (`maxConnectionDuration`) or long idle (`idleTimeout`) connection is dropped
         // here, which closes it (if its task has not already).
-        if c.sender.is_ready() && !c.usage.retired(cluster) {
+        if !c.sender.is_closed() && !c.usage.retired(cluster) {
             return Some(c);
         }
     }

@@ -12,7 +12,7 @@ mod lb;
 pub(crate) mod outlier;
 pub(crate) mod tls;
 
-pub(crate) use conn::{connect_timeout, request_protocol, tune_socket, EndpointState, SendError, Stream};
+pub(crate) use conn::{connect_timeout, request_protocol, tune_socket, EndpointState, Lease, SendError};
 
 use crate::rng::FastRng;
 use arc_swap::ArcSwap;
@@ -214,8 +214,12 @@ impl ClusterPool {
         avoid: &[SocketAddr],
     ) -> Option<Arc<EndpointState>> {
         if !self.resolved_once.load(Ordering::Acquire) {
+            // Rare (a DNS cluster's first resolution): boxed, out of every request's future.
             let mut rx = self.resolved.subscribe();
-            let _ = tokio::time::timeout(conn::connect_timeout(&self.def), rx.wait_for(|r| *r)).await;
+            let wait = tokio::time::timeout(conn::connect_timeout(&self.def), async move {
+                let _ = rx.wait_for(|r| *r).await;
+            });
+            let _ = Box::pin(wait).await;
         }
         let b = self.balancer.load();
         let cands = b.candidates(self.def.outlier.as_ref(), rng);
@@ -260,7 +264,7 @@ impl ClusterPool {
 /// Counts a request against an endpoint (least-request load balancing) while it is alive, and
 /// holds its circuit-breaker slot (`http2MaxRequests`) and its HTTP/2 stream
 /// (`maxConcurrentStreams`) until the response is done.
-pub(crate) struct ActiveRequest(Arc<EndpointState>, Option<breaker::Slot>, Option<Stream>);
+pub(crate) struct ActiveRequest(Arc<EndpointState>, Option<breaker::Slot>, Option<Lease>);
 
 impl ActiveRequest {
     pub(crate) fn new(ep: Arc<EndpointState>) -> ActiveRequest {
@@ -273,8 +277,15 @@ impl ActiveRequest {
         self
     }
 
-    pub(crate) fn set_stream(&mut self, stream: Option<Stream>) {
-        self.2 = stream;
+    pub(crate) fn set_lease(&mut self, lease: Option<Lease>) {
+        self.2 = lease;
+    }
+
+    /// The response body was read to its end: its HTTP/1.1 connection may serve another request.
+    pub(crate) fn body_done(&mut self) {
+        if let Some(Lease::Idle(r)) = self.2.take() {
+            r.put_back();
+        }
     }
 }
 
