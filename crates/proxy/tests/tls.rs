@@ -653,25 +653,7 @@ spec:
 /// A ClientHello as an old client sends it: TLS 1.0, one RSA suite, SNI and nothing else (no
 /// `signature_algorithms`, which rustls requires of a hello it would terminate).
 fn old_client_hello(sni: &str) -> Vec<u8> {
-    let mut ext = vec![0, 0];
-    ext.extend_from_slice(&((sni.len() + 5) as u16).to_be_bytes());
-    ext.extend_from_slice(&((sni.len() + 3) as u16).to_be_bytes());
-    ext.push(0);
-    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
-    ext.extend_from_slice(sni.as_bytes());
-    let mut body = vec![3, 1];
-    body.extend_from_slice(&[7u8; 32]);
-    body.push(0);
-    body.extend_from_slice(&[0, 2, 0x00, 0x2f, 1, 0]);
-    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    body.extend_from_slice(&ext);
-    let mut hs = vec![1];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![22, 3, 1];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
+    portico_testkit::hello::client_hello([3, 1], &[0x002f], Some(&portico_testkit::hello::sni_ext(sni)))
 }
 
 #[tokio::test]
@@ -690,39 +672,17 @@ async fn passthrough_carries_a_hello_rustls_would_refuse_and_termination_refuses
     });
     let ca = Ca::new("gateway ca");
     let leaf = ca.issue("web", &["web.example.com"], &[], 9);
-    let yaml = String::from(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 443, name: tls, protocol: TLS}
-    hosts: ["*.pass.example.com"]
-    tls: {mode: PASSTHROUGH}
-  - port: {number: 8443, name: https, protocol: HTTPS}
-    hosts: ["web.example.com"]
-    tls: {mode: SIMPLE, credentialName: web}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: pass, namespace: default}
-spec:
-  hosts: ["*.pass.example.com"]
-  gateways: ["istio-system/gw"]
-  tls:
-  - match:
-    - sniHosts: ["old.pass.example.com"]
-    route:
-    - destination: {host: db.default.svc.cluster.local, port: {number: 9000}}
----
-"#,
-    ) + &service_entry("db", be.port(), "TLS")
+    // HTTPS on 443 (terminated), PASSTHROUGH on 8443 by a `tls` route for the old client's SNI.
+    let passthrough = "  - port: {number: 8443, name: tls, protocol: TLS}\n    hosts: [\"*.pass.example.com\"]\n    tls: {mode: PASSTHROUGH}\n---\n";
+    let route = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: pass, namespace: default}\nspec:\n  hosts: [\"*.pass.example.com\"]\n  gateways: [\"istio-system/gw\"]\n  tls:\n  - match: [{sniHosts: [old.pass.example.com]}]\n    route: [{destination: {host: db.default.svc.cluster.local, port: {number: 9000}}}]\n---\n";
+    let yaml = https_gateway(&[("https", "web.example.com", "web")], "").replace("---\n", passthrough)
+        + route
+        + &service_entry("db", be.port(), "TLS")
         + &secret("web", &leaf, None, None);
     let proxy = launch(tls_opts(&[443, 8443]), compile(&yaml)).await;
 
     let hello = old_client_hello("old.pass.example.com");
-    let mut s = TcpStream::connect(addr_of(&proxy, 443)).await.unwrap();
+    let mut s = TcpStream::connect(addr_of(&proxy, 8443)).await.unwrap();
     s.write_all(&hello).await.unwrap();
     s.shutdown().await.unwrap();
     let mut relayed = Vec::new();
@@ -730,7 +690,7 @@ spec:
     assert_eq!(relayed, hello, "the backend got the hello byte for byte");
 
     // Terminating the same hello: rustls refuses it (with an alert), nothing is served.
-    let mut s = TcpStream::connect(addr_of(&proxy, 8443)).await.unwrap();
+    let mut s = TcpStream::connect(addr_of(&proxy, 443)).await.unwrap();
     s.write_all(&old_client_hello("web.example.com")).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await.unwrap().unwrap();

@@ -9,5 +9,6 @@ pub mod backend;
 pub mod blocking;
 pub mod certs;
 pub mod client;
+pub mod hello;
 pub mod net;
 pub mod process;
