@@ -1,8 +1,8 @@
 //! The admin server (Envoy's admin paths): readiness, the config in service, metrics, clusters,
 //! listeners, the log level. Runs on the control runtime, off the data-plane threads.
 
-use crate::run::{LogControl, SharedState};
 use crate::sink::TelemetrySink;
+use crate::state::{self, LogControl, SharedState};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -44,7 +44,7 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 }
 
 fn config_dump(state: &SharedState, kube: Option<&portico_kube::KubeSource>) -> String {
-    let st = state.lock().unwrap_or_else(|e| e.into_inner());
+    let st = state::lock(state);
     let dump = serde_json::json!({
         "ready": st.source_ready,
         "sources": {
@@ -273,7 +273,7 @@ fn handle(req: &Request<hyper::body::Incoming>, admin: &Admin, mode: Mode) -> Re
         "/healthz/ready" => {
             // Ready only once every source has delivered its first full view (the Kubernetes
             // watchers listed once) and that config is in service.
-            let source_ready = admin.state.lock().unwrap_or_else(|e| e.into_inner()).source_ready;
+            let source_ready = state::lock(&admin.state).source_ready;
             if admin.proxy.is_ready() && source_ready {
                 reply(StatusCode::OK, "text/plain", "LIVE\n")
             } else {

@@ -7,6 +7,7 @@ mod report;
 mod run;
 mod sink;
 mod sources;
+mod state;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -275,7 +276,7 @@ fn parse_port_map(entries: &[String]) -> Result<std::collections::HashMap<u32, u
     Ok(out)
 }
 
-fn run_cmd(args: RunArgs, log_control: run::LogControl) -> Result<ExitCode> {
+fn run_cmd(args: RunArgs, log_control: state::LogControl) -> Result<ExitCode> {
     let drain_timeout =
         portico_model::duration::parse(&args.drain_timeout).map_err(|e| anyhow::anyhow!("--drain-timeout: {e}"))?;
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
@@ -347,7 +348,7 @@ fn explicit_gateway_namespace() -> bool {
 }
 
 /// Logs on stderr (the access log has stdout), with a filter `/logging?level=…` can change.
-fn init_logging() -> run::LogControl {
+fn init_logging() -> state::LogControl {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
         // kube's client logs every failed call of a retrying watch at error level; the source

@@ -7,9 +7,9 @@
 use crate::files::FileSource;
 use crate::sink::TelemetrySink;
 use crate::sources::Sources;
+use crate::state::{self, LogControl, SharedState};
 use anyhow::{Context, Result};
-use portico_api::Diagnostic;
-use portico_model::{Options, Snapshot};
+use portico_model::Options;
 use portico_proxy::{Proxy, ProxyOptions};
 use portico_telemetry::{
     AccessLogFormat, MetricsConfig, SourceLabels, Telemetry, TelemetryConfig, TraceConfig, Tracer,
@@ -17,7 +17,7 @@ use portico_telemetry::{
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
@@ -66,29 +66,6 @@ pub struct Limits {
     pub h2_max_concurrent_streams: u32,
 }
 
-/// Changes the log filter at run time (`/logging?level=…`): takes `EnvFilter` directives.
-pub type LogControl = Box<dyn Fn(&str) -> std::result::Result<(), String> + Send + Sync>;
-
-/// What `/config_dump` shows: the snapshot in service and what the last reload found.
-#[derive(Default)]
-pub struct ConfigState {
-    pub generation: u64,
-    pub snapshot: Option<Arc<Snapshot>>,
-    pub diagnostics: Vec<Diagnostic>,
-    pub last_reload_ok: bool,
-    pub last_reload_error: Option<String>,
-    pub last_good_unix: u64,
-    pub kept_last_good: Vec<String>,
-    /// The config in service was loaded after every source's first full view.
-    pub source_ready: bool,
-}
-
-pub type SharedState = Arc<Mutex<ConfigState>>;
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// Load, compile and apply once. Returns the new fingerprint.
 async fn reload(
     source: &mut Sources,
@@ -131,7 +108,7 @@ async fn reload(
         sink.apply(&snapshot);
         metrics.gateway().listeners.set(i64::try_from(proxy.local_addrs().len()).unwrap_or(i64::MAX));
     }
-    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut st = state::lock(state);
     st.diagnostics = diags;
     st.kept_last_good = load.kept_last_good.iter().map(|p| p.display().to_string()).collect();
     match applied {
@@ -140,7 +117,7 @@ async fn reload(
             st.snapshot = Some(snapshot);
             st.last_reload_ok = !load.failed;
             st.last_reload_error = None;
-            st.last_good_unix = unix_now();
+            st.last_good_unix = state::unix_now();
             if load.complete && !st.source_ready {
                 tracing::info!("every source has synced: ready");
             }
@@ -239,7 +216,7 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
             ..ProxyOptions::default()
         })
     };
-    let state: SharedState = Arc::new(Mutex::new(ConfigState::default()));
+    let state = state::shared();
     let dp_handle = dp.handle().clone();
     let result = control.block_on(async {
         let kube = match &cfg.kubernetes {
@@ -254,7 +231,7 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
         let mut source = Sources { files, kube: kube.clone() };
         let mut fingerprint = reload(&mut source, &cfg, &proxy, &dp_handle, &state, &sink, None).await;
         {
-            let st = state.lock().unwrap_or_else(|e| e.into_inner());
+            let st = state::lock(&state);
             if st.snapshot.is_none() {
                 anyhow::bail!(
                     "the first config could not be applied: {}",

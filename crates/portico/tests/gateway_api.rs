@@ -125,29 +125,15 @@ impl Req {
     }
 }
 
-/// Send one raw HTTP/1.1 request (any method; `?echo` asks the backend to print what it saw).
+/// Send one HTTP/1.1 request (any method; `?echo` asks the backend to print what it saw).
 fn send(port: u16, r: &Req) -> std::io::Result<Resp> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let method = if r.method.is_empty() { "GET" } else { r.method };
     let host = if r.host.is_empty() { "conformance.example" } else { r.host };
     let sep = if r.path.contains('?') { '&' } else { '?' };
-    let mut req = format!("{method} {}{sep}echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n", r.path);
-    for (k, v) in &r.headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("content-length: 0\r\n\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers =
-        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
-    Ok(Resp { status, headers, body: body.to_string() })
+    let path = format!("{}{sep}echo", r.path);
+    let mut headers: Vec<(&str, &str)> = r.headers.to_vec();
+    headers.push(("content-length", "0"));
+    portico_testkit::blocking::request(port, method, host, &path, &headers, b"")
 }
 
 /// What the echo backend saw: (path, headers), from its `?echo` body.

@@ -9,9 +9,8 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use portico_testkit::blocking::https_get;
+use portico_testkit::certs::{Ca, Leaf};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -88,81 +87,9 @@ fn backend() -> Backend {
 
 // ───────────────────────────── certificates ─────────────────────────────
 
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        Ca { pem: cert.pem(), params: p, key }
-    }
-
-    fn issue(&self, names: &[&str]) -> Leaf {
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, names[0]);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &Issuer::from_params(&self.params, &self.key)).unwrap();
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().clone() }
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
+/// A client trusting `ca`, presenting `client` if given.
 fn client_config(ca: &Ca, client: Option<&Leaf>) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    let der = rustls::pki_types::pem::PemObject::from_pem_slice(ca.pem.as_bytes()).unwrap();
-    roots.add(der).unwrap();
-    let b = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    match client {
-        Some(l) => {
-            let key = PrivateKeyDer::from_pem_slice(l.key_pem.as_bytes()).unwrap();
-            b.with_client_auth_cert(vec![l.der.clone()], key).unwrap()
-        }
-        None => b.with_no_client_auth(),
-    }
-}
-
-/// One TLS connection with `sni`, one HTTP/1.1 GET; `Err` if the handshake or the exchange
-/// fails (the server refused us).
-fn https_get(port: u16, sni: &str, path: &str, cfg: rustls::ClientConfig) -> Result<Resp, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(sni.to_string()).unwrap();
-        let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        // TLS 1.3: a refused client certificate is only seen here, after the client's Finished.
-        s.read_to_end(&mut raw).await.map_err(|e| format!("read: {e}"))?;
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or(format!("no response: {text:?}"))?;
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
-        Ok(Resp { status, headers: Vec::new(), body: body.to_string() })
-    })
+    portico_testkit::certs::client_config(&[&ca.pem], client, &[])
 }
 
 // ───────────────────────────── config, scrape ─────────────────────────────
@@ -171,7 +98,7 @@ fn https_get(port: u16, sni: &str, path: &str, cfg: rustls::ClientConfig) -> Res
 /// r (retries 1 on 5xx), o (`http2MaxRequests: 1`), e (eject after one 5xx), a (plain).
 /// Port 80 is HTTP; port 443 has app.example.com (SIMPLE) and mtls.example.com (MUTUAL).
 fn config(dir: &Path, port: u16, ca: &Ca) -> String {
-    let server = ca.issue(&["app.example.com", "mtls.example.com"]);
+    let server = ca.server(&["app.example.com", "mtls.example.com"]);
     let cert = dir.join("server.crt");
     let key = dir.join("server.key");
     let cas = dir.join("ca.crt");
@@ -418,11 +345,11 @@ fn tls_handshake_failures_by_reason() {
     assert!(https_get(t.https, "mtls.example.com", "/", client_config(&t.ca, None)).is_err());
     assert_eq!(wait_value(t.gw.admin_port, name, &reason("certificate_required"), 1.0), 1.0);
 
-    let stranger = Ca::new("another CA").issue(&["client.example.com"]);
+    let stranger = Ca::new("another CA").server(&["client.example.com"]);
     assert!(https_get(t.https, "mtls.example.com", "/", client_config(&t.ca, Some(&stranger))).is_err());
     assert_eq!(wait_value(t.gw.admin_port, name, &reason("bad_certificate"), 1.0), 1.0);
 
-    let good = t.ca.issue(&["client.example.com"]);
+    let good = t.ca.server(&["client.example.com"]);
     let r = https_get(t.https, "mtls.example.com", "/", client_config(&t.ca, Some(&good)));
     // No route for mtls.example.com: a 404 from the gateway, after a good handshake.
     assert_eq!(r.map(|r| r.status), Ok(404));

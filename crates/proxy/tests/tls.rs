@@ -11,10 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portico_model::Snapshot;
 use portico_proxy::{AccessLogSink, ProxyOptions, RequestRecord, TcpRecord};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer, KeyIdMethod, KeyPair,
-    KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
-};
+use rcgen::{CertificateParams, DnType, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,64 +23,7 @@ use tokio_rustls::client::TlsStream;
 
 // ───────────────────────────── certificates ─────────────────────────────
 
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        Ca { pem: cert.pem(), params: p, key }
-    }
-
-    /// A leaf with DNS (or IP) SANs, plus URI SANs, and a serial number (for the CRL).
-    fn issue(&self, cn: &str, names: &[&str], uris: &[&str], serial: u64) -> Leaf {
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        for u in uris {
-            p.subject_alt_names.push(SanType::URI((*u).try_into().unwrap()));
-        }
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.distinguished_name.push(DnType::OrganizationName, "Portico Tests");
-        p.serial_number = Some(SerialNumber::from(serial));
-        let key = KeyPair::generate().unwrap();
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = p.signed_by(&key, &issuer).unwrap();
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().clone() }
-    }
-
-    fn crl(&self, revoked: &[u64]) -> String {
-        let p = CertificateRevocationListParams {
-            this_update: rcgen::date_time_ymd(2024, 1, 1),
-            next_update: rcgen::date_time_ymd(2099, 1, 1),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: revoked
-                .iter()
-                .map(|s| RevokedCertParams {
-                    serial_number: SerialNumber::from(*s),
-                    revocation_time: rcgen::date_time_ymd(2024, 6, 1),
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
-        p.signed_by(&Issuer::from_params(&self.params, &self.key)).unwrap().pem().unwrap()
-    }
-}
+// `Ca`, `Leaf`, `client_config`, `tls_connect`: portico-testkit, through `common`.
 
 /// A `kubernetes.io/tls` Secret (JSON strings are valid YAML and escape the PEM).
 fn secret(name: &str, leaf: &Leaf, ca: Option<&str>, crl: Option<&str>) -> String {
@@ -126,47 +66,6 @@ fn compile(yaml: &str) -> Arc<Snapshot> {
 }
 
 // ───────────────────────────── clients ─────────────────────────────
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-fn client_config(roots: &[&str], client: Option<&Leaf>, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    let mut store = rustls::RootCertStore::empty();
-    for pem in roots {
-        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
-            store.add(c.unwrap()).unwrap();
-        }
-    }
-    let b = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store);
-    let mut cfg = match client {
-        Some(l) => {
-            let key: PrivateKeyDer<'static> =
-                rustls::pki_types::pem::PemObject::from_pem_slice(l.key_pem.as_bytes()).unwrap();
-            b.with_client_auth_cert(vec![l.der.clone()], key).unwrap()
-        }
-        None => b.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    cfg
-}
-
-/// Connect with `sni` (None: connect by IP, so no SNI is sent).
-async fn tls_connect(
-    addr: SocketAddr,
-    sni: Option<&str>,
-    cfg: rustls::ClientConfig,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let name = match sni {
-        Some(s) => ServerName::try_from(s.to_string()).unwrap(),
-        None => ServerName::IpAddress(addr.ip().into()),
-    };
-    let tcp = TcpStream::connect(addr).await?;
-    tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await
-}
 
 fn peer_cert(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
     s.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
@@ -751,6 +650,54 @@ spec:
     proxy.shutdown().await;
 }
 
+/// A ClientHello as an old client sends it: TLS 1.0, one RSA suite, SNI and nothing else (no
+/// `signature_algorithms`, which rustls requires of a hello it would terminate).
+fn old_client_hello(sni: &str) -> Vec<u8> {
+    portico_testkit::hello::client_hello([3, 1], &[0x002f], Some(&portico_testkit::hello::sni_ext(sni)))
+}
+
+#[tokio::test]
+async fn passthrough_carries_a_hello_rustls_would_refuse_and_termination_refuses_it() {
+    // The backend answers with the bytes it read, so the test sees what was relayed.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let be = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                let _ = s.read_to_end(&mut all).await;
+                let _ = s.write_all(&all).await;
+            });
+        }
+    });
+    let ca = Ca::new("gateway ca");
+    let leaf = ca.issue("web", &["web.example.com"], &[], 9);
+    // HTTPS on 443 (terminated), PASSTHROUGH on 8443 by a `tls` route for the old client's SNI.
+    let passthrough = "  - port: {number: 8443, name: tls, protocol: TLS}\n    hosts: [\"*.pass.example.com\"]\n    tls: {mode: PASSTHROUGH}\n---\n";
+    let route = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: pass, namespace: default}\nspec:\n  hosts: [\"*.pass.example.com\"]\n  gateways: [\"istio-system/gw\"]\n  tls:\n  - match: [{sniHosts: [old.pass.example.com]}]\n    route: [{destination: {host: db.default.svc.cluster.local, port: {number: 9000}}}]\n---\n";
+    let yaml = https_gateway(&[("https", "web.example.com", "web")], "").replace("---\n", passthrough)
+        + route
+        + &service_entry("db", be.port(), "TLS")
+        + &secret("web", &leaf, None, None);
+    let proxy = launch(tls_opts(&[443, 8443]), compile(&yaml)).await;
+
+    let hello = old_client_hello("old.pass.example.com");
+    let mut s = TcpStream::connect(addr_of(&proxy, 8443)).await.unwrap();
+    s.write_all(&hello).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut relayed = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut relayed)).await.unwrap().unwrap();
+    assert_eq!(relayed, hello, "the backend got the hello byte for byte");
+
+    // Terminating the same hello: rustls refuses it (with an alert), nothing is served.
+    let mut s = TcpStream::connect(addr_of(&proxy, 443)).await.unwrap();
+    s.write_all(&old_client_hello("web.example.com")).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await.unwrap().unwrap();
+    assert_eq!(answer.first(), Some(&21), "a TLS alert record, not a handshake: {answer:?}");
+    proxy.shutdown().await;
+}
+
 // ───────────────────────────── TCP ─────────────────────────────
 
 /// A TCP server that reads until EOF, then answers `<name>:<bytes read>` and closes.
@@ -1142,8 +1089,7 @@ async fn rsa_and_ecdsa_certificates_on_one_server() {
         let mut p = CertificateParams::new(vec!["two.example.com".to_string()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, "rsa");
         let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
-        let cert = p.signed_by(&key, &Issuer::from_params(&ca.params, &ca.key)).unwrap();
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().clone() }
+        ca.sign(&p, &key)
     };
     let yaml = https_gateway(&[("t", "two.example.com", "x")], "")
         .replace("credentialName: x", "credentialNames: [ec, rsa]")

@@ -169,33 +169,11 @@ fn client_hello(body: &[u8]) -> Option<ClientHello> {
 mod tests {
     use super::*;
 
-    /// A minimal ClientHello record with the given extensions.
-    fn hello(exts: &[u8]) -> Vec<u8> {
-        let mut body = vec![3, 3];
-        body.extend_from_slice(&[0u8; 32]);
-        body.push(0); // session id
-        body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one suite
-        body.extend_from_slice(&[1, 0]); // null compression
-        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-        body.extend_from_slice(exts);
-        let mut hs = vec![1];
-        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        hs.extend_from_slice(&body);
-        let mut rec = vec![22, 3, 1];
-        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-        rec.extend_from_slice(&hs);
-        rec
-    }
+    use portico_testkit::hello::{client_hello, sni_ext};
 
-    fn sni_ext(name: &str) -> Vec<u8> {
-        let mut e = vec![0, 0];
-        let entry_len = name.len() + 3;
-        e.extend_from_slice(&((entry_len + 2) as u16).to_be_bytes());
-        e.extend_from_slice(&(entry_len as u16).to_be_bytes());
-        e.push(0);
-        e.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        e.extend_from_slice(name.as_bytes());
-        e
+    /// A minimal TLS 1.2 ClientHello record with the given extensions.
+    fn hello(exts: &[u8]) -> Vec<u8> {
+        client_hello([3, 3], &[0x1301], Some(exts))
     }
 
     #[test]

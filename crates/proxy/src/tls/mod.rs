@@ -1,5 +1,6 @@
-//! TLS listeners: read the ClientHello without consuming it, choose the Gateway server by SNI,
-//! then terminate (HTTP through the hyper service, or a TCP relay for `TLS` servers) or pass the
+//! TLS listeners: read the ClientHello once (rustls' `Acceptor`, keeping the bytes for a
+//! passthrough backend; a hello rustls refuses goes to the lenient reader in `hello.rs`), choose
+//! the Gateway server by SNI, then terminate (HTTP through the hyper service, or a TCP relay for `TLS` servers) or pass the
 //! bytes through (PASSTHROUGH by VirtualService `tls` routes, AUTO_PASSTHROUGH by the SNI).
 
 mod config;
@@ -18,11 +19,13 @@ use http::header::{HeaderMap, HeaderValue};
 use portico_model::snapshot::{Protocol, TlsRoute};
 use portico_model::tls::TlsMode;
 use portico_telemetry::TlsFailureReason;
+use rustls::server::{Accepted, Acceptor};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::StartHandshake;
 
 /// A Gateway host as an SNI pattern: `ns/host` → `host`.
 fn host_pattern(h: &str) -> &str {
@@ -123,25 +126,62 @@ fn failure_reason(e: &std::io::Error) -> TlsFailureReason {
 }
 
 enum Start {
+    /// rustls read the ClientHello (the one parse): the handshake goes on from `Accepted`;
+    /// the bytes are kept for a passthrough backend.
+    Accepted(Box<Accepted>, Option<Arc<str>>, BytesMut),
+    /// rustls refused the hello but it is a ClientHello all the same (an old client without
+    /// `signature_algorithms`, say): a passthrough backend may still take it, and termination
+    /// replays it to rustls, which refuses it with its own alert, as for any bad hello.
     Hello(hello::ClientHello, BytesMut),
     NotTls(BytesMut),
     Closed,
 }
 
+/// Feed `bytes` to rustls' acceptor; `Err` when rustls gives up on them. Reads and `accept`
+/// alternate because rustls sizes its buffer for a multi-record hello only once it has seen
+/// the hello start.
+fn feed(acceptor: &mut Acceptor, mut bytes: &[u8]) -> Result<Option<Accepted>, ()> {
+    loop {
+        if let Some(a) = acceptor.accept().map_err(|_| ())? {
+            return Ok(Some(a));
+        }
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        match acceptor.read_tls(&mut bytes) {
+            Ok(n) if n > 0 => {}
+            _ => return Err(()),
+        }
+    }
+}
+
 async fn read_hello(stream: &mut TcpStream) -> std::io::Result<Start> {
     let mut buf = BytesMut::with_capacity(2048);
+    let mut acceptor = Some(Acceptor::default());
     loop {
-        match hello::parse(&buf) {
-            hello::Parsed::Hello(h) => return Ok(Start::Hello(h, buf)),
-            hello::Parsed::NotTls => return Ok(Start::NotTls(buf)),
-            hello::Parsed::NeedMore => {}
-        }
+        let before = buf.len();
         if buf.len() > hello::MAX_HELLO + 5 * 8 {
             return Ok(Start::NotTls(buf));
         }
         buf.reserve(4096);
         if stream.read_buf(&mut buf).await? == 0 {
             return Ok(Start::Closed);
+        }
+        if let Some(a) = acceptor.as_mut() {
+            match feed(a, &buf[before..]) {
+                Ok(Some(accepted)) => {
+                    let sni = accepted.client_hello().server_name().map(Arc::from);
+                    return Ok(Start::Accepted(Box::new(accepted), sni, buf));
+                }
+                Ok(None) => continue,
+                // From here on only the lenient reader looks at the bytes (the cold path).
+                Err(()) => acceptor = None,
+            }
+        }
+        match hello::parse(&buf) {
+            hello::Parsed::Hello(h) => return Ok(Start::Hello(h, buf)),
+            hello::Parsed::NotTls => return Ok(Start::NotTls(buf)),
+            hello::Parsed::NeedMore => {}
         }
     }
 }
@@ -162,8 +202,9 @@ pub(crate) async fn serve(
         r = tokio::time::timeout(limit, read_hello(&mut stream)) => r,
         _ = until(&mut phase, Phase::Draining) => return,
     };
-    let (hello, buf) = match start {
-        Ok(Ok(Start::Hello(h, b))) => (h, b),
+    let (accepted, sni, buf) = match start {
+        Ok(Ok(Start::Accepted(a, sni, b))) => (Some(a), sni, b),
+        Ok(Ok(Start::Hello(h, b))) => (None, h.sni.as_deref().map(Arc::from), b),
         Ok(Ok(Start::NotTls(b))) => {
             // Plain HTTP to a TLS port: say so (as nginx does) and close; anything else: close.
             failed(&shared, TlsFailureReason::InvalidMessage);
@@ -182,7 +223,6 @@ pub(crate) async fn serve(
         }
     };
     let local = stream.local_addr().unwrap_or(peer);
-    let sni: Option<Arc<str>> = hello.sni.as_deref().map(Arc::from);
     let state = shared.state.load_full();
     let Some(listener) = state.snapshot.listener(port) else { return };
     let Some(block) = listener.server_for_sni(sni.as_deref()) else {
@@ -216,10 +256,14 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            // The hello rustls read goes on as it is; one it refused is replayed to it.
+            let handshake = match accepted {
+                Some(a) => StartHandshake::from_parts(*a, Prefixed::new(Bytes::new(), stream)).into_stream(config),
+                None => tokio_rustls::TlsAcceptor::from(config).accept(Prefixed::new(buf.freeze(), stream)),
+            };
             let remaining = limit.saturating_sub(started.elapsed());
             let accepted = tokio::select! {
-                r = tokio::time::timeout(remaining, acceptor.accept(Prefixed::new(buf.freeze(), stream))) => r,
+                r = tokio::time::timeout(remaining, handshake) => r,
                 _ = until(&mut phase, Phase::Draining) => return,
             };
             let tls = match accepted {
