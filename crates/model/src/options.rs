@@ -14,6 +14,9 @@ pub struct Options {
     pub locality: Option<String>,
     /// The Gateway API `gatewayClassName` this instance serves (`--gateway-class`).
     pub gateway_class: String,
+    /// The cluster's DNS domain (`--domain-suffix`): short names expand to
+    /// `name.namespace.svc.<domain_suffix>`, as Istio's `--domainSuffix` does.
+    pub domain_suffix: String,
 }
 
 impl Default for Options {
@@ -23,6 +26,7 @@ impl Default for Options {
             gateway_namespace: "istio-system".to_string(),
             locality: None,
             gateway_class: "portico".to_string(),
+            domain_suffix: "cluster.local".to_string(),
         }
     }
 }

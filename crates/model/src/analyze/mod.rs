@@ -40,7 +40,7 @@ impl<'a> Ctx<'a> {
     /// `util.GetDestinationHost`): entries exported there or everywhere, exact host first, then
     /// a wildcard entry covering it.
     pub(crate) fn service_entry(&self, host: &str, namespace: &str) -> Option<(&'a Resource, &'a ServiceEntry)> {
-        let fqdn = crate::host::resolve_short_name(host, namespace);
+        let fqdn = crate::host::resolve_short_name(host, namespace, &self.opts.domain_suffix);
         let mut wildcard = None;
         for res in self.of_kind(portico_api::Kind::ServiceEntry) {
             let Spec::ServiceEntry(se) = &res.spec else { continue };
@@ -53,7 +53,7 @@ impl<'a> Ctx<'a> {
                 continue;
             }
             for h in &se.hosts {
-                let seh = crate::host::resolve_short_name(h, res.namespace());
+                let seh = crate::host::resolve_short_name(h, res.namespace(), &self.opts.domain_suffix);
                 if seh == fqdn {
                     return Some((res, se));
                 }
