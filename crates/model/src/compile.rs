@@ -161,6 +161,7 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
         opts,
         registry: &b.registry,
         drs: &b.drs,
+        secrets: &b.snapshot.secrets,
     };
     let mut found = Vec::new();
     crate::analyze::run(&cx, &mut found);

@@ -240,6 +240,7 @@ fn options(i: &InstanceArgs) -> Result<Options> {
         locality,
         gateway_class: i.gateway_class.clone(),
         domain_suffix: domain_suffix(&i.domain_suffix)?,
+        now: None,
     })
 }
 
@@ -264,7 +265,12 @@ fn load_and_compile(
     paths: Vec<PathBuf>,
     i: &InstanceArgs,
 ) -> Result<(portico_model::Compiled, Vec<portico_api::Diagnostic>)> {
-    let opts = options(i)?;
+    let mut opts = options(i)?;
+    // Offline analysis judges certificate dates now, as istioctl does (IST0161).
+    opts.now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok());
     let mut source = files::FileSource::new(paths, &i.namespace);
     let load = source.load();
     let compiled = portico_model::compile(&load.resources, &opts);

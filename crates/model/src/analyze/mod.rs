@@ -33,6 +33,8 @@ pub(crate) struct Ctx<'a> {
     pub registry: &'a Registry<'a>,
     /// DestinationRules, oldest first.
     pub drs: &'a [&'a Resource],
+    /// Decoded Secrets by `namespace/name`.
+    pub secrets: &'a BTreeMap<String, std::sync::Arc<crate::snapshot::SecretData>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -94,6 +96,7 @@ pub(crate) fn run(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     gateway::selectors(cx, out);
     gateway::conflicts(cx, out);
     gateway::duplicate_certificates(cx, out);
+    gateway::credential_validity(cx, out);
     virtual_service::gateway_refs(cx, out);
     virtual_service::destinations(cx, out);
     virtual_service::subsets(cx, out);

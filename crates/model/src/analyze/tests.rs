@@ -1589,3 +1589,72 @@ fn ingresses_merge_per_host_and_ignore_the_default_backend() {
         compiled.diagnostics.iter().filter(|d| d.code == "PTC0008" && d.message.contains("defaultBackend")).collect();
     assert_eq!(ignored.len(), 2, "{:?}", compiled.diagnostics);
 }
+
+/// A certificate + key valid from `from` to `until` (y, m, d), as a Secret named `name`.
+fn dated_secret(name: &str, from: (i32, u8, u8), until: (i32, u8, u8)) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["s.example.com".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+    params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+    let cert = params.self_signed(&key).unwrap();
+    let indent = |pem: String| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\nstringData:\n  tls.crt: |\n{}  \
+         tls.key: |\n{}",
+        indent(cert.pem()),
+        indent(key.serialize_pem())
+    )
+}
+
+#[test]
+fn ist0161_certificate_dates() {
+    // Judged at 2026-06-01T00:00:00Z.
+    let now = timestamp("2026-06-01T00:00:00Z").unwrap();
+    let gateway = |secret: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: secure, namespace: istio-system}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 443, name: https, protocol: \
+             HTTPS}}, hosts: [s.example.com], tls: {{mode: SIMPLE, credentialName: {secret}}}}}]\n"
+        )
+    };
+    let cases = [
+        ("expired", dated_secret("old", (2020, 1, 1), (2021, 1, 1)), "old", Some("expired at 2021-01-01T00:00:00Z")),
+        (
+            "not yet valid",
+            dated_secret("new", (2030, 1, 1), (2031, 1, 1)),
+            "new",
+            Some("is not valid before 2030-01-01"),
+        ),
+        ("valid", dated_secret("good", (2025, 1, 1), (2027, 1, 1)), "good", None),
+    ];
+    for (name, secret, secret_name, want) in cases {
+        let text = format!("{SERVICES}---\n{secret}---\n{}", gateway(secret_name));
+        let parsed = parse_text("case.yaml", &text, "default");
+        assert!(parsed.diagnostics.is_empty(), "{name}: {:?}", parsed.diagnostics);
+        let opts = Options { now: Some(now), ..Options::default() };
+        let diags = compile(&parsed.resources, &opts).diagnostics;
+        let got: Vec<&Diagnostic> = diags.iter().filter(|d| d.code == "IST0161").collect();
+        match want {
+            None => assert!(got.is_empty(), "{name}: {got:?}"),
+            Some(detail) => {
+                assert_eq!(got.len(), 1, "{name}: {diags:?}");
+                let d = got[0];
+                assert_eq!(d.resource, "Gateway/istio-system/secure", "{name}");
+                assert_eq!(d.severity, Severity::Error, "{name}");
+                assert!(
+                    d.message.starts_with(
+                        "The credential referenced by the Gateway secure in namespace istio-system is invalid"
+                    ),
+                    "{name}: {}",
+                    d.message
+                );
+                assert!(d.message.contains(detail), "{name}: {}", d.message);
+            }
+        }
+        // Without a clock the dates are not judged.
+        let diags = compile(&parsed.resources, &Options::default()).diagnostics;
+        assert!(!diags.iter().any(|d| d.code == "IST0161"), "{name}: {diags:?}");
+    }
+    assert_eq!(super::gateway::rfc3339_for_tests(0), "1970-01-01T00:00:00Z");
+    assert_eq!(super::gateway::rfc3339_for_tests(951_782_400), "2000-02-29T00:00:00Z");
+}
