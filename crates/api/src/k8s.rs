@@ -23,6 +23,21 @@ pub struct ObjectMeta {
     pub resource_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// The object's status conditions as given (`status.conditions`; a route's
+    /// `status.parents[].conditions`), for the analyzers (IST0171). Not part of `metadata`:
+    /// the loader fills it from `status`.
+    #[serde(skip)]
+    pub status_conditions: Vec<Condition>,
+}
+
+/// One status condition (`metav1.Condition`, or Istio's `IstioCondition`), as written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
 }
 
 /// A Kubernetes Secret: `data` is base64, `stringData` plain text (it wins on conflict, as in Kubernetes).

@@ -211,6 +211,7 @@ pub fn service_entry(
             creation_timestamp: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()),
             resource_version: meta.resource_version.clone(),
             generation: None,
+            status_conditions: Vec::new(),
         },
         origin: Origin { file, line: 0, col: 0, fields: Arc::new(FieldIndex::default()) },
         spec: Spec::ServiceEntry(se),

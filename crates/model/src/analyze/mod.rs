@@ -11,6 +11,7 @@ mod annotations;
 mod destination_rule;
 mod gateway;
 mod service_entry;
+mod status;
 mod virtual_service;
 
 #[cfg(test)]
@@ -109,6 +110,7 @@ pub(crate) fn run(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     destination_rule::ca_certificates(cx, out);
     destination_rule::unknown_hosts(cx, out);
     service_entry::addresses(cx, out);
+    status::negative_conditions(cx, out);
 }
 
 /// The annotation istioctl reads to silence codes on one resource

@@ -1658,3 +1658,97 @@ fn ist0161_certificate_dates() {
     assert_eq!(super::gateway::rfc3339_for_tests(0), "1970-01-01T00:00:00Z");
     assert_eq!(super::gateway::rfc3339_for_tests(951_782_400), "2000-02-29T00:00:00Z");
 }
+
+#[test]
+fn ist0171_negative_condition_status() {
+    run(&[
+        (
+            "a route a parent did not accept, a gateway not programmed, an entry without its waypoint",
+            &["IST0171"],
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: default}
+spec:
+  gatewayClassName: other
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+status:
+  conditions:
+  - {type: Accepted, status: "True", reason: Accepted, message: ok}
+  - {type: Programmed, status: "False", reason: Invalid, message: no address}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: web}]
+  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
+status:
+  parents:
+  - parentRef: {name: web}
+    controllerName: example.com/gw
+    conditions:
+    - {type: Accepted, status: "False", reason: NotAllowedByListeners, message: no listener allows it}
+    - {type: ResolvedRefs, status: "True", reason: ResolvedRefs, message: ""}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [ext.example.com]
+  resolution: DNS
+  ports: [{number: 443, name: tls, protocol: TLS}]
+status:
+  conditions:
+  - {type: istio.io/WaypointBound, status: "False", reason: WaypointNotFound, message: waypoint missing}
+"#,
+            &[
+                (
+                    "IST0171",
+                    "Gateway.gateway.networking.k8s.io/default/web",
+                    "A condition with a negative status is present: type=Programmed, reason=Invalid, message=no address.",
+                ),
+                (
+                    "IST0171",
+                    "HTTPRoute/default/r",
+                    "A condition with a negative status is present: type=Accepted, reason=NotAllowedByListeners",
+                ),
+                (
+                    "IST0171",
+                    "ServiceEntry/default/ext",
+                    "A condition with a negative status is present: type=istio.io/WaypointBound, reason=WaypointNotFound",
+                ),
+            ],
+        ),
+        (
+            "positive conditions, unknown status and types Istio does not judge are quiet",
+            &["IST0171"],
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: web}]
+status:
+  parents:
+  - parentRef: {name: web}
+    controllerName: example.com/gw
+    conditions:
+    - {type: Accepted, status: "True", reason: Accepted}
+    - {type: ResolvedRefs, status: Unknown, reason: Pending}
+    - {type: PartiallyInvalid, status: "False", reason: Whatever}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [a.example.com]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+status:
+  conditions: [{type: Reconciled, status: "False", reason: Pending}]
+"#,
+            &[],
+        ),
+    ]);
+}
