@@ -257,6 +257,7 @@ impl Ctx<'_> {
                     // Only the labels matter (Gateway API namespace selectors); the spec is the
                     // cluster's business.
                     Kind::Namespace => Ok(Spec::Namespace),
+                    Kind::Service => decode(spec, "spec").map(Spec::Service),
                 }
             }
         };

@@ -144,6 +144,61 @@ pub(super) fn duplicate_certificates(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// IST0162 GatewayPortNotDefinedOnService, as Istio's `IngressGatewayPortAnalyzer`: a server
+/// port of a Gateway selecting the gateway's pods must be the target port (the port the pods
+/// listen on; `port` when `targetPort` is unset) of a TCP port of some Service in the pods'
+/// namespace whose selector matches them. Offline the pods are this instance (`--labels` in
+/// `--gateway-namespace`). Only when the input has Services at all: without any, the
+/// gateway's Service is unknown, not missing (istioctl would flag every port).
+pub(super) fn ports_on_service(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
+    let services: Vec<&portico_api::k8s::Service> = cx
+        .resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            portico_api::Spec::Service(s) => Some((r, s)),
+            _ => None,
+        })
+        .filter(|(r, _)| r.namespace() == cx.opts.gateway_namespace)
+        .filter(|(_, s)| s.selector.iter().all(|(k, v)| cx.opts.labels.get(k) == Some(v)))
+        .map(|(_, s)| s)
+        .collect();
+    if !cx.resources.iter().any(|r| r.kind() == portico_api::Kind::Service) {
+        return;
+    }
+    let target_ports: std::collections::BTreeSet<u32> = services
+        .iter()
+        .flat_map(|s| s.ports.iter())
+        .filter(|p| p.protocol.as_deref().is_none_or(|pr| pr.eq_ignore_ascii_case("TCP")))
+        .map(|p| p.target_number())
+        .collect();
+    for (res, gw) in cx.gateways() {
+        if !gw.selector.iter().all(|(k, v)| cx.opts.labels.get(k) == Some(v)) {
+            continue;
+        }
+        let sel = selector_string(&gw.selector);
+        for (i, s) in gw.servers.iter().enumerate() {
+            let Some(p) = &s.port else { continue };
+            if target_ports.contains(&p.number) {
+                continue;
+            }
+            out.push(Diagnostic::warning(
+                res.origin.locate(&format!("spec.servers[{i}].port.number")),
+                code::GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
+                res.key(),
+                format!(
+                    "The gateway is listening on a target port (port {}) that is not defined in the Service \
+                     associated with its workload instances (Pod selector {sel}). If you need to access the gateway \
+                     port through the gateway Service, it will not be available. (Target ports of the Services \
+                     selecting this instance in `{}`: {})",
+                    p.number,
+                    cx.opts.gateway_namespace,
+                    go_list(&target_ports.iter().map(u32::to_string).collect::<Vec<_>>())
+                ),
+            ));
+        }
+    }
+}
+
 /// IST0161, the part the compiler cannot see: Istio's `SecretAnalyzer` also rejects a
 /// `credentialName` certificate that is not valid now (`ValidateCertificate`: expired, or not
 /// yet valid) or that does not parse as X.509. The missing / not-PEM cases are reported where

@@ -98,6 +98,7 @@ pub(crate) fn run(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     gateway::conflicts(cx, out);
     gateway::duplicate_certificates(cx, out);
     gateway::credential_validity(cx, out);
+    gateway::ports_on_service(cx, out);
     virtual_service::gateway_refs(cx, out);
     virtual_service::destinations(cx, out);
     virtual_service::subsets(cx, out);

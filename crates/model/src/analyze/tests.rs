@@ -1752,3 +1752,91 @@ status:
         ),
     ]);
 }
+
+const GATEWAY_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  type: LoadBalancer
+  selector: {istio: ingressgateway}
+  ports:
+  - {name: status-port, port: 15021, protocol: TCP, targetPort: 15021}
+  - {name: http2, port: 80, protocol: TCP, targetPort: 8080}
+  - {name: https, port: 443, protocol: TCP, targetPort: 8443}
+"#;
+
+#[test]
+fn ist0162_gateway_port_not_defined_on_service() {
+    let msg = "The gateway is listening on a target port (port 80) that is not defined in the Service associated \
+               with its workload instances (Pod selector istio=ingressgateway).";
+    let msg_8004 = "The gateway is listening on a target port (port 8004) that is not defined in the Service";
+    let ports = |a: u32, b: u32| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: ingress, namespace: istio-system}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {a}, name: http, protocol: \
+             HTTP}}\n    hosts: [\"*\"]\n  - port: {{number: {b}, name: http2, protocol: HTTP}}\n    hosts: [\"*\"]\n"
+        )
+    };
+    let bogus = format!("{}---{GATEWAY_SERVICE}", ports(80, 8004));
+    let fixed = format!("{}---{GATEWAY_SERVICE}", ports(8080, 8443));
+    let elsewhere = format!("{}---{}", ports(8080, 8443), GATEWAY_SERVICE.replace("istio-system", "other"));
+    let other_pods =
+        format!("{}---{}", ports(8080, 8443), GATEWAY_SERVICE.replace("{istio: ingressgateway}", "{app: web}"));
+    let unnamed = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  ports: [{port: 80}, {port: 9000, protocol: UDP, targetPort: 9000}]
+"#;
+    run(&[
+        (
+            "Istio's example: ports the Service does not target",
+            &["IST0162"],
+            &bogus,
+            &[
+                ("IST0162", "Gateway/istio-system/ingress", msg),
+                ("IST0162", "Gateway/istio-system/ingress", msg_8004),
+                // The fixture's own Gateway on port 80 selects the same pods.
+                ("IST0162", "Gateway/istio-system/gw", msg),
+            ],
+        ),
+        (
+            "the corrected ports (the fixture's own Gateway on port 80 is still off)",
+            &["IST0162"],
+            &fixed,
+            &[("IST0162", "Gateway/istio-system/gw", msg)],
+        ),
+        ("no Service in the input: nothing known, nothing said", &["IST0162"], &ports(80, 8004), &[]),
+        (
+            "a Service in another namespace does not front the gateway's pods",
+            &["IST0162"],
+            &elsewhere,
+            &[
+                ("IST0162", "Gateway/istio-system/ingress", "The gateway is listening on a target port (port 8080)"),
+                ("IST0162", "Gateway/istio-system/ingress", "The gateway is listening on a target port (port 8443)"),
+                ("IST0162", "Gateway/istio-system/gw", msg),
+            ],
+        ),
+        (
+            "a Service selecting other pods does not either",
+            &["IST0162"],
+            &other_pods,
+            &[
+                ("IST0162", "Gateway/istio-system/ingress", "The gateway is listening on a target port (port 8080)"),
+                ("IST0162", "Gateway/istio-system/ingress", "The gateway is listening on a target port (port 8443)"),
+                ("IST0162", "Gateway/istio-system/gw", msg),
+            ],
+        ),
+        ("targetPort defaults to port; protocol to TCP", &["IST0162"], unnamed, &[]),
+    ]);
+}
