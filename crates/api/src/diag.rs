@@ -84,6 +84,10 @@ pub mod code {
     pub const JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN: &str = "IST0149";
     /// The credential a Gateway references is not a usable certificate and key.
     pub const INVALID_GATEWAY_CREDENTIAL: &str = "IST0161";
+    /// A Gateway port that no Service selecting the gateway's pods targets.
+    pub const GATEWAY_PORT_NOT_DEFINED_ON_SERVICE: &str = "IST0162";
+    /// A status condition with a negative status (`Accepted: False`, …) on the object.
+    pub const NEGATIVE_CONDITION_STATUS: &str = "IST0171";
     /// A DestinationRule host matches no service.
     pub const UNKNOWN_DESTINATION_RULE_HOST: &str = "IST0174";
 }

@@ -23,6 +23,60 @@ pub struct ObjectMeta {
     pub resource_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// The object's status conditions as given (`status.conditions`; a route's
+    /// `status.parents[].conditions`), for the analyzers (IST0171). Not part of `metadata`:
+    /// the loader fills it from `status`.
+    #[serde(skip)]
+    pub status_conditions: Vec<Condition>,
+}
+
+/// A core `v1` Service, as far as the analyzers read it (IST0162: which ports reach the
+/// gateway's pods). Lenient: a Service spec has many fields that mean nothing here.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ports: Vec<ServicePortSpec>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePortSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub port: u32,
+    /// A number or a port name (a name never equals a gateway port number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<serde_json::Value>,
+    /// `TCP` when unset, as the API server defaults it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+impl ServicePortSpec {
+    /// The port the pods listen on: `targetPort` when it is a number, else `port` (Kubernetes'
+    /// default when unset; a named target port gives 0, Go's `IntValue` of a name).
+    pub fn target_number(&self) -> u32 {
+        match &self.target_port {
+            None => self.port,
+            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        }
+    }
+}
+
+/// One status condition (`metav1.Condition`, or Istio's `IstioCondition`), as written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
 }
 
 /// A Kubernetes Secret: `data` is base64, `stringData` plain text (it wins on conflict, as in Kubernetes).

@@ -3,7 +3,7 @@
 use crate::diag::Location;
 use crate::gateway_api::{GatewayClass, GrpcRoute, HttpRoute, KubeGateway, L4Route, ReferenceGrant};
 use crate::istio::{DestinationRule, Gateway, ServiceEntry, VirtualService};
-use crate::k8s::{Ingress, ObjectMeta, Secret};
+use crate::k8s::{Ingress, ObjectMeta, Secret, Service};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -29,6 +29,8 @@ pub enum Kind {
     ReferenceGrant,
     /// A Kubernetes Namespace: only its labels are read (Gateway `allowedRoutes` selectors).
     Namespace,
+    /// A core `v1` Service.
+    Service,
 }
 
 impl Kind {
@@ -48,6 +50,7 @@ impl Kind {
             Kind::TcpRoute => "TCPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Namespace => "Namespace",
+            Kind::Service => "Service",
         }
     }
 
@@ -63,6 +66,7 @@ impl Kind {
             ("networking.istio.io", "ServiceEntry") if is_istio_version(version) => Some(Kind::ServiceEntry),
             ("", "Secret") if version == "v1" => Some(Kind::Secret),
             ("", "Namespace") if version == "v1" => Some(Kind::Namespace),
+            ("", "Service") if version == "v1" => Some(Kind::Service),
             ("networking.k8s.io", "Ingress") if version == "v1" => Some(Kind::Ingress),
             (GATEWAY_API, kind) if matches!(version, "v1" | "v1beta1") => match kind {
                 "GatewayClass" => Some(Kind::GatewayClass),
@@ -168,6 +172,9 @@ pub enum Spec {
     TcpRoute(L4Route),
     ReferenceGrant(ReferenceGrant),
     Namespace,
+    /// A core Service in the files: read by the analyzers only (IST0162); the registry's
+    /// services are ServiceEntries (the Kubernetes source converts Services to them).
+    Service(Service),
 }
 
 impl Spec {
@@ -187,6 +194,7 @@ impl Spec {
             Spec::TcpRoute(_) => Kind::TcpRoute,
             Spec::ReferenceGrant(_) => Kind::ReferenceGrant,
             Spec::Namespace => Kind::Namespace,
+            Spec::Service(_) => Kind::Service,
         }
     }
 }

@@ -218,6 +218,9 @@ impl Ctx<'_> {
         if meta.namespace.is_empty() {
             meta.namespace = self.default_namespace.to_string();
         }
+        if let Some(status) = node.get("status") {
+            meta.status_conditions = status_conditions(kind, &to_json(&status.value));
+        }
 
         let spec = match kind {
             Kind::Secret => {
@@ -254,6 +257,7 @@ impl Ctx<'_> {
                     // Only the labels matter (Gateway API namespace selectors); the spec is the
                     // cluster's business.
                     Kind::Namespace => Ok(Spec::Namespace),
+                    Kind::Service => decode(spec, "spec").map(Spec::Service),
                 }
             }
         };
@@ -377,6 +381,33 @@ fn record(path: &str, pos: (u32, u32), out: &mut HashMap<String, (u32, u32)>, bu
 
 /// The JSON value of a node. Mapping entries whose value is null are dropped, as Kubernetes
 /// prunes nulls of non-nullable fields, so `field: ~` means "not set".
+/// The conditions of a `status`: `status.conditions`, and for routes each parent's. Lenient:
+/// status is written by controllers, not users, and is never rejected.
+fn status_conditions(kind: Kind, status: &serde_json::Value) -> Vec<crate::k8s::Condition> {
+    let list = |v: Option<&serde_json::Value>| -> Vec<crate::k8s::Condition> {
+        let text = |c: &serde_json::Value, k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        v.and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .map(|c| crate::k8s::Condition {
+                        type_: text(c, "type"),
+                        status: text(c, "status"),
+                        reason: text(c, "reason"),
+                        message: text(c, "message"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = list(status.get("conditions"));
+    if matches!(kind, Kind::HttpRoute | Kind::GrpcRoute | Kind::TlsRoute | Kind::TcpRoute) {
+        for p in status.get("parents").and_then(|p| p.as_array()).into_iter().flatten() {
+            out.extend(list(p.get("conditions")));
+        }
+    }
+    out
+}
+
 fn to_json(node: &Node) -> serde_json::Value {
     match &node.value {
         Value::Null => serde_json::Value::Null,

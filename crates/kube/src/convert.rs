@@ -211,9 +211,56 @@ pub fn service_entry(
             creation_timestamp: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()),
             resource_version: meta.resource_version.clone(),
             generation: None,
+            status_conditions: Vec::new(),
         },
         origin: Origin { file, line: 0, col: 0, fields: Arc::new(FieldIndex::default()) },
         spec: Spec::ServiceEntry(se),
+    })
+}
+
+/// The Service itself, for the analyzers only (IST0162 compares a Gateway's ports with the
+/// target ports of the Services selecting the gateway's pods); routing uses the ServiceEntry.
+pub fn service_object(svc: &Service) -> Option<Resource> {
+    let meta = &svc.metadata;
+    let name = meta.name.as_deref()?;
+    let ns = meta.namespace.as_deref().unwrap_or("default");
+    let spec = svc.spec.as_ref()?;
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| portico_api::k8s::ServicePortSpec {
+            name: p.name.clone(),
+            port: u32::try_from(p.port).unwrap_or(0),
+            target_port: p.target_port.as_ref().map(|t| match t {
+                IntOrString::Int(n) => serde_json::Value::from(*n),
+                IntOrString::String(s) => serde_json::Value::from(s.clone()),
+            }),
+            protocol: p.protocol.clone(),
+        })
+        .collect();
+    let object = portico_api::k8s::Service {
+        selector: spec.selector.clone().unwrap_or_default(),
+        ports,
+        type_: spec.type_.clone(),
+    };
+    Some(Resource {
+        api_version: "v1".to_string(),
+        meta: ObjectMeta {
+            name: name.to_string(),
+            namespace: ns.to_string(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            creation_timestamp: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+            resource_version: meta.resource_version.clone(),
+            ..ObjectMeta::default()
+        },
+        origin: Origin {
+            file: Arc::from(pseudo_file("Service", ns, name)),
+            line: 0,
+            col: 0,
+            fields: Arc::new(FieldIndex::default()),
+        },
+        spec: Spec::Service(object),
     })
 }
 
@@ -315,5 +362,22 @@ mod tests {
         let Spec::ServiceEntry(se) = &r.spec else { panic!() };
         assert_eq!(se.resolution, Some(Resolution::Dns));
         assert_eq!(se.endpoints[0].address.as_deref(), Some("api.example.com"));
+    }
+
+    #[test]
+    fn service_object_keeps_selector_and_target_ports() {
+        let s = svc(serde_json::json!({
+            "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+            "spec": {"selector": {"istio": "ingressgateway"}, "ports": [
+                {"name": "http2", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+                {"name": "https", "port": 443, "targetPort": "https"},
+                {"name": "plain", "port": 9000}]}
+        }));
+        let r = service_object(&s).unwrap();
+        let Spec::Service(o) = &r.spec else { panic!() };
+        assert_eq!(r.key(), "Service/istio-system/istio-ingressgateway");
+        assert_eq!(o.selector.get("istio").map(String::as_str), Some("ingressgateway"));
+        let targets: Vec<u32> = o.ports.iter().map(|p| p.target_number()).collect();
+        assert_eq!(targets, vec![8080, 0, 9000]);
     }
 }

@@ -101,6 +101,7 @@ impl Store {
             if let Some(r) = convert::service_entry(svc, these, &pods, domain_suffix) {
                 resources.push(r);
             }
+            resources.extend(convert::service_object(svc));
         }
         Load { resources, diagnostics, generation: self.generation }
     }

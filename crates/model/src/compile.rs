@@ -134,7 +134,7 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
         }
     }
 
-    let registry = Registry::build(&ses);
+    let registry = Registry::build(&ses, &opts.domain_suffix);
     let mut b = Builder { opts, diags, registry, drs, vss: vss.clone(), snapshot, conflicts: Vec::new() };
 
     // 3. Gateways this instance applies.
@@ -161,6 +161,7 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
         opts,
         registry: &b.registry,
         drs: &b.drs,
+        secrets: &b.snapshot.secrets,
     };
     let mut found = Vec::new();
     crate::analyze::run(&cx, &mut found);
@@ -334,10 +335,16 @@ pub(crate) fn gateway_ref_matches(g: &str, vs_ns: &str, gw_ns: &str, gw_name: &s
 
 /// The names a VirtualService serves on a server: each VS host (short names resolved)
 /// intersected with each server host whose `ns/` part admits the VS's namespace.
-fn bound_hosts(server_hosts: &[String], gw_ns: &str, vs_res: &Resource, vs: &VirtualService) -> Vec<String> {
+fn bound_hosts(
+    server_hosts: &[String],
+    gw_ns: &str,
+    vs_res: &Resource,
+    vs: &VirtualService,
+    domain_suffix: &str,
+) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for vh in &vs.hosts {
-        let vh = host::resolve_short_name(vh, vs_res.namespace());
+        let vh = host::resolve_short_name(vh, vs_res.namespace(), domain_suffix);
         for sh in server_hosts {
             let (ns, shost) = host::split_namespace(sh);
             if !namespace_allows(ns, gw_ns, vs_res.namespace()) {
@@ -368,6 +375,7 @@ fn route_ctx<'x>(
         port,
         labels: &opts.labels,
         gateway_namespace: &opts.gateway_namespace,
+        domain_suffix: &opts.domain_suffix,
     }
 }
 
@@ -604,7 +612,7 @@ impl<'a> Builder<'a> {
             if vs.http.is_empty() {
                 continue;
             }
-            let names = bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs);
+            let names = bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs, &self.opts.domain_suffix);
             if names.is_empty() {
                 continue;
             }
@@ -638,7 +646,9 @@ impl<'a> Builder<'a> {
     ) -> Vec<Arc<TcpRoute>> {
         let mut out = Vec::new();
         for (vs_res, vs) in bound {
-            if vs.tcp.is_empty() || bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs).is_empty() {
+            if vs.tcp.is_empty()
+                || bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs, &self.opts.domain_suffix).is_empty()
+            {
                 continue;
             }
             let ctx = route_ctx(self.opts, s, vs_res, port, &self.vss);
@@ -660,7 +670,9 @@ impl<'a> Builder<'a> {
     ) -> Vec<Arc<TlsRoute>> {
         let mut out = Vec::new();
         for (vs_res, vs) in bound {
-            if vs.tls.is_empty() || bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs).is_empty() {
+            if vs.tls.is_empty()
+                || bound_hosts(&s.server.hosts, s.gw_res.namespace(), vs_res, vs, &self.opts.domain_suffix).is_empty()
+            {
                 continue;
             }
             let ctx = route_ctx(self.opts, s, vs_res, port, &self.vss);
@@ -677,8 +689,14 @@ impl<'a> Builder<'a> {
             if svc.host.starts_with('*') {
                 continue;
             }
-            let svc_ns = registry::service_namespace(&svc.host).unwrap_or(&svc.namespace).to_string();
-            let dr = registry::find_destination_rule(&self.drs, &svc.host, &self.opts.gateway_namespace, &svc_ns);
+            let svc_ns = svc.service_namespace.clone();
+            let dr = registry::find_destination_rule(
+                &self.drs,
+                &svc.host,
+                &self.opts.gateway_namespace,
+                &svc_ns,
+                &self.opts.domain_suffix,
+            );
             for port in &svc.ports {
                 let base = registry::port_policy(dr.and_then(|(_, d)| d.traffic_policy.as_ref()), port.number);
                 let mut c = registry::build_cluster(svc, port, None, &base);

@@ -1,12 +1,13 @@
 //! Host names as Istio compares them: wildcards, short names, `namespace/host` gateway hosts.
 
-/// Istio's short-name resolution: a name without a dot gets `.<namespace>.svc.cluster.local`;
+/// Istio's short-name resolution: a name without a dot gets `.<namespace>.svc.<domain_suffix>`
+/// (the cluster's DNS domain, `cluster.local` unless the cluster says otherwise);
 /// `*`, IP addresses and names with a dot are kept as written.
-pub fn resolve_short_name(host: &str, namespace: &str) -> String {
+pub fn resolve_short_name(host: &str, namespace: &str, domain_suffix: &str) -> String {
     if host == "*" || host.contains('.') || host.contains(':') || host.parse::<std::net::IpAddr>().is_ok() {
         return host.to_ascii_lowercase();
     }
-    format!("{}.{}.svc.cluster.local", host.to_ascii_lowercase(), namespace)
+    format!("{}.{}.svc.{}", host.to_ascii_lowercase(), namespace, domain_suffix)
 }
 
 /// Does pattern `p` (exact, `*.suffix` or `*`) match the concrete or wildcard host `h`?
@@ -147,9 +148,10 @@ mod tests {
 
     #[test]
     fn short_names() {
-        assert_eq!(resolve_short_name("reviews", "default"), "reviews.default.svc.cluster.local");
-        assert_eq!(resolve_short_name("reviews.prod", "default"), "reviews.prod");
-        assert_eq!(resolve_short_name("10.0.0.1", "default"), "10.0.0.1");
-        assert_eq!(resolve_short_name("*", "default"), "*");
+        assert_eq!(resolve_short_name("reviews", "default", "cluster.local"), "reviews.default.svc.cluster.local");
+        assert_eq!(resolve_short_name("Reviews", "prod", "example.internal"), "reviews.prod.svc.example.internal");
+        assert_eq!(resolve_short_name("reviews.prod", "default", "example.internal"), "reviews.prod");
+        assert_eq!(resolve_short_name("10.0.0.1", "default", "cluster.local"), "10.0.0.1");
+        assert_eq!(resolve_short_name("*", "default", "cluster.local"), "*");
     }
 }

@@ -56,7 +56,7 @@ pub fn translate(ingresses: &[&Resource], opts: &Options, diags: &mut Vec<Diagno
         translate_one(res, ing, opts, diags, &mut out, &mut by_host);
     }
     for h in by_host {
-        build_virtual_service(h, diags, &mut out);
+        build_virtual_service(h, &opts.domain_suffix, diags, &mut out);
     }
     out
 }
@@ -172,7 +172,7 @@ fn translate_one<'a>(
     }
 }
 
-fn build_virtual_service(h: HostRules<'_>, diags: &mut Vec<Diagnostic>, out: &mut Vec<Resource>) {
+fn build_virtual_service(h: HostRules<'_>, domain_suffix: &str, diags: &mut Vec<Diagnostic>, out: &mut Vec<Resource>) {
     let HostRules { host, first, gw_ref, mut entries } = h;
     // Exact first, then longer paths; the default backend (empty path) last.
     entries.sort_by(|(_, a), (_, b)| b.2.cmp(&a.2).then(b.3.len().cmp(&a.3.len())));
@@ -216,7 +216,7 @@ fn build_virtual_service(h: HostRules<'_>, diags: &mut Vec<Diagnostic>, out: &mu
             matches,
             route: vec![HttpRouteDestination {
                 destination: Destination {
-                    host: format!("{}.{}.svc.cluster.local", svc.name, res.namespace()),
+                    host: format!("{}.{}.svc.{}", svc.name, res.namespace(), domain_suffix),
                     subset: None,
                     port,
                 },

@@ -14,6 +14,13 @@ pub struct Options {
     pub locality: Option<String>,
     /// The Gateway API `gatewayClassName` this instance serves (`--gateway-class`).
     pub gateway_class: String,
+    /// The cluster's DNS domain (`--domain-suffix`): short names expand to
+    /// `name.namespace.svc.<domain_suffix>`, as Istio's `--domainSuffix` does.
+    pub domain_suffix: String,
+    /// The time (Unix seconds) certificates are judged at: an expired or not yet valid
+    /// `credentialName` certificate is IST0161, as istioctl says. `None` (the default) skips
+    /// that check: the model has no clock, so `validate` passes one in.
+    pub now: Option<i64>,
 }
 
 impl Default for Options {
@@ -23,6 +30,8 @@ impl Default for Options {
             gateway_namespace: "istio-system".to_string(),
             locality: None,
             gateway_class: "portico".to_string(),
+            domain_suffix: "cluster.local".to_string(),
+            now: None,
         }
     }
 }

@@ -27,7 +27,10 @@ pub struct ServicePort {
 /// A host known to the registry, from one ServiceEntry.
 pub struct Service<'a> {
     pub host: String,
+    /// The ServiceEntry's namespace.
     pub namespace: String,
+    /// The service's namespace: `ns` of `name.ns.svc.<domain suffix>`, else the entry's.
+    pub service_namespace: String,
     pub spec: &'a ServiceEntry,
     pub ports: Vec<ServicePort>,
 }
@@ -38,15 +41,17 @@ pub struct Registry<'a> {
 }
 
 impl<'a> Registry<'a> {
-    pub fn build(entries: &[&'a Resource]) -> Registry<'a> {
+    pub fn build(entries: &[&'a Resource], domain_suffix: &str) -> Registry<'a> {
         let mut services = BTreeMap::new();
         for res in entries {
             let portico_api::Spec::ServiceEntry(se) = &res.spec else { continue };
             for h in &se.hosts {
-                let host = host::resolve_short_name(h, res.namespace());
+                let host = host::resolve_short_name(h, res.namespace(), domain_suffix);
+                let service_ns = service_namespace(&host, domain_suffix).unwrap_or(res.namespace()).to_string();
                 services.entry(host.clone()).or_insert_with(|| Service {
                     host,
                     namespace: res.namespace().to_string(),
+                    service_namespace: service_ns,
                     spec: se,
                     ports: se
                         .ports
@@ -89,11 +94,12 @@ pub fn find_destination_rule<'r>(
     service_host: &str,
     gateway_ns: &str,
     service_ns: &str,
+    domain_suffix: &str,
 ) -> Option<(&'r Resource, &'r DestinationRule)> {
     let mut best: Option<(usize, u8, &'r Resource, &'r DestinationRule)> = None;
     for res in drs {
         let portico_api::Spec::DestinationRule(dr) = &res.spec else { continue };
-        let dr_host = host::resolve_short_name(&dr.host, res.namespace());
+        let dr_host = host::resolve_short_name(&dr.host, res.namespace(), domain_suffix);
         if !host::matches(&dr_host, service_host) {
             continue;
         }
@@ -355,7 +361,7 @@ pub fn build_cluster(
     let tcp_idle_timeout =
         cp.and_then(|c| c.tcp.as_ref()).and_then(|t| t.idle_timeout.as_deref()).and_then(|t| duration::parse(t).ok());
     let version = subset.and_then(|(_, labels)| labels.get("version").cloned());
-    let namespace = service_namespace(&svc.host).unwrap_or(&svc.namespace).to_string();
+    let namespace = svc.service_namespace.clone();
     Cluster {
         name: Arc::from(cluster_name(port.number, subset.map(|s| s.0), &svc.host)),
         host: svc.host.clone(),
@@ -378,9 +384,9 @@ pub fn build_cluster(
     }
 }
 
-/// `name.ns.svc.cluster.local` → `ns`.
-pub fn service_namespace(host: &str) -> Option<&str> {
-    let rest = host.strip_suffix(".svc.cluster.local")?;
+/// `name.ns.svc.<domain_suffix>` → `ns`.
+pub fn service_namespace<'h>(host: &'h str, domain_suffix: &str) -> Option<&'h str> {
+    let rest = host.strip_suffix(domain_suffix)?.strip_suffix(".svc.")?;
     let (_, ns) = rest.rsplit_once('.')?;
     Some(ns)
 }

@@ -26,6 +26,8 @@ pub struct RouteCtx<'a> {
     pub port: u32,
     pub labels: &'a BTreeMap<String, String>,
     pub gateway_namespace: &'a str,
+    /// The cluster's DNS domain, for short destination hosts.
+    pub domain_suffix: &'a str,
     /// All VirtualServices (to resolve `delegate`).
     pub vss: &'a [&'a Resource],
 }
@@ -148,7 +150,7 @@ fn header_rules(h: Option<&Headers>) -> HeaderRules {
 /// Resolve a destination to (host, port, cluster name), with Istio's port defaulting:
 /// the destination's port, else the service's only port, else 0 (no such cluster → NC).
 fn resolve_destination(ctx: &RouteCtx<'_>, d: &Destination, registry: &Registry<'_>) -> (String, u32, String) {
-    let h = host::resolve_short_name(&d.host, ctx.vs_res.namespace());
+    let h = host::resolve_short_name(&d.host, ctx.vs_res.namespace(), ctx.domain_suffix);
     let port = match &d.port {
         Some(p) => p.number,
         None => match registry.lookup(&h) {
@@ -453,7 +455,7 @@ fn build_route(
     });
     let mut mirrors = Vec::new();
     let registry_free = |d: &Destination| {
-        let h = host::resolve_short_name(&d.host, ctx.vs_res.namespace());
+        let h = host::resolve_short_name(&d.host, ctx.vs_res.namespace(), ctx.domain_suffix);
         let port = d.port.as_ref().map(|p| p.number).unwrap_or(0);
         (h, port)
     };

@@ -74,6 +74,10 @@ struct InstanceArgs {
     /// left to other controllers).
     #[arg(long, env = "PORTICO_GATEWAY_CLASS", default_value = "portico")]
     gateway_class: String,
+    /// The cluster's DNS domain: a Service is `name.namespace.svc.<suffix>`, and a short host
+    /// (`reviews`) in a VirtualService or DestinationRule means `reviews.<its namespace>.svc.<suffix>`.
+    #[arg(long, env = "PORTICO_DOMAIN_SUFFIX", default_value = "cluster.local")]
+    domain_suffix: String,
 }
 
 #[derive(Args)]
@@ -91,9 +95,6 @@ struct RunArgs {
     /// Namespaces to watch (repeatable, or comma-separated); default: all.
     #[arg(long = "watch-namespace", env = "PORTICO_WATCH_NAMESPACE", value_delimiter = ',', value_name = "NS")]
     watch_namespace: Vec<String>,
-    /// The cluster's DNS domain: a Service is `name.namespace.svc.<suffix>`.
-    #[arg(long, env = "PORTICO_DOMAIN_SUFFIX", default_value = "cluster.local")]
-    domain_suffix: String,
     /// Serve only `/healthz/ready` here too (Istio's status port, 15021, for load balancers).
     #[arg(long, env = "PORTICO_STATUS")]
     status: Option<std::net::SocketAddr>,
@@ -245,7 +246,25 @@ fn options(i: &InstanceArgs) -> Result<Options> {
         gateway_namespace: i.gateway_namespace.clone(),
         locality,
         gateway_class: i.gateway_class.clone(),
+        domain_suffix: domain_suffix(&i.domain_suffix)?,
+        now: None,
     })
+}
+
+/// `--domain-suffix`: a DNS name; dots around it are dropped (`cluster.local.` is the same domain).
+fn domain_suffix(s: &str) -> Result<String> {
+    let d = s.trim().trim_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if d.is_empty() || !d.split('.').all(label_ok) {
+        anyhow::bail!("--domain-suffix: `{s}` is not a DNS domain (e.g. cluster.local)");
+    }
+    Ok(d)
 }
 
 /// Load and compile; diagnostics of parsing and compiling together, sorted by place.
@@ -253,7 +272,12 @@ fn load_and_compile(
     paths: Vec<PathBuf>,
     i: &InstanceArgs,
 ) -> Result<(portico_model::Compiled, Vec<portico_api::Diagnostic>)> {
-    let opts = options(i)?;
+    let mut opts = options(i)?;
+    // Offline analysis judges certificate dates now, as istioctl does (IST0161).
+    opts.now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok());
     let mut source = files::FileSource::new(paths, &i.namespace);
     let load = source.load();
     let compiled = portico_model::compile(&load.resources, &opts);
@@ -312,7 +336,7 @@ fn run_cmd(args: RunArgs, log_control: state::LogControl) -> Result<ExitCode> {
             kubeconfig: args.kubeconfig.clone(),
             options: portico_kube::KubeOptions {
                 watch_namespaces: args.watch_namespace.iter().filter(|n| !n.is_empty()).cloned().collect(),
-                domain_suffix: args.domain_suffix.trim_matches('.').to_string(),
+                domain_suffix: options.domain_suffix.clone(),
                 secret_namespace: options.gateway_namespace.clone(),
                 default_namespace: args.instance.namespace.clone(),
             },

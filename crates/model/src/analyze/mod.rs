@@ -11,6 +11,7 @@ mod annotations;
 mod destination_rule;
 mod gateway;
 mod service_entry;
+mod status;
 mod virtual_service;
 
 #[cfg(test)]
@@ -33,6 +34,8 @@ pub(crate) struct Ctx<'a> {
     pub registry: &'a Registry<'a>,
     /// DestinationRules, oldest first.
     pub drs: &'a [&'a Resource],
+    /// Decoded Secrets by `namespace/name`.
+    pub secrets: &'a BTreeMap<String, std::sync::Arc<crate::snapshot::SecretData>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -40,7 +43,7 @@ impl<'a> Ctx<'a> {
     /// `util.GetDestinationHost`): entries exported there or everywhere, exact host first, then
     /// a wildcard entry covering it.
     pub(crate) fn service_entry(&self, host: &str, namespace: &str) -> Option<(&'a Resource, &'a ServiceEntry)> {
-        let fqdn = crate::host::resolve_short_name(host, namespace);
+        let fqdn = crate::host::resolve_short_name(host, namespace, &self.opts.domain_suffix);
         let mut wildcard = None;
         for res in self.of_kind(portico_api::Kind::ServiceEntry) {
             let Spec::ServiceEntry(se) = &res.spec else { continue };
@@ -53,7 +56,7 @@ impl<'a> Ctx<'a> {
                 continue;
             }
             for h in &se.hosts {
-                let seh = crate::host::resolve_short_name(h, res.namespace());
+                let seh = crate::host::resolve_short_name(h, res.namespace(), &self.opts.domain_suffix);
                 if seh == fqdn {
                     return Some((res, se));
                 }
@@ -94,6 +97,8 @@ pub(crate) fn run(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     gateway::selectors(cx, out);
     gateway::conflicts(cx, out);
     gateway::duplicate_certificates(cx, out);
+    gateway::credential_validity(cx, out);
+    gateway::ports_on_service(cx, out);
     virtual_service::gateway_refs(cx, out);
     virtual_service::destinations(cx, out);
     virtual_service::subsets(cx, out);
@@ -106,6 +111,7 @@ pub(crate) fn run(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     destination_rule::ca_certificates(cx, out);
     destination_rule::unknown_hosts(cx, out);
     service_entry::addresses(cx, out);
+    status::negative_conditions(cx, out);
 }
 
 /// The annotation istioctl reads to silence codes on one resource

@@ -1589,3 +1589,254 @@ fn ingresses_merge_per_host_and_ignore_the_default_backend() {
         compiled.diagnostics.iter().filter(|d| d.code == "PTC0008" && d.message.contains("defaultBackend")).collect();
     assert_eq!(ignored.len(), 2, "{:?}", compiled.diagnostics);
 }
+
+/// A certificate + key valid from `from` to `until` (y, m, d), as a Secret named `name`.
+fn dated_secret(name: &str, from: (i32, u8, u8), until: (i32, u8, u8)) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["s.example.com".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+    params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+    let cert = params.self_signed(&key).unwrap();
+    let indent = |pem: String| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\nstringData:\n  tls.crt: |\n{}  \
+         tls.key: |\n{}",
+        indent(cert.pem()),
+        indent(key.serialize_pem())
+    )
+}
+
+#[test]
+fn ist0161_certificate_dates() {
+    // Judged at 2026-06-01T00:00:00Z.
+    let now = timestamp("2026-06-01T00:00:00Z").unwrap();
+    let gateway = |secret: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: secure, namespace: istio-system}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 443, name: https, protocol: \
+             HTTPS}}, hosts: [s.example.com], tls: {{mode: SIMPLE, credentialName: {secret}}}}}]\n"
+        )
+    };
+    let cases = [
+        ("expired", dated_secret("old", (2020, 1, 1), (2021, 1, 1)), "old", Some("expired at 2021-01-01T00:00:00Z")),
+        (
+            "not yet valid",
+            dated_secret("new", (2030, 1, 1), (2031, 1, 1)),
+            "new",
+            Some("is not valid before 2030-01-01"),
+        ),
+        ("valid", dated_secret("good", (2025, 1, 1), (2027, 1, 1)), "good", None),
+    ];
+    for (name, secret, secret_name, want) in cases {
+        let text = format!("{SERVICES}---\n{secret}---\n{}", gateway(secret_name));
+        let parsed = parse_text("case.yaml", &text, "default");
+        assert!(parsed.diagnostics.is_empty(), "{name}: {:?}", parsed.diagnostics);
+        let opts = Options { now: Some(now), ..Options::default() };
+        let diags = compile(&parsed.resources, &opts).diagnostics;
+        let got: Vec<&Diagnostic> = diags.iter().filter(|d| d.code == "IST0161").collect();
+        match want {
+            None => assert!(got.is_empty(), "{name}: {got:?}"),
+            Some(detail) => {
+                assert_eq!(got.len(), 1, "{name}: {diags:?}");
+                let d = got[0];
+                assert_eq!(d.resource, "Gateway/istio-system/secure", "{name}");
+                assert_eq!(d.severity, Severity::Error, "{name}");
+                assert!(
+                    d.message.starts_with(
+                        "The credential referenced by the Gateway secure in namespace istio-system is invalid"
+                    ),
+                    "{name}: {}",
+                    d.message
+                );
+                assert!(d.message.contains(detail), "{name}: {}", d.message);
+            }
+        }
+        // Without a clock the dates are not judged.
+        let diags = compile(&parsed.resources, &Options::default()).diagnostics;
+        assert!(!diags.iter().any(|d| d.code == "IST0161"), "{name}: {diags:?}");
+    }
+    assert_eq!(super::gateway::rfc3339_for_tests(0), "1970-01-01T00:00:00Z");
+    assert_eq!(super::gateway::rfc3339_for_tests(951_782_400), "2000-02-29T00:00:00Z");
+}
+
+#[test]
+fn ist0171_negative_condition_status() {
+    run(&[
+        (
+            "a route a parent did not accept, a gateway not programmed, an entry without its waypoint",
+            &["IST0171"],
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: default}
+spec:
+  gatewayClassName: other
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+status:
+  conditions:
+  - {type: Accepted, status: "True", reason: Accepted, message: ok}
+  - {type: Programmed, status: "False", reason: Invalid, message: no address}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: web}]
+  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
+status:
+  parents:
+  - parentRef: {name: web}
+    controllerName: example.com/gw
+    conditions:
+    - {type: Accepted, status: "False", reason: NotAllowedByListeners, message: no listener allows it}
+    - {type: ResolvedRefs, status: "True", reason: ResolvedRefs, message: ""}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [ext.example.com]
+  resolution: DNS
+  ports: [{number: 443, name: tls, protocol: TLS}]
+status:
+  conditions:
+  - {type: istio.io/WaypointBound, status: "False", reason: WaypointNotFound, message: waypoint missing}
+"#,
+            &[
+                (
+                    "IST0171",
+                    "Gateway.gateway.networking.k8s.io/default/web",
+                    "A condition with a negative status is present: type=Programmed, reason=Invalid, message=no address.",
+                ),
+                (
+                    "IST0171",
+                    "HTTPRoute/default/r",
+                    "A condition with a negative status is present: type=Accepted, reason=NotAllowedByListeners",
+                ),
+                (
+                    "IST0171",
+                    "ServiceEntry/default/ext",
+                    "A condition with a negative status is present: type=istio.io/WaypointBound, reason=WaypointNotFound",
+                ),
+            ],
+        ),
+        (
+            "positive conditions, unknown status and types Istio does not judge are quiet",
+            &["IST0171"],
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: web}]
+status:
+  parents:
+  - parentRef: {name: web}
+    controllerName: example.com/gw
+    conditions:
+    - {type: Accepted, status: "True", reason: Accepted}
+    - {type: ResolvedRefs, status: Unknown, reason: Pending}
+    - {type: PartiallyInvalid, status: "False", reason: Whatever}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [a.example.com]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: reviews}}]}]
+status:
+  conditions: [{type: Reconciled, status: "False", reason: Pending}]
+"#,
+            &[],
+        ),
+    ]);
+}
+
+const GATEWAY_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  type: LoadBalancer
+  selector: {istio: ingressgateway}
+  ports:
+  - {name: status-port, port: 15021, protocol: TCP, targetPort: 15021}
+  - {name: http2, port: 80, protocol: TCP, targetPort: 8080}
+  - {name: https, port: 443, protocol: TCP, targetPort: 8443}
+"#;
+
+#[test]
+fn ist0162_gateway_port_not_defined_on_service() {
+    let msg = "The gateway is listening on a target port (port 80) that is not defined in the Service associated \
+               with its workload instances (Pod selector istio=ingressgateway).";
+    let msg_8004 = "The gateway is listening on a target port (port 8004) that is not defined in the Service";
+    let ports = |a: u32, b: u32| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: ingress, namespace: istio-system}}\n\
+             spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {a}, name: http, protocol: \
+             HTTP}}\n    hosts: [\"*\"]\n  - port: {{number: {b}, name: http2, protocol: HTTP}}\n    hosts: [\"*\"]\n"
+        )
+    };
+    let bogus = format!("{}---{GATEWAY_SERVICE}", ports(80, 8004));
+    let fixed = format!("{}---{GATEWAY_SERVICE}", ports(8080, 8443));
+    let elsewhere = format!("{}---{}", ports(8080, 8443), GATEWAY_SERVICE.replace("istio-system", "other"));
+    let other_pods =
+        format!("{}---{}", ports(8080, 8443), GATEWAY_SERVICE.replace("{istio: ingressgateway}", "{app: web}"));
+    let unnamed = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  ports: [{port: 80}, {port: 9000, protocol: UDP, targetPort: 9000}]
+"#;
+    run(&[
+        (
+            "Istio's example: ports the Service does not target",
+            &["IST0162"],
+            &bogus,
+            &[
+                ("IST0162", "Gateway/istio-system/ingress", msg),
+                ("IST0162", "Gateway/istio-system/ingress", msg_8004),
+                // The fixture's own Gateway on port 80 selects the same pods.
+                ("IST0162", "Gateway/istio-system/gw", msg),
+            ],
+        ),
+        (
+            "the corrected ports (the fixture's own Gateway on port 80 is still off)",
+            &["IST0162"],
+            &fixed,
+            &[("IST0162", "Gateway/istio-system/gw", msg)],
+        ),
+        ("no Service in the input: nothing known, nothing said", &["IST0162"], &ports(80, 8004), &[]),
+        (
+            "a Service in another namespace does not front the gateway's pods",
+            &["IST0162"],
+            &elsewhere,
+            &[
+                ("IST0162", "Gateway/istio-system/ingress", "The gateway is listening on a target port (port 8080)"),
+                ("IST0162", "Gateway/istio-system/ingress", "The gateway is listening on a target port (port 8443)"),
+                ("IST0162", "Gateway/istio-system/gw", msg),
+            ],
+        ),
+        (
+            "a Service selecting other pods does not either",
+            &["IST0162"],
+            &other_pods,
+            &[
+                ("IST0162", "Gateway/istio-system/ingress", "The gateway is listening on a target port (port 8080)"),
+                ("IST0162", "Gateway/istio-system/ingress", "The gateway is listening on a target port (port 8443)"),
+                ("IST0162", "Gateway/istio-system/gw", msg),
+            ],
+        ),
+        ("targetPort defaults to port; protocol to TCP", &["IST0162"], unnamed, &[]),
+    ]);
+}

@@ -156,7 +156,7 @@ pub(super) fn destinations(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     });
     for (vs_res, vs) in cx.virtual_services().chain(translated) {
         for Dest { path, d, mirror } in destinations_of(vs) {
-            let h = host::resolve_short_name(&d.host, vs_res.namespace());
+            let h = host::resolve_short_name(&d.host, vs_res.namespace(), &cx.opts.domain_suffix);
             let loc = vs_res.origin.locate(&format!("{path}.host"));
             let Some((_, svc)) = cx.service_entry(&d.host, vs_res.namespace()) else {
                 let what = if mirror { "mirror host" } else { "host" };
@@ -208,13 +208,17 @@ pub(super) fn subsets(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
         for Dest { path, d, mirror } in destinations_of(vs) {
             let Some(subset) = d.subset.as_deref().filter(|s| !s.is_empty()) else { continue };
             let what = if mirror { "mirror+subset" } else { "host+subset" };
-            let h = host::resolve_short_name(&d.host, vs_res.namespace());
-            let svc_ns = cx
-                .registry
-                .lookup(&h)
-                .map(|s| registry::service_namespace(&h).unwrap_or(&s.namespace).to_string())
-                .unwrap_or_else(|| registry::service_namespace(&h).unwrap_or(vs_res.namespace()).to_string());
-            let dr = registry::find_destination_rule(cx.drs, &h, &cx.opts.gateway_namespace, &svc_ns);
+            let h = host::resolve_short_name(&d.host, vs_res.namespace(), &cx.opts.domain_suffix);
+            let svc_ns = cx.registry.lookup(&h).map(|s| s.service_namespace.clone()).unwrap_or_else(|| {
+                registry::service_namespace(&h, &cx.opts.domain_suffix).unwrap_or(vs_res.namespace()).to_string()
+            });
+            let dr = registry::find_destination_rule(
+                cx.drs,
+                &h,
+                &cx.opts.gateway_namespace,
+                &svc_ns,
+                &cx.opts.domain_suffix,
+            );
             if dr.is_some_and(|(_, d)| d.subsets.iter().any(|s| s.name == subset)) {
                 continue;
             }
@@ -272,7 +276,7 @@ pub(super) fn mesh_host_conflicts(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
         };
         for scope in &scopes {
             for h in &vs.hosts {
-                let key = format!("{scope}/{}", host::resolve_short_name(h, res.namespace()));
+                let key = format!("{scope}/{}", host::resolve_short_name(h, res.namespace(), &cx.opts.domain_suffix));
                 let list = by_host.entry(key).or_default();
                 if !list.iter().any(|r| std::ptr::eq(*r, res)) {
                     list.push(res);

@@ -121,7 +121,7 @@ pub(crate) fn resolve_backend(w: &World<'_>, route: &Resource, b: &BackendRef) -
             format!("backendRef to Service {ns}/{} is not permitted: no ReferenceGrant in `{ns}` allows it", b.name),
         );
     }
-    let host = format!("{}.{ns}.svc.cluster.local", b.name);
+    let host = format!("{}.{ns}.svc.{}", b.name, w.opts.domain_suffix);
     if !w.services.contains(&host) {
         return Backend::Invalid(
             "BackendNotFound",

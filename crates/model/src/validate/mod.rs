@@ -34,7 +34,7 @@ pub fn validate(res: &Resource) -> Vec<Diagnostic> {
         Spec::VirtualService(vs) => virtual_service::validate(&mut cx, vs),
         Spec::DestinationRule(dr) => destination_rule::validate(&mut cx, dr),
         Spec::ServiceEntry(se) => service_entry::validate(&mut cx, se),
-        Spec::Secret(_) | Spec::Ingress(_) | Spec::Namespace => {}
+        Spec::Secret(_) | Spec::Ingress(_) | Spec::Namespace | Spec::Service(_) => {}
         // The Gateway API kinds: their CRDs' rules live with their translation.
         _ => cx.out.extend(crate::gateway_api::validate::validate(res)),
     }
