@@ -133,6 +133,21 @@ impl FakeApi {
         }
     }
 
+    /// Install the Gateway API kinds at `version` (`v1` or `v1beta1`) for the standard channel;
+    /// TLSRoute and TCPRoute only when `experimental` (at `v1alpha2`), as the two bundles do.
+    pub fn install_gateway_api(&self, version: &str, experimental: bool) {
+        let av = format!("gateway.networking.k8s.io/{version}");
+        self.install(&av, "GatewayClass", "gatewayclasses", false);
+        for (k, p) in [("Gateway", "gateways"), ("HTTPRoute", "httproutes"), ("ReferenceGrant", "referencegrants")] {
+            self.install(&av, k, p, true);
+        }
+        self.install("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes", true);
+        if experimental {
+            self.install("gateway.networking.k8s.io/v1alpha2", "TLSRoute", "tlsroutes", true);
+            self.install("gateway.networking.k8s.io/v1alpha2", "TCPRoute", "tcproutes", true);
+        }
+    }
+
     /// A kubeconfig that points at this server (no auth, plain HTTP).
     pub fn kubeconfig(&self) -> String {
         format!(

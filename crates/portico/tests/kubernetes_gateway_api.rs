@@ -1,0 +1,163 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+//! `portico run --kubernetes` with the Gateway API kinds served by a fake API server: a
+//! GatewayClass, Gateway and HTTPRoute created through the API route real requests to a real
+//! backend found through its Service and EndpointSlice; deleting the route stops it; a kind whose
+//! CRD is not installed (404 on list) holds nothing back.
+
+mod common;
+
+use common::*;
+use portico_fakekube::FakeApi;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    rt: tokio::runtime::Runtime,
+    api: FakeApi,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let api = rt.block_on(FakeApi::start()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kubeconfig"), api.kubeconfig()).unwrap();
+        Cluster { rt, api, dir }
+    }
+
+    fn kubeconfig(&self) -> std::path::PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    fn apply(&self, obj: Value) {
+        let _g = self.rt.enter();
+        self.api.apply(obj);
+    }
+}
+
+fn start(kubeconfig: &Path, extra: &[&str]) -> Gateway {
+    let http_port = free_port();
+    let admin_port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["run", "--kubernetes", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args(["--bind", "127.0.0.1", "--port-map", &format!("80={http_port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin_port}"), "--workers", "2"])
+        .args(["--gateway-namespace", "istio-system"])
+        .args(extra)
+        .env("PORTICO_LOG", std::env::var("TEST_PORTICO_LOG").unwrap_or_else(|_| "warn".into()))
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start portico");
+    wait_port(admin_port);
+    Gateway { proc: Proc(child), http_port, admin_port }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_ready(gw: &Gateway) {
+    wait_until("gateway ready", || {
+        get(gw.admin_port, "localhost", "/healthz/ready", &[]).is_ok_and(|r| r.status == 200)
+    });
+}
+
+fn answer(gw: &Gateway, path: &str) -> String {
+    match get(gw.http_port, "dev.example.com", path, &[]) {
+        Ok(r) => format!("{} {}", r.status, r.body.trim()).trim_end().to_string(),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+const GW_API: &str = "gateway.networking.k8s.io";
+
+fn gateway_class(version: &str) -> Value {
+    json!({"apiVersion": format!("{GW_API}/{version}"), "kind": "GatewayClass", "metadata": {"name": "portico"},
+        "spec": {"controllerName": "portico.dev/gateway-controller"}})
+}
+
+fn kube_gateway(version: &str) -> Value {
+    json!({"apiVersion": format!("{GW_API}/{version}"), "kind": "Gateway",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"gatewayClassName": "portico", "listeners": [
+            {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "Same"}}}]}})
+}
+
+fn http_route(version: &str, name: &str, prefix: &str, backend: &str) -> Value {
+    json!({"apiVersion": format!("{GW_API}/{version}"), "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"parentRefs": [{"name": "web"}], "hostnames": ["dev.example.com"],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
+                       "backendRefs": [{"name": backend, "port": 9080}]}]}})
+}
+
+fn service(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 9080, "targetPort": 8080, "protocol": "TCP"}]}})
+}
+
+fn slice(service: &str, port: u16) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-1"), "namespace": "default",
+            "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true, "serving": true, "terminating": false}}]})
+}
+
+/// The whole cycle at one Gateway API version: create through the API, route, delete, stop.
+fn routes_through_the_api(version: &str) {
+    let c = Cluster::new();
+    // Only the standard bundle: TLSRoute and TCPRoute answer 404, and no Istio CRDs at all.
+    c.api.install_gateway_api(version, false);
+    let (p1, p2) = (free_port(), free_port());
+    let _b1 = echo_backend(p1, "reviews");
+    let _b2 = echo_backend(p2, "ratings");
+    c.apply(gateway_class(version));
+    c.apply(kube_gateway(version));
+    c.apply(service("reviews"));
+    c.apply(slice("reviews", p1));
+    c.apply(service("ratings"));
+    c.apply(slice("ratings", p2));
+    c.apply(http_route(version, "reviews", "/reviews", "reviews"));
+    let gw = start(&c.kubeconfig(), &[]);
+    wait_ready(&gw);
+    wait_port(gw.http_port);
+    assert_eq!(answer(&gw, "/reviews"), "200 reviews");
+    assert_eq!(answer(&gw, "/ratings"), "404", "no route for /ratings yet");
+    // A route created while running is served without a restart.
+    c.apply(http_route(version, "ratings", "/ratings", "ratings"));
+    wait_until("the ratings route is served", || answer(&gw, "/ratings") == "200 ratings");
+    // Deleting a route through the API stops it; the other one goes on.
+    assert!(c.api.delete(&format!("{GW_API}/{version}"), "HTTPRoute", "default", "reviews"));
+    wait_until("the reviews route is gone", || answer(&gw, "/reviews") == "404");
+    assert_eq!(answer(&gw, "/ratings"), "200 ratings");
+    // The watchers say what they hold; the missing kinds are synced and empty.
+    let samples = scrape(gw.admin_port);
+    let objects = |w: &str| value(&samples, "portico_source_objects", &[("watcher", w)]);
+    assert_eq!(objects("HTTPRoute.gateway.networking.k8s.io"), 1.0);
+    assert_eq!(objects("Gateway.gateway.networking.k8s.io"), 1.0);
+    assert_eq!(objects("GatewayClass.gateway.networking.k8s.io"), 1.0);
+    assert_eq!(objects("TLSRoute.gateway.networking.k8s.io"), 0.0);
+    assert_eq!(value(&samples, "portico_source_synced", &[("source", "kubernetes")]), 1.0);
+}
+
+#[test]
+fn gateway_api_v1_objects_through_the_api_route_requests() {
+    routes_through_the_api("v1");
+}
+
+/// A cluster with an older Gateway API bundle (v1beta1 only) is read as well.
+#[test]
+fn gateway_api_v1beta1_objects_through_the_api_route_requests() {
+    routes_through_the_api("v1beta1");
+}
