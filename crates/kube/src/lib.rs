@@ -10,8 +10,10 @@
 #![forbid(unsafe_code)]
 
 pub mod convert;
+mod leader;
 mod status;
 pub mod store;
+mod writeback;
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -27,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{Item, Store};
 use tokio::sync::Notify;
+pub use writeback::StatusOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -63,6 +66,8 @@ pub struct KubeOptions {
     pub secret_namespace: String,
     /// For objects without a namespace (cluster-scoped reads never have one for these kinds).
     pub default_namespace: String,
+    /// Write Gateway API status back, from the replica holding this lease; `None`: never.
+    pub status: Option<StatusOptions>,
 }
 
 /// The Istio kinds, by kind and plural; each tried as `v1`, then `v1beta1`.
@@ -163,6 +168,10 @@ struct Shared {
     changed: Notify,
     status: Status,
     opts: KubeOptions,
+    /// The Gateway API version each kind is watched at (status is written at the same).
+    versions: Mutex<BTreeMap<&'static str, String>>,
+    /// The compiler's latest Gateway API status, for the writer.
+    statuses: tokio::sync::watch::Sender<Vec<portico_model::gateway_api::status::ObjectStatus>>,
 }
 
 /// The running source: the watchers' store, a change signal, and their status.
@@ -179,6 +188,8 @@ impl KubeSource {
             changed: Notify::new(),
             status: Status::default(),
             opts,
+            versions: Mutex::new(BTreeMap::new()),
+            statuses: tokio::sync::watch::channel(Vec::new()).0,
         });
         let namespaces: Vec<Option<String>> = if shared.opts.watch_namespaces.is_empty() {
             vec![None]
@@ -227,6 +238,10 @@ impl KubeSource {
             let json = serde_json::to_value(&s).ok()?;
             Some(Item::Parsed(Arc::new(convert::parse_object("Secret", with_type(json, "v1", "Secret"), &default_ns))))
         }));
+        if let Some(so) = shared.opts.status.clone() {
+            let rx = shared.statuses.subscribe();
+            tokio::spawn(writeback::run(shared.clone(), client.clone(), so, rx));
+        }
         tokio::spawn(probe(shared.clone(), client));
         KubeSource { shared }
     }
@@ -247,6 +262,19 @@ impl KubeSource {
     /// True once every watcher has listed at least once.
     pub fn synced(&self) -> bool {
         self.shared.status.all_synced()
+    }
+
+    /// The compiler's Gateway API status for the objects it read; the lease holder writes
+    /// what changed back to the API.
+    pub fn publish_status(&self, statuses: &[portico_model::gateway_api::status::ObjectStatus]) {
+        self.shared.statuses.send_if_modified(|cur| {
+            let same = cur.len() == statuses.len()
+                && cur.iter().zip(statuses).all(|(a, b)| serde_json::to_value(a).ok() == serde_json::to_value(b).ok());
+            if !same {
+                *cur = statuses.to_vec();
+            }
+            !same
+        });
     }
 
     pub fn status(&self) -> &Status {
@@ -397,6 +425,9 @@ async fn crd_watch(shared: Arc<Shared>, client: Client, id: String, crd: CrdKind
         }
     };
     tracing::info!("watching {}/{} {}", crd.group, ar.version, crd.kind);
+    if crd.group == GATEWAY_API_GROUP {
+        shared.versions.lock().unwrap_or_else(|e| e.into_inner()).insert(crd.kind, ar.version.clone());
+    }
     let api = dynamic_api(&client, ns.as_deref(), &ar);
     let default_ns = shared.opts.default_namespace.clone();
     let api_version = ar.api_version.clone();

@@ -161,3 +161,100 @@ fn gateway_api_v1_objects_through_the_api_route_requests() {
 fn gateway_api_v1beta1_objects_through_the_api_route_requests() {
     routes_through_the_api("v1beta1");
 }
+
+// ───────────────────────────── status write-back ─────────────────────────────
+
+fn leader_metrics(gw: &Gateway) -> (f64, f64) {
+    let samples = scrape(gw.admin_port);
+    (
+        value(&samples, "portico_status_leader", &[("source", "kubernetes")]),
+        value(&samples, "portico_status_writes_total", &[("source", "kubernetes")]),
+    )
+}
+
+fn condition<'a>(conds: &'a Value, type_: &str) -> Option<&'a Value> {
+    conds.as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+/// The HTTPRoute's status entry of our controller, if written.
+fn route_parent(c: &Cluster) -> Option<Value> {
+    let r = c.api.get(&format!("{GW_API}/v1"), "HTTPRoute", "default", "reviews")?;
+    r["status"]["parents"].as_array()?.iter().find(|p| p["controllerName"] == "portico.dev/gateway-controller").cloned()
+}
+
+fn lease_holder(c: &Cluster) -> String {
+    c.api
+        .get("coordination.k8s.io/v1", "Lease", "istio-system", "portico-status-leader")
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Two replicas: the one holding the Lease writes GatewayClass, Gateway and HTTPRoute status
+/// through the status subresource, the other writes nothing; when the holder dies the other
+/// takes the lease over once it expires and writes from then on.
+#[test]
+fn one_replica_writes_status_and_another_takes_over() {
+    let c = Cluster::new();
+    c.api.install_gateway_api("v1", true);
+    let p1 = free_port();
+    let _b1 = echo_backend(p1, "reviews");
+    c.apply(gateway_class("v1"));
+    c.apply(kube_gateway("v1"));
+    c.apply(service("reviews"));
+    c.apply(slice("reviews", p1));
+    c.apply(http_route("v1", "reviews", "/reviews", "reviews"));
+    let lease = ["--lease-duration", "2s"];
+    let a = start(&c.kubeconfig(), &lease);
+    let b = start(&c.kubeconfig(), &lease);
+    wait_ready(&a);
+    wait_ready(&b);
+
+    // The route's status: our parent entry, Accepted and ResolvedRefs, at generation 1.
+    wait_until("HTTPRoute status written", || route_parent(&c).is_some());
+    let parent = route_parent(&c).unwrap();
+    assert_eq!(parent["parentRef"], json!({"name": "web"}), "the spec's parentRef, verbatim");
+    let accepted = condition(&parent["conditions"], "Accepted").unwrap();
+    assert_eq!(accepted["status"], "True", "{parent}");
+    assert_eq!(accepted["reason"], "Accepted");
+    assert_eq!(accepted["observedGeneration"], 1);
+    assert!(accepted["lastTransitionTime"].as_str().is_some_and(|t| t.ends_with('Z')), "{accepted}");
+    assert_eq!(condition(&parent["conditions"], "ResolvedRefs").unwrap()["status"], "True");
+    wait_until("Gateway and GatewayClass status written", || {
+        let gw = c.api.get(&format!("{GW_API}/v1"), "Gateway", "default", "web").unwrap_or_default();
+        let gc = c.api.get(&format!("{GW_API}/v1"), "GatewayClass", "", "portico").unwrap_or_default();
+        condition(&gw["status"]["conditions"], "Programmed").is_some_and(|c| c["status"] == "True")
+            && gw["status"]["listeners"][0]["attachedRoutes"] == 1
+            && condition(&gc["status"]["conditions"], "Accepted").is_some_and(|c| c["status"] == "True")
+    });
+    // A status write must not disturb routing (the object comes back with a status).
+    assert_eq!(answer(&a, "/reviews"), "200 reviews");
+
+    // Exactly one replica leads and writes; the lease names it.
+    let (la, wa) = leader_metrics(&a);
+    let (lb, wb) = leader_metrics(&b);
+    assert_eq!(la + lb, 1.0, "exactly one leader: a={la} b={lb}");
+    let (leader, follower, follower_writes) = if la == 1.0 { (a, b, wb) } else { (b, a, wa) };
+    assert!(leader_metrics(&leader).1 >= 3.0, "the leader wrote class, gateway and route");
+    assert_eq!(follower_writes, 0.0, "the follower wrote nothing");
+    assert!(lease_holder(&c).ends_with(&format!("-{}", leader.proc.pid())), "holder {}", lease_holder(&c));
+
+    // A spec change (generation 2) is reflected by the leader only.
+    c.apply(http_route("v1", "reviews", "/reviews/", "reviews"));
+    wait_until("observedGeneration 2", || {
+        route_parent(&c).is_some_and(|p| condition(&p["conditions"], "Accepted").unwrap()["observedGeneration"] == 2)
+    });
+    assert_eq!(leader_metrics(&follower), (0.0, 0.0), "the follower still writes nothing");
+
+    // The leader dies: after the lease expires the follower takes over and writes.
+    let old_pid = leader.proc.pid();
+    drop(leader);
+    wait_until("the follower takes the lease over", || leader_metrics(&follower).0 == 1.0);
+    assert!(lease_holder(&c).ends_with(&format!("-{}", follower.proc.pid())));
+    assert!(!lease_holder(&c).ends_with(&format!("-{old_pid}")));
+    c.apply(http_route("v1", "reviews", "/reviews", "reviews"));
+    wait_until("observedGeneration 3 by the new leader", || {
+        route_parent(&c).is_some_and(|p| condition(&p["conditions"], "Accepted").unwrap()["observedGeneration"] == 3)
+    });
+    assert!(leader_metrics(&follower).1 >= 1.0);
+    assert_eq!(answer(&follower, "/reviews"), "200 reviews");
+}
