@@ -224,6 +224,21 @@ impl KubeSource {
                 Some(Item::Pod(p.metadata.labels.unwrap_or_default()))
             }));
         }
+        // Namespaces: their labels select routes (`allowedRoutes.namespaces.from: Selector`).
+        // Metadata only; one cluster-wide watcher.
+        shared.status.register("Namespace", "Namespace");
+        let api: Api<PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>> = Api::all(client.clone());
+        let default_ns = shared.opts.default_namespace.clone();
+        tokio::spawn(run_watch(
+            shared.clone(),
+            "Namespace".into(),
+            watcher::watcher(api, watcher::Config::default()),
+            move |n| {
+                let json = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": n.metadata.name, "labels": n.metadata.labels.unwrap_or_default()}});
+                Some(Item::Parsed(Arc::new(convert::parse_object("Namespace", json, &default_ns))))
+            },
+        ));
         // Cluster-scoped kinds (GatewayClass): one watcher, whatever the namespaces watched.
         for crd in GATEWAY_API_KINDS.into_iter().filter(|c| !c.namespaced) {
             let id = crd.label();
@@ -411,12 +426,21 @@ async fn crd_watch(shared: Arc<Shared>, client: Client, id: String, crd: CrdKind
             Some(ar) => break ar,
             None => {
                 if !shared.status.is_synced(&id) {
-                    tracing::warn!(
-                        "{} {} is not installed in this cluster ({} all 404): none read; looking again every 30 s",
-                        crd.group,
-                        crd.kind,
-                        crd.versions.join(", ")
-                    );
+                    let versions = crd.versions.join(", ");
+                    // Istio's kinds are what a gateway is for; the Gateway API's are optional.
+                    if crd.group == ISTIO_GROUP {
+                        tracing::warn!(
+                            "{} {} is not installed in this cluster ({versions} all 404): none read; looking again every 30 s",
+                            crd.group,
+                            crd.kind
+                        );
+                    } else {
+                        tracing::info!(
+                            "{} {} is not installed in this cluster ({versions} all 404): none read; looking again every 30 s",
+                            crd.group,
+                            crd.kind
+                        );
+                    }
                     shared.status.synced(&id);
                     shared.changed.notify_one();
                 }

@@ -89,7 +89,16 @@ fn kube_gateway(version: &str) -> Value {
     json!({"apiVersion": format!("{GW_API}/{version}"), "kind": "Gateway",
         "metadata": {"name": "web", "namespace": "default"},
         "spec": {"gatewayClassName": "portico", "listeners": [
-            {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "Same"}}}]}})
+            {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "Same"}}},
+            {"name": "team-a", "port": 8080, "protocol": "HTTP",
+             "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"team": "a"}}}}}]}})
+}
+
+fn answer_on(port: u16, path: &str) -> String {
+    match get(port, "dev.example.com", path, &[]) {
+        Ok(r) => format!("{} {}", r.status, r.body.trim()).trim_end().to_string(),
+        Err(e) => format!("error {e}"),
+    }
 }
 
 fn http_route(version: &str, name: &str, prefix: &str, backend: &str) -> Value {
@@ -129,7 +138,8 @@ fn routes_through_the_api(version: &str) {
     c.apply(service("ratings"));
     c.apply(slice("ratings", p2));
     c.apply(http_route(version, "reviews", "/reviews", "reviews"));
-    let gw = start(&c.kubeconfig(), &[]);
+    let sel_port = free_port();
+    let gw = start(&c.kubeconfig(), &["--port-map", &format!("8080={sel_port}")]);
     wait_ready(&gw);
     wait_port(gw.http_port);
     assert_eq!(answer(&gw, "/reviews"), "200 reviews");
@@ -141,6 +151,11 @@ fn routes_through_the_api(version: &str) {
     assert!(c.api.delete(&format!("{GW_API}/{version}"), "HTTPRoute", "default", "reviews"));
     wait_until("the reviews route is gone", || answer(&gw, "/reviews") == "404");
     assert_eq!(answer(&gw, "/ratings"), "200 ratings");
+    // A listener that takes routes from namespaces labelled `team=a`: the route in `default`
+    // is attached once the Namespace object gets the label through the API.
+    assert_eq!(answer_on(sel_port, "/ratings"), "404", "default is not labelled yet");
+    c.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "labels": {"team": "a"}}}));
+    wait_until("the labelled namespace's route is attached", || answer_on(sel_port, "/ratings") == "200 ratings");
     // The watchers say what they hold; the missing kinds are synced and empty.
     let samples = scrape(gw.admin_port);
     let objects = |w: &str| value(&samples, "portico_source_objects", &[("watcher", w)]);
@@ -203,9 +218,11 @@ fn one_replica_writes_status_and_another_takes_over() {
     c.apply(service("reviews"));
     c.apply(slice("reviews", p1));
     c.apply(http_route("v1", "reviews", "/reviews", "reviews"));
-    let lease = ["--lease-duration", "2s"];
-    let a = start(&c.kubeconfig(), &lease);
-    let b = start(&c.kubeconfig(), &lease);
+    let args =
+        || vec!["--lease-duration".to_string(), "2s".into(), "--port-map".into(), format!("8080={}", free_port())];
+    let (args_a, args_b) = (args(), args());
+    let a = start(&c.kubeconfig(), &args_a.iter().map(String::as_str).collect::<Vec<_>>());
+    let b = start(&c.kubeconfig(), &args_b.iter().map(String::as_str).collect::<Vec<_>>());
     wait_ready(&a);
     wait_ready(&b);
 
@@ -224,6 +241,7 @@ fn one_replica_writes_status_and_another_takes_over() {
         let gc = c.api.get(&format!("{GW_API}/v1"), "GatewayClass", "", "portico").unwrap_or_default();
         condition(&gw["status"]["conditions"], "Programmed").is_some_and(|c| c["status"] == "True")
             && gw["status"]["listeners"][0]["attachedRoutes"] == 1
+            && gw["status"]["listeners"][1]["attachedRoutes"] == 0
             && condition(&gc["status"]["conditions"], "Accepted").is_some_and(|c| c["status"] == "True")
     });
     // A status write must not disturb routing (the object comes back with a status).
