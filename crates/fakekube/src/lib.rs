@@ -99,6 +99,7 @@ impl FakeApi {
             ("v1", "Secret", "secrets", true),
             ("v1", "Namespace", "namespaces", false),
             ("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", true),
+            ("coordination.k8s.io/v1", "Lease", "leases", true),
         ] {
             api.install(v, k, p, n);
         }
@@ -133,6 +134,21 @@ impl FakeApi {
         }
     }
 
+    /// Install the Gateway API kinds at `version` (`v1` or `v1beta1`) for the standard channel;
+    /// TLSRoute and TCPRoute only when `experimental` (at `v1alpha2`), as the two bundles do.
+    pub fn install_gateway_api(&self, version: &str, experimental: bool) {
+        let av = format!("gateway.networking.k8s.io/{version}");
+        self.install(&av, "GatewayClass", "gatewayclasses", false);
+        for (k, p) in [("Gateway", "gateways"), ("HTTPRoute", "httproutes"), ("ReferenceGrant", "referencegrants")] {
+            self.install(&av, k, p, true);
+        }
+        self.install("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes", true);
+        if experimental {
+            self.install("gateway.networking.k8s.io/v1alpha2", "TLSRoute", "tlsroutes", true);
+            self.install("gateway.networking.k8s.io/v1alpha2", "TCPRoute", "tcproutes", true);
+        }
+    }
+
     /// A kubeconfig that points at this server (no auth, plain HTTP).
     pub fn kubeconfig(&self) -> String {
         format!(
@@ -151,7 +167,7 @@ impl FakeApi {
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let inner = inner.clone();
-                        async move { Ok::<_, Infallible>(handle(&inner, req)) }
+                        async move { Ok::<_, Infallible>(route(&inner, req).await) }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
@@ -207,50 +223,24 @@ impl FakeApi {
 
     /// Create or replace an object (by apiVersion, kind, namespace, name). Returns its new
     /// resourceVersion. Panics on an object without a known kind: a test mistake.
-    pub fn apply(&self, mut obj: Value) -> u64 {
-        let mut st = lock(&self.inner);
-        let av = obj["apiVersion"].as_str().unwrap_or("").to_string();
-        let kind = obj["kind"].as_str().unwrap_or("").to_string();
-        let Some(info) = st.kinds.iter().find(|k| k.api_version == av && k.kind == kind).cloned() else {
-            #[allow(clippy::panic)]
-            {
-                panic!("fake API: kind {av} {kind} is not installed")
-            }
-        };
-        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let ns = if info.namespaced {
-            let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
-            obj["metadata"]["namespace"] = json!(ns);
-            ns
-        } else {
-            String::new()
-        };
-        if kind == "Secret" {
-            string_data_to_data(&mut obj);
-        }
-        st.rv += 1;
-        let rv = st.rv;
-        let key = (format!("{}/{}", info.api_version, info.plural), ns, name.clone());
-        let existing = st.objects.get(&key).cloned();
-        let meta = &mut obj["metadata"];
-        meta["resourceVersion"] = json!(rv.to_string());
-        match &existing {
-            Some(old) => {
-                meta["uid"] = old["metadata"]["uid"].clone();
-                meta["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
-            }
+    pub fn apply(&self, obj: Value) -> u64 {
+        match store(&self.inner, obj) {
+            Some(rv) => rv,
             None => {
-                meta["uid"] = json!(format!("00000000-0000-0000-0000-{rv:012}"));
-                // Distinct, ordered timestamps: Istio's precedence is oldest first.
-                meta["creationTimestamp"] = json!(format!("2026-01-01T00:{:02}:{:02}Z", (rv / 60) % 60, rv % 60));
+                #[allow(clippy::panic)]
+                {
+                    panic!("fake API: the object's kind is not installed")
+                }
             }
         }
-        let ev = if existing.is_some() { "MODIFIED" } else { "ADDED" };
-        st.objects.insert(key.clone(), obj.clone());
-        let change = Change { rv, resource: key.0, kind: ev, object: obj };
-        st.history.push(change.clone());
-        let _ = self.inner.events.send(change);
-        rv
+    }
+
+    /// One stored object, as the API would answer a GET.
+    pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let st = lock(&self.inner);
+        let info = st.kinds.iter().find(|k| k.api_version == api_version && k.kind == kind)?;
+        let ns = if info.namespaced { namespace.to_string() } else { String::new() };
+        st.objects.get(&(format!("{}/{}", info.api_version, info.plural), ns, name.to_string())).cloned()
     }
 
     /// Delete an object; true when it existed.
@@ -286,6 +276,62 @@ impl Drop for FakeApi {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Create or replace an object; `None` when its kind is not installed.
+fn store(inner: &Inner, mut obj: Value) -> Option<u64> {
+    let mut st = lock(inner);
+    let av = obj["apiVersion"].as_str().unwrap_or("").to_string();
+    let kind = obj["kind"].as_str().unwrap_or("").to_string();
+    let info = st.kinds.iter().find(|k| k.api_version == av && k.kind == kind).cloned()?;
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let ns = if info.namespaced {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        obj["metadata"]["namespace"] = json!(ns);
+        ns
+    } else {
+        String::new()
+    };
+    if kind == "Secret" {
+        string_data_to_data(&mut obj);
+    }
+    st.rv += 1;
+    let rv = st.rv;
+    let key = (format!("{}/{}", info.api_version, info.plural), ns, name.clone());
+    let existing = st.objects.get(&key).cloned();
+    let meta = &mut obj["metadata"];
+    meta["resourceVersion"] = json!(rv.to_string());
+    // `metadata.generation` counts spec changes (status and metadata writes leave it).
+    let generation = match &existing {
+        Some(old) => {
+            let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+            if old.get("spec") == obj.get("spec") {
+                g
+            } else {
+                g + 1
+            }
+        }
+        None => 1,
+    };
+    let meta = &mut obj["metadata"];
+    meta["generation"] = json!(generation);
+    match &existing {
+        Some(old) => {
+            meta["uid"] = old["metadata"]["uid"].clone();
+            meta["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+        }
+        None => {
+            meta["uid"] = json!(format!("00000000-0000-0000-0000-{rv:012}"));
+            // Distinct, ordered timestamps: Istio's precedence is oldest first.
+            meta["creationTimestamp"] = json!(format!("2026-01-01T00:{:02}:{:02}Z", (rv / 60) % 60, rv % 60));
+        }
+    }
+    let ev = if existing.is_some() { "MODIFIED" } else { "ADDED" };
+    st.objects.insert(key.clone(), obj.clone());
+    let change = Change { rv, resource: key.0, kind: ev, object: obj };
+    st.history.push(change.clone());
+    let _ = inner.events.send(change);
+    Some(rv)
 }
 
 /// kube-apiserver merges a Secret's write-only `stringData` into `data` (base64) and never
@@ -333,6 +379,7 @@ fn reply(code: StatusCode, body: &Value) -> Response<Body> {
 /// `/api/v1[/namespaces/NS]/PLURAL` or `/apis/G/V[/namespaces/NS]/PLURAL` →
 /// (apiVersion, namespace, plural, name).
 fn parse_path(path: &str) -> Option<(String, Option<String>, String, Option<String>)> {
+    let path = path.strip_suffix("/status").unwrap_or(path);
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (av, rest) = match parts.as_slice() {
         ["api", v, rest @ ..] => ((*v).to_string(), rest),
@@ -461,13 +508,131 @@ fn metadata_only(obj: &Value) -> Value {
     json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"].clone()})
 }
 
+/// Reads go to `handle`; writes (create, replace, the status subresource) to `write`.
+async fn route(inner: &Arc<Inner>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    if req.method() == hyper::Method::GET {
+        return handle(inner, req);
+    }
+    lock(inner).requests.push(format!("{} {}", req.method(), req.uri()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return reply(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())),
+    };
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return reply(StatusCode::BAD_REQUEST, &status(400, "BadRequest", &e.to_string())),
+    };
+    write(inner, &method, &path, body)
+}
+
+/// A write as kube-apiserver does it: POST creates (409 when it exists), PUT replaces (409 when
+/// `metadata.resourceVersion` is not the stored one), PATCH is a JSON merge patch; on
+/// `…/status` only the status changes (and `generation` stays), elsewhere the status is kept.
+fn write(inner: &Arc<Inner>, method: &hyper::Method, path: &str, body: Value) -> Response<Body> {
+    let not_found =
+        || reply(StatusCode::NOT_FOUND, &status(404, "NotFound", "the server could not find the requested resource"));
+    let subresource = path.ends_with("/status");
+    let Some((av, ns, plural, name)) = parse_path(path) else { return not_found() };
+    let info = lock(inner).kinds.iter().find(|k| k.api_version == av && k.plural == plural).cloned();
+    let Some(info) = info else { return not_found() };
+    let ns = if info.namespaced { ns.unwrap_or_else(|| "default".into()) } else { String::new() };
+    let resource = format!("{}/{}", info.api_version, info.plural);
+    let name = match (&name, method) {
+        (Some(n), _) => n.clone(),
+        (None, &hyper::Method::POST) => body["metadata"]["name"].as_str().unwrap_or("").to_string(),
+        _ => return reply(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "no such verb here")),
+    };
+    let existing = lock(inner).objects.get(&(resource, ns.clone(), name.clone())).cloned();
+    let conflict = |m: &str| reply(StatusCode::CONFLICT, &status(409, "Conflict", m));
+    let mut obj = match (method.as_str(), existing) {
+        ("POST", Some(_)) => {
+            return reply(
+                StatusCode::CONFLICT,
+                &status(409, "AlreadyExists", &format!("{plural} \"{name}\" already exists")),
+            )
+        }
+        ("POST", None) => body,
+        (_, None) => {
+            return reply(StatusCode::NOT_FOUND, &status(404, "NotFound", &format!("{plural} \"{name}\" not found")))
+        }
+        ("PUT", Some(old)) => {
+            let want = body["metadata"]["resourceVersion"].as_str();
+            if want.is_some_and(|w| Some(w) != old["metadata"]["resourceVersion"].as_str()) {
+                return conflict(&format!(
+                    "Operation cannot be fulfilled on {plural} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                ));
+            }
+            if subresource {
+                let mut o = old;
+                o["status"] = body["status"].clone();
+                o
+            } else {
+                let mut o = body;
+                o["status"] = old["status"].clone();
+                o
+            }
+        }
+        ("PATCH", Some(old)) => {
+            let mut o = old.clone();
+            merge_patch(&mut o, &body);
+            if subresource {
+                let mut only = old;
+                only["status"] = o["status"].clone();
+                only
+            } else {
+                o["status"] = old["status"].clone();
+                o
+            }
+        }
+        _ => return reply(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "no such verb here")),
+    };
+    obj["apiVersion"] = json!(info.api_version);
+    obj["kind"] = json!(info.kind);
+    obj["metadata"]["name"] = json!(name);
+    if info.namespaced {
+        obj["metadata"]["namespace"] = json!(ns);
+    }
+    if obj["status"].is_null() {
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+    }
+    let key = (format!("{}/{}", info.api_version, info.plural), ns, name);
+    match store(inner, obj) {
+        Some(_) => match lock(inner).objects.get(&key) {
+            Some(o) => reply(if method == hyper::Method::POST { StatusCode::CREATED } else { StatusCode::OK }, o),
+            None => not_found(),
+        },
+        None => not_found(),
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(p) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (k, v) in p {
+        if v.is_null() {
+            if let Some(t) = target.as_object_mut() {
+                t.remove(k);
+            }
+        } else {
+            merge_patch(&mut target[k], v);
+        }
+    }
+}
+
 fn handle(inner: &Arc<Inner>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let q = query(&req);
     lock(inner).requests.push(format!("{} {}", req.method(), req.uri()));
-    if req.method() != hyper::Method::GET {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, &status(405, "MethodNotAllowed", "the fake API is read-only"));
-    }
     let Some((av, ns, plural, name)) = parse_path(&path) else {
         return reply(
             StatusCode::NOT_FOUND,

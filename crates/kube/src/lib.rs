@@ -1,4 +1,5 @@
-//! The Kubernetes source (DESIGN.md §3): watchers on the API server for the Istio kinds,
+//! The Kubernetes source (DESIGN.md §3): watchers on the API server for the Istio kinds, the
+//! Gateway API kinds,
 //! Secrets, Services, EndpointSlices and Pods, kept in a store the runtime loads, compiles and
 //! swaps like the file source.
 //!
@@ -9,8 +10,10 @@
 #![forbid(unsafe_code)]
 
 pub mod convert;
+mod leader;
 mod status;
 pub mod store;
+mod writeback;
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -26,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{Item, Store};
 use tokio::sync::Notify;
+pub use writeback::StatusOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -62,6 +66,8 @@ pub struct KubeOptions {
     pub secret_namespace: String,
     /// For objects without a namespace (cluster-scoped reads never have one for these kinds).
     pub default_namespace: String,
+    /// Write Gateway API status back, from the replica holding this lease; `None`: never.
+    pub status: Option<StatusOptions>,
 }
 
 /// The Istio kinds, by kind and plural; each tried as `v1`, then `v1beta1`.
@@ -72,13 +78,100 @@ const ISTIO_KINDS: [(&str, &str); 4] = [
     ("ServiceEntry", "serviceentries"),
 ];
 const ISTIO_GROUP: &str = "networking.istio.io";
-const ISTIO_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+const ISTIO_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+/// One CRD-backed kind to watch: its group, kind, plural, the versions tried in order (the
+/// first the cluster serves is watched), and whether it is namespaced.
+#[derive(Clone, Copy, Debug)]
+struct CrdKind {
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    versions: &'static [&'static str],
+    namespaced: bool,
+}
+
+const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The Gateway API kinds (standard channel, plus TLSRoute/TCPRoute from the experimental one),
+/// newest version first: a cluster with an older bundle installed is read as it is.
+const GATEWAY_API_KINDS: [CrdKind; 7] = [
+    CrdKind {
+        group: GATEWAY_API_GROUP,
+        kind: "GatewayClass",
+        plural: "gatewayclasses",
+        versions: &["v1", "v1beta1"],
+        namespaced: false,
+    },
+    CrdKind {
+        group: GATEWAY_API_GROUP,
+        kind: "Gateway",
+        plural: "gateways",
+        versions: &["v1", "v1beta1"],
+        namespaced: true,
+    },
+    CrdKind {
+        group: GATEWAY_API_GROUP,
+        kind: "HTTPRoute",
+        plural: "httproutes",
+        versions: &["v1", "v1beta1"],
+        namespaced: true,
+    },
+    CrdKind {
+        group: GATEWAY_API_GROUP,
+        kind: "GRPCRoute",
+        plural: "grpcroutes",
+        versions: &["v1", "v1alpha2"],
+        namespaced: true,
+    },
+    CrdKind {
+        group: GATEWAY_API_GROUP,
+        kind: "ReferenceGrant",
+        plural: "referencegrants",
+        versions: &["v1", "v1beta1", "v1alpha2"],
+        namespaced: true,
+    },
+    CrdKind {
+        group: GATEWAY_API_GROUP,
+        kind: "TLSRoute",
+        plural: "tlsroutes",
+        versions: &["v1", "v1alpha3", "v1alpha2"],
+        namespaced: true,
+    },
+    CrdKind {
+        group: GATEWAY_API_GROUP,
+        kind: "TCPRoute",
+        plural: "tcproutes",
+        versions: &["v1", "v1alpha3", "v1alpha2"],
+        namespaced: true,
+    },
+];
+
+impl CrdKind {
+    fn istio(kind: &'static str, plural: &'static str) -> CrdKind {
+        CrdKind { group: ISTIO_GROUP, kind, plural, versions: ISTIO_VERSIONS, namespaced: true }
+    }
+
+    /// The watcher id and the pseudo-file kind: Istio's and the Gateway API's `Gateway` must
+    /// not share one, so the Gateway API's kinds carry their group.
+    fn label(&self) -> String {
+        if self.group == ISTIO_GROUP {
+            self.kind.to_string()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+}
 
 struct Shared {
     store: Mutex<Store>,
     changed: Notify,
     status: Status,
     opts: KubeOptions,
+    /// The Gateway API version each kind is watched at (status is written at the same).
+    versions: Mutex<BTreeMap<&'static str, String>>,
+    /// The compiler's latest Gateway API status, for the writer.
+    statuses: tokio::sync::watch::Sender<Vec<portico_model::gateway_api::status::ObjectStatus>>,
 }
 
 /// The running source: the watchers' store, a change signal, and their status.
@@ -95,6 +188,8 @@ impl KubeSource {
             changed: Notify::new(),
             status: Status::default(),
             opts,
+            versions: Mutex::new(BTreeMap::new()),
+            statuses: tokio::sync::watch::channel(Vec::new()).0,
         });
         let namespaces: Vec<Option<String>> = if shared.opts.watch_namespaces.is_empty() {
             vec![None]
@@ -103,10 +198,11 @@ impl KubeSource {
         };
         for ns in &namespaces {
             let suffix = ns.as_deref().map(|n| format!("/{n}")).unwrap_or_default();
-            for (kind, plural) in ISTIO_KINDS {
-                let id = format!("{kind}{suffix}");
-                shared.status.register(&id, kind);
-                tokio::spawn(istio_watch(shared.clone(), client.clone(), id, kind, plural, ns.clone()));
+            let crds = ISTIO_KINDS.iter().map(|(k, p)| CrdKind::istio(k, p)).chain(GATEWAY_API_KINDS);
+            for crd in crds.filter(|c| c.namespaced) {
+                let id = format!("{}{suffix}", crd.label());
+                shared.status.register(&id, crd.kind);
+                tokio::spawn(crd_watch(shared.clone(), client.clone(), id, crd, ns.clone()));
             }
             let id = format!("Service{suffix}");
             shared.status.register(&id, "Service");
@@ -128,6 +224,27 @@ impl KubeSource {
                 Some(Item::Pod(p.metadata.labels.unwrap_or_default()))
             }));
         }
+        // Namespaces: their labels select routes (`allowedRoutes.namespaces.from: Selector`).
+        // Metadata only; one cluster-wide watcher.
+        shared.status.register("Namespace", "Namespace");
+        let api: Api<PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>> = Api::all(client.clone());
+        let default_ns = shared.opts.default_namespace.clone();
+        tokio::spawn(run_watch(
+            shared.clone(),
+            "Namespace".into(),
+            watcher::watcher(api, watcher::Config::default()),
+            move |n| {
+                let json = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": n.metadata.name, "labels": n.metadata.labels.unwrap_or_default()}});
+                Some(Item::Parsed(Arc::new(convert::parse_object("Namespace", json, &default_ns))))
+            },
+        ));
+        // Cluster-scoped kinds (GatewayClass): one watcher, whatever the namespaces watched.
+        for crd in GATEWAY_API_KINDS.into_iter().filter(|c| !c.namespaced) {
+            let id = crd.label();
+            shared.status.register(&id, crd.kind);
+            tokio::spawn(crd_watch(shared.clone(), client.clone(), id, crd, None));
+        }
         let id = format!("Secret/{}", shared.opts.secret_namespace);
         shared.status.register(&id, "Secret");
         let api: Api<Secret> = Api::namespaced(client.clone(), &shared.opts.secret_namespace);
@@ -136,6 +253,10 @@ impl KubeSource {
             let json = serde_json::to_value(&s).ok()?;
             Some(Item::Parsed(Arc::new(convert::parse_object("Secret", with_type(json, "v1", "Secret"), &default_ns))))
         }));
+        if let Some(so) = shared.opts.status.clone() {
+            let rx = shared.statuses.subscribe();
+            tokio::spawn(writeback::run(shared.clone(), client.clone(), so, rx));
+        }
         tokio::spawn(probe(shared.clone(), client));
         KubeSource { shared }
     }
@@ -156,6 +277,19 @@ impl KubeSource {
     /// True once every watcher has listed at least once.
     pub fn synced(&self) -> bool {
         self.shared.status.all_synced()
+    }
+
+    /// The compiler's Gateway API status for the objects it read; the lease holder writes
+    /// what changed back to the API.
+    pub fn publish_status(&self, statuses: &[portico_model::gateway_api::status::ObjectStatus]) {
+        self.shared.statuses.send_if_modified(|cur| {
+            let same = cur.len() == statuses.len()
+                && cur.iter().zip(statuses).all(|(a, b)| serde_json::to_value(a).ok() == serde_json::to_value(b).ok());
+            if !same {
+                *cur = statuses.to_vec();
+            }
+            !same
+        });
     }
 
     pub fn status(&self) -> &Status {
@@ -244,25 +378,21 @@ where
     }
 }
 
-/// The first served version of an Istio kind: `v1`, else `v1beta1`; `None` when neither is
-/// installed (404). Other errors (API server away) are retried with backoff.
-async fn istio_version(
+/// The first served version of a CRD kind, in the order of `crd.versions`; `None` when none is
+/// installed (all 404). Other errors (API server away) are retried with backoff.
+async fn crd_version(
     shared: &Shared,
     client: &Client,
     id: &str,
-    plural: &str,
-    kind: &str,
+    crd: CrdKind,
     ns: Option<&str>,
 ) -> Option<ApiResource> {
     let mut delay = Duration::from_millis(200);
     loop {
         let mut not_found = 0;
-        for v in ISTIO_VERSIONS {
-            let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(ISTIO_GROUP, v, kind), plural);
-            let api: Api<DynamicObject> = match ns {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-                None => Api::all_with(client.clone(), &ar),
-            };
+        for v in crd.versions {
+            let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(crd.group, v, crd.kind), crd.plural);
+            let api: Api<DynamicObject> = dynamic_api(client, ns, &ar);
             match api.list(&ListParams::default().limit(1)).await {
                 Ok(_) => return Some(ar),
                 Err(kube::Error::Api(s)) if s.code == 404 => not_found += 1,
@@ -272,7 +402,7 @@ async fn istio_version(
                 }
             }
         }
-        if not_found == ISTIO_VERSIONS.len() {
+        if not_found == crd.versions.len() {
             return None;
         }
         tokio::time::sleep(delay).await;
@@ -280,24 +410,37 @@ async fn istio_version(
     }
 }
 
-/// Watch one Istio kind as `DynamicObject`s. A kind the cluster does not serve counts as synced
-/// (empty) and is looked for again every 30 s, so installing Istio's CRDs later works.
-async fn istio_watch(
-    shared: Arc<Shared>,
-    client: Client,
-    id: String,
-    kind: &'static str,
-    plural: &'static str,
-    ns: Option<String>,
-) {
+fn dynamic_api(client: &Client, ns: Option<&str>, ar: &ApiResource) -> Api<DynamicObject> {
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
+    }
+}
+
+/// Watch one CRD kind (Istio's or the Gateway API's) as `DynamicObject`s. A kind the cluster
+/// does not serve counts as synced (empty), is logged once, and is looked for again every
+/// 30 s, so installing the CRDs later works and a missing one never holds the others back.
+async fn crd_watch(shared: Arc<Shared>, client: Client, id: String, crd: CrdKind, ns: Option<String>) {
     let ar = loop {
-        match istio_version(&shared, &client, &id, plural, kind, ns.as_deref()).await {
+        match crd_version(&shared, &client, &id, crd, ns.as_deref()).await {
             Some(ar) => break ar,
             None => {
                 if !shared.status.is_synced(&id) {
-                    tracing::warn!(
-                        "{ISTIO_GROUP} {kind} is not installed in this cluster (v1 and v1beta1 both 404): none read"
-                    );
+                    let versions = crd.versions.join(", ");
+                    // Istio's kinds are what a gateway is for; the Gateway API's are optional.
+                    if crd.group == ISTIO_GROUP {
+                        tracing::warn!(
+                            "{} {} is not installed in this cluster ({versions} all 404): none read; looking again every 30 s",
+                            crd.group,
+                            crd.kind
+                        );
+                    } else {
+                        tracing::info!(
+                            "{} {} is not installed in this cluster ({versions} all 404): none read; looking again every 30 s",
+                            crd.group,
+                            crd.kind
+                        );
+                    }
                     shared.status.synced(&id);
                     shared.changed.notify_one();
                 }
@@ -305,17 +448,19 @@ async fn istio_watch(
             }
         }
     };
-    tracing::info!("watching {ISTIO_GROUP}/{} {kind}", ar.version);
-    let api: Api<DynamicObject> = match ns.as_deref() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
+    tracing::info!("watching {}/{} {}", crd.group, ar.version, crd.kind);
+    if crd.group == GATEWAY_API_GROUP {
+        shared.versions.lock().unwrap_or_else(|e| e.into_inner()).insert(crd.kind, ar.version.clone());
+    }
+    let api = dynamic_api(&client, ns.as_deref(), &ar);
     let default_ns = shared.opts.default_namespace.clone();
     let api_version = ar.api_version.clone();
+    let label = crd.label();
     let stream = watcher::watcher(api, watcher::Config::default());
     run_watch(shared.clone(), id, stream, move |o: DynamicObject| {
         let json = serde_json::to_value(&o).ok()?;
-        Some(Item::Parsed(Arc::new(convert::parse_object(kind, with_type(json, &api_version, kind), &default_ns))))
+        let json = with_type(json, &api_version, crd.kind);
+        Some(Item::Parsed(Arc::new(convert::parse_object(&label, json, &default_ns))))
     })
     .await;
 }

@@ -31,6 +31,9 @@ pub struct Status {
     /// A call failed and the API server has not answered since (a watch that resumes quietly
     /// yields no event to tell).
     disconnected: Mutex<bool>,
+    /// Status write-back: this replica holds the lease; status writes done.
+    leader: std::sync::atomic::AtomicBool,
+    status_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Status {
@@ -116,6 +119,19 @@ impl Status {
         });
     }
 
+    pub(crate) fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn status_written(&self) {
+        self.status_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// This replica holds the status lease.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn all_synced(&self) -> bool {
         self.with(|w| w.values().all(|s| s.synced))
     }
@@ -139,6 +155,22 @@ impl Status {
         );
         let _ = writeln!(out, "# TYPE portico_source_connected gauge");
         let _ = writeln!(out, "portico_source_connected{{source=\"kubernetes\"}} {}", u8::from(all_connected));
+        let _ = writeln!(
+            out,
+            "# HELP portico_status_leader 1 while this replica holds the status lease (writes Gateway API status)."
+        );
+        let _ = writeln!(out, "# TYPE portico_status_leader gauge");
+        let _ = writeln!(out, "portico_status_leader{{source=\"kubernetes\"}} {}", u8::from(self.is_leader()));
+        let _ = writeln!(
+            out,
+            "# HELP portico_status_writes_total Gateway API status writes to the API server by this replica."
+        );
+        let _ = writeln!(out, "# TYPE portico_status_writes_total counter");
+        let _ = writeln!(
+            out,
+            "portico_status_writes_total{{source=\"kubernetes\"}} {}",
+            self.status_writes.load(std::sync::atomic::Ordering::Relaxed)
+        );
         let series: [Series; 5] = [
             ("portico_source_relists_total", "counter", "Relists after a 410 Gone, per watcher.", |s| s.relists),
             ("portico_source_watch_errors_total", "counter", "Failed list/watch calls, per watcher.", |s| s.errors),

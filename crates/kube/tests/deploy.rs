@@ -133,19 +133,33 @@ fn service_and_rbac_are_what_the_gateway_needs() {
         ("", "pods"),
         ("", "namespaces"),
         ("discovery.k8s.io", "endpointslices"),
+        ("gateway.networking.k8s.io", "gatewayclasses"),
+        ("gateway.networking.k8s.io", "gateways"),
+        ("gateway.networking.k8s.io", "httproutes"),
+        ("gateway.networking.k8s.io", "grpcroutes"),
+        ("gateway.networking.k8s.io", "referencegrants"),
+        ("gateway.networking.k8s.io", "tlsroutes"),
+        ("gateway.networking.k8s.io", "tcproutes"),
     ] {
         assert!(allows(g, r), "ClusterRole lacks get/list/watch on {g}/{r}");
     }
     assert!(!allows("", "secrets"), "secrets only through the namespaced Role");
+    // Read-only, except the Gateway API status subresource (written by the lease holder).
     for r in &rules {
-        assert!(r.verbs.iter().all(|v| ["get", "list", "watch"].contains(&v.as_str())), "read-only: {:?}", r.verbs);
+        let status_only = r.resources.as_ref().is_some_and(|rs| rs.iter().all(|x| x.ends_with("/status")));
+        let ok = |v: &String| {
+            ["get", "list", "watch"].contains(&v.as_str()) || (status_only && ["patch", "update"].contains(&v.as_str()))
+        };
+        assert!(r.verbs.iter().all(ok), "read-only but status: {:?} on {:?}", r.verbs, r.resources);
     }
+    assert!(rules.iter().any(|r| r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == "httproutes/status"))
+        && r.verbs.iter().any(|v| v == "patch")));
     let role: Role = roundtrip(one(&objs, "Role"));
-    assert!(role
-        .rules
-        .unwrap()
-        .iter()
-        .any(|r| r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == "secrets"))));
+    let role_rules = role.rules.unwrap();
+    assert!(role_rules.iter().any(|r| r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == "secrets"))));
+    // Leader election for status write-back: a Lease in the gateway's namespace.
+    assert!(role_rules.iter().any(|r| r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == "leases"))
+        && ["get", "create", "update"].iter().all(|v| r.verbs.iter().any(|x| x == v))));
     let _: HorizontalPodAutoscaler = roundtrip(one(&objs, "HorizontalPodAutoscaler"));
     let _: PodDisruptionBudget = roundtrip(one(&objs, "PodDisruptionBudget"));
 }

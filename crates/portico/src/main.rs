@@ -95,6 +95,16 @@ struct RunArgs {
     /// Namespaces to watch (repeatable, or comma-separated); default: all.
     #[arg(long = "watch-namespace", env = "PORTICO_WATCH_NAMESPACE", value_delimiter = ',', value_name = "NS")]
     watch_namespace: Vec<String>,
+    /// With `--kubernetes`: the `coordination.k8s.io/v1` Lease (in the gateway namespace) whose
+    /// holder writes Gateway API status back; the other replicas only read.
+    #[arg(long, env = "PORTICO_LEASE_NAME", default_value = "portico-status-leader")]
+    lease_name: String,
+    /// The Lease's duration: a dead holder is replaced this long after its last renewal.
+    #[arg(long, env = "PORTICO_LEASE_DURATION", default_value = "15s")]
+    lease_duration: String,
+    /// With `--kubernetes`: never write Gateway API status (no Lease either).
+    #[arg(long, env = "PORTICO_NO_STATUS_WRITE")]
+    no_status_write: bool,
     /// Serve only `/healthz/ready` here too (Istio's status port, 15021, for load balancers).
     #[arg(long, env = "PORTICO_STATUS")]
     status: Option<std::net::SocketAddr>,
@@ -324,6 +334,11 @@ fn run_cmd(args: RunArgs, log_control: state::LogControl) -> Result<ExitCode> {
         anyhow::bail!("--trace-sampling: {} is not a percentage (0 to 100)", args.trace_sampling);
     }
     let mut options = options(&args.instance)?;
+    let lease_duration =
+        portico_model::duration::parse(&args.lease_duration).map_err(|e| anyhow::anyhow!("--lease-duration: {e}"))?;
+    if lease_duration < std::time::Duration::from_secs(1) {
+        anyhow::bail!("--lease-duration: at least 1s");
+    }
     let kubernetes = args.kubernetes.then(|| {
         // In a pod, the gateway's namespace is the pod's own (Istio's gateway template sets
         // POD_NAMESPACE) unless given explicitly.
@@ -339,6 +354,13 @@ fn run_cmd(args: RunArgs, log_control: state::LogControl) -> Result<ExitCode> {
                 domain_suffix: options.domain_suffix.clone(),
                 secret_namespace: options.gateway_namespace.clone(),
                 default_namespace: args.instance.namespace.clone(),
+                status: (!args.no_status_write).then(|| portico_kube::StatusOptions {
+                    lease_name: args.lease_name.clone(),
+                    lease_namespace: options.gateway_namespace.clone(),
+                    identity: lease_identity(),
+                    lease_duration,
+                    gateway_class: options.gateway_class.clone(),
+                }),
             },
         }
     });
@@ -364,6 +386,17 @@ fn run_cmd(args: RunArgs, log_control: state::LogControl) -> Result<ExitCode> {
         status: args.status,
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Lease holder identity: the pod's name (unique while it runs), else the host's, with the
+/// process id so two processes on one host differ.
+fn lease_identity() -> String {
+    let host = ["POD_NAME", "HOSTNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|h| !h.is_empty()))
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .unwrap_or_else(|| "portico".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// `--gateway-namespace` given on the command line (clap's default is not a choice).

@@ -96,6 +96,7 @@ async fn reload(
         tracing::error!("{}: does not parse; serving its last good version", f.display());
     }
     let snapshot = Arc::new(compiled.snapshot);
+    source.publish_status(load.complete, &snapshot);
     // Bind on the data-plane runtime so listeners belong to its reactor.
     let p = proxy.clone();
     let s = snapshot.clone();

@@ -26,6 +26,15 @@ pub struct Load {
 }
 
 impl Sources {
+    /// Hand the compiler's Gateway API status to the Kubernetes source (its lease holder writes
+    /// it back). Only a complete view is published: a status computed before every watcher
+    /// listed would mark routes unresolved that are not.
+    pub fn publish_status(&self, complete: bool, snapshot: &portico_model::snapshot::Snapshot) {
+        if let (true, Some(k)) = (complete, &self.kube) {
+            k.publish_status(&snapshot.gateway_api);
+        }
+    }
+
     pub fn load(&mut self) -> Load {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         let mut out = Load {

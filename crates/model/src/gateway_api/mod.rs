@@ -390,61 +390,60 @@ fn gateway<'a>(
             if t.mode.as_deref() == Some("Passthrough") {
                 tls = Some(ServerTlsSettings { mode: ServerTlsMode::Passthrough, ..Default::default() });
             } else {
-                match t.certificate_refs.first() {
-                    None => {
-                        resolved = Condition::bad(
-                            "ResolvedRefs",
-                            "InvalidCertificateRef",
-                            "a Terminate listener needs a certificateRef",
-                        );
-                        valid = false;
-                    }
-                    Some(c) => {
-                        let ns = c.namespace.as_deref().unwrap_or(r.namespace());
-                        let kind_ok = c.group.as_deref().unwrap_or("").is_empty()
-                            && c.kind.as_deref().unwrap_or("Secret") == "Secret";
-                        let permitted = ns == r.namespace()
-                            || w.granted((GATEWAY_API_GROUP, "Gateway", r.namespace()), ns, ("", "Secret", &c.name));
-                        if !kind_ok {
-                            resolved = Condition::bad(
-                                "ResolvedRefs",
-                                "InvalidCertificateRef",
-                                format!("certificateRef `{}` is not a core Secret", c.name),
-                            );
-                            valid = false;
-                        } else if !permitted {
-                            resolved = Condition::bad(
-                                "ResolvedRefs",
-                                "RefNotPermitted",
-                                format!(
-                                    "certificateRef to Secret {ns}/{} is not permitted by any ReferenceGrant",
-                                    c.name
-                                ),
-                            );
-                            valid = false;
-                        } else if !w.secrets.contains(&format!("{ns}/{}", c.name)) {
-                            resolved = Condition::bad(
-                                "ResolvedRefs",
-                                "InvalidCertificateRef",
-                                format!("Secret {ns}/{} not found", c.name),
-                            );
-                            valid = false;
-                        } else {
-                            if ns != r.namespace() {
-                                diags.push(Diagnostic::warning(
-                                    r.origin.locate(&format!("{path}.tls.certificateRefs[0]")),
-                                    code::NOT_SUPPORTED,
-                                    r.key(),
-                                    format!("{path}: a Secret in another namespace ({ns}) is looked up as `{}` in the gateway's namespace", c.name),
-                                ));
-                            }
-                            tls = Some(ServerTlsSettings {
-                                mode: ServerTlsMode::Simple,
-                                credential_name: Some(c.name.clone()),
-                                ..Default::default()
-                            });
+                if t.certificate_refs.is_empty() {
+                    resolved = Condition::bad(
+                        "ResolvedRefs",
+                        "InvalidCertificateRef",
+                        "a Terminate listener needs a certificateRef",
+                    );
+                    valid = false;
+                }
+                // Every certificateRef is served (Istio's `credentialNames`): the handshake picks
+                // the one whose names match the SNI, then whose key type the client can verify.
+                let mut names = Vec::new();
+                for (ci, c) in t.certificate_refs.iter().enumerate() {
+                    let ns = c.namespace.as_deref().unwrap_or(r.namespace());
+                    let kind_ok = c.group.as_deref().unwrap_or("").is_empty()
+                        && c.kind.as_deref().unwrap_or("Secret") == "Secret";
+                    let permitted = ns == r.namespace()
+                        || w.granted((GATEWAY_API_GROUP, "Gateway", r.namespace()), ns, ("", "Secret", &c.name));
+                    let bad = if !kind_ok {
+                        Some(("InvalidCertificateRef", format!("certificateRef `{}` is not a core Secret", c.name)))
+                    } else if !permitted {
+                        Some((
+                            "RefNotPermitted",
+                            format!("certificateRef to Secret {ns}/{} is not permitted by any ReferenceGrant", c.name),
+                        ))
+                    } else if !w.secrets.contains(&format!("{ns}/{}", c.name)) {
+                        Some(("InvalidCertificateRef", format!("Secret {ns}/{} not found", c.name)))
+                    } else {
+                        None
+                    };
+                    if let Some((reason, msg)) = bad {
+                        if valid {
+                            resolved = Condition::bad("ResolvedRefs", reason, msg);
                         }
+                        valid = false;
+                        continue;
                     }
+                    if ns != r.namespace() {
+                        diags.push(Diagnostic::warning(
+                            r.origin.locate(&format!("{path}.tls.certificateRefs[{ci}]")),
+                            code::NOT_SUPPORTED,
+                            r.key(),
+                            format!("{path}: a Secret in another namespace ({ns}) is looked up as `{}` in the gateway's namespace", c.name),
+                        ));
+                    }
+                    names.push(c.name.clone());
+                }
+                if valid && !names.is_empty() {
+                    let mut settings = ServerTlsSettings { mode: ServerTlsMode::Simple, ..Default::default() };
+                    if names.len() == 1 {
+                        settings.credential_name = names.pop();
+                    } else {
+                        settings.credential_names = names;
+                    }
+                    tls = Some(settings);
                 }
             }
         }

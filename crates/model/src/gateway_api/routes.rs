@@ -9,9 +9,9 @@ use super::{name_part, resolve_backend, synthetic, Backend, Bound, World};
 use portico_api::diag::code;
 use portico_api::gateway_api::{BackendRef, HeaderModifier, HttpRouteFilter, PathModifier, ValueMatch};
 use portico_api::istio::{
-    CorsPolicy, Destination, HeaderOperations, Headers, HttpBody, HttpDirectResponse, HttpMatchRequest,
-    HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, HttpRouteDestination, Percent, PortSelector,
-    RegexRewrite, RouteDestination, StringMatch, TcpRoute, TlsMatchAttributes, TlsRoute, VirtualService,
+    CorsPolicy, Destination, FaultAbort, HeaderOperations, Headers, HttpBody, HttpDirectResponse, HttpFaultInjection,
+    HttpMatchRequest, HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, HttpRouteDestination, Percent,
+    PortSelector, RegexRewrite, RouteDestination, StringMatch, TcpRoute, TlsMatchAttributes, TlsRoute, VirtualService,
 };
 use portico_api::{Diagnostic, Resource, Spec};
 use std::cmp::Reverse;
@@ -349,6 +349,7 @@ fn http_rules(
         // Backends.
         let mut dests = Vec::new();
         let mut invalid = Vec::new();
+        let mut invalid_weight = 0i64;
         for (bi, b) in rule.backends.iter().enumerate() {
             let weight = b.weight.unwrap_or(1);
             match resolve_backend(w, r, b) {
@@ -385,13 +386,17 @@ fn http_rules(
                 Backend::Invalid(reason, msg) => {
                     if weight > 0 {
                         invalid.push(format!("{reason}: {msg}"));
+                        invalid_weight += weight;
                     }
                 }
             }
         }
         if !invalid.is_empty() {
-            let what =
-                if dests.is_empty() { "requests to this rule get 500" } else { "its share goes to the valid backends" };
+            let what = if dests.is_empty() {
+                "requests to this rule get 500"
+            } else {
+                "the requests its weight would take get 500, the rest go to the valid backends"
+            };
             diags.push(Diagnostic::warning(
                 r.origin.locate(&format!("{rpath}.backendRefs")),
                 code::REFERENCED_RESOURCE_NOT_FOUND,
@@ -402,6 +407,22 @@ fn http_rules(
         let direct_500 = || {
             Some(HttpDirectResponse { status: 500, body: Some(HttpBody { string: Some(String::new()), bytes: None }) })
         };
+        // The spec: requests that would go to an invalid backend get 500, the others are routed
+        // by weight. The invalid share becomes a 500 abort of that percentage; the valid
+        // destinations keep their relative weights for the rest.
+        let valid_weight: i64 = dests.iter().map(|d| i64::from(d.weight.unwrap_or(0))).sum();
+        let invalid_share = (invalid_weight > 0 && valid_weight > 0).then(|| {
+            #[allow(clippy::cast_precision_loss)]
+            let pct = invalid_weight as f64 * 100.0 / (invalid_weight + valid_weight) as f64;
+            HttpFaultInjection {
+                abort: Some(FaultAbort {
+                    http_status: Some(500),
+                    percentage: Some(Percent { value: pct }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        });
 
         for (mi, m) in matches.iter().enumerate() {
             // Istio's split of a segment prefix: `/p` is exactly `/p` or a prefix `/p/`.
@@ -461,6 +482,7 @@ fn http_rules(
                     route.direct_response = direct_500();
                 } else {
                     route.route = dests.clone();
+                    route.fault = invalid_share.clone();
                     if let Some((host, path)) = &rewrite {
                         let mut rw = HttpRewrite { authority: host.clone(), ..Default::default() };
                         if let Some(pm) = path {

@@ -214,7 +214,6 @@ fn gateway(cx: &mut Cx<'_>, g: &KubeGateway) {
         if let Some(t) = &l.tls {
             cx.ignored(&format!("{p}.tls.frontendValidation"), t.frontend_validation.is_some());
             cx.ignored(&format!("{p}.tls.options"), !t.options.is_empty());
-            cx.ignored(&format!("{p}.tls.certificateRefs[1]"), t.certificate_refs.len() > 1);
             match t.mode.as_deref() {
                 None | Some("Terminate") => {
                     if t.certificate_refs.is_empty()

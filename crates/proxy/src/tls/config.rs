@@ -229,7 +229,7 @@ fn build_config(
         }
         _ => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(Resolver { keys }));
+    let mut config = builder.with_cert_resolver(Arc::new(Resolver::new(keys)));
     // The server's order (the configured `cipherSuites` order, else the provider's, strongest
     // AEAD first) wins, as in Envoy/BoringSSL.
     config.ignore_client_order = true;
@@ -239,17 +239,56 @@ fn build_config(
     Ok(config)
 }
 
-/// Several certificates (e.g. RSA and ECDSA) for one server: the first whose key can sign with
-/// a scheme the client offers, else the first.
+/// Several certificates for one server (e.g. RSA and ECDSA, or one per host), chosen as Envoy
+/// does: those whose DNS names match the SNI (exactly, else by a `*.` wildcard), else all; among
+/// them the first whose key can sign with a scheme the client offers, else the first.
 #[derive(Debug)]
 struct Resolver {
-    keys: Vec<Arc<CertifiedKey>>,
+    /// Each key with its leaf's names, lowercased.
+    keys: Vec<(Arc<CertifiedKey>, Vec<String>)>,
+}
+
+impl Resolver {
+    fn new(keys: Vec<Arc<CertifiedKey>>) -> Resolver {
+        let keys = keys
+            .into_iter()
+            .map(|k| {
+                let names = k
+                    .cert
+                    .first()
+                    .and_then(|c| x509_parser::parse_x509_certificate(c).ok())
+                    .map(|(_, x)| crate::tls::identity::san_strings(&x))
+                    .unwrap_or_default();
+                (k, names.into_iter().map(|n| n.to_ascii_lowercase()).collect())
+            })
+            .collect();
+        Resolver { keys }
+    }
 }
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let schemes = hello.signature_schemes();
-        self.keys.iter().find(|k| k.key.choose_scheme(schemes).is_some()).or(self.keys.first()).cloned()
+        let sni = hello.server_name().map(str::to_ascii_lowercase);
+        let by_name = |exact: bool| -> Vec<&Arc<CertifiedKey>> {
+            let Some(sni) = sni.as_deref() else { return Vec::new() };
+            let wild = sni.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+            self.keys
+                .iter()
+                .filter(|(_, names)| {
+                    names.iter().any(|n| if exact { n == sni } else { wild.as_deref() == Some(n.as_str()) })
+                })
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let mut candidates = by_name(true);
+        if candidates.is_empty() {
+            candidates = by_name(false);
+        }
+        if candidates.is_empty() {
+            candidates = self.keys.iter().map(|(k, _)| k).collect();
+        }
+        candidates.iter().find(|k| k.key.choose_scheme(schemes).is_some()).or(candidates.first()).map(|k| Arc::clone(k))
     }
 }
 
