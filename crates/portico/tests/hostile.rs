@@ -219,3 +219,42 @@ fn sigterm_sends_goaway_closes_tcp_sessions_at_the_drain_timeout_and_exits_0() {
     let status = gw.proc.wait_exit(Duration::from_secs(10)).expect("exits after the drain");
     assert!(status.success(), "{status:?}");
 }
+
+/// Requests the guard refuses below hyper are logged and counted like any other: one access-log
+/// line each with its code and `DPE`, and `istio_requests_total` by code and flag.
+#[test]
+fn refused_requests_get_an_access_log_line_and_count_in_istio_requests_total() {
+    let echo_port = free_port();
+    let _echo = echo_backend(echo_port, "a");
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("app.yaml"), &config(echo_port, tcp_echo()));
+    let tcp_port = free_port();
+    let (gw, lines) = start_gateway_piped(dir.path(), &["--port-map", &format!("90={tcp_port}")]);
+
+    let smuggle = b"POST /s HTTP/1.1\r\nHost: h\r\nUser-Agent: attacker\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let (resp, closed) = exchange(gw.http_port, smuggle);
+    assert!(resp.starts_with("HTTP/1.1 400 ") && closed, "{resp:?}");
+    assert!(exchange(gw.http_port, b"GET / HTTP/1.1\nHost: h\n\n").0.starts_with("HTTP/1.1 400 "));
+    let long = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(20_000));
+    assert!(exchange(gw.http_port, long.as_bytes()).0.starts_with("HTTP/1.1 414 "));
+    let big = format!("GET / HTTP/1.1\r\nHost: h\r\nx: {}\r\n\r\n", "b".repeat(70_000));
+    assert!(exchange(gw.http_port, big.as_bytes()).0.starts_with("HTTP/1.1 431 "));
+    assert_eq!(get(gw.http_port, "h", "/", &[]).unwrap().status, 200);
+
+    let log = wait_lines(&lines, 5, |l| l.starts_with('['));
+    let has = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(has(r#""POST /s HTTP/1.1" 400 DPE http1.codec_error"#), 1, "{log:#?}");
+    assert_eq!(has(r#""attacker" "#), 1, "{log:#?}");
+    assert_eq!(has(r#""GET / HTTP/1.1" 400 DPE http1.codec_error"#), 1, "{log:#?}");
+    assert_eq!(has(r#" 414 DPE http1.uri_too_long"#), 1, "{log:#?}");
+    assert_eq!(has(r#" 431 DPE http1.headers_too_large"#), 1, "{log:#?}");
+    assert_eq!(has(r#""GET / HTTP/1.1" 200 - via_upstream"#), 1, "{log:#?}");
+
+    let s = scrape(gw.admin_port);
+    let count = |code: &str| {
+        value(&s, "istio_requests_total", &[("reporter", "source"), ("response_code", code), ("response_flags", "DPE")])
+    };
+    assert_eq!(count("400"), 2.0);
+    assert_eq!(count("414"), 1.0);
+    assert_eq!(count("431"), 1.0);
+}

@@ -19,6 +19,7 @@
 //! write is blocked (slow POST, slow reader) is closed.
 
 use bytes::{Buf, BytesMut};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -464,6 +465,12 @@ impl Default for H2Limits {
     }
 }
 
+/// What [`FrameCursor::walk_pieces`] finds: a frame header, or payload bytes of that frame.
+enum Piece<'a> {
+    Header { kind: u8, flags: u8, stream: u32, len: usize },
+    Payload(&'a [u8]),
+}
+
 /// Frame boundaries of one direction of an HTTP/2 connection.
 #[derive(Default)]
 struct FrameCursor {
@@ -476,7 +483,16 @@ struct FrameCursor {
 
 impl FrameCursor {
     /// Walk `data`; `on_frame(type, flags, stream, length)` for each frame header completed.
-    fn walk(&mut self, mut data: &[u8], mut on_frame: impl FnMut(u8, u8, u32, usize)) {
+    fn walk(&mut self, data: &[u8], mut on_frame: impl FnMut(u8, u8, u32, usize)) {
+        self.walk_pieces(data, |p| {
+            if let Piece::Header { kind, flags, stream, len } = p {
+                on_frame(kind, flags, stream, len);
+            }
+        });
+    }
+
+    /// [`Self::walk`], also handing on each piece of payload (of the frame last announced).
+    fn walk_pieces(&mut self, mut data: &[u8], mut on: impl FnMut(Piece<'_>)) {
         while !data.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(data.len());
@@ -485,6 +501,7 @@ impl FrameCursor {
             } else if self.payload_left > 0 {
                 let n = self.payload_left.min(data.len());
                 self.payload_left -= n;
+                on(Piece::Payload(&data[..n]));
                 data = &data[n..];
             } else {
                 let n = (9 - self.hdr_len).min(data.len());
@@ -497,7 +514,7 @@ impl FrameCursor {
                     let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
                     let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
                     self.payload_left = len;
-                    on_frame(h[3], h[4], stream, len);
+                    on(Piece::Header { kind: h[3], flags: h[4], stream, len });
                 }
             }
         }
@@ -519,6 +536,7 @@ struct H2Watch {
     control: u64,
     continuations: u32,
     last_stream: u32,
+    flow: Flow,
 }
 
 impl H2Watch {
@@ -532,16 +550,24 @@ impl H2Watch {
             control: 0,
             continuations: 0,
             last_stream: 0,
+            flow: Flow::default(),
         }
     }
 
     /// Account for bytes read; `Some(reason)` when the client is flooding.
-    fn on_read(&mut self, data: &[u8]) -> Option<&'static str> {
+    fn on_read(&mut self, data: &[u8], now: Instant) -> Option<&'static str> {
         let mut verdict = None;
-        let (limits, cursor) = (self.limits, &mut self.read);
+        let (limits, cursor, flow) = (self.limits, &mut self.read, &mut self.flow);
         let (opened, resets, control, continuations, last_stream) =
             (&mut self.opened, &mut self.resets, &mut self.control, &mut self.continuations, &mut self.last_stream);
-        cursor.walk(data, |kind, flags, stream, len| {
+        cursor.walk_pieces(data, |piece| {
+            let Piece::Header { kind, flags, stream, len } = piece else {
+                if let Piece::Payload(p) = piece {
+                    flow.read_payload(p, now);
+                }
+                return;
+            };
+            flow.read_header(kind, flags, stream, now);
             const ACK: u8 = 0x1;
             const END_STREAM: u8 = 0x1;
             const END_HEADERS: u8 = 0x4;
@@ -578,6 +604,12 @@ impl H2Watch {
         verdict
     }
 
+    /// Account for bytes h2 wrote to the client.
+    fn on_written(&mut self, data: &[u8], now: Instant) {
+        let flow = &mut self.flow;
+        self.written.walk(data, |kind, flags, stream, len| flow.written_header(kind, flags, stream, len, now));
+    }
+
     /// GOAWAY(last client stream, ENHANCE_YOUR_CALM).
     fn goaway(&self) -> [u8; 17] {
         let mut f = [0u8; 17];
@@ -587,6 +619,176 @@ impl H2Watch {
         f[13..17].copy_from_slice(&0xbu32.to_be_bytes());
         f
     }
+}
+
+/// The flow-control view of one HTTP/2 connection, kept from the frames each way, to find the
+/// streams a client stalls: a response it never opens the window for (zero-window reader), or a
+/// request it never finishes sending. h2 only parks such a stream (its send buffer full), so
+/// without this it would hold its buffers and its upstream connection for as long as the
+/// connection lives. Envoy's `stream_idle_timeout` resets them; so do we.
+struct Flow {
+    streams: HashMap<u32, StreamFlow>,
+    /// The client's connection-level receive window, as far as our writes used it.
+    conn_window: i64,
+    /// The client's `SETTINGS_INITIAL_WINDOW_SIZE`.
+    initial_window: i64,
+    /// Type and stream of the client frame being read, and the bytes so far of its current
+    /// SETTINGS entry or WINDOW_UPDATE increment.
+    reading: (u8, u32),
+    rec: [u8; 6],
+    rec_len: usize,
+}
+
+/// One client stream in [`Flow`].
+struct StreamFlow {
+    /// The client's receive window for it.
+    window: i64,
+    /// The client ended its request (END_STREAM).
+    client_done: bool,
+    /// We wrote the response's headers.
+    started: bool,
+    /// The last frame on it, either way, or window given to it.
+    last: Instant,
+}
+
+/// Streams tracked per connection (h2 accepts at most `max_concurrent_streams` of them; the
+/// rest are refused and end at once). Past it new streams are simply not watched.
+const MAX_TRACKED_STREAMS: usize = 4096;
+
+impl Default for Flow {
+    fn default() -> Self {
+        // RFC 9113 §6.9.2: both windows start at 65,535.
+        Flow {
+            streams: HashMap::new(),
+            conn_window: 65_535,
+            initial_window: 65_535,
+            reading: (0, 0),
+            rec: [0; 6],
+            rec_len: 0,
+        }
+    }
+}
+
+impl Flow {
+    const END_STREAM: u8 = 0x1;
+
+    fn read_header(&mut self, kind: u8, flags: u8, stream: u32, now: Instant) {
+        self.reading = (kind, stream);
+        self.rec_len = 0;
+        let end = flags & Self::END_STREAM != 0;
+        match kind {
+            0x0 | 0x1 => {
+                let (initial, full) = (self.initial_window, self.streams.len() >= MAX_TRACKED_STREAMS);
+                match self.streams.get_mut(&stream) {
+                    Some(s) => {
+                        s.last = now;
+                        s.client_done |= end;
+                    }
+                    // A new client stream (client streams are odd).
+                    None if kind == 0x1 && stream % 2 == 1 && !full => {
+                        let s = StreamFlow { window: initial, client_done: end, started: false, last: now };
+                        self.streams.insert(stream, s);
+                    }
+                    None => {}
+                }
+            }
+            0x3 => {
+                self.streams.remove(&stream);
+            }
+            _ => {}
+        }
+    }
+
+    fn read_payload(&mut self, mut bytes: &[u8], now: Instant) {
+        let size = match self.reading.0 {
+            0x4 => 6,
+            0x8 => 4,
+            _ => return,
+        };
+        while !bytes.is_empty() {
+            let n = (size - self.rec_len).min(bytes.len());
+            self.rec[self.rec_len..self.rec_len + n].copy_from_slice(&bytes[..n]);
+            self.rec_len += n;
+            bytes = &bytes[n..];
+            if self.rec_len == size {
+                self.rec_len = 0;
+                self.record(now);
+            }
+        }
+    }
+
+    /// A complete SETTINGS entry or WINDOW_UPDATE increment from the client.
+    fn record(&mut self, now: Instant) {
+        let r = self.rec;
+        if self.reading.0 == 0x4 {
+            // SETTINGS_INITIAL_WINDOW_SIZE changes every open stream's window by the difference.
+            if u16::from_be_bytes([r[0], r[1]]) == 0x4 {
+                let new = i64::from(u32::from_be_bytes([r[2], r[3], r[4], r[5]]));
+                let delta = new - self.initial_window;
+                self.initial_window = new;
+                for s in self.streams.values_mut() {
+                    s.window += delta;
+                }
+            }
+        } else {
+            let inc = i64::from(u32::from_be_bytes([r[0], r[1], r[2], r[3]]) & 0x7fff_ffff);
+            match self.reading.1 {
+                0 => self.conn_window += inc,
+                id => {
+                    if let Some(s) = self.streams.get_mut(&id) {
+                        s.window += inc;
+                        s.last = now;
+                    }
+                }
+            }
+        }
+    }
+
+    fn written_header(&mut self, kind: u8, flags: u8, stream: u32, len: usize, now: Instant) {
+        let end = flags & Self::END_STREAM != 0;
+        match kind {
+            0x0 | 0x1 => {
+                let len = i64::try_from(len).unwrap_or(i64::MAX);
+                if kind == 0x0 {
+                    self.conn_window -= len;
+                }
+                if end {
+                    self.streams.remove(&stream);
+                } else if let Some(s) = self.streams.get_mut(&stream) {
+                    s.started = true;
+                    s.last = now;
+                    if kind == 0x0 {
+                        s.window -= len;
+                    }
+                }
+            }
+            0x3 => {
+                self.streams.remove(&stream);
+            }
+            _ => {}
+        }
+    }
+
+    /// The stalled stream that is due first, and when: one whose request the client has not
+    /// finished, or whose started response waits for window the client does not give.
+    fn next_due(&self, idle: Duration) -> Option<(Instant, u32)> {
+        let conn_closed = self.conn_window <= 0;
+        self.streams
+            .iter()
+            .filter(|(_, s)| !s.client_done || (s.started && (conn_closed || s.window <= 0)))
+            .map(|(id, s)| (s.last + idle, *id))
+            .min()
+    }
+}
+
+/// RST_STREAM(`stream`, CANCEL).
+fn rst_cancel(stream: u32) -> [u8; 13] {
+    let mut f = [0u8; 13];
+    f[2] = 4;
+    f[3] = 0x3;
+    f[5..9].copy_from_slice(&stream.to_be_bytes());
+    f[9..13].copy_from_slice(&0x8u32.to_be_bytes());
+    f
 }
 
 /// Timeouts of a guarded connection.
@@ -621,6 +823,16 @@ pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     last_progress: Instant,
     write_blocked: bool,
     timer: Option<Pin<Box<Sleep>>>,
+    /// RST_STREAMs for stalled HTTP/2 streams, handed to h2 as if the client had sent them (so
+    /// it drops the stream, its buffers and its upstream), at a frame boundary of the input.
+    inject_in: Vec<u8>,
+    /// The same RST_STREAMs for the client, written between two of h2's frames.
+    inject_out: Vec<u8>,
+    /// Where a refused request is logged (HTTP/1), taken when it is.
+    refusals: Option<crate::refused::Refusals>,
+    /// What was read of the refused head, and when it was refused.
+    refused_head: Vec<u8>,
+    refused_at: Option<Instant>,
 }
 
 /// The stream, or an error once it was handed to the lingering close.
@@ -658,13 +870,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             last_progress: Instant::now(),
             write_blocked: false,
             timer: None,
+            inject_in: Vec::new(),
+            inject_out: Vec::new(),
+            refusals: None,
+            refused_head: Vec::new(),
+            refused_at: None,
         };
         (g, stop)
     }
 
-    /// An HTTP/1 connection: heads checked, bodies framed.
-    pub(crate) fn http1(inner: S, limits: H1Limits, timeouts: Timeouts) -> (Self, Arc<Notify>) {
-        Self::new(inner, Some(Framer::new(limits)), None, timeouts)
+    /// An HTTP/1 connection: heads checked, bodies framed; a refused head is logged to
+    /// `refusals`.
+    pub(crate) fn http1(
+        inner: S,
+        limits: H1Limits,
+        timeouts: Timeouts,
+        refusals: crate::refused::Refusals,
+    ) -> (Self, Arc<Notify>) {
+        let (mut g, stop) = Self::new(inner, Some(Framer::new(limits)), None, timeouts);
+        g.refusals = Some(refusals);
+        (g, stop)
+    }
+
+    /// Log the refused request once: `answered` when the whole refusal was written.
+    fn log_refusal(&mut self, answered: bool) {
+        let (Some(r), Some(log)) = (self.reject, self.refusals.take()) else { return };
+        let reply = r.response();
+        let body = reply.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |at| reply.len() - at - 4);
+        let sent = if answered { body as u64 } else { 0 };
+        let took = self.refused_at.map_or(Duration::ZERO, |at| at.elapsed());
+        log.log(r, &self.refused_head, sent, took);
     }
 
     /// An HTTP/2 connection (`preface_seen`: the 24-byte client preface is still to come
@@ -695,7 +930,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
         loop {
             let hard = owes.then(|| self.last_progress + self.timeouts.stream_idle);
             let soft = (!self.stop_sent).then(|| self.last_progress + self.timeouts.idle);
-            if hard.is_none() && soft.is_none() {
+            let stalled = self.h2.as_ref().and_then(|h| h.flow.next_due(self.timeouts.stream_idle));
+            if hard.is_none() && soft.is_none() && stalled.is_none() {
                 return Ok(());
             }
             let now = Instant::now();
@@ -706,18 +942,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
                 self.signal_stop();
                 continue;
             }
+            if let Some((_, id)) = stalled.filter(|(due, _)| *due <= now) {
+                self.reset_stalled(id);
+                // Poll again: the reset is handed to h2 by the next read.
+                cx.waker().wake_by_ref();
+                continue;
+            }
             // One timer, moved lazily: armed at the nearer of the two periods after the last
             // progress and re-armed only once it fires (never per request: a reset takes the
-            // timer wheel's lock). Firing early just means looking again.
-            let at = self.last_progress + self.timeouts.stream_idle.min(self.timeouts.idle);
+            // timer wheel's lock), or when a stalled stream is due before it. Firing early just
+            // means looking again.
+            let mut at = self.last_progress + self.timeouts.stream_idle.min(self.timeouts.idle);
+            if let Some((due, _)) = stalled {
+                at = at.min(due);
+            }
             let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if timer.deadline() <= now {
+            if timer.deadline() <= now || stalled.is_some_and(|(due, _)| due < timer.deadline()) {
                 timer.as_mut().reset(at.max(now));
             }
             if timer.as_mut().poll(cx).is_pending() {
                 return Ok(());
             }
         }
+    }
+
+    /// Reset an HTTP/2 stream the client stalled past the stream idle timeout: for h2 as if the
+    /// client reset it, and for the client with RST_STREAM(CANCEL).
+    fn reset_stalled(&mut self, id: u32) {
+        let Some(h2) = self.h2.as_mut() else { return };
+        h2.flow.streams.remove(&id);
+        tracing::debug!(stream = id, "resetting an HTTP/2 stream stalled past the stream idle timeout");
+        let frame = rst_cancel(id);
+        self.inject_in.extend_from_slice(&frame);
+        self.inject_out.extend_from_slice(&frame);
+        if !h2.read.at_boundary() {
+            // The client also stopped mid-frame: no place to hand h2 the reset; end it all.
+            self.killed = Some("stream idle timeout");
+        }
+    }
+
+    /// Write the queued RST_STREAMs for the client if h2's output is between frames.
+    fn poll_injected(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let at_boundary = self.h2.as_ref().is_none_or(|h| h.written.at_boundary());
+        while !self.inject_out.is_empty() && at_boundary {
+            match inner!(self, Poll::Ready(Err(gone()))).poll_write(cx, &self.inject_out) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(gone())),
+                Poll::Ready(Ok(n)) => {
+                    self.inject_out.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn killed_error(why: &'static str) -> io::Error {
@@ -728,6 +1005,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     /// Write our GOAWAY if the outgoing stream is between frames; `Ready` when done (or given up).
     fn poll_goaway(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.poll_injected(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(())) => {}
+        }
         let Some(h2) = &self.h2 else { return Poll::Ready(()) };
         if self.goaway_sent == 0 && !h2.written.at_boundary() {
             return Poll::Ready(());
@@ -786,6 +1068,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                         }
                         Err(r) if framer.at_head() => {
                             tracing::debug!(reason = r.reason(), "refused a request head");
+                            // What the log can tell of it: the head so far (or the chunked head
+                            // held back), else the bytes it was refused in.
+                            let head = match (&framer.held, framer.head.is_empty()) {
+                                (Some(h), _) => h.as_slice(),
+                                (None, false) => framer.head.as_slice(),
+                                (None, true) => &this.raw[..],
+                            };
+                            this.refused_head = head[..head.len().min(4096)].to_vec();
+                            this.refused_at = Some(Instant::now());
                             this.reject = Some(r);
                             this.raw.clear();
                             continue;
@@ -853,6 +1144,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                     }
                 }
             } else {
+                if !this.inject_out.is_empty() {
+                    // Pending here just means later: h2's next write flushes it first.
+                    if let Poll::Ready(Err(e)) = this.poll_injected(cx) {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                if !this.inject_in.is_empty() && this.h2.as_ref().is_some_and(|h| h.read.at_boundary()) {
+                    let n = this.inject_in.len().min(buf.remaining());
+                    buf.put_slice(&this.inject_in[..n]);
+                    this.inject_in.drain(..n);
+                    return Poll::Ready(Ok(()));
+                }
                 let before = buf.filled().len();
                 match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, buf) {
                     Poll::Ready(Ok(())) => {
@@ -860,7 +1163,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                             this.eof_seen = true;
                         } else {
                             this.progress();
-                            let verdict = this.h2.as_mut().and_then(|h| h.on_read(&buf.filled()[before..]));
+                            let now = this.last_progress;
+                            let verdict = this.h2.as_mut().and_then(|h| h.on_read(&buf.filled()[before..], now));
                             if let Some(why) = verdict {
                                 buf.set_filled(before);
                                 return this.kill(cx, why).map(Err);
@@ -904,11 +1208,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
                 if n > 0 {
                     self.write_blocked = false;
                     self.progress();
+                    let now = self.last_progress;
                     if let Some(h2) = self.h2.as_mut() {
                         let mut left = n;
                         for b in bufs {
                             let k = left.min(b.len());
-                            h2.written.walk(&b[..k], |_, _, _, _| {});
+                            h2.on_written(&b[..k], now);
                             left -= k;
                             if left == 0 {
                                 break;
@@ -936,6 +1241,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<
         if let Some(why) = this.killed {
             return this.kill(cx, why).map(Err);
         }
+        std::task::ready!(this.poll_injected(cx))?;
         this.before_write(buf);
         let res = inner!(this, Poll::Ready(Err(gone()))).poll_write(cx, buf);
         this.after_write(cx, res, &[buf])
@@ -950,6 +1256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<
         if let Some(why) = this.killed {
             return this.kill(cx, why).map(Err);
         }
+        std::task::ready!(this.poll_injected(cx))?;
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             this.before_write(first);
         }
@@ -963,6 +1270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_injected(cx))?;
         inner!(self, Poll::Ready(Err(gone()))).poll_flush(cx)
     }
 
@@ -978,6 +1286,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<
                 }
             }
             std::task::ready!(inner!(this, Poll::Ready(Err(gone()))).poll_flush(cx))?;
+            let answered = this.reply_sent == reply.len();
+            this.log_refusal(answered);
         }
         inner!(this, Poll::Ready(Err(gone()))).poll_shutdown(cx)
     }
@@ -989,6 +1299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<
 /// lingering close, Envoy's delayed close) before the socket goes.
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Guarded<S> {
     fn drop(&mut self) {
+        self.log_refusal(false);
         if self.eof_seen {
             return;
         }
@@ -1129,12 +1440,12 @@ mod tests {
         let mut w = H2Watch::new(H2Limits::default());
         let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         bytes.extend(frame(0x4, 0, 0, 0));
-        assert_eq!(w.on_read(&bytes), None);
+        assert_eq!(w.on_read(&bytes, Instant::now()), None);
         let mut verdict = None;
         for i in 0..600u32 {
             let mut b = frame(0x1, 0x5, 2 * i + 1, 3);
             b.extend(frame(0x3, 0, 2 * i + 1, 4));
-            verdict = verdict.or(w.on_read(&b));
+            verdict = verdict.or(w.on_read(&b, Instant::now()));
         }
         assert_eq!(verdict, Some("rapid reset"));
 
@@ -1144,12 +1455,12 @@ mod tests {
         for _ in 0..40 {
             b.extend(frame(0x9, 0, 1, 1));
         }
-        assert_eq!(w.on_read(&b), Some("CONTINUATION flood"));
+        assert_eq!(w.on_read(&b, Instant::now()), Some("CONTINUATION flood"));
 
         let mut w = H2Watch::new(H2Limits::default());
         w.read.skip = 0;
         let pings: Vec<u8> = (0..1001).flat_map(|_| frame(0x6, 0, 0, 8)).collect();
-        assert_eq!(w.on_read(&pings), Some("control frame flood"));
+        assert_eq!(w.on_read(&pings, Instant::now()), Some("control frame flood"));
     }
 }
 

@@ -49,6 +49,7 @@ mod mirror;
 mod options;
 pub mod path;
 mod proxy;
+mod refused;
 mod reply;
 mod retry;
 mod rng;

@@ -59,7 +59,8 @@ where
         let (io, stop) = Guarded::http2(io, H2Limits::default(), shared.timeouts(), true);
         drive_until(shared.h2.serve_connection(TokioIo::new(io), svc), phase, Some(stop)).await;
     } else {
-        let (io, stop) = Guarded::http1(io, shared.h1_limits(), shared.timeouts());
+        let refusals = crate::refused::Refusals::new(shared.sink.clone(), svc.conn.clone());
+        let (io, stop) = Guarded::http1(io, shared.h1_limits(), shared.timeouts(), refusals);
         drive_until(shared.h1.serve_connection(TokioIo::new(io), svc).with_upgrades(), phase, Some(stop)).await;
     }
 }
