@@ -16,12 +16,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// mimalloc: per-thread free lists without glibc's arena locking or aligned-alloc slow path;
-// measured in callgrind instructions per proxied request and RSS per idle connection (see the
-// commit that added it and ARCHITECTURE.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "portico", version, about = "An edge gateway for Istio's Gateway, VirtualService and DestinationRule")]
 struct Cli {
