@@ -650,6 +650,72 @@ spec:
     proxy.shutdown().await;
 }
 
+/// OpenSSL clients (wrk, curl by address) send an IP literal as SNI. rustls does not count it as
+/// a server name, but routing reads it, as nginx's and HAProxy's SNI routing do: a `*` route
+/// passes it through (it once got no route and was closed).
+#[tokio::test]
+async fn passthrough_routes_a_hello_whose_sni_is_an_ip_literal() {
+    let backend_ca = Ca::new("backend ca");
+    let db = backend_ca.issue("db", &["db.pass.example.com"], &[], 7);
+    let be = tls_backend("db", &db).await;
+    let yaml = String::from(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: ["istio-system/gw"]
+  tls:
+  - match:
+    - sniHosts: ["*"]
+    route:
+    - destination: {host: db.default.svc.cluster.local, port: {number: 9000}}
+---
+"#,
+    ) + &service_entry("db", be.port(), "TLS");
+    let sink = Arc::new(Sink::default());
+    let o = ProxyOptions { access_log: sink.clone(), ..tls_opts(&[443]) };
+    let proxy = launch(o, compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let greeting = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string(), "-servername", "127.0.0.1", "-quiet", "-ign_eof"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(greeting, "hello from db\n", "relayed to the backend");
+    let recs = sink.wait_tcp(1).await;
+    assert_eq!(recs[0].sni.as_deref(), Some("127.0.0.1"));
+    proxy.shutdown().await;
+}
+
 /// A ClientHello as an old client sends it: TLS 1.0, one RSA suite, SNI and nothing else (no
 /// `signature_algorithms`, which rustls requires of a hello it would terminate).
 fn old_client_hello(sni: &str) -> Vec<u8> {

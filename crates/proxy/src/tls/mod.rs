@@ -170,7 +170,16 @@ async fn read_hello(stream: &mut TcpStream) -> std::io::Result<Start> {
         if let Some(a) = acceptor.as_mut() {
             match feed(a, &buf[before..]) {
                 Ok(Some(accepted)) => {
-                    let sni = accepted.client_hello().server_name().map(Arc::from);
+                    // rustls drops a server_name that is not a DNS name (an IP literal, which
+                    // clients such as wrk and curl-by-IP send); routing still sees it, as it did
+                    // and as nginx's and HAProxy's SNI routing do: read by the lenient reader.
+                    let sni = match accepted.client_hello().server_name() {
+                        Some(name) => Some(Arc::from(name)),
+                        None => match hello::parse(&buf) {
+                            hello::Parsed::Hello(h) => h.sni.map(Arc::from),
+                            _ => None,
+                        },
+                    };
                     return Ok(Start::Accepted(Box::new(accepted), sni, buf));
                 }
                 Ok(None) => continue,
