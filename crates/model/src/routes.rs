@@ -511,7 +511,7 @@ fn build_route(
     Route {
         virtual_service: ctx.vs_key(),
         index: i,
-        name: r.name.clone(),
+        name: r.name.as_deref().map(Arc::from),
         matches: m.into_iter().collect(),
         action: (**action).clone(),
         timeout: dur(r.timeout.as_deref()).filter(|d| !d.is_zero()),

@@ -217,7 +217,8 @@ pub struct Route {
     /// `namespace/name` of the VirtualService and the index of the http route in it.
     pub virtual_service: String,
     pub index: usize,
-    pub name: Option<String>,
+    /// Shared so that each request's record names its route without a copy (`%ROUTE_NAME%`).
+    pub name: Option<Arc<str>>,
     /// Any one must match; empty = match everything.
     pub matches: Vec<RequestMatch>,
     pub action: RouteAction,

@@ -1,5 +1,6 @@
 //! The data plane's record hook wired to telemetry: Istio's metrics, the access log and trace
-//! export, from the proxy's one record per finished request.
+//! export, all reading the proxy's one record per finished request as it is. What this adds is
+//! the request's `destination_*` labels, looked up by its cluster.
 //!
 //! Destinations (`destination_*` labels) are interned per cluster when a snapshot is applied
 //! ([`TelemetrySink::apply`]), not per request; a request finds its cluster's handle with one
@@ -9,11 +10,8 @@
 
 use arc_swap::ArcSwap;
 use portico_model::Snapshot;
-use portico_proxy::{AccessLogSink, RequestRecord as ProxyRecord, TcpRecord as ProxyTcpRecord};
-use portico_telemetry::{
-    ClusterStats, Destination, DestinationLabels, HttpProtocol, RequestProtocol, RequestRecord, SpanEnd, TcpRecord,
-    Telemetry, Tracer,
-};
+use portico_proxy::AccessLogSink;
+use portico_telemetry::{ClusterStats, Destination, DestinationLabels, RequestRecord, TcpRecord, Telemetry, Tracer};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -74,100 +72,22 @@ impl TelemetrySink {
     }
 }
 
-fn protocol(v: http::Version) -> HttpProtocol {
-    match v {
-        http::Version::HTTP_10 | http::Version::HTTP_09 => HttpProtocol::Http10,
-        http::Version::HTTP_2 => HttpProtocol::Http2,
-        http::Version::HTTP_3 => HttpProtocol::Http3,
-        _ => HttpProtocol::Http11,
-    }
-}
-
-fn text(v: &Option<http::HeaderValue>) -> Option<&str> {
-    v.as_ref().and_then(|v| v.to_str().ok())
-}
-
 impl AccessLogSink for TelemetrySink {
     /// One TCP (or TLS passthrough) connection: `istio_tcp_*` series and one access-log line.
-    fn log_tcp(&self, r: &ProxyTcpRecord) {
+    fn log_tcp(&self, r: &TcpRecord) {
         let dests = self.destinations.load();
         let destination = r.upstream_cluster.as_deref().and_then(|c| dests.get(c));
-        let rec = TcpRecord {
-            start_time: r.start_time,
-            duration: r.duration,
-            response_flags: r.flags,
-            bytes_received: r.bytes_received,
-            bytes_sent: r.bytes_sent,
-            upstream_host: r.upstream_host,
-            upstream_local_address: r.upstream_local,
-            upstream_cluster: r.upstream_cluster.as_deref(),
-            downstream_local_address: Some(r.downstream_local),
-            downstream_remote_address: Some(r.downstream_remote),
-            requested_server_name: r.sni.as_deref(),
-            destination,
-            ..Default::default()
-        };
-        self.telemetry.record_tcp(&rec);
+        self.telemetry.record_tcp(r, destination, None);
     }
 
-    fn log(&self, r: &ProxyRecord) {
+    /// One request: Istio's request metrics on its cluster's destination, one access-log line,
+    /// and its spans when it was sampled.
+    fn log(&self, r: &RequestRecord) {
         let dests = self.destinations.load();
         let destination = r.upstream_cluster.as_deref().and_then(|c| dests.get(c));
-        let path = r.uri.path_and_query().map_or_else(|| r.uri.path(), |p| p.as_str());
-        let authority = text(&r.authority);
-        let request_id = text(&r.request_id);
-        let user_agent = text(&r.user_agent);
-        let rec = RequestRecord {
-            start_time: r.start_time,
-            duration: r.duration,
-            method: r.method.as_str(),
-            path,
-            protocol: protocol(r.protocol),
-            response_code: r.status,
-            response_flags: r.flags,
-            response_code_details: Some(r.details).filter(|d| !d.is_empty()),
-            bytes_received: r.bytes_received,
-            bytes_sent: r.bytes_sent,
-            upstream_service_time: r.upstream_service_time,
-            x_forwarded_for: text(&r.x_forwarded_for),
-            user_agent,
-            request_id,
-            authority,
-            upstream_host: r.upstream_host,
-            upstream_local_address: r.upstream_local,
-            upstream_cluster: r.upstream_cluster.as_deref(),
-            downstream_local_address: Some(r.downstream_local),
-            downstream_remote_address: Some(r.downstream_remote),
-            requested_server_name: r.sni.as_deref(),
-            route_name: r.route.as_ref().and_then(|route| route.name.as_deref()),
-            grpc_status: r.grpc_status,
-            request_protocol: if r.grpc { RequestProtocol::Grpc } else { RequestProtocol::Http },
-            destination,
-            ..Default::default()
-        };
-        self.telemetry.record_request(&rec);
-        if let (Some(tracer), Some(trace)) = (&self.tracer, r.trace.as_deref()) {
-            let flags = r.flags.to_string();
-            tracer.finish(
-                trace,
-                &SpanEnd {
-                    start: Some(r.start_time),
-                    duration: r.duration,
-                    method: r.method.as_str(),
-                    authority: authority.unwrap_or(""),
-                    path,
-                    protocol: rec.protocol.as_str(),
-                    status: r.status,
-                    response_flags: &flags,
-                    request_id,
-                    user_agent,
-                    upstream_cluster: r.upstream_cluster.as_deref(),
-                    downstream_remote: Some(r.downstream_remote),
-                    bytes_received: r.bytes_received,
-                    bytes_sent: r.bytes_sent,
-                    grpc_status: r.grpc_status,
-                },
-            );
+        self.telemetry.record_request(r, destination);
+        if let Some(tracer) = &self.tracer {
+            tracer.finish(r);
         }
     }
 }

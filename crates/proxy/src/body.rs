@@ -1,7 +1,7 @@
 //! Body types: what we send to clients (`ProxyBody`) and to upstreams (`UpstreamBody`). Both
 //! stream frames through unchanged (data and trailers), counting bytes on the way.
 
-use crate::log::RequestLog;
+use crate::log::RequestGuard;
 use crate::ResponseFlags;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -25,21 +25,25 @@ enum Inner {
 /// It carries the request's log context, emitted when the body is done or dropped.
 pub struct ProxyBody {
     inner: Inner,
-    log: Option<Box<RequestLog>>,
+    log: Option<Box<RequestGuard>>,
     /// The route timeout, which (as Envoy's) covers the response body too: when it fires
     /// mid-body the stream is reset (`UT`).
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ProxyBody {
-    pub(crate) fn full(bytes: Bytes, log: Option<Box<RequestLog>>) -> ProxyBody {
+    pub(crate) fn full(bytes: Bytes, log: Option<Box<RequestGuard>>) -> ProxyBody {
         let inner = Inner::Full(if bytes.is_empty() { None } else { Some(bytes) });
         let mut b = ProxyBody { inner, log, deadline: None };
         b.check_end();
         b
     }
 
-    pub(crate) fn upstream(body: Incoming, log: Box<RequestLog>, deadline: Option<tokio::time::Instant>) -> ProxyBody {
+    pub(crate) fn upstream(
+        body: Incoming,
+        log: Box<RequestGuard>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> ProxyBody {
         let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         let mut b = ProxyBody { inner: Inner::Upstream(body), log: Some(log), deadline };
         b.check_end();

@@ -5,7 +5,7 @@ use crate::downstream::{until, ConnInfo, Phase};
 use crate::io::{sniff, Prefixed};
 use crate::server::serve_http;
 use crate::state::{ConnSlot, Shared};
-use crate::tcp::{self, TcpLog};
+use crate::tcp::{self, TcpGuard};
 use portico_model::snapshot::ListenerKind;
 use std::io;
 use std::net::SocketAddr;
@@ -129,7 +129,7 @@ async fn serve(
 /// A connection on a TCP listener: relayed by the port's first matching TCP route.
 async fn serve_tcp(stream: TcpStream, peer: SocketAddr, port: u32, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
     let local = stream.local_addr().unwrap_or(peer);
-    let mut log = TcpLog::new(shared.clone(), TcpLog::record(peer, local, port, None));
+    let mut log = TcpGuard::new(shared.clone(), TcpGuard::record(peer, local, port, None));
     let state = shared.state.load_full();
     let dests = state.snapshot.listener(port).and_then(|l| tcp::tcp_route(&l.tcp_routes, port));
     tcp::proxy(&shared, &state, dests, None, stream, bytes::Bytes::new(), &mut log, phase).await;

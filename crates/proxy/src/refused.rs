@@ -107,20 +107,11 @@ impl Refusals {
             status: reject.status(),
             flags,
             details: reject.details(),
-            route: None,
-            upstream_cluster: None,
-            upstream_host: None,
-            upstream_local: None,
             sni: self.conn.tls.as_ref().and_then(|t| t.sni.clone()),
-            upstream_service_time: None,
             request_id: value(f.request_id),
-            x_forwarded_for: None,
-            grpc_status: None,
-            bytes_received: 0,
             bytes_sent: sent,
             user_agent: value(f.user_agent),
-            grpc: false,
-            trace: None,
+            ..RequestRecord::default()
         };
         self.sink.log(&record);
     }

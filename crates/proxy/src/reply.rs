@@ -5,7 +5,7 @@
 //! a redirect, a direct response, a CORS preflight.
 
 use crate::body::ProxyBody;
-use crate::log::RequestLog;
+use crate::log::RequestGuard;
 use crate::upstream::SendError;
 use crate::ResponseFlags;
 use bytes::Bytes;
@@ -168,7 +168,7 @@ impl LocalReply {
     /// The response, with the request's record completed. A gRPC caller gets it as gRPC, as
     /// Envoy sends it: HTTP 200, trailers-only, the HTTP status mapped to a `grpc-status` and the
     /// text in `grpc-message`.
-    pub(crate) fn into_response(self, mut log: Box<RequestLog>) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self, mut log: Box<RequestGuard>) -> Response<ProxyBody> {
         log.flag(self.flags());
         log.record.details = self.details();
         if let LocalReply::GrpcFaultAbort(code) = self {
@@ -210,7 +210,7 @@ pub(crate) struct LocalAnswer {
 }
 
 impl LocalAnswer {
-    pub(crate) fn into_response(self, mut log: Box<RequestLog>) -> Response<ProxyBody> {
+    pub(crate) fn into_response(self, mut log: Box<RequestGuard>) -> Response<ProxyBody> {
         log.record.status = self.status.as_u16();
         log.record.details = self.details;
         // The answer's headers are complete (content type included, route rules applied).
@@ -221,7 +221,7 @@ impl LocalAnswer {
     }
 }
 
-fn text_reply(status: StatusCode, body: Bytes, log: Box<RequestLog>) -> Response<ProxyBody> {
+fn text_reply(status: StatusCode, body: Bytes, log: Box<RequestGuard>) -> Response<ProxyBody> {
     let has_body = !body.is_empty();
     let mut resp = Response::new(ProxyBody::full(body, Some(log)));
     *resp.status_mut() = status;
@@ -244,7 +244,7 @@ fn grpc_status_for(status: StatusCode) -> u32 {
 }
 
 /// A trailers-only gRPC answer generated here.
-fn grpc_reply(code: u32, message: &str, mut log: Box<RequestLog>) -> Response<ProxyBody> {
+fn grpc_reply(code: u32, message: &str, mut log: Box<RequestGuard>) -> Response<ProxyBody> {
     log.record.status = 200;
     log.record.grpc_status = Some(code);
     let mut resp = text_reply(StatusCode::OK, Bytes::new(), log);

@@ -17,7 +17,7 @@ use crate::body::{ProxyBody, UpstreamBody};
 use crate::downstream::{drive_until, until, ConnInfo, Phase};
 use crate::guard::{Guarded, H2Limits};
 use crate::headers;
-use crate::log::{RequestLog, RequestRecord};
+use crate::log::{RequestGuard, RequestRecord};
 use crate::mirror;
 use crate::path;
 use crate::reply::{LocalAnswer, LocalReply};
@@ -152,7 +152,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         VarsBase { peer: conn.peer, local: conn.local, start: log.record.start_time, protocol: log.record.protocol };
     let forwarded = async {
         let routed = route(shared, conn, &state, &parts, log.record.authority.clone())?;
-        log.record.route = Some(routed.route.clone());
+        log.record.route_name = routed.route.name.clone();
         let cors = filters(shared, conn, &routed, &parts, &mut log, vars).await?;
         forward(shared, conn, &state, routed, parts, body, cors, vars, &mut log, started).await
     };
@@ -165,7 +165,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
 
 /// Phase 1: the request's record, its `x-request-id` (taken now, so local replies are logged and
 /// traced with one) and its trace.
-fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, started: Instant) -> Box<RequestLog> {
+fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, started: Instant) -> Box<RequestGuard> {
     // `:authority` (HTTP/2, or an absolute-form HTTP/1 target) else `Host`.
     let authority = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -175,7 +175,6 @@ fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, sta
     let trace = shared.opts.tracer.as_ref().and_then(|t| t.start(&mut parts.headers)).map(Box::new);
     let record = RequestRecord {
         start_time: SystemTime::now(),
-        duration: Duration::ZERO,
         downstream_remote: conn.peer,
         downstream_local: conn.local,
         gateway_port: conn.gateway_port,
@@ -183,25 +182,14 @@ fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, sta
         uri: parts.uri.clone(),
         authority,
         protocol: parts.version,
-        status: 0,
-        flags: ResponseFlags::empty(),
-        details: "",
-        route: None,
-        upstream_cluster: None,
-        upstream_host: None,
-        upstream_local: None,
         sni: conn.tls.as_ref().and_then(|t| t.sni.clone()),
-        upstream_service_time: None,
         request_id: Some(request_id),
-        x_forwarded_for: None,
-        grpc_status: None,
-        bytes_received: 0,
-        bytes_sent: 0,
         user_agent: parts.headers.get(header::USER_AGENT).cloned(),
         grpc: crate::body::is_grpc(&parts.headers),
         trace,
+        ..RequestRecord::default()
     };
-    RequestLog::new(shared.sink.clone(), started, record)
+    RequestGuard::new(shared.sink.clone(), started, record)
 }
 
 /// Phase 2: the virtual host by authority, the normalized path, `httpsRedirect`, the route.
@@ -271,7 +259,7 @@ async fn filters(
     conn: &ConnInfo,
     routed: &Routed,
     parts: &http::request::Parts,
-    log: &mut RequestLog,
+    log: &mut RequestGuard,
     vars: VarsBase,
 ) -> Result<Option<HeaderMap>, Stop> {
     let route = &routed.route;
@@ -359,7 +347,7 @@ async fn forward(
     body: Incoming,
     cors: Option<HeaderMap>,
     vars: VarsBase,
-    log: &mut RequestLog,
+    log: &mut RequestGuard,
     started: Instant,
 ) -> Result<Forwarded, Stop> {
     let route = &routed.route;
@@ -514,7 +502,7 @@ async fn forward(
 
 /// Phase 5: the upstream's response to the client — upgrade splice, response headers, and the
 /// body, streamed under the route's deadline.
-fn respond(f: Forwarded, conn: &ConnInfo, vars: VarsBase, mut log: Box<RequestLog>) -> Response<ProxyBody> {
+fn respond(f: Forwarded, conn: &ConnInfo, vars: VarsBase, mut log: Box<RequestGuard>) -> Response<ProxyBody> {
     log.record.upstream_service_time = Some(f.service_time);
     let (mut rp, rbody) = f.resp.into_parts();
     let upgraded = rp.status == StatusCode::SWITCHING_PROTOCOLS;

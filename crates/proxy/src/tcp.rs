@@ -20,16 +20,17 @@ pub(crate) fn tcp_route(routes: &[Arc<TcpRoute>], port: u32) -> Option<&Weighted
     routes.iter().find(|r| r.ports.is_empty() || r.ports.contains(&port)).map(|r| &r.destinations)
 }
 
-/// A connection record being filled; logged once, when dropped.
-pub(crate) struct TcpLog {
+/// The TCP connection's lifetime guard: holds its one [`TcpRecord`] being filled and reports it
+/// once, when dropped (the connection is closed).
+pub(crate) struct TcpGuard {
     shared: Arc<Shared>,
     started: Instant,
     pub(crate) record: TcpRecord,
 }
 
-impl TcpLog {
-    pub(crate) fn new(shared: Arc<Shared>, record: TcpRecord) -> TcpLog {
-        TcpLog { shared, started: Instant::now(), record }
+impl TcpGuard {
+    pub(crate) fn new(shared: Arc<Shared>, record: TcpRecord) -> TcpGuard {
+        TcpGuard { shared, started: Instant::now(), record }
     }
 
     pub(crate) fn record(
@@ -40,22 +41,16 @@ impl TcpLog {
     ) -> TcpRecord {
         TcpRecord {
             start_time: SystemTime::now(),
-            duration: std::time::Duration::ZERO,
             downstream_remote: peer,
             downstream_local: local,
             gateway_port: port,
             sni,
-            upstream_cluster: None,
-            upstream_host: None,
-            upstream_local: None,
-            bytes_received: 0,
-            bytes_sent: 0,
-            flags: ResponseFlags::NONE,
+            ..TcpRecord::default()
         }
     }
 }
 
-impl Drop for TcpLog {
+impl Drop for TcpGuard {
     fn drop(&mut self) {
         self.record.duration = self.started.elapsed();
         self.shared.sink.log_tcp(&self.record);
@@ -73,7 +68,7 @@ pub(crate) async fn proxy<S>(
     cluster: Option<Arc<str>>,
     down: S,
     prefix: Bytes,
-    log: &mut TcpLog,
+    log: &mut TcpGuard,
     phase: watch::Receiver<Phase>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,

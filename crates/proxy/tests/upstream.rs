@@ -273,7 +273,10 @@ async fn client_disconnect_cancels_the_upstream_request() {
 async fn access_log_record() {
     let be = backend("be").await;
     let (sink, o) = with_sink();
-    let (_proxy, addr) = start_with(o, simple(be.addr)).await;
+    // The one route, named: the record reports its name (`%ROUTE_NAME%`).
+    let named = Route { name: Some("items".into()), ..route(vec![], forward("c")) };
+    let snap = snapshot(vec![listener(80, vec![vhost("*", vec![named])])], vec![cluster("c", &[be.addr])]);
+    let (_proxy, addr) = start_with(o, snap).await;
     let mut c = H1::connect(addr).await;
     let r = c
         .send(
@@ -301,6 +304,6 @@ async fn access_log_record() {
     assert_eq!(rec.downstream_local, addr);
     assert_eq!(rec.x_forwarded_for.as_ref().unwrap(), "127.0.0.1");
     assert!(rec.upstream_service_time.is_some_and(|t| t <= rec.duration));
-    assert_eq!(rec.route.as_ref().map(|r| r.virtual_service.as_str()), Some("default/vs"));
+    assert_eq!(rec.route_name.as_deref(), Some("items"));
     assert_eq!(rec.grpc_status, None);
 }

@@ -120,7 +120,7 @@ impl AccessLog {
     }
 
     /// Log one HTTP request (never blocks).
-    pub fn log_request(&self, r: &RequestRecord<'_>) {
+    pub fn log_request(&self, r: &RequestRecord) {
         let Some(shared) = &self.shared else { return };
         let mut line = String::with_capacity(512);
         match shared.format {
@@ -131,7 +131,7 @@ impl AccessLog {
     }
 
     /// Log one TCP connection (never blocks).
-    pub fn log_tcp(&self, r: &TcpRecord<'_>) {
+    pub fn log_tcp(&self, r: &TcpRecord) {
         let Some(shared) = &self.shared else { return };
         let mut line = String::with_capacity(384);
         match shared.format {

@@ -20,30 +20,31 @@
 //! Envoy writes text values raw; here control characters (which hyper never lets into a header or
 //! path, but a record could carry) are written as `\xNN`, so a line is always one line.
 
-use crate::record::{RequestRecord, TcpRecord};
+use crate::flags::ResponseFlags;
+use crate::record::{header_text, RequestRecord, TcpRecord};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 /// Append one text line (with its `\n`) for an HTTP request.
-pub fn text_request(out: &mut String, r: &RequestRecord<'_>) {
+pub fn text_request(out: &mut String, r: &RequestRecord) {
     out.push('[');
     push_time(out, r.start_time);
     out.push_str("] \"");
-    text(out, Some(r.method));
+    text(out, Some(r.method.as_str()));
     out.push(' ');
-    text(out, Some(r.path));
+    text(out, Some(r.path()));
     out.push(' ');
-    out.push_str(r.protocol.as_str());
+    out.push_str(r.protocol_name());
     out.push_str("\" ");
-    out.push_str(itoa::Buffer::new().format(r.response_code));
+    out.push_str(itoa::Buffer::new().format(r.status));
     out.push(' ');
-    r.response_flags.write_to(out);
+    r.flags.write_to(out);
     out.push(' ');
-    token(out, r.response_code_details);
+    token(out, Some(r.details));
     out.push(' ');
-    token(out, r.connection_termination_details);
+    token(out, r.connection_termination_details.as_deref());
     out.push_str(" \"");
-    text(out, r.upstream_transport_failure_reason);
+    text(out, r.upstream_transport_failure_reason.as_deref());
     out.push_str("\" ");
     out.push_str(itoa::Buffer::new().format(r.bytes_received));
     out.push(' ');
@@ -55,33 +56,33 @@ pub fn text_request(out: &mut String, r: &RequestRecord<'_>) {
         Some(d) => out.push_str(itoa::Buffer::new().format(millis(d))),
         None => out.push('-'),
     }
-    for v in [r.x_forwarded_for, r.user_agent, r.request_id, r.authority] {
+    for v in [&r.x_forwarded_for, &r.user_agent, &r.request_id, &r.authority] {
         out.push_str(" \"");
-        text(out, v);
+        text(out, header_text(v.as_ref()));
         out.push('"');
     }
     text_upstream_and_downstream(
         out,
         r.upstream_host,
-        r.upstream_cluster,
-        r.upstream_local_address,
-        r.downstream_local_address,
-        r.downstream_remote_address,
-        r.requested_server_name,
-        r.route_name,
+        r.upstream_cluster.as_deref(),
+        r.upstream_local,
+        r.downstream_local,
+        r.downstream_remote,
+        r.sni.as_deref(),
+        r.route_name.as_deref(),
     );
 }
 
 /// Append one text line for a TCP connection: the HTTP fields are absent (`"- - -" 0`).
-pub fn text_tcp(out: &mut String, r: &TcpRecord<'_>) {
+pub fn text_tcp(out: &mut String, r: &TcpRecord) {
     out.push('[');
     push_time(out, r.start_time);
     out.push_str("] \"- - -\" 0 ");
-    r.response_flags.write_to(out);
+    r.flags.write_to(out);
     out.push_str(" - ");
-    token(out, r.connection_termination_details);
+    token(out, r.connection_termination_details.as_deref());
     out.push_str(" \"");
-    text(out, r.upstream_transport_failure_reason);
+    text(out, r.upstream_transport_failure_reason.as_deref());
     out.push_str("\" ");
     out.push_str(itoa::Buffer::new().format(r.bytes_received));
     out.push(' ');
@@ -92,12 +93,12 @@ pub fn text_tcp(out: &mut String, r: &TcpRecord<'_>) {
     text_upstream_and_downstream(
         out,
         r.upstream_host,
-        r.upstream_cluster,
-        r.upstream_local_address,
-        r.downstream_local_address,
-        r.downstream_remote_address,
-        r.requested_server_name,
-        r.route_name,
+        r.upstream_cluster.as_deref(),
+        r.upstream_local,
+        r.downstream_local,
+        r.downstream_remote,
+        r.sni.as_deref(),
+        r.route_name.as_deref(),
     );
 }
 
@@ -107,8 +108,8 @@ fn text_upstream_and_downstream(
     upstream_host: Option<SocketAddr>,
     upstream_cluster: Option<&str>,
     upstream_local: Option<SocketAddr>,
-    downstream_local: Option<SocketAddr>,
-    downstream_remote: Option<SocketAddr>,
+    downstream_local: SocketAddr,
+    downstream_remote: SocketAddr,
     sni: Option<&str>,
     route: Option<&str>,
 ) {
@@ -116,7 +117,7 @@ fn text_upstream_and_downstream(
     push_addr(out, upstream_host);
     out.push_str("\" ");
     token(out, upstream_cluster);
-    for a in [upstream_local, downstream_local, downstream_remote] {
+    for a in [upstream_local, Some(downstream_local), Some(downstream_remote)] {
         out.push(' ');
         push_addr(out, a);
     }
@@ -128,17 +129,17 @@ fn text_upstream_and_downstream(
 }
 
 /// Append one JSON line (with its `\n`) for an HTTP request.
-pub fn json_request(out: &mut String, r: &RequestRecord<'_>) {
+pub fn json_request(out: &mut String, r: &RequestRecord) {
     let mut j = Json::new(out);
     j.time("start_time", r.start_time);
-    j.str("route_name", r.route_name);
-    j.str("method", Some(r.method));
-    j.str("path", Some(r.path));
-    j.str("protocol", Some(r.protocol.as_str()));
-    j.num("response_code", u64::from(r.response_code));
-    j.flags(r);
-    j.str("response_code_details", r.response_code_details);
-    j.str("connection_termination_details", r.connection_termination_details);
+    j.str("route_name", r.route_name.as_deref());
+    j.str("method", Some(r.method.as_str()));
+    j.str("path", Some(r.path()));
+    j.str("protocol", Some(r.protocol_name()));
+    j.num("response_code", u64::from(r.status));
+    j.flags(r.flags);
+    j.str("response_code_details", Some(r.details));
+    j.str("connection_termination_details", r.connection_termination_details.as_deref());
     j.num("bytes_received", r.bytes_received);
     j.num("bytes_sent", r.bytes_sent);
     j.num("duration", millis(r.duration));
@@ -146,35 +147,32 @@ pub fn json_request(out: &mut String, r: &RequestRecord<'_>) {
         Some(d) => j.str("upstream_service_time", Some(itoa::Buffer::new().format(millis(d)))),
         None => j.str("upstream_service_time", None),
     }
-    j.str("x_forwarded_for", r.x_forwarded_for);
-    j.str("user_agent", r.user_agent);
-    j.str("request_id", r.request_id);
-    j.str("authority", r.authority);
+    j.str("x_forwarded_for", header_text(r.x_forwarded_for.as_ref()));
+    j.str("user_agent", header_text(r.user_agent.as_ref()));
+    j.str("request_id", header_text(r.request_id.as_ref()));
+    j.str("authority", header_text(r.authority.as_ref()));
     j.addr("upstream_host", r.upstream_host);
-    j.str("upstream_cluster", r.upstream_cluster);
-    j.addr("upstream_local_address", r.upstream_local_address);
-    j.addr("downstream_local_address", r.downstream_local_address);
-    j.addr("downstream_remote_address", r.downstream_remote_address);
-    j.str("requested_server_name", r.requested_server_name);
-    j.str("upstream_transport_failure_reason", r.upstream_transport_failure_reason);
+    j.str("upstream_cluster", r.upstream_cluster.as_deref());
+    j.addr("upstream_local_address", r.upstream_local);
+    j.addr("downstream_local_address", Some(r.downstream_local));
+    j.addr("downstream_remote_address", Some(r.downstream_remote));
+    j.str("requested_server_name", r.sni.as_deref());
+    j.str("upstream_transport_failure_reason", r.upstream_transport_failure_reason.as_deref());
     j.end();
 }
 
 /// Append one JSON line for a TCP connection (HTTP-only keys are `null`, `response_code` 0).
-pub fn json_tcp(out: &mut String, r: &TcpRecord<'_>) {
+pub fn json_tcp(out: &mut String, r: &TcpRecord) {
     let mut j = Json::new(out);
     j.time("start_time", r.start_time);
-    j.str("route_name", r.route_name);
+    j.str("route_name", r.route_name.as_deref());
     j.str("method", None);
     j.str("path", None);
     j.str("protocol", None);
     j.num("response_code", 0);
-    j.key("response_flags");
-    j.out.push('"');
-    r.response_flags.write_to(j.out);
-    j.out.push('"');
+    j.flags(r.flags);
     j.str("response_code_details", None);
-    j.str("connection_termination_details", r.connection_termination_details);
+    j.str("connection_termination_details", r.connection_termination_details.as_deref());
     j.num("bytes_received", r.bytes_received);
     j.num("bytes_sent", r.bytes_sent);
     j.num("duration", millis(r.duration));
@@ -182,12 +180,12 @@ pub fn json_tcp(out: &mut String, r: &TcpRecord<'_>) {
         j.str(k, None);
     }
     j.addr("upstream_host", r.upstream_host);
-    j.str("upstream_cluster", r.upstream_cluster);
-    j.addr("upstream_local_address", r.upstream_local_address);
-    j.addr("downstream_local_address", r.downstream_local_address);
-    j.addr("downstream_remote_address", r.downstream_remote_address);
-    j.str("requested_server_name", r.requested_server_name);
-    j.str("upstream_transport_failure_reason", r.upstream_transport_failure_reason);
+    j.str("upstream_cluster", r.upstream_cluster.as_deref());
+    j.addr("upstream_local_address", r.upstream_local);
+    j.addr("downstream_local_address", Some(r.downstream_local));
+    j.addr("downstream_remote_address", Some(r.downstream_remote));
+    j.str("requested_server_name", r.sni.as_deref());
+    j.str("upstream_transport_failure_reason", r.upstream_transport_failure_reason.as_deref());
     j.end();
 }
 
@@ -386,10 +384,10 @@ impl<'o> Json<'o> {
         }
     }
 
-    fn flags(&mut self, r: &RequestRecord<'_>) {
+    fn flags(&mut self, flags: ResponseFlags) {
         self.key("response_flags");
         self.out.push('"');
-        r.response_flags.write_to(self.out);
+        flags.write_to(self.out);
         self.out.push('"');
     }
 

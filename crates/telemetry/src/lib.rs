@@ -1,11 +1,12 @@
 //! Portico's telemetry: Istio's standard metrics (and Portico's own) in the Prometheus text
 //! format, and Istio's access log (text or JSON) on a sink that never blocks the data path.
 //!
-//! The binary creates one [`Telemetry`] at startup and hands clones to the proxy, which calls
-//! [`Telemetry::record_request`] once per finished request and [`Telemetry::record_tcp`] once per
-//! closed TCP connection. At config apply, the proxy interns one [`Destination`] per cluster
-//! ([`Metrics::destination`]) and keeps a [`ClusterStats`] handle per cluster
-//! ([`Metrics::cluster`]); after a reload it drops the series of removed clusters
+//! The data plane fills one [`RequestRecord`] per request and one [`TcpRecord`] per TCP
+//! connection. The binary creates one [`Telemetry`] at startup and hands it each finished record
+//! ([`Telemetry::record_request`], [`Telemetry::record_tcp`]: metrics and access log), and a
+//! sampled request's record to [`Tracer::finish`]. At config apply, the binary interns one
+//! [`Destination`] per cluster ([`Metrics::destination`]) and keeps a [`ClusterStats`] handle per
+//! cluster ([`Metrics::cluster`]); after a reload it drops the series of removed clusters
 //! ([`Metrics::retain_destinations`], [`Metrics::remove_clusters`]). The admin server serves
 //! [`Telemetry::render`] with [`CONTENT_TYPE`].
 #![forbid(unsafe_code)]
@@ -23,8 +24,8 @@ pub use metrics::{
     BreakerResource, ClusterStats, Counter, Destination, DestinationLabels, GatewayStats, Gauge, GaugeGuard, Metrics,
     MetricsConfig, SourceLabels, TcpMeter, TlsFailureReason, CONTENT_TYPE, ISTIO_BUCKETS,
 };
-pub use record::{ConnectionSecurityPolicy, HttpProtocol, RequestProtocol, RequestRecord, TcpRecord};
-pub use trace::{Propagation, RequestTrace, SpanEnd, TraceConfig, Tracer, UpstreamTry};
+pub use record::{ConnectionSecurityPolicy, RequestRecord, TcpRecord};
+pub use trace::{Propagation, RequestTrace, TraceConfig, Tracer, UpstreamTry};
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -88,15 +89,17 @@ impl Telemetry {
         &self.inner.access_log
     }
 
-    /// One finished HTTP request: Istio's request metrics and one access-log line.
-    pub fn record_request(&self, r: &RequestRecord<'_>) {
-        self.inner.metrics.record_request(r);
+    /// One finished HTTP request: Istio's request metrics (on `destination`'s series, see
+    /// [`Metrics::record_request`]) and one access-log line.
+    pub fn record_request(&self, r: &RequestRecord, destination: Option<&Destination>) {
+        self.inner.metrics.record_request(r, destination);
         self.inner.access_log.log_request(r);
     }
 
-    /// One closed TCP connection: Istio's TCP metrics and one access-log line.
-    pub fn record_tcp(&self, r: &TcpRecord<'_>) {
-        self.inner.metrics.record_tcp(r);
+    /// One closed TCP connection: Istio's TCP metrics (see [`Metrics::record_tcp`]) and one
+    /// access-log line.
+    pub fn record_tcp(&self, r: &TcpRecord, destination: Option<&Destination>, meter: Option<&TcpMeter>) {
+        self.inner.metrics.record_tcp(r, destination, meter);
         self.inner.access_log.log_tcp(r);
     }
 

@@ -15,6 +15,7 @@
 //! `opentelemetry-proto` (prost), the transport is the hyper client already in the tree.
 
 use crate::metrics::Counter;
+use crate::record::{header_text, RequestRecord};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::Full;
@@ -106,26 +107,6 @@ pub struct UpstreamTry {
     pub status: u16,
 }
 
-/// What the request's end tells the spans (borrowed from the access-log record).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SpanEnd<'a> {
-    pub start: Option<SystemTime>,
-    pub duration: Duration,
-    pub method: &'a str,
-    pub authority: &'a str,
-    pub path: &'a str,
-    pub protocol: &'a str,
-    pub status: u16,
-    pub response_flags: &'a str,
-    pub request_id: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
-    pub upstream_cluster: Option<&'a str>,
-    pub downstream_remote: Option<SocketAddr>,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-    pub grpc_status: Option<u32>,
-}
-
 /// The request-path handle. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Tracer {
@@ -208,35 +189,37 @@ impl Tracer {
         }
     }
 
-    /// The request is over: queue its spans for export (dropped and counted when the queue is full).
-    pub fn finish(&self, trace: &RequestTrace, end: &SpanEnd<'_>) {
-        let start = end.start.unwrap_or_else(SystemTime::now);
-        let stop = start + end.duration;
-        let server_name = format!("{}{}", end.authority, path_only(end.path));
+    /// The request is over: queue the spans of its trace for export (dropped and counted when
+    /// the queue is full). Nothing to do for a request that was not sampled (no `trace`).
+    pub fn finish(&self, r: &RequestRecord) {
+        let Some(trace) = r.trace.as_deref() else { return };
+        let stop = r.start_time + r.duration;
+        let authority = header_text(r.authority.as_ref()).unwrap_or("");
+        let path = r.path();
+        let method = r.method.as_str();
+        let server_name = format!("{authority}{}", path_only(path));
         let mut attrs = vec![
-            kv("http.method", end.method),
-            kv("http.url", &format!("http://{}{}", end.authority, end.path)),
-            kv("http.protocol", end.protocol),
-            kv("http.status_code", &end.status.to_string()),
-            kv("response_flags", end.response_flags),
+            kv("http.method", method),
+            kv("http.url", &format!("http://{authority}{path}")),
+            kv("http.protocol", r.protocol_name()),
+            kv("http.status_code", &r.status.to_string()),
+            kv("response_flags", &r.flags.to_string()),
             kv("component", "proxy"),
-            kv("upstream_cluster", end.upstream_cluster.unwrap_or("-")),
-            kv("request_size", &end.bytes_received.to_string()),
-            kv("response_size", &end.bytes_sent.to_string()),
+            kv("upstream_cluster", r.upstream_cluster.as_deref().unwrap_or("-")),
+            kv("request_size", &r.bytes_received.to_string()),
+            kv("response_size", &r.bytes_sent.to_string()),
         ];
-        if let Some(id) = end.request_id {
+        if let Some(id) = header_text(r.request_id.as_ref()) {
             attrs.push(kv("guid:x-request-id", id));
         }
-        if let Some(ua) = end.user_agent {
+        if let Some(ua) = header_text(r.user_agent.as_ref()) {
             attrs.push(kv("user_agent", ua));
         }
-        if let Some(peer) = end.downstream_remote {
-            attrs.push(kv("peer.address", &peer.ip().to_string()));
-        }
-        if let Some(g) = end.grpc_status {
+        attrs.push(kv("peer.address", &r.downstream_remote.ip().to_string()));
+        if let Some(g) = r.grpc_status {
             attrs.push(kv("grpc.status_code", &g.to_string()));
         }
-        let error = end.status >= 500 || end.status == 0;
+        let error = r.status >= 500 || r.status == 0;
         let tracestate = trace.tracestate.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         self.queue(Span {
             trace_id: trace.trace_id.to_vec(),
@@ -246,24 +229,24 @@ impl Tracer {
             flags: 0x100 | u32::from(trace.parent_id.is_some()) << 9,
             name: server_name,
             kind: span::SpanKind::Server as i32,
-            start_time_unix_nano: nanos(start),
+            start_time_unix_nano: nanos(r.start_time),
             end_time_unix_nano: nanos(stop),
             attributes: attrs,
             status: error.then(|| Status { message: String::new(), code: status::StatusCode::Error as i32 }),
             ..Default::default()
         });
-        let cluster = end.upstream_cluster.unwrap_or("-");
+        let cluster = r.upstream_cluster.as_deref().unwrap_or("-");
         for t in &trace.tries {
             let mut attrs = vec![
                 kv("upstream_cluster", cluster),
-                kv("http.method", end.method),
+                kv("http.method", method),
                 kv("component", "proxy"),
                 kv("http.status_code", &t.status.to_string()),
             ];
             if let Some(u) = t.upstream {
                 attrs.push(kv("upstream_address", &u.to_string()));
             }
-            let status_code = if t.end.is_none() { end.status } else { t.status };
+            let status_code = if t.end.is_none() { r.status } else { t.status };
             self.queue(Span {
                 trace_id: trace.trace_id.to_vec(),
                 span_id: t.span_id.to_vec(),

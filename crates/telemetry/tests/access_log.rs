@@ -2,9 +2,10 @@
 //! Access-log lines (text and JSON, HTTP and TCP) for fixed records, dropped-line counting with a
 //! full buffer, and `off`.
 
+use http::{HeaderValue, Method, Uri, Version};
 use portico_telemetry::{
-    AccessLog, AccessLogFormat, Counter, DestinationLabels, HttpProtocol, MetricsConfig, RequestProtocol,
-    RequestRecord, ResponseFlags, TcpRecord, Telemetry, TelemetryConfig,
+    AccessLog, AccessLogFormat, Counter, DestinationLabels, MetricsConfig, RequestRecord, ResponseFlags, TcpRecord,
+    Telemetry, TelemetryConfig,
 };
 use std::io::{self, Write};
 use std::sync::mpsc;
@@ -47,63 +48,67 @@ fn start() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(1_704_164_645_678)
 }
 
-fn http_record() -> RequestRecord<'static> {
+fn header(v: &'static str) -> Option<HeaderValue> {
+    Some(HeaderValue::from_static(v))
+}
+
+fn http_record() -> RequestRecord {
     RequestRecord {
         start_time: start(),
         duration: Duration::from_micros(12_900),
-        method: "GET",
-        path: "/productpage?u=normal",
-        protocol: HttpProtocol::Http11,
-        response_code: 200,
-        response_flags: ResponseFlags::NONE,
-        response_code_details: Some("via_upstream"),
+        method: Method::GET,
+        uri: Uri::from_static("/productpage?u=normal"),
+        protocol: Version::HTTP_11,
+        status: 200,
+        flags: ResponseFlags::NONE,
+        details: "via_upstream",
         bytes_received: 0,
         bytes_sent: 5293,
         upstream_service_time: Some(Duration::from_millis(11)),
-        x_forwarded_for: Some("10.0.0.9"),
-        user_agent: Some("curl/8.5.0"),
-        request_id: Some("7f3b2c1e-2d4a-4b8e-9f00-1a2b3c4d5e6f"),
-        authority: Some("bookinfo.example.com"),
+        x_forwarded_for: header("10.0.0.9"),
+        user_agent: header("curl/8.5.0"),
+        request_id: header("7f3b2c1e-2d4a-4b8e-9f00-1a2b3c4d5e6f"),
+        authority: header("bookinfo.example.com"),
         upstream_host: Some(addr("10.1.2.3:9080")),
-        upstream_cluster: Some("outbound|9080|v1|productpage.default.svc.cluster.local"),
-        upstream_local_address: Some(addr("10.0.0.5:43210")),
-        downstream_local_address: Some(addr("10.0.0.5:8080")),
-        downstream_remote_address: Some(addr("10.0.0.9:55000")),
-        route_name: Some("bookinfo"),
+        upstream_cluster: Some("outbound|9080|v1|productpage.default.svc.cluster.local".into()),
+        upstream_local: Some(addr("10.0.0.5:43210")),
+        downstream_local: addr("10.0.0.5:8080"),
+        downstream_remote: addr("10.0.0.9:55000"),
+        route_name: Some("bookinfo".into()),
         ..Default::default()
     }
 }
 
-fn nr_record() -> RequestRecord<'static> {
+fn nr_record() -> RequestRecord {
     RequestRecord {
         start_time: start(),
         duration: Duration::ZERO,
-        method: "POST",
-        path: "/nope",
-        protocol: HttpProtocol::Http2,
-        response_code: 404,
-        response_flags: ResponseFlags::NO_ROUTE_FOUND,
-        response_code_details: Some("route_not_found"),
-        authority: Some("unknown.example.com"),
-        downstream_local_address: Some(addr("[::1]:8443")),
-        downstream_remote_address: Some(addr("[::1]:60000")),
-        requested_server_name: Some("unknown.example.com"),
+        method: Method::POST,
+        uri: Uri::from_static("/nope"),
+        protocol: Version::HTTP_2,
+        status: 404,
+        flags: ResponseFlags::NO_ROUTE_FOUND,
+        details: "route_not_found",
+        authority: header("unknown.example.com"),
+        downstream_local: addr("[::1]:8443"),
+        downstream_remote: addr("[::1]:60000"),
+        sni: Some("unknown.example.com".into()),
         ..Default::default()
     }
 }
 
-fn tcp_record() -> TcpRecord<'static> {
+fn tcp_record() -> TcpRecord {
     TcpRecord {
         start_time: start(),
         duration: Duration::from_millis(1190),
-        response_flags: ResponseFlags::NONE,
+        flags: ResponseFlags::NONE,
         bytes_received: 7,
         bytes_sent: 14,
         upstream_host: Some(addr("10.244.0.24:9000")),
-        upstream_cluster: Some("outbound|9000||tcp-echo.default.svc.cluster.local"),
-        upstream_local_address: Some(addr("10.244.0.22:49220")),
-        downstream_local_address: Some(addr("10.104.80.2:9000")),
-        downstream_remote_address: Some(addr("10.244.0.22:49218")),
+        upstream_cluster: Some("outbound|9000||tcp-echo.default.svc.cluster.local".into()),
+        upstream_local: Some(addr("10.244.0.22:49220")),
+        downstream_local: addr("10.104.80.2:9000"),
+        downstream_remote: addr("10.244.0.22:49218"),
         ..Default::default()
     }
 }
@@ -116,27 +121,34 @@ fn lines(t: &Telemetry, sink: &Sink) -> Vec<String> {
 #[test]
 fn text_lines_are_istios_default_format() {
     let (t, sink) = with_format(AccessLogFormat::Text);
-    t.record_request(&http_record());
-    t.record_request(&nr_record());
-    t.record_request(&RequestRecord {
-        response_code: 503,
-        response_flags: ResponseFlags::UPSTREAM_CONNECTION_FAILURE | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
-        response_code_details: Some("upstream_reset_before_response_started{connection_failure}"),
-        upstream_transport_failure_reason: Some("TLS error: certificate expired"),
-        upstream_service_time: None,
-        bytes_sent: 91,
-        ..http_record()
-    });
-    t.record_tcp(&tcp_record());
-    t.record_tcp(&TcpRecord {
-        response_flags: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-        upstream_local_address: None,
-        bytes_sent: 0,
-        duration: Duration::from_millis(3),
-        requested_server_name: Some("db.example.com"),
-        route_name: Some("tls-passthrough"),
-        ..tcp_record()
-    });
+    t.record_request(&http_record(), None);
+    t.record_request(&nr_record(), None);
+    t.record_request(
+        &RequestRecord {
+            status: 503,
+            flags: ResponseFlags::UPSTREAM_CONNECTION_FAILURE | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
+            details: "upstream_reset_before_response_started{connection_failure}",
+            upstream_transport_failure_reason: Some("TLS error: certificate expired".into()),
+            upstream_service_time: None,
+            bytes_sent: 91,
+            ..http_record()
+        },
+        None,
+    );
+    t.record_tcp(&tcp_record(), None, None);
+    t.record_tcp(
+        &TcpRecord {
+            flags: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            upstream_local: None,
+            bytes_sent: 0,
+            duration: Duration::from_millis(3),
+            sni: Some("db.example.com".into()),
+            route_name: Some("tls-passthrough".into()),
+            ..tcp_record()
+        },
+        None,
+        None,
+    );
     let got = lines(&t, &sink);
     let want = [
         r#"[2024-01-02T03:04:05.678Z] "GET /productpage?u=normal HTTP/1.1" 200 - via_upstream - "-" 0 5293 12 11 "10.0.0.9" "curl/8.5.0" "7f3b2c1e-2d4a-4b8e-9f00-1a2b3c4d5e6f" "bookinfo.example.com" "10.1.2.3:9080" outbound|9080|v1|productpage.default.svc.cluster.local 10.0.0.5:43210 10.0.0.5:8080 10.0.0.9:55000 - bookinfo"#,
@@ -153,13 +165,12 @@ fn text_lines_are_istios_default_format() {
 #[test]
 fn json_lines_use_istios_keys() {
     let (t, sink) = with_format(AccessLogFormat::Json);
-    t.record_request(&RequestRecord {
-        user_agent: Some("quote\" back\\slash\ttab"),
-        request_protocol: RequestProtocol::Grpc,
-        ..http_record()
-    });
-    t.record_request(&nr_record());
-    t.record_tcp(&tcp_record());
+    t.record_request(
+        &RequestRecord { user_agent: header("quote\" back\\slash\ttab"), grpc: true, ..http_record() },
+        None,
+    );
+    t.record_request(&nr_record(), None);
+    t.record_tcp(&tcp_record(), None, None);
     let got = lines(&t, &sink);
     assert_eq!(got.len(), 3);
     let want_http = concat!(
@@ -261,13 +272,13 @@ fn a_full_buffer_drops_and_counts_lines() {
     .unwrap_or_else(|e| panic!("{e}"));
 
     // The first line is taken by the writer thread, which then blocks in `write`.
-    t.record_request(&http_record());
+    t.record_request(&http_record(), None);
     entered_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|e| panic!("writer never wrote: {e}"));
     // The channel (capacity 2) is empty now: two lines fit, the next five are dropped, and
     // recording never blocks.
     let before = std::time::Instant::now();
     for _ in 0..7 {
-        t.record_request(&nr_record());
+        t.record_request(&nr_record(), None);
     }
     assert!(before.elapsed() < Duration::from_secs(5));
     assert_eq!(t.metrics().gateway().access_log_dropped.get(), 5);
@@ -307,8 +318,8 @@ fn off_writes_nothing() {
     let (t, sink) = with_format(AccessLogFormat::Off);
     assert_eq!(t.access_log().format(), AccessLogFormat::Off);
     let d = t.metrics().destination(DestinationLabels::service("a.b.svc.cluster.local", "a", "b"));
-    t.record_request(&RequestRecord { destination: Some(&d), ..http_record() });
-    t.record_tcp(&tcp_record());
+    t.record_request(&http_record(), Some(&d));
+    t.record_tcp(&tcp_record(), None, None);
     assert!(t.access_log().flush(Duration::from_secs(1)));
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(sink.text(), "");
@@ -330,7 +341,7 @@ fn formats_parse_from_flags() {
 fn dropping_the_last_handle_writes_out_the_buffer() {
     let (t, sink) = with_format(AccessLogFormat::Text);
     for _ in 0..100 {
-        t.record_request(&http_record());
+        t.record_request(&http_record(), None);
     }
     drop(t);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -2,9 +2,10 @@
 //! Scrape `render()` with a strict Prometheus text-format parser and check series, labels and
 //! values after known traffic: 200, 404 NR, 503 UH, a gRPC error status, TCP bytes.
 
+use http::{Method, Uri, Version};
 use portico_telemetry::{
-    BreakerResource, ConnectionSecurityPolicy, DestinationLabels, HttpProtocol, MetricsConfig, RequestProtocol,
-    RequestRecord, ResponseFlags, SourceLabels, TcpRecord, Telemetry, TlsFailureReason,
+    BreakerResource, ConnectionSecurityPolicy, DestinationLabels, MetricsConfig, RequestRecord, ResponseFlags,
+    SourceLabels, TcpRecord, Telemetry, TlsFailureReason,
 };
 use prom_text_format_parser::{Metric, Scrape, Type, ValueType};
 use std::collections::{BTreeMap, HashSet};
@@ -136,15 +137,15 @@ fn at(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(1_704_164_645_678 + ms)
 }
 
-fn request<'a>(code: u16, flags: ResponseFlags, ms: u64, rx: u64, tx: u64) -> RequestRecord<'a> {
+fn request(code: u16, flags: ResponseFlags, ms: u64, rx: u64, tx: u64) -> RequestRecord {
     RequestRecord {
         start_time: at(0),
         duration: Duration::from_millis(ms),
-        method: "GET",
-        path: "/productpage?u=1",
-        protocol: HttpProtocol::Http11,
-        response_code: code,
-        response_flags: flags,
+        method: Method::GET,
+        uri: Uri::from_static("/productpage?u=1"),
+        protocol: Version::HTTP_11,
+        status: code,
+        flags,
         bytes_received: rx,
         bytes_sent: tx,
         ..Default::default()
@@ -161,29 +162,27 @@ fn istio_http_metrics_after_known_traffic() {
     let grpc = m.destination(DestinationLabels::service("greeter.apps.svc.cluster.local", "greeter", "apps"));
 
     // 200 ×2 to reviews: 3 ms / 700 ms; 100 B / 0 B in; 2000 B / 1 B out.
-    t.record_request(&RequestRecord { destination: Some(&reviews), ..request(200, ResponseFlags::NONE, 3, 100, 2000) });
-    t.record_request(&RequestRecord { destination: Some(&reviews), ..request(200, ResponseFlags::NONE, 700, 0, 1) });
+    t.record_request(&request(200, ResponseFlags::NONE, 3, 100, 2000), Some(&reviews));
+    t.record_request(&request(200, ResponseFlags::NONE, 700, 0, 1), Some(&reviews));
     // 404 NR: no route, so no destination.
-    t.record_request(&request(404, ResponseFlags::NO_ROUTE_FOUND, 0, 0, 0));
+    t.record_request(&request(404, ResponseFlags::NO_ROUTE_FOUND, 0, 0, 0), None);
     // 503 UH to reviews.
-    t.record_request(&RequestRecord {
-        destination: Some(&reviews),
-        ..request(503, ResponseFlags::NO_HEALTHY_UPSTREAM, 1, 0, 19)
-    });
+    t.record_request(&request(503, ResponseFlags::NO_HEALTHY_UPSTREAM, 1, 0, 19), Some(&reviews));
     // gRPC UNAVAILABLE (14) over HTTP/2, 200 OK.
-    t.record_request(&RequestRecord {
-        destination: Some(&grpc),
-        request_protocol: RequestProtocol::Grpc,
-        grpc_status: Some(14),
-        protocol: HttpProtocol::Http2,
-        ..request(200, ResponseFlags::NONE, 2, 5, 0)
-    });
+    t.record_request(
+        &RequestRecord {
+            grpc: true,
+            grpc_status: Some(14),
+            protocol: Version::HTTP_2,
+            ..request(200, ResponseFlags::NONE, 2, 5, 0)
+        },
+        Some(&grpc),
+    );
     // A plain HTTP request carrying a grpc status: Istio reports the status only for gRPC.
-    t.record_request(&RequestRecord {
-        destination: Some(&grpc),
-        grpc_status: Some(3),
-        ..request(200, ResponseFlags::NONE, 2, 5, 0)
-    });
+    t.record_request(
+        &RequestRecord { grpc_status: Some(3), ..request(200, ResponseFlags::NONE, 2, 5, 0) },
+        Some(&grpc),
+    );
 
     let p = scrape(&t);
     assert_eq!(p.metric("istio_requests_total").kind, Type::Counter);
@@ -318,28 +317,15 @@ fn istio_tcp_metrics() {
     assert_eq!(mid.value("istio_tcp_connections_opened_total", &sel), 1.0);
     assert_eq!(mid.value("istio_tcp_received_bytes_total", &sel), 15.0);
     assert!(mid.matching("istio_tcp_connections_closed_total", &sel).iter().all(|(_, _, v)| *v == 0.0));
-    t.record_tcp(&TcpRecord {
-        destination: Some(&echo),
-        bytes_received: 100,
-        bytes_sent: 250,
-        meter: Some(&meter),
-        ..Default::default()
-    });
+    t.record_tcp(&TcpRecord { bytes_received: 100, bytes_sent: 250, ..Default::default() }, Some(&echo), Some(&meter));
     // Closing twice with the same meter counts once.
-    t.record_tcp(&TcpRecord {
-        destination: Some(&echo),
-        bytes_received: 100,
-        bytes_sent: 250,
-        meter: Some(&meter),
-        ..Default::default()
-    });
+    t.record_tcp(&TcpRecord { bytes_received: 100, bytes_sent: 250, ..Default::default() }, Some(&echo), Some(&meter));
     // A connection that failed to reach its upstream: all at close, with its flags.
-    t.record_tcp(&TcpRecord {
-        destination: Some(&echo),
-        response_flags: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-        bytes_received: 7,
-        ..Default::default()
-    });
+    t.record_tcp(
+        &TcpRecord { flags: ResponseFlags::UPSTREAM_CONNECTION_FAILURE, bytes_received: 7, ..Default::default() },
+        Some(&echo),
+        None,
+    );
 
     let p = scrape(&t);
     for name in [
@@ -378,10 +364,10 @@ fn removed_destinations_and_clusters_drop_their_series() {
     let b = m.destination(DestinationLabels::service("b.default.svc.cluster.local", "b", "default"));
     assert_eq!(a, m.destination(DestinationLabels::service("a.default.svc.cluster.local", "a", "default")));
     for d in [&a, &b] {
-        t.record_request(&RequestRecord { destination: Some(d), ..request(200, ResponseFlags::NONE, 1, 1, 1) });
-        t.record_tcp(&TcpRecord { destination: Some(d), bytes_sent: 1, ..Default::default() });
+        t.record_request(&request(200, ResponseFlags::NONE, 1, 1, 1), Some(d));
+        t.record_tcp(&TcpRecord { bytes_sent: 1, ..Default::default() }, Some(d), None);
     }
-    t.record_request(&request(404, ResponseFlags::NO_ROUTE_FOUND, 0, 0, 0));
+    t.record_request(&request(404, ResponseFlags::NO_ROUTE_FOUND, 0, 0, 0), None);
     let ca = m.cluster("outbound|80||a.default.svc.cluster.local");
     let cb = m.cluster("outbound|80||b.default.svc.cluster.local");
     ca.retries.inc();
@@ -415,9 +401,9 @@ fn removed_destinations_and_clusters_drop_their_series() {
     assert_eq!(p.series_count("istio_requests_total", &[]), 1);
 
     // A destination that comes back gets its old identity: one series, not two.
-    t.record_request(&RequestRecord { destination: Some(&b), ..request(200, ResponseFlags::NONE, 1, 1, 1) });
+    t.record_request(&request(200, ResponseFlags::NONE, 1, 1, 1), Some(&b));
     let b2 = m.destination(DestinationLabels::service("b.default.svc.cluster.local", "b", "default"));
-    t.record_request(&RequestRecord { destination: Some(&b2), ..request(200, ResponseFlags::NONE, 1, 1, 1) });
+    t.record_request(&request(200, ResponseFlags::NONE, 1, 1, 1), Some(&b2));
     let p = scrape(&t);
     assert_eq!(p.value("istio_requests_total", &[("destination_service_name", "b")]), 2.0);
 }
@@ -427,7 +413,7 @@ fn destinations_from_another_registry_are_reinterned() {
     let t = telemetry();
     let other = telemetry();
     let foreign = other.metrics().destination(DestinationLabels::service("x.ns.svc.cluster.local", "x", "ns"));
-    t.record_request(&RequestRecord { destination: Some(&foreign), ..request(200, ResponseFlags::NONE, 1, 1, 1) });
+    t.record_request(&request(200, ResponseFlags::NONE, 1, 1, 1), Some(&foreign));
     let p = scrape(&t);
     assert_eq!(p.value("istio_requests_total", &[("destination_service", "x.ns.svc.cluster.local")]), 1.0);
 }
@@ -442,10 +428,7 @@ fn concurrent_recording_loses_nothing() {
             s.spawn(move || {
                 for j in 0..2500u64 {
                     let code = if j % 2 == 0 { 200 } else { 500 };
-                    t.record_request(&RequestRecord {
-                        destination: Some(d),
-                        ..request(code, ResponseFlags::NONE, i, j % 7, 1)
-                    });
+                    t.record_request(&request(code, ResponseFlags::NONE, i, j % 7, 1), Some(d));
                 }
             });
         }
@@ -523,7 +506,7 @@ fn portico_metrics() {
 fn label_values_are_escaped() {
     let t = telemetry();
     let d = t.metrics().destination(DestinationLabels::service("we\"ird\\host\nx", "n", "ns"));
-    t.record_request(&RequestRecord { destination: Some(&d), ..request(200, ResponseFlags::NONE, 1, 1, 1) });
+    t.record_request(&request(200, ResponseFlags::NONE, 1, 1, 1), Some(&d));
     let text = t.render();
     assert!(text.contains(r#"destination_service="we\"ird\\host\nx""#), "{text}");
     scrape(&t);

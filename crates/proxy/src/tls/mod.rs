@@ -13,7 +13,7 @@ use crate::downstream::{until, ConnInfo, Phase, TlsInfo};
 use crate::io::Prefixed;
 use crate::server::serve_http;
 use crate::state::{Shared, State};
-use crate::tcp::{self, TcpLog};
+use crate::tcp::{self, TcpGuard};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderValue};
 use portico_model::snapshot::{Protocol, TlsRoute};
@@ -242,13 +242,13 @@ pub(crate) async fn serve(
     };
     match block.tls.as_ref().map(|t| t.mode) {
         Some(TlsMode::Passthrough) => {
-            let mut log = TcpLog::new(shared.clone(), TcpLog::record(peer, local, port, sni.clone()));
+            let mut log = TcpGuard::new(shared.clone(), TcpGuard::record(peer, local, port, sni.clone()));
             let route = tls_route(&block.tls_routes, sni.as_deref(), port);
             let dests = route.map(|r| &r.destinations);
             tcp::proxy(&shared, &state, dests, None, stream, buf.freeze(), &mut log, phase).await;
         }
         Some(TlsMode::AutoPassthrough) => {
-            let mut log = TcpLog::new(shared.clone(), TcpLog::record(peer, local, port, sni.clone()));
+            let mut log = TcpGuard::new(shared.clone(), TcpGuard::record(peer, local, port, sni.clone()));
             let cluster = sni.as_deref().and_then(auto_passthrough_cluster).map(Arc::<str>::from);
             if cluster.is_none() {
                 log.record.flags.insert(crate::ResponseFlags::NO_ROUTE_FOUND);
@@ -292,7 +292,7 @@ pub(crate) async fn serve(
             let h2 = session.alpn_protocol() == Some(b"h2");
             let xfcc = session.peer_certificates().and_then(|c| c.first()).and_then(|c| identity::xfcc(c));
             if block.protocol == Protocol::Tls {
-                let mut log = TcpLog::new(shared.clone(), TcpLog::record(peer, local, port, sni.clone()));
+                let mut log = TcpGuard::new(shared.clone(), TcpGuard::record(peer, local, port, sni.clone()));
                 let dests = tcp::tcp_route(&block.tcp_routes, port);
                 tcp::proxy(&shared, &state, dests, None, tls, Bytes::new(), &mut log, phase).await;
                 return;

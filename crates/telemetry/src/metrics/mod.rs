@@ -221,18 +221,21 @@ impl Metrics {
     }
 
     /// Record one finished HTTP request: `istio_requests_total` and the three histograms.
-    pub fn record_request(&self, r: &RequestRecord<'_>) {
-        let dest = self.own(r.destination);
+    /// `destination`: the `destination_*` labels, interned by [`Metrics::destination`] when the
+    /// cluster was built; `None` is Istio's "no destination" (`unknown`), as for a `404 NR`.
+    pub fn record_request(&self, r: &RequestRecord, destination: Option<&Destination>) {
+        let dest = self.own(destination);
+        let protocol = r.request_protocol();
         let key = HttpKey {
             dest: dest.0.id,
-            code: r.response_code,
-            grpc: match r.request_protocol {
+            code: r.status,
+            grpc: match protocol {
                 RequestProtocol::Grpc => grpc_label(r.grpc_status),
                 RequestProtocol::Http => GRPC_NONE,
             },
-            protocol: r.request_protocol,
+            protocol,
             security: r.connection_security_policy,
-            flags: r.response_flags,
+            flags: r.flags,
         };
         let duration_us = u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX);
         {
@@ -276,7 +279,7 @@ impl Metrics {
 
     /// A TCP connection is established to its upstream: counts `istio_tcp_connections_opened_total`
     /// now (flags `-`) and returns the meter that reports its bytes while it runs and is handed to
-    /// the closing [`TcpRecord`]. The series' labels are fixed here, as Istio fixes them at its
+    /// [`Metrics::record_tcp`] at close. The series' labels are fixed here, as Istio fixes them at its
     /// first report. A connection that fails before this point is simply recorded at close,
     /// without a meter (opened and closed together, with its flags, e.g. `UF`).
     pub fn tcp_open(&self, destination: Option<&Destination>, security: ConnectionSecurityPolicy) -> TcpMeter {
@@ -294,17 +297,21 @@ impl Metrics {
     }
 
     /// Record one closed TCP connection: bytes and `istio_tcp_connections_closed_total` (and
-    /// `…_opened_total` unless a meter already counted it).
-    pub fn record_tcp(&self, r: &TcpRecord<'_>) {
-        if let Some(meter) = r.meter.filter(|m| m.owner == self.id) {
+    /// `…_opened_total` unless a meter already counted it). `destination` as for
+    /// [`Metrics::record_request`]. `meter`: the one from [`Metrics::tcp_open`], when the
+    /// connection counted itself open (and maybe reported bytes) while it ran; closing then adds
+    /// only the bytes not yet reported, on the meter's series. `None`: open, bytes and close are
+    /// all counted now, with `destination` and the record's flags.
+    pub fn record_tcp(&self, r: &TcpRecord, destination: Option<&Destination>, meter: Option<&TcpMeter>) {
+        if let Some(meter) = meter.filter(|m| m.owner == self.id) {
             meter.report(r.bytes_received, r.bytes_sent);
             if !meter.closed.swap(true, Ordering::Relaxed) {
                 meter.series.shard().closed.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
-        let dest = self.own(r.destination);
-        let key = TcpKey { dest: dest.0.id, security: r.connection_security_policy, flags: r.response_flags };
+        let dest = self.own(destination);
+        let key = TcpKey { dest: dest.0.id, security: r.connection_security_policy, flags: r.flags };
         let series = self.tcp_series(key, &dest);
         let shard = series.shard();
         shard.opened.fetch_add(1, Ordering::Relaxed);
@@ -761,7 +768,7 @@ impl TcpSeries {
 
 /// The metering of one open TCP connection (see [`Metrics::tcp_open`]). Report cumulative byte
 /// totals whenever convenient (Istio reports every 5 s); only the growth since the last report is
-/// added. Give it to the closing [`TcpRecord`] as `meter`.
+/// added. Give it to [`Metrics::record_tcp`] with the closing [`TcpRecord`].
 pub struct TcpMeter {
     owner: usize,
     series: Arc<TcpSeries>,
