@@ -258,3 +258,23 @@ fn refused_requests_get_an_access_log_line_and_count_in_istio_requests_total() {
     assert_eq!(count("414"), 1.0);
     assert_eq!(count("431"), 1.0);
 }
+
+/// An HTTP/2 request refused by the handler's limits is logged and counted like HTTP/1's: its
+/// access-log line with `414 DPE http2.uri_too_long`, and `istio_requests_total` by code and flag.
+#[test]
+fn an_h2_uri_too_long_is_logged_and_counted_like_http1() {
+    let echo_port = free_port();
+    let _echo = echo_backend(echo_port, "a");
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("app.yaml"), &config(echo_port, tcp_echo()));
+    let tcp_port = free_port();
+    let (gw, lines) =
+        start_gateway_piped(dir.path(), &["--port-map", &format!("90={tcp_port}"), "--max-uri-length", "100"]);
+    let long = format!("/{}", "a".repeat(200));
+    assert_eq!(portico_testkit::blocking::h2c_get(gw.http_port, "h", &long).unwrap().status, 414);
+    let log = wait_lines(&lines, 1, |l| l.starts_with('['));
+    assert_eq!(log.iter().filter(|l| l.contains(r#" HTTP/2" 414 DPE http2.uri_too_long"#)).count(), 1, "{log:#?}");
+    let s = scrape(gw.admin_port);
+    let code = [("reporter", "source"), ("response_code", "414"), ("response_flags", "DPE")];
+    assert_eq!(value(&s, "istio_requests_total", &code), 1.0);
+}

@@ -952,13 +952,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             // progress and re-armed only once it fires (never per request: a reset takes the
             // timer wheel's lock), or when a stalled stream is due before it. Firing early just
             // means looking again.
-            let mut at = self.last_progress + self.timeouts.stream_idle.min(self.timeouts.idle);
-            if let Some((due, _)) = stalled {
-                at = at.min(due);
-            }
+            let lazy = self.last_progress + self.timeouts.stream_idle.min(self.timeouts.idle);
+            // Once that period passed with nothing due (a quiet connection between the stream
+            // idle and the idle timeout, or one whose stalled stream was just reset), arm at what
+            // can be due next: re-arming at `now` fired at once, again and again, a busy loop
+            // (under a paused clock, within this one poll: the reset test never finished).
+            let next = if lazy > now { Some(lazy) } else { [hard, soft].into_iter().flatten().min() };
+            // Everything here is after `now` (what was due was handled above).
+            let Some(at) = next.into_iter().chain(stalled.map(|(due, _)| due)).min() else { return Ok(()) };
             let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if timer.deadline() <= now || stalled.is_some_and(|(due, _)| due < timer.deadline()) {
-                timer.as_mut().reset(at.max(now));
+            // Also re-armed when something is due before it: a stalled stream, or (once armed
+            // past a quiet period) the stream idle timeout of a write that blocked since.
+            if timer.deadline() <= now || at < timer.deadline() {
+                timer.as_mut().reset(at);
             }
             if timer.as_mut().poll(cx).is_pending() {
                 return Ok(());

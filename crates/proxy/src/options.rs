@@ -24,9 +24,9 @@ pub struct ProxyOptions {
     /// Largest request head (request line + headers) accepted: HTTP/1 → 431, HTTP/2 → the
     /// `SETTINGS_MAX_HEADER_LIST_SIZE` we announce. Envoy's default is 60 KiB.
     pub max_request_headers_bytes: usize,
-    /// Most request headers accepted on HTTP/1 (Envoy's default is 100) → 431 past it.
+    /// Most request headers accepted (Envoy's default is 100) → 431 past it, HTTP/1 and HTTP/2.
     pub max_request_headers: usize,
-    /// Longest request target accepted on HTTP/1 → 414 past it.
+    /// Longest request target (HTTP/2 `:path`) accepted → 414 past it.
     pub max_uri_length: usize,
     /// A downstream connection with no bytes either way for this long is shut down gracefully
     /// (HTTP/1 closed when idle, HTTP/2 GOAWAY). Envoy's default connection idle timeout: 1 h.

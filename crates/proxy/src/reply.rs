@@ -56,6 +56,10 @@ pub(crate) enum LocalReply {
     UnexpectedUpgrade,
     /// A redirect's `Location` is not a valid header value.
     InvalidRedirectLocation,
+    /// An HTTP/2 `:path` longer than `--max-uri-length` (HTTP/1's is refused below hyper).
+    H2UriTooLong,
+    /// An HTTP/2 request with more headers than `--max-request-headers`.
+    H2TooManyHeaders,
     /// `fault.abort.httpStatus` (a valid status code: the model checks it).
     FaultAbort(u16),
     /// `fault.abort.grpcStatus`, as a gRPC status code.
@@ -84,6 +88,8 @@ impl LocalReply {
             RouteTimeout | PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
             UpstreamProtocolError | UnexpectedUpgrade => StatusCode::BAD_GATEWAY,
             InvalidAuthorityRewrite | InvalidRedirectLocation => StatusCode::INTERNAL_SERVER_ERROR,
+            H2UriTooLong => StatusCode::URI_TOO_LONG,
+            H2TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             FaultAbort(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             GrpcFaultAbort(_) => StatusCode::OK,
         }
@@ -103,6 +109,8 @@ impl LocalReply {
             UpstreamProtocolError => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
             BodyTooLargeToRetry => ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
             FaultAbort(_) | GrpcFaultAbort(_) => ResponseFlags::FAULT_INJECTED,
+            // Logged like the HTTP/1 refusals below hyper.
+            H2UriTooLong | H2TooManyHeaders => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
             MissingHost
             | PathNormalizationFailed
             | InvalidPath
@@ -137,6 +145,8 @@ impl LocalReply {
             UnexpectedUpgrade => "unexpected_upgrade",
             InvalidRedirectLocation => "invalid_redirect_location",
             FaultAbort(_) | GrpcFaultAbort(_) => "fault_filter_abort",
+            H2UriTooLong => "http2.uri_too_long",
+            H2TooManyHeaders => "http2.too_many_headers",
         }
     }
 
@@ -160,6 +170,8 @@ impl LocalReply {
             }
             UnexpectedUpgrade => "upstream switched protocols without an upgrade request",
             FaultAbort(_) | GrpcFaultAbort(_) => FAULT_ABORT,
+            H2UriTooLong => "URI Too Long",
+            H2TooManyHeaders => "Request Header Fields Too Large",
             NoRoute | PathNormalizationFailed | InvalidPath | NoCluster | InvalidAuthorityRewrite
             | InvalidRedirectLocation => "",
         }
@@ -305,6 +317,8 @@ mod tests {
             InvalidRedirectLocation,
             FaultAbort(418),
             GrpcFaultAbort(14),
+            H2UriTooLong,
+            H2TooManyHeaders,
         ];
         for r in all {
             assert!(!r.details().is_empty() && !r.details().contains(' '), "{r:?}");

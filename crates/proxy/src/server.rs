@@ -147,7 +147,16 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     // The one snapshot load of this request; it stays in use until the request is done.
     let state = shared.state.load_full();
     let (mut parts, body) = req.into_parts();
+    // Counted before `begin` adds headers of its own.
+    let refused = h2_limits(shared, &parts);
     let mut log = begin(shared, conn, &mut parts, started);
+    if let Some(r) = refused {
+        if r == LocalReply::H2UriTooLong {
+            // Not repeated in full in the log (as for HTTP/1).
+            log.record.uri = Uri::from_static("/");
+        }
+        return r.into_response(log);
+    }
     let vars =
         VarsBase { peer: conn.peer, local: conn.local, start: log.record.start_time, protocol: log.record.protocol };
     let forwarded = async {
@@ -161,6 +170,20 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         Err(Stop::Reply(r)) => r.into_response(log),
         Err(Stop::Answer(a)) => a.into_response(log),
     }
+}
+
+/// HTTP/1 heads are checked below hyper (crate::guard); an HTTP/2 request reaches us decoded by
+/// h2, which bounds only the header list's size: the URI length and header count limits are
+/// checked here, and the request answered without going upstream.
+fn h2_limits(shared: &Shared, parts: &http::request::Parts) -> Option<LocalReply> {
+    if parts.version != Version::HTTP_2 {
+        return None;
+    }
+    let target = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > shared.opts.max_uri_length {
+        return Some(LocalReply::H2UriTooLong);
+    }
+    (parts.headers.len() > shared.opts.max_request_headers).then_some(LocalReply::H2TooManyHeaders)
 }
 
 /// Phase 1: the request's record, its `x-request-id` (taken now, so local replies are logged and

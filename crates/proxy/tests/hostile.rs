@@ -533,6 +533,213 @@ async fn h2_streams_above_the_limit_are_refused() {
     assert!(refused >= 50 || seen.goaway.is_some(), "{seen:?}");
 }
 
+/// A backend that answers every request with `size` bytes, counting what it managed to write
+/// and whether its connection was closed under it.
+async fn counting_backend(size: usize) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (written, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (w, c) = (written.clone(), closed.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let (w, c) = (w.clone(), c.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while find(&got, b"\r\n\r\n").is_none() {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                s.write_all(head.as_bytes()).await.unwrap();
+                let block = vec![b'x'; 16 * 1024];
+                let mut left = size;
+                while left > 0 {
+                    let n = left.min(block.len());
+                    if s.write_all(&block[..n]).await.is_err() {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    w.fetch_add(n, Ordering::SeqCst);
+                    left -= n;
+                }
+            });
+        }
+    });
+    (addr, written, closed)
+}
+
+/// A client that opens a stream and never gives it window (`SETTINGS_INITIAL_WINDOW_SIZE` 0,
+/// no WINDOW_UPDATE) must not hold the stream, its buffers or its upstream connection: after the
+/// stream idle timeout the stream is reset, the backend was never read much further than h2's
+/// bounded send buffer, and other clients are served meanwhile. (Its first version never
+/// finished: once the stream was reset, the guard re-armed its timer at `now` in a loop, which
+/// under the paused clock never left the poll.)
+#[tokio::test(start_paused = true)]
+async fn an_h2_stream_the_client_never_opens_the_window_for_is_reset_after_the_stream_idle_timeout() {
+    const SIZE: usize = 64 * 1024 * 1024;
+    let (be, written, closed) = counting_backend(SIZE).await;
+    let other_be = backend("other").await;
+    let routes = vec![route(vec![uri_prefix("/other")], forward("o")), route(vec![], forward("c"))];
+    let snap = snapshot(
+        vec![listener(80, vec![vhost("*", routes)])],
+        vec![cluster("c", &[be]), cluster("o", &[other_be.addr])],
+    );
+    let (_proxy, addr) = start_with(slow_opts(), snap).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    hello.extend(frame(0x1, END_HEADERS | END_STREAM, 1, GET_BLOCK));
+    s.write_all(&hello).await.unwrap();
+
+    // Meanwhile, another client on another connection is served.
+    let mut other = H2::connect(addr).await;
+    let resp = other.get("h", "/other").await;
+    assert_eq!((resp.status, resp.backend()), (200, "other".to_string()));
+
+    // Quiet for longer than the stream idle timeout (20 s) once the response headers are out.
+    let seen = read_frames(&mut s, Duration::from_secs(60)).await;
+    assert!(seen.headers.contains(&1), "no response headers: {seen:?}");
+    assert!(seen.rst.contains(&(1, CANCEL)), "stream 1 was not reset with CANCEL: {seen:?}");
+    // The upstream body was dropped with the stream: its connection is closed under it.
+    for _ in 0..100 {
+        if closed.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(closed.load(Ordering::SeqCst), 1, "the upstream connection was kept");
+    // The gateway read no more than its bounded buffers hold (kernel socket buffers included),
+    // whatever the response's size.
+    let w = written.load(Ordering::SeqCst);
+    assert!(w < 24 * 1024 * 1024, "the backend wrote {w} bytes of {SIZE}");
+    // The connection itself still works.
+    let mut more = frame(0x1, END_HEADERS | END_STREAM, 3, GET_BLOCK);
+    more.extend(frame(0x8, 0, 3, &(1u32 << 20).to_be_bytes()));
+    s.write_all(&more).await.unwrap();
+    let seen = read_frames(&mut s, Duration::from_secs(2)).await;
+    assert!(seen.headers.contains(&3), "the connection stopped serving: {seen:?}");
+}
+
+const CANCEL: u32 = 0x8;
+const FLOW_CONTROL_ERROR: u32 = 0x3;
+
+/// A backend that reads whatever comes until its connection is closed, never answering:
+/// (address, bytes read, connections closed under it).
+async fn silent_backend() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (read, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (r, c) = (read.clone(), closed.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let (r, c) = (r.clone(), c.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => r.fetch_add(n, Ordering::SeqCst),
+                    };
+                }
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, read, closed)
+}
+
+/// A client that starts a request body and never finishes it (HTTP/2 slow POST) has the stream
+/// reset after the stream idle timeout, and the upstream request is dropped with it.
+#[tokio::test(start_paused = true)]
+async fn an_h2_request_the_client_never_finishes_is_reset_after_the_stream_idle_timeout() {
+    let (be, read, closed) = silent_backend().await;
+    let (_proxy, addr) = start_with(slow_opts(), simple(be)).await;
+    let mut s = h2_raw(addr).await;
+    // POST http://h/ without END_STREAM, a first piece of body, then nothing.
+    let mut bytes = frame(0x1, END_HEADERS, 1, &[0x83, 0x86, 0x84, 0x41, 0x01, b'h']);
+    bytes.extend(frame(0x0, 0, 1, b"part of a body"));
+    s.write_all(&bytes).await.unwrap();
+    let seen = read_frames(&mut s, Duration::from_secs(60)).await;
+    assert!(seen.rst.contains(&(1, CANCEL)), "stream 1 was not reset with CANCEL: {seen:?}");
+    assert!(read.load(Ordering::SeqCst) > 0, "the request never reached the backend");
+    for _ in 0..100 {
+        if closed.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(closed.load(Ordering::SeqCst), 1, "the upstream request was kept");
+}
+
+/// A client sending more DATA than the stream window it was given (64 KiB) gets
+/// FLOW_CONTROL_ERROR (h2's stream reset, or GOAWAY); the connection and the gateway go on.
+#[tokio::test]
+async fn h2_data_beyond_the_stream_window_gets_flow_control_error() {
+    let be = backend("be").await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let mut s = h2_raw(addr).await;
+    let mut bytes = frame(0x1, END_HEADERS, 1, &[0x83, 0x86, 0x84, 0x41, 0x01, b'h']);
+    for _ in 0..8 {
+        bytes.extend(frame(0x0, 0, 1, &[b'x'; 16 * 1024]));
+    }
+    flood(&mut s, &bytes).await;
+    let seen = read_frames(&mut s, Duration::from_secs(3)).await;
+    let reset = seen.rst.contains(&(1, FLOW_CONTROL_ERROR));
+    assert!(reset || seen.goaway.map(|(_, code)| code) == Some(FLOW_CONTROL_ERROR), "{seen:?}");
+    if reset && !seen.closed {
+        // Only the stream was reset: the same connection serves the next request.
+        s.write_all(&frame(0x1, END_HEADERS | END_STREAM, 3, GET_BLOCK)).await.unwrap();
+        let seen = read_frames(&mut s, Duration::from_secs(3)).await;
+        assert!(seen.headers.contains(&3), "the connection stopped serving: {seen:?}");
+    }
+    let mut other = H2::connect(addr).await;
+    assert_eq!(other.get("h", "/").await.status, 200);
+}
+
+/// `--max-uri-length` holds on HTTP/2 too: a longer `:path` gets 414, is not forwarded, and is
+/// logged like HTTP/1's (`DPE`); the connection goes on. More headers than
+/// `--max-request-headers` get 431 the same way; a header list above
+/// `--max-request-headers-kb` is refused by h2 itself (431, never reaching the handler).
+#[tokio::test]
+async fn h2_long_paths_get_414_and_too_many_or_too_large_headers_431() {
+    let be = backend("be").await;
+    let sink = Arc::new(RecordingSink::default());
+    let o = ProxyOptions { access_log: sink.clone(), ..opts(&[80]) };
+    let (_proxy, addr) = start_with(o, simple(be.addr)).await;
+    let mut c = H2::connect(addr).await;
+    let r = c.get("h", &format!("/{}", "a".repeat(17 * 1024))).await;
+    assert_eq!(r.status, 414);
+    assert_eq!(c.get("h", &format!("/{}", "a".repeat(15 * 1024))).await.status, 200);
+
+    let mut many = req("GET", "h", "/many");
+    for i in 0..101 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    let r = read(c.sender.send_request(many.body(Default::default()).unwrap()).await.unwrap()).await;
+    assert_eq!(r.status, 431);
+    let big = req("GET", "h", "/big").header("x-big", "b".repeat(70 * 1024)).body(Default::default()).unwrap();
+    match c.sender.send_request(big).await {
+        Ok(resp) => assert_eq!(resp.status(), 431),
+        Err(e) => assert!(!e.is_closed(), "the connection was lost: {e}"),
+    }
+    assert_eq!(c.get("h", "/after").await.status, 200);
+    assert_eq!(be.requests.load(Ordering::SeqCst), 2, "a refused request reached the backend");
+
+    let rec = sink.wait_for(4).await;
+    let refused: Vec<_> = rec.iter().filter(|r| r.status >= 400).collect();
+    assert_eq!(refused.len(), 2, "{rec:?}");
+    for (r, status, details) in [(refused[0], 414, "http2.uri_too_long"), (refused[1], 431, "http2.too_many_headers")] {
+        assert_eq!((r.status, r.details), (status, details));
+        assert_eq!(r.flags, ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+        assert_eq!(r.protocol, http::Version::HTTP_2);
+    }
+}
+
 // ───────────────────────────── upstream faults ─────────────────────────────
 
 /// A backend that answers every request with `response` (raw bytes), then closes.

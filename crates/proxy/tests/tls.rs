@@ -1280,3 +1280,25 @@ async fn certificate_files_are_re_read_periodically() {
     assert_eq!(seen, two.der);
     proxy.shutdown().await;
 }
+
+/// `--max-uri-length` on HTTP/2 over TLS (ALPN `h2`): a longer `:path` gets 414 and is not
+/// forwarded; the connection goes on.
+#[tokio::test]
+async fn h2_over_tls_long_paths_get_414() {
+    let be = backend("web").await;
+    let ca = Ca::new("test ca");
+    let w = ca.issue("w", &["web.example.com"], &[], 1);
+    let yaml = https_gateway(&[("w", "web.example.com", "w")], "")
+        + &secret("w", &w, None, None)
+        + &vs_all("web")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let s = tls_connect(addr, Some("web.example.com"), client_config(&[&ca.pem], None, &[b"h2"])).await.unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut c = H2::over(s).await.unwrap();
+    assert_eq!(c.get("web.example.com", &format!("/{}", "a".repeat(17 * 1024))).await.status, 414);
+    assert_eq!(c.get("web.example.com", "/ok").await.status, 200);
+    assert_eq!(be.requests.load(std::sync::atomic::Ordering::SeqCst), 1, "the long path was forwarded");
+    proxy.shutdown().await;
+}

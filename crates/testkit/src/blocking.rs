@@ -2,7 +2,7 @@
 //! client on a private current-thread runtime, `Connection: close`, the body read to its end
 //! and decoded (chunked or not) by hyper.
 
-use crate::client::{tls_connect, H1};
+use crate::client::{tls_connect, H1, H2};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -100,5 +100,22 @@ pub fn https_get(port: u16, sni: &str, path: &str, cfg: rustls::ClientConfig) ->
         let mut c = H1::over(s).await.map_err(|e| format!("h1: {e}"))?;
         // TLS 1.3: a refused client certificate is only seen here, after the client's Finished.
         c.try_send(req).await.map(Resp::from).map_err(|e| format!("request: {e}"))
+    })
+}
+
+/// One h2c (prior knowledge) GET to 127.0.0.1:`port` on a new connection (10 s at most).
+pub fn h2c_get(port: u16, host: &str, path: &str) -> std::io::Result<Resp> {
+    let req = crate::client::req("GET", host, path).body(Full::default()).map_err(io_err)?;
+    block_on(async move {
+        let exchange = async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let mut c = H2::over(tcp).await.map_err(io_err)?;
+            let resp = c.sender.send_request(req).await.map_err(io_err)?;
+            crate::client::try_read(resp).await.map_err(io_err)
+        };
+        match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+            Ok(r) => r.map(Resp::from),
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no response within 10 s")),
+        }
     })
 }
