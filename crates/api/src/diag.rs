@@ -86,10 +86,14 @@ pub mod code {
     pub const INVALID_GATEWAY_CREDENTIAL: &str = "IST0161";
     /// A Gateway port that no Service selecting the gateway's pods targets.
     pub const GATEWAY_PORT_NOT_DEFINED_ON_SERVICE: &str = "IST0162";
+    /// A VirtualService names a Gateway that Istio generates from a Gateway API Gateway.
+    pub const REFERENCED_INTERNAL_GATEWAY: &str = "IST0165";
     /// A status condition with a negative status (`Accepted: False`, …) on the object.
     pub const NEGATIVE_CONDITION_STATUS: &str = "IST0171";
     /// A DestinationRule host matches no service.
     pub const UNKNOWN_DESTINATION_RULE_HOST: &str = "IST0174";
+    /// ServiceEntries visible together give one host and port different protocols.
+    pub const CONFLICTING_SERVICE_ENTRY_PROTOCOL: &str = "IST0177";
 }
 
 /// Where a diagnostic points. Line and column are 1-based; 0 means "unknown".

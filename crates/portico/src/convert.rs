@@ -267,12 +267,14 @@ fn istio_matches(p: &PathRule) -> Vec<Value> {
     }
 }
 
-fn host_of(service: &str, ns: &str) -> String {
-    format!("{service}.{ns}.svc.cluster.local")
+/// A Service's FQDN in the cluster's DNS domain (`--domain-suffix`): written out in full so the
+/// output means the same Service whichever namespace it is applied in.
+fn host_of(service: &str, ns: &str, domain_suffix: &str) -> String {
+    format!("{service}.{ns}.svc.{domain_suffix}")
 }
 
-fn dest(service: &str, port: Option<u32>, ns: &str) -> Value {
-    let mut d = json!({"host": host_of(service, ns)});
+fn dest(service: &str, port: Option<u32>, ns: &str, domain_suffix: &str) -> Value {
+    let mut d = json!({"host": host_of(service, ns, domain_suffix)});
     if let Some(p) = port {
         d["port"] = json!({"number": p});
     }
@@ -313,9 +315,13 @@ struct Plan<'a> {
     tls: BTreeMap<(String, String), String>,
     /// Hosts whose plain-HTTP requests are redirected to HTTPS.
     redirect: BTreeMap<(String, String), bool>,
+    /// The cluster's DNS domain, for the Service hosts of the Istio output.
+    domain_suffix: &'a str,
 }
 
-pub fn convert(resources: &[Resource], target: Target) -> Output {
+/// `domain_suffix` is the cluster's DNS domain (`cluster.local` unless `--domain-suffix` says
+/// otherwise), as in the hosts the other commands expand short names to.
+pub fn convert(resources: &[Resource], target: Target, domain_suffix: &str) -> Output {
     let mut findings = Vec::new();
     let mut mains: Vec<Parsed<'_>> = Vec::new();
     let mut canaries: Vec<Parsed<'_>> = Vec::new();
@@ -358,7 +364,7 @@ pub fn convert(resources: &[Resource], target: Target) -> Output {
             }
         }
     }
-    let mut plan = Plan { hosts: BTreeMap::new(), tls: BTreeMap::new(), redirect: BTreeMap::new() };
+    let mut plan = Plan { hosts: BTreeMap::new(), tls: BTreeMap::new(), redirect: BTreeMap::new(), domain_suffix };
     for m in &mains {
         let ns = m.res.namespace().to_string();
         let mut secured = Vec::new();
@@ -446,7 +452,7 @@ fn istio(plan: &Plan<'_>, docs: &mut Vec<Value>) {
         for e in entries {
             let (r, n) = (&e.rule, &e.ing.n);
             let mut route = json!({"match": istio_matches(r)});
-            let main = json!({"destination": dest(&r.service, r.port, ns)});
+            let main = json!({"destination": dest(&r.service, r.port, ns, plan.domain_suffix)});
             rules_by_service.insert((ns.clone(), r.service.clone()), n);
             if let Some(t) = &n.rewrite_target {
                 if t.contains('$') {
@@ -474,7 +480,7 @@ fn istio(plan: &Plan<'_>, docs: &mut Vec<Value>) {
             match e.canary {
                 Some((cn, svc, port)) => {
                     rules_by_service.insert((ns.clone(), svc.clone()), n);
-                    let cdest = json!({"destination": dest(svc, *port, ns)});
+                    let cdest = json!({"destination": dest(svc, *port, ns, plan.domain_suffix)});
                     if let Some(hname) = &cn.canary_header {
                         // Header routing wins over weight, as in ingress-nginx.
                         let value = match (&cn.canary_header_value, &cn.canary_header_pattern) {
@@ -556,7 +562,7 @@ fn istio(plan: &Plan<'_>, docs: &mut Vec<Value>) {
         docs.push(json!({
             "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
             "metadata": meta(&format!("ingress-{svc}"), &ns),
-            "spec": {"host": host_of(&svc, &ns), "trafficPolicy": Value::Object(tp)},
+            "spec": {"host": host_of(&svc, &ns, plan.domain_suffix), "trafficPolicy": Value::Object(tp)},
         }));
     }
 }
@@ -838,4 +844,57 @@ pub fn load_findings(diags: &[Diagnostic]) -> Vec<Finding> {
             message: format!("{} {}: {}", d.code, d.resource, d.message),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ingress with a canary and a backend-protocol annotation: every place the Istio output
+    /// names a Service (route, canary route, DestinationRule host).
+    const INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: api
+  namespace: shop
+  annotations: {nginx.ingress.kubernetes.io/backend-protocol: HTTPS}
+spec:
+  rules:
+  - host: api.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 8443}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: api-canary
+  namespace: shop
+  annotations: {nginx.ingress.kubernetes.io/canary: "true", nginx.ingress.kubernetes.io/canary-weight: "10"}
+spec:
+  rules:
+  - host: api.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api-canary, port: {number: 8443}}}}
+"#;
+
+    #[test]
+    fn service_hosts_use_the_domain_suffix() {
+        let parsed = portico_api::parse_text("ingress.yaml", INGRESS, "default");
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        let out = convert(&parsed.resources, Target::Istio, "corp.internal");
+        for want in [
+            "host: \"api.shop.svc.corp.internal\"",
+            "host: \"api-canary.shop.svc.corp.internal\"",
+            "kind: \"DestinationRule\"",
+        ] {
+            assert!(out.yaml.contains(want), "missing `{want}` in:\n{}", out.yaml);
+        }
+        assert!(!out.yaml.contains("cluster.local"), "{}", out.yaml);
+        // The default stays Kubernetes' default.
+        let out = convert(&parsed.resources, Target::Istio, "cluster.local");
+        assert!(out.yaml.contains("host: \"api.shop.svc.cluster.local\""), "{}", out.yaml);
+    }
 }

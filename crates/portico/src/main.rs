@@ -47,6 +47,9 @@ struct ConvertArgs {
     /// Namespace for resources that do not name one.
     #[arg(long, env = "PORTICO_NAMESPACE", default_value = "default")]
     namespace: String,
+    /// The cluster's DNS domain: a backend Service is written as `name.namespace.svc.<suffix>`.
+    #[arg(long, env = "PORTICO_DOMAIN_SUFFIX", default_value = "cluster.local")]
+    domain_suffix: String,
 }
 
 #[derive(Args, Clone)]
@@ -458,7 +461,8 @@ fn convert_cmd(args: ConvertArgs) -> Result<ExitCode> {
     };
     let mut source = files::FileSource::new(args.paths, &args.namespace);
     let load = source.load();
-    let out = convert::convert(&load.resources, target);
+    let suffix = domain_suffix(&args.domain_suffix)?;
+    let out = convert::convert(&load.resources, target, &suffix);
     print!("{}", out.yaml);
     let mut findings = convert::load_findings(&load.diagnostics);
     findings.extend(out.findings);

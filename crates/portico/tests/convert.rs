@@ -155,3 +155,17 @@ fn converted_yaml_validates_and_routes_like_the_original() {
         }
     }
 }
+
+/// `--domain-suffix` reaches `convert`: the Service hosts are in the cluster's domain, and a
+/// value that is not a domain is refused like the other commands refuse it.
+#[test]
+fn convert_honours_domain_suffix() {
+    let fixture = repo(FIXTURE).display().to_string();
+    let (code, yaml, err) = portico(&["convert", "--domain-suffix", "corp.internal.", &fixture]);
+    assert_eq!(code, 0, "{err}");
+    assert!(yaml.contains(".shop.svc.corp.internal"), "{yaml}");
+    assert!(!yaml.contains("cluster.local"), "{yaml}");
+    let (code, _, err) = portico(&["convert", "--domain-suffix", "not a domain", &fixture]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--domain-suffix"), "{err}");
+}

@@ -111,6 +111,7 @@ pub(crate) fn run(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     destination_rule::ca_certificates(cx, out);
     destination_rule::unknown_hosts(cx, out);
     service_entry::addresses(cx, out);
+    service_entry::conflicting_protocols(cx, out);
     status::negative_conditions(cx, out);
 }
 
