@@ -1,6 +1,7 @@
 //! Body types: what we send to clients (`ProxyBody`) and to upstreams (`UpstreamBody`). Both
 //! stream frames through unchanged (data and trailers), counting bytes on the way.
 
+use crate::downstream::Answered;
 use crate::log::RequestGuard;
 use crate::ResponseFlags;
 use bytes::Bytes;
@@ -29,12 +30,14 @@ pub struct ProxyBody {
     /// The route timeout, which (as Envoy's) covers the response body too: when it fires
     /// mid-body the stream is reset (`UT`).
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Counts the request answered on its HTTP/1 connection when hyper drops this body.
+    answered: Option<Answered>,
 }
 
 impl ProxyBody {
     pub(crate) fn full(bytes: Bytes, log: Option<Box<RequestGuard>>) -> ProxyBody {
         let inner = Inner::Full(if bytes.is_empty() { None } else { Some(bytes) });
-        let mut b = ProxyBody { inner, log, deadline: None };
+        let mut b = ProxyBody { inner, log, deadline: None, answered: None };
         b.check_end();
         b
     }
@@ -45,9 +48,14 @@ impl ProxyBody {
         deadline: Option<tokio::time::Instant>,
     ) -> ProxyBody {
         let deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        let mut b = ProxyBody { inner: Inner::Upstream(body), log: Some(log), deadline };
+        let mut b = ProxyBody { inner: Inner::Upstream(body), log: Some(log), deadline, answered: None };
         b.check_end();
         b
+    }
+
+    /// Count the request answered on its connection once hyper is done with this body.
+    pub(crate) fn set_answered(&mut self, answered: Answered) {
+        self.answered = Some(answered);
     }
 
     fn check_end(&mut self) {

@@ -4,12 +4,14 @@
 //! one instead of on each other.
 
 use crate::server::ProxyService;
+use futures_util::task::AtomicWaker;
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
@@ -33,6 +35,50 @@ pub(crate) struct ConnInfo {
     pub(crate) phase: watch::Receiver<Phase>,
     /// Set on connections whose TLS we terminated.
     pub(crate) tls: Option<TlsInfo>,
+    /// HTTP/1 requests in flight, so an idle connection can park without hyper's buffers.
+    pub(crate) requests: Requests,
+}
+
+/// Requests on an HTTP/1 connection that hyper handed to the service, and those whose response
+/// body hyper has let go of (all of it is in hyper's write buffer, or the exchange failed). Equal
+/// counts and a quiet socket mean hyper is only waiting for the next request head: the guard
+/// may then park the connection (see `guard`). Only the connection's own task touches them.
+#[derive(Default)]
+pub(crate) struct Requests {
+    begun: AtomicU32,
+    answered: AtomicU32,
+    /// The guard's reader, woken when the last request in flight is answered: hyper is then
+    /// already waiting on a read, and only the guard's timers can park the connection.
+    idle_waker: AtomicWaker,
+}
+
+impl Requests {
+    pub(crate) fn begin(&self) {
+        self.begun.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Nothing is in flight.
+    pub(crate) fn settled(&self) -> bool {
+        self.begun.load(Ordering::Relaxed) == self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Wake `waker` when the requests in flight are answered.
+    pub(crate) fn wake_when_settled(&self, waker: &std::task::Waker) {
+        self.idle_waker.register(waker);
+    }
+}
+
+/// Carried by a response body: counts its request answered when hyper drops it.
+pub(crate) struct Answered(pub(crate) Arc<ConnInfo>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        let r = &self.0.requests;
+        r.answered.fetch_add(1, Ordering::Relaxed);
+        if r.settled() {
+            r.idle_waker.wake();
+        }
+    }
 }
 
 impl ConnInfo {
@@ -92,8 +138,11 @@ where
 /// Serve `conn` until it ends, following the listener's phase (graceful shutdown when draining,
 /// closed when the drain times out), and shutting down gracefully when `stop` is notified (the
 /// connection's guard refused a request head, found it idle, or saw a flood).
-pub(crate) async fn drive_until<C: Graceful>(conn: C, mut phase: watch::Receiver<Phase>, stop: Option<Arc<Notify>>) {
-    tokio::pin!(conn);
+pub(crate) async fn drive_until<C: Graceful>(
+    mut conn: Pin<&mut C>,
+    phase: &mut watch::Receiver<Phase>,
+    stop: Option<&Notify>,
+) {
     let mut shutting_down = false;
     loop {
         let p = *phase.borrow_and_update();
@@ -111,7 +160,7 @@ pub(crate) async fn drive_until<C: Graceful>(conn: C, mut phase: watch::Receiver
                 }
                 return;
             }
-            () = stopped(stop.as_deref()), if !shutting_down => {
+            () = stopped(stop), if !shutting_down => {
                 shutting_down = true;
                 conn.as_mut().begin_graceful_shutdown();
             }

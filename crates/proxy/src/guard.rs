@@ -18,6 +18,7 @@
 //! timeout); one that stops moving for `stream_idle_timeout` while a request body is due or a
 //! write is blocked (slow POST, slow reader) is closed.
 
+use crate::downstream::ConnInfo;
 use bytes::{Buf, BytesMut};
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,6 +30,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
+
+/// How long an HTTP/1 connection stays idle between requests before it is parked: hyper's
+/// read and write buffers (16 KiB) are freed and the socket waits alone, as nginx frees its
+/// buffers on a keep-alive connection. Short enough that idle connections hold little, long
+/// enough that a busy one never pays for a new hyper connection per request.
+const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// Why a request head was refused (the answer written before the connection closes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +149,16 @@ impl Framer {
     /// Between messages or inside a head (where a refusal can still be answered).
     fn at_head(&self) -> bool {
         matches!(self.st, St::Head) || self.held.is_some()
+    }
+
+    /// Between two messages with nothing of the next one seen.
+    fn between_messages(&self) -> bool {
+        matches!(self.st, St::Head) && self.head.is_empty() && self.held.is_none() && !self.upgrade_next
+    }
+
+    /// Let go of the head buffer's memory (a parked connection).
+    fn release(&mut self) {
+        self.head = Vec::new();
     }
 
     /// Inside a request body (the client owes bytes).
@@ -798,6 +815,9 @@ pub(crate) struct Timeouts {
     pub(crate) idle: Duration,
     /// No progress for this long while the client owes body bytes or a write is blocked.
     pub(crate) stream_idle: Duration,
+    /// HTTP/1 keep-alive: the next request head must start within this time after the last
+    /// exchange (hyper's header read timeout bounds it while hyper waits; this while parked).
+    pub(crate) between_requests: Duration,
 }
 
 /// A downstream stream with the checks above. `stop` is notified when the connection should be
@@ -833,6 +853,11 @@ pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     /// What was read of the refused head, and when it was refused.
     refused_head: Vec<u8>,
     refused_at: Option<Instant>,
+    /// HTTP/1: the connection's request counts (parking needs none in flight).
+    conn: Option<Arc<ConnInfo>>,
+    /// hyper was told the client closed so that it lets go of the connection: the caller parks
+    /// it ([`Self::wait_parked`]) instead of closing it.
+    parked: bool,
 }
 
 /// The stream, or an error once it was handed to the lingering close.
@@ -875,6 +900,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             refusals: None,
             refused_head: Vec::new(),
             refused_at: None,
+            conn: None,
+            parked: false,
         };
         (g, stop)
     }
@@ -886,10 +913,80 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
         limits: H1Limits,
         timeouts: Timeouts,
         refusals: crate::refused::Refusals,
+        conn: Arc<ConnInfo>,
     ) -> (Self, Arc<Notify>) {
         let (mut g, stop) = Self::new(inner, Some(Framer::new(limits)), None, timeouts);
         g.refusals = Some(refusals);
+        g.conn = Some(conn);
         (g, stop)
+    }
+
+    /// An idle HTTP/1 connection: no request in flight, nothing buffered either way, the framer
+    /// between messages, nothing refused or closing. hyper then only waits for the next head.
+    fn may_park(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.requests.settled())
+            && self.framer.as_ref().is_some_and(Framer::between_messages)
+            && self.raw.is_empty()
+            && self.out.is_empty()
+            && !self.write_blocked
+            && self.reject.is_none()
+            && self.killed.is_none()
+            && !self.stop_sent
+    }
+
+    /// hyper let go of the connection because the guard parked it.
+    pub(crate) fn parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Bytes hyper had read but not used when it let go: handed to the next hyper first.
+    pub(crate) fn unread(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            let mut out = BytesMut::with_capacity(bytes.len() + self.out.len());
+            out.extend_from_slice(bytes);
+            out.extend_from_slice(&self.out);
+            self.out = out;
+        }
+    }
+
+    /// Wait, parked, for the client's next bytes with only a little memory held: `true` when
+    /// they came (kept for the framer), `false` when the connection should close (the client
+    /// closed, an error, the idle timeout).
+    pub(crate) async fn wait_parked(&mut self) -> bool {
+        self.parked = false;
+        if !self.out.is_empty() {
+            return true;
+        }
+        // Give back what the last requests grew.
+        self.raw = BytesMut::new();
+        self.out = BytesMut::new();
+        self.timer = None;
+        if let Some(f) = self.framer.as_mut() {
+            f.release();
+        }
+        let quiet_for = self.timeouts.idle.min(self.timeouts.between_requests);
+        let idle = tokio::time::sleep_until(self.last_progress + quiet_for);
+        let read = std::future::poll_fn(|cx| {
+            let mut chunk = [0u8; 1024];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match inner!(self, Poll::Ready(false)).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    self.raw.extend_from_slice(buf.filled());
+                    self.progress();
+                    Poll::Ready(true)
+                }
+                Poll::Ready(Ok(())) => {
+                    self.eof_seen = true;
+                    Poll::Ready(false)
+                }
+                Poll::Ready(Err(_)) => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        tokio::select! {
+            woke = read => woke,
+            () = idle => false,
+        }
     }
 
     /// Log the refused request once: `answered` when the whole refusal was written.
@@ -931,10 +1028,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             let hard = owes.then(|| self.last_progress + self.timeouts.stream_idle);
             let soft = (!self.stop_sent).then(|| self.last_progress + self.timeouts.idle);
             let stalled = self.h2.as_ref().and_then(|h| h.flow.next_due(self.timeouts.stream_idle));
-            if hard.is_none() && soft.is_none() && stalled.is_none() {
+            let nap = self.may_park().then(|| self.last_progress + PARK_AFTER);
+            if nap.is_none() {
+                if let Some(c) = self.conn.as_ref().filter(|c| !c.requests.settled()) {
+                    c.requests.wake_when_settled(cx.waker());
+                    if c.requests.settled() {
+                        cx.waker().wake_by_ref();
+                    }
+                }
+            }
+            if hard.is_none() && soft.is_none() && stalled.is_none() && nap.is_none() {
                 return Ok(());
             }
             let now = Instant::now();
+            if nap.is_some_and(|n| n <= now) {
+                // The reader sees the end of input: hyper finishes and hands the stream back.
+                self.parked = true;
+                return Ok(());
+            }
             if hard.is_some_and(|h| h <= now) {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "stream idle timeout"));
             }
@@ -959,9 +1070,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             // (under a paused clock, within this one poll: the reset test never finished).
             let next = if lazy > now { Some(lazy) } else { [hard, soft].into_iter().flatten().min() };
             // Everything here is after `now` (what was due was handled above).
-            let Some(at) = next.into_iter().chain(stalled.map(|(due, _)| due)).min() else { return Ok(()) };
+            let Some(at) = next.into_iter().chain(stalled.map(|(due, _)| due)).chain(nap).min() else {
+                return Ok(());
+            };
             let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            // Also re-armed when something is due before it: a stalled stream, or (once armed
+            // Also re-armed when something is due before it: a stalled stream, the idle parking, or (once armed
             // past a quiet period) the stream idle timeout of a write that blocked since.
             if timer.deadline() <= now || at < timer.deadline() {
                 timer.as_mut().reset(at);
@@ -1047,6 +1160,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
         let this = &mut *self;
         if let Some(why) = this.killed {
             return this.kill(cx, why).map(Err);
+        }
+        if this.parked {
+            return Poll::Ready(Ok(()));
         }
         loop {
             if !this.out.is_empty() {
@@ -1138,6 +1254,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                     }
                     Poll::Ready(Ok(())) => {
                         this.progress();
+
                         this.raw.extend_from_slice(&buf.filled()[before..]);
                         buf.set_filled(before);
                     }
@@ -1145,6 +1262,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                     Poll::Pending => {
                         if let Err(e) = this.poll_timers(cx) {
                             return Poll::Ready(Err(e));
+                        }
+                        if this.parked {
+                            // An end of input for hyper (it lets go); the socket stays open.
+                            return Poll::Ready(Ok(()));
                         }
                         return Poll::Pending;
                     }
@@ -1282,6 +1403,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.parked {
+            // hyper closing a parked connection: it stays open for the next request.
+            return Poll::Ready(Ok(()));
+        }
         if let Some(r) = this.reject {
             let reply = r.response();
             while this.reply_sent < reply.len() {

@@ -108,8 +108,10 @@ async fn serve(
     let _counted = shared.opts.telemetry.as_ref().map(|t| t.metrics().gateway().downstream_connection());
     let kind = shared.state.load().snapshot.listener(port).map(|l| l.kind);
     match kind {
-        Some(ListenerKind::Tls) => return crate::tls::serve(stream, peer, port, shared, phase).await,
-        Some(ListenerKind::Tcp) => return serve_tcp(stream, peer, port, shared, phase).await,
+        // Boxed here and below: a spawned task's future is as large as its largest state, and
+        // each connection kind's state machine is large (the TLS handshake's most of all).
+        Some(ListenerKind::Tls) => return Box::pin(crate::tls::serve(stream, peer, port, shared, phase)).await,
+        Some(ListenerKind::Tcp) => return Box::pin(serve_tcp(stream, peer, port, shared, phase)).await,
         Some(ListenerKind::Http) | None => {}
     }
     let sniffed = tokio::select! {
@@ -122,8 +124,9 @@ async fn serve(
         _ => return,
     };
     let local = stream.local_addr().unwrap_or(peer);
-    let info = ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: None };
-    serve_http(Prefixed::new(prefix, stream), is_h2, info, shared, phase).await;
+    let info =
+        ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: None, requests: Default::default() };
+    Box::pin(serve_http(Prefixed::new(prefix, stream), is_h2, info, shared, phase)).await;
 }
 
 /// A connection on a TCP listener: relayed by the port's first matching TCP route.

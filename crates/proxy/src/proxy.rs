@@ -259,6 +259,12 @@ impl Proxy {
         self.inner.addrs.load().as_ref().clone()
     }
 
+    /// HTTP/1 keep-alive connections idle long enough to be parked right now: they hold a
+    /// socket and a few hundred bytes, none of hyper's buffers.
+    pub fn parked_connections(&self) -> usize {
+        self.inner.shared.parked.load(Ordering::Relaxed)
+    }
+
     /// True once a snapshot has been applied and its listeners are bound; false once draining.
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire) && !self.inner.draining.load(Ordering::Acquire)

@@ -14,7 +14,7 @@
 //! plain or TLS, HTTP/1 or h2.
 
 use crate::body::{ProxyBody, UpstreamBody};
-use crate::downstream::{drive_until, until, ConnInfo, Phase};
+use crate::downstream::{drive_until, until, Answered, ConnInfo, Phase};
 use crate::guard::{Guarded, H2Limits};
 use crate::headers;
 use crate::log::{RequestGuard, RequestRecord};
@@ -41,7 +41,7 @@ use portico_model::snapshot::{HeaderOps, Redirect, Route, RouteAction, UpstreamP
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -49,19 +49,71 @@ use tokio::sync::watch;
 
 /// Serve HTTP on an accepted connection (plain or TLS-terminated): h2 when the client speaks it
 /// (ALPN or the h2c preface), else HTTP/1.1 with upgrades; drained with the listener.
-pub(crate) async fn serve_http<I>(io: I, h2: bool, info: ConnInfo, shared: Arc<Shared>, phase: watch::Receiver<Phase>)
-where
+pub(crate) async fn serve_http<I>(
+    io: I,
+    h2: bool,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = ProxyService { shared: shared.clone(), conn: Arc::new(info) };
+    let svc = ProxyService { shared: shared.clone(), conn: Arc::new(info), h1: !h2 };
     // Head checks, flood limits and idle timeouts below hyper (crate::guard), for both.
     if h2 {
         let (io, stop) = Guarded::http2(io, H2Limits::default(), shared.timeouts(), true);
-        drive_until(shared.h2.serve_connection(TokioIo::new(io), svc), phase, Some(stop)).await;
-    } else {
-        let refusals = crate::refused::Refusals::new(shared.sink.clone(), svc.conn.clone());
-        let (io, stop) = Guarded::http1(io, shared.h1_limits(), shared.timeouts(), refusals);
-        drive_until(shared.h1.serve_connection(TokioIo::new(io), svc).with_upgrades(), phase, Some(stop)).await;
+        let mut conn = Box::pin(shared.h2.serve_connection(TokioIo::new(io), svc));
+        drive_until(conn.as_mut(), &mut phase, Some(&stop)).await;
+        return;
+    }
+    let refusals = crate::refused::Refusals::new(shared.sink.clone(), svc.conn.clone());
+    let (mut io, stop) = Guarded::http1(io, shared.h1_limits(), shared.timeouts(), refusals, svc.conn.clone());
+    loop {
+        // Boxed, and the box freed in this block, so that a parked connection holds none of
+        // hyper's state.
+        let parts = {
+            let mut conn = Box::new(shared.h1.serve_connection(TokioIo::new(io), svc.clone()).with_upgrades());
+            drive_until(Pin::new(&mut *conn), &mut phase, Some(&stop)).await;
+            conn.into_parts()
+        };
+        // Upgraded (a tunnel now) or closed: done. Parked by the guard (idle between requests):
+        // hyper and its buffers go, the connection waits for the client's next bytes on its own
+        // and then gets a fresh hyper connection.
+        let Some(hyper::server::conn::http1::Parts { io: hyper_io, read_buf, .. }) = parts else { return };
+        let mut guarded = hyper_io.into_inner();
+        if !guarded.parked() {
+            return;
+        }
+        guarded.unread(&read_buf);
+        // Let go of hyper's read buffer now, not when this iteration ends (after the wait).
+        drop(read_buf);
+        tracing::trace!(peer = %svc.conn.peer, "idle connection parked");
+        let counted = ParkedCount::new(&shared);
+        let woke = tokio::select! {
+            woke = guarded.wait_parked() => woke,
+            () = until(&mut phase, Phase::Draining) => false,
+        };
+        drop(counted);
+        if !woke {
+            return;
+        }
+        io = guarded;
+    }
+}
+
+/// Counts a connection in [`Shared::parked`] while it lives.
+struct ParkedCount<'a>(&'a Shared);
+
+impl<'a> ParkedCount<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.parked.fetch_add(1, Ordering::Relaxed);
+        ParkedCount(shared)
+    }
+}
+
+impl Drop for ParkedCount<'_> {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -70,6 +122,8 @@ where
 pub(crate) struct ProxyService {
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
+    /// HTTP/1: requests are counted in and out so the connection can park when idle.
+    h1: bool,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
@@ -80,11 +134,18 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let shared = self.shared.clone();
         let conn = self.conn.clone();
+        let h1 = self.h1;
+        if h1 {
+            conn.requests.begin();
+        }
         Box::pin(async move {
             let mut resp = handle(&shared, &conn, req).await;
             // Envoy overwrites `server` on every response with Istio's name for it (its default
             // `server_header_transformation: OVERWRITE`), after the route's header rules.
             resp.headers_mut().insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+            if h1 {
+                resp.body_mut().set_answered(Answered(conn));
+            }
             Ok(resp)
         })
     }

@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Sender<bool>,
     /// Downstream connections open now (for `max_connections`).
     pub(crate) connections: AtomicUsize,
+    /// HTTP/1 connections parked idle now (without hyper's buffers).
+    pub(crate) parked: AtomicUsize,
 }
 
 impl Shared {
@@ -102,6 +104,7 @@ impl Shared {
             h2,
             stop: watch::Sender::new(false),
             connections: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             crypto: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             opts,
         }
@@ -119,7 +122,11 @@ impl Shared {
     }
 
     pub(crate) fn timeouts(&self) -> crate::guard::Timeouts {
-        crate::guard::Timeouts { idle: self.opts.idle_timeout, stream_idle: self.opts.stream_idle_timeout }
+        crate::guard::Timeouts {
+            idle: self.opts.idle_timeout,
+            stream_idle: self.opts.stream_idle_timeout,
+            between_requests: self.opts.header_read_timeout,
+        }
     }
 }
 

@@ -216,8 +216,14 @@ async fn sni_selects_among_certificates_and_serves_https() {
     assert_eq!(r.backend(), "web");
     assert_eq!(r.seen("x-forwarded-proto").as_deref(), Some("https"));
     assert_eq!(r.seen("x-forwarded-client-cert"), None);
-    // Keep-alive on the TLS connection.
+    // Keep-alive on the TLS connection, also after pauses long enough to park it (hyper's
+    // buffers let go, TLS state kept).
     assert_eq!(https_get(&mut c, "a.example.com", "/again", &[]).await.unwrap().seen_path(), "/again");
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let path = format!("/after-pause/{i}");
+        assert_eq!(https_get(&mut c, "a.example.com", &path, &[]).await.unwrap().seen_path(), path);
+    }
     proxy.shutdown().await;
 }
 

@@ -208,7 +208,7 @@ pub(crate) async fn serve(
     let started = tokio::time::Instant::now();
     let limit = shared.opts.tls_handshake_timeout;
     let start = tokio::select! {
-        r = tokio::time::timeout(limit, read_hello(&mut stream)) => r,
+        r = tokio::time::timeout(limit, Box::pin(read_hello(&mut stream))) => r,
         _ = until(&mut phase, Phase::Draining) => return,
     };
     let (accepted, sni, buf) = match start {
@@ -245,7 +245,7 @@ pub(crate) async fn serve(
             let mut log = TcpGuard::new(shared.clone(), TcpGuard::record(peer, local, port, sni.clone()));
             let route = tls_route(&block.tls_routes, sni.as_deref(), port);
             let dests = route.map(|r| &r.destinations);
-            tcp::proxy(&shared, &state, dests, None, stream, buf.freeze(), &mut log, phase).await;
+            Box::pin(tcp::proxy(&shared, &state, dests, None, stream, buf.freeze(), &mut log, phase)).await;
         }
         Some(TlsMode::AutoPassthrough) => {
             let mut log = TcpGuard::new(shared.clone(), TcpGuard::record(peer, local, port, sni.clone()));
@@ -254,7 +254,7 @@ pub(crate) async fn serve(
                 log.record.flags.insert(crate::ResponseFlags::NO_ROUTE_FOUND);
                 return;
             }
-            tcp::proxy(&shared, &state, None, cluster, stream, buf.freeze(), &mut log, phase).await;
+            Box::pin(tcp::proxy(&shared, &state, None, cluster, stream, buf.freeze(), &mut log, phase)).await;
         }
         _ => {
             let config = match state.tls.load().get(block) {
@@ -272,7 +272,7 @@ pub(crate) async fn serve(
             };
             let remaining = limit.saturating_sub(started.elapsed());
             let accepted = tokio::select! {
-                r = tokio::time::timeout(remaining, handshake) => r,
+                r = tokio::time::timeout(remaining, Box::pin(handshake)) => r,
                 _ = until(&mut phase, Phase::Draining) => return,
             };
             let tls = match accepted {
@@ -294,14 +294,22 @@ pub(crate) async fn serve(
             if block.protocol == Protocol::Tls {
                 let mut log = TcpGuard::new(shared.clone(), TcpGuard::record(peer, local, port, sni.clone()));
                 let dests = tcp::tcp_route(&block.tcp_routes, port);
-                tcp::proxy(&shared, &state, dests, None, tls, Bytes::new(), &mut log, phase).await;
+                Box::pin(tcp::proxy(&shared, &state, dests, None, tls, Bytes::new(), &mut log, phase)).await;
                 return;
             }
             // The HTTP service loads the snapshot per request; this connection keeps none.
             drop(state);
-            let info =
-                ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: Some(TlsInfo { sni, xfcc }) };
-            serve_http(tls, h2, info, shared, phase).await;
+            let info = ConnInfo {
+                peer,
+                local,
+                gateway_port: port,
+                phase: phase.clone(),
+                tls: Some(TlsInfo { sni, xfcc }),
+                requests: Default::default(),
+            };
+            // Boxed: the stream and the HTTP state machine then live on the heap apart from this
+            // handshake's (larger) state, which is not kept for the connection's life.
+            Box::pin(serve_http(Box::new(tls), h2, info, shared, phase)).await;
         }
     }
 }
