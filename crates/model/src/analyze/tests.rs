@@ -1886,6 +1886,127 @@ spec:
     );
 }
 
+/// istioctl's `virtualservice.GatewayAnalyzer` reads Gateway API Gateways too: a `gateways`
+/// entry naming one is not IST0101, and IST0132 compares the VirtualService's hosts with the
+/// listener hostnames (a listener without a hostname takes every host). An Istio Gateway of
+/// the same name is looked up first. Portico adds PTC0008: such a binding serves nothing here.
+#[test]
+fn vs_gateway_naming_a_gateway_api_gateway() {
+    const KUBE_GATEWAYS: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: named, namespace: default}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, hostname: example.com, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: open, namespace: apps}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - {name: http, hostname: other.example.org, port: 80, protocol: HTTP}
+  - {name: any, port: 8080, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, hostname: nothing.test, port: 80, protocol: HTTP}]
+"#;
+    let with = |vs: &str| format!("{KUBE_GATEWAYS}---\n{vs}");
+    run(&[
+        (
+            "bare name, full name: found, host matches; no IST0101",
+            &["IST0101", "IST0132", "PTC0008"],
+            &with(
+                r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: my-vs, namespace: default}
+spec:
+  hosts: [example.com]
+  gateways: [named, default/named]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+            ),
+            &[
+                ("PTC0008", "VirtualService/default/my-vs", "gateway `default/named` is a Gateway API Gateway"),
+                ("PTC0008", "VirtualService/default/my-vs", "gateway `default/named` is a Gateway API Gateway"),
+            ],
+        ),
+        (
+            "host not among the listener hostnames: IST0132 naming the Gateway API Gateway",
+            &["IST0101", "IST0132"],
+            &with(
+                r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: elsewhere, namespace: default}
+spec:
+  hosts: [elsewhere.test]
+  gateways: [named]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+            ),
+            &[(
+                "IST0132",
+                "VirtualService/default/elsewhere",
+                "one or more host [elsewhere.test] defined in VirtualService default/elsewhere not found in Gateway \
+                 default/named.",
+            )],
+        ),
+        (
+            "a listener without hostname takes every host",
+            &["IST0101", "IST0132"],
+            &with(
+                r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: any, namespace: default}
+spec:
+  hosts: [whatever.test]
+  gateways: [apps/open]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+            ),
+            &[],
+        ),
+        (
+            "the Istio Gateway of the same name wins (its hosts, no PTC0008); a wrong namespace is still not found",
+            &["IST0101", "IST0132", "PTC0008"],
+            &with(
+                r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: istio-first, namespace: default}
+spec:
+  hosts: [nothing.test]
+  gateways: [istio-system/gw, open]
+  http: [{route: [{destination: {host: reviews.default.svc.cluster.local}}]}]
+"#,
+            ),
+            &[
+                (
+                    "IST0132",
+                    "VirtualService/default/istio-first",
+                    "one or more host [nothing.test] defined in VirtualService default/istio-first not found in \
+                     Gateway istio-system/gw.",
+                ),
+                ("IST0101", "VirtualService/default/istio-first", "Referenced gateway not found: \"open\""),
+                (
+                    "IST0132",
+                    "VirtualService/default/istio-first",
+                    "one or more host [nothing.test] defined in VirtualService default/istio-first not found in \
+                     Gateway default/open.",
+                ),
+            ],
+        ),
+    ]);
+}
+
 #[test]
 fn ist0177_conflicting_service_entry_protocol() {
     run(&[

@@ -8,6 +8,7 @@ use crate::compile::gateway_ref_matches;
 use crate::host;
 use crate::registry;
 use portico_api::diag::code;
+use portico_api::gateway_api::KubeGateway;
 use portico_api::istio::{Destination, HttpMatchRequest, StringMatch, VirtualService};
 use portico_api::{Diagnostic, Resource, Spec};
 use std::collections::{BTreeMap, HashMap};
@@ -16,9 +17,20 @@ const MESH: &str = "mesh";
 
 /// IST0101 for `gateways` entries naming no Gateway, and IST0132 when none of the
 /// VirtualService's hosts is a host of the named Gateway (reported for a missing Gateway too,
-/// as istioctl does).
+/// as istioctl does). An entry naming no Istio Gateway but a Gateway API Gateway is not
+/// "not found" (istioctl reads both kinds): its hosts are checked against the listeners'
+/// hostnames instead (a listener without one takes every host), and Portico says that such a
+/// binding serves nothing here.
 pub(super) fn gateway_refs(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     let gateways: Vec<&Resource> = cx.of_kind(portico_api::Kind::Gateway).collect();
+    let kube_gateways: Vec<(&Resource, &KubeGateway)> = cx
+        .resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::KubeGateway(g) => Some((*r, g)),
+            _ => None,
+        })
+        .collect();
     for (vs_res, vs) in cx.virtual_services() {
         for (i, g) in vs.gateways.iter().enumerate() {
             if g == MESH {
@@ -44,6 +56,15 @@ pub(super) fn gateway_refs(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
             let found =
                 gateways.iter().find(|gw| gateway_ref_matches(g, vs_res.namespace(), gw.namespace(), gw.name()));
             let (ref_ns, ref_name) = g.split_once('/').unwrap_or((vs_res.namespace(), g));
+            let kube = if found.is_none() {
+                kube_gateways.iter().find(|(r, _)| gateway_ref_matches(g, vs_res.namespace(), r.namespace(), r.name()))
+            } else {
+                None
+            };
+            if let Some((kube_res, kube_gw)) = kube {
+                kube_gateway_ref(vs_res, vs, loc, kube_res, kube_gw, out);
+                continue;
+            }
             if found.is_none() {
                 let others: Vec<String> =
                     gateways.iter().filter(|gw| gw.name() == ref_name).map(|gw| full_name(gw)).collect();
@@ -85,6 +106,47 @@ pub(super) fn gateway_refs(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
                 ));
             }
         }
+    }
+}
+
+/// A `gateways` entry naming a Gateway API Gateway (and no Istio Gateway): istioctl's IST0132
+/// against the listener hostnames, and Portico's own note that the VirtualService does not
+/// attach there (Portico binds VirtualServices to Istio Gateways only; the Gateway API
+/// Gateway serves its HTTPRoutes).
+fn kube_gateway_ref(
+    vs_res: &Resource,
+    vs: &VirtualService,
+    loc: portico_api::Location,
+    kube_res: &Resource,
+    kube_gw: &KubeGateway,
+    out: &mut Vec<Diagnostic>,
+) {
+    let kube_name = full_name(kube_res);
+    out.push(Diagnostic::warning(
+        loc.clone(),
+        code::IGNORED,
+        vs_res.key(),
+        format!(
+            "gateway `{kube_name}` is a Gateway API Gateway: Portico binds VirtualServices to Istio Gateways only, \
+             so this VirtualService serves nothing through it; attach an HTTPRoute to `{kube_name}` instead"
+        ),
+    ));
+    let any = kube_gw.listeners.iter().any(|l| match l.hostname.as_deref() {
+        None | Some("") => true,
+        Some(h) => vs.hosts.iter().any(|vh| host::intersect(h, vh).is_some()),
+    });
+    if !any {
+        out.push(Diagnostic::warning(
+            loc,
+            code::VS_HOST_NOT_IN_GATEWAY,
+            vs_res.key(),
+            format!(
+                "one or more host {} defined in VirtualService {} not found in Gateway {kube_name}. (the listener \
+                 hostnames of that Gateway API Gateway)",
+                go_list(&vs.hosts),
+                full_name(vs_res)
+            ),
+        ));
     }
 }
 
