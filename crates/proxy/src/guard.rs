@@ -828,7 +828,8 @@ pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     /// The client closed its side (nothing left to drain when we close).
     eof_seen: bool,
     framer: Option<Framer>,
-    h2: Option<H2Watch>,
+    /// Boxed: HTTP/1 connections (most of them, and the ones that sit idle) need none.
+    h2: Option<Box<H2Watch>>,
     raw: BytesMut,
     out: BytesMut,
     reject: Option<Reject>,
@@ -881,7 +882,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             inner: Some(inner),
             eof_seen: false,
             framer,
-            h2,
+            h2: h2.map(Box::new),
             raw: BytesMut::new(),
             out: BytesMut::new(),
             reject: None,

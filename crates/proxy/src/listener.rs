@@ -110,7 +110,14 @@ async fn serve(
     match kind {
         // Boxed here and below: a spawned task's future is as large as its largest state, and
         // each connection kind's state machine is large (the TLS handshake's most of all).
-        Some(ListenerKind::Tls) => return Box::pin(crate::tls::serve(stream, peer, port, shared, phase)).await,
+        Some(ListenerKind::Tls) => {
+            // The handshake's box is freed before the HTTP connection's life begins.
+            let Some(http) = Box::pin(crate::tls::serve(stream, peer, port, shared.clone(), phase.clone())).await
+            else {
+                return;
+            };
+            return Box::pin(serve_http(http.stream, http.h2, http.info, shared, phase)).await;
+        }
         Some(ListenerKind::Tcp) => return Box::pin(serve_tcp(stream, peer, port, shared, phase)).await,
         Some(ListenerKind::Http) | None => {}
     }

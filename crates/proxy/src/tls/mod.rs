@@ -11,7 +11,6 @@ pub(crate) use config::TlsStore;
 
 use crate::downstream::{until, ConnInfo, Phase, TlsInfo};
 use crate::io::Prefixed;
-use crate::server::serve_http;
 use crate::state::{Shared, State};
 use crate::tcp::{self, TcpGuard};
 use bytes::{Bytes, BytesMut};
@@ -197,19 +196,28 @@ async fn read_hello(stream: &mut TcpStream) -> std::io::Result<Start> {
 
 const PLAIN_HTTP_REPLY: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 45\r\nconnection: close\r\n\r\nThe plain HTTP request was sent to TLS port.\n";
 
-/// Serve one connection on a TLS listener.
+/// An HTTP connection whose TLS we terminated, for [`serve_http`]. Returned rather than served
+/// here so that the handshake's state is freed before the connection's life begins.
+pub(crate) struct TlsHttp {
+    pub(crate) stream: Box<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>>,
+    pub(crate) h2: bool,
+    pub(crate) info: ConnInfo,
+}
+
+/// Take one connection on a TLS listener: passthrough and TLS-terminated TCP are relayed here;
+/// an HTTP connection is returned once its handshake is done.
 pub(crate) async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
     port: u32,
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
-) {
+) -> Option<TlsHttp> {
     let started = tokio::time::Instant::now();
     let limit = shared.opts.tls_handshake_timeout;
     let start = tokio::select! {
         r = tokio::time::timeout(limit, Box::pin(read_hello(&mut stream))) => r,
-        _ = until(&mut phase, Phase::Draining) => return,
+        _ = until(&mut phase, Phase::Draining) => return None,
     };
     let (accepted, sni, buf) = match start {
         Ok(Ok(Start::Accepted(a, sni, b))) => (Some(a), sni, b),
@@ -222,23 +230,23 @@ pub(crate) async fn serve(
                 let _ = stream.shutdown().await;
             }
             tracing::debug!(%peer, port, "not a TLS ClientHello; connection closed");
-            return;
+            return None;
         }
-        Ok(Ok(Start::Closed)) | Ok(Err(_)) => return,
+        Ok(Ok(Start::Closed)) | Ok(Err(_)) => return None,
         Err(_) => {
             failed(&shared, TlsFailureReason::Timeout);
             tracing::debug!(%peer, port, "no ClientHello within the handshake timeout; connection closed");
-            return;
+            return None;
         }
     };
     let local = stream.local_addr().unwrap_or(peer);
     let state = shared.state.load_full();
-    let Some(listener) = state.snapshot.listener(port) else { return };
+    let listener = state.snapshot.listener(port)?;
     let Some(block) = listener.server_for_sni(sni.as_deref()) else {
         // No server (hence no certificate) for this SNI, as Envoy's "no filter chain match".
         failed(&shared, TlsFailureReason::NoCertificate);
         tracing::debug!(%peer, port, sni = ?sni, "no server for this SNI; handshake refused");
-        return;
+        return None;
     };
     match block.tls.as_ref().map(|t| t.mode) {
         Some(TlsMode::Passthrough) => {
@@ -246,15 +254,17 @@ pub(crate) async fn serve(
             let route = tls_route(&block.tls_routes, sni.as_deref(), port);
             let dests = route.map(|r| &r.destinations);
             Box::pin(tcp::proxy(&shared, &state, dests, None, stream, buf.freeze(), &mut log, phase)).await;
+            None
         }
         Some(TlsMode::AutoPassthrough) => {
             let mut log = TcpGuard::new(shared.clone(), TcpGuard::record(peer, local, port, sni.clone()));
             let cluster = sni.as_deref().and_then(auto_passthrough_cluster).map(Arc::<str>::from);
             if cluster.is_none() {
                 log.record.flags.insert(crate::ResponseFlags::NO_ROUTE_FOUND);
-                return;
+                return None;
             }
             Box::pin(tcp::proxy(&shared, &state, None, cluster, stream, buf.freeze(), &mut log, phase)).await;
+            None
         }
         _ => {
             let config = match state.tls.load().get(block) {
@@ -262,30 +272,35 @@ pub(crate) async fn serve(
                 Err(why) => {
                     failed(&shared, TlsFailureReason::NoCertificate);
                     tracing::debug!(%peer, port, sni = ?sni, gateway = %block.gateway, reason = %why, "handshake refused");
-                    return;
+                    return None;
                 }
             };
             // The hello rustls read goes on as it is; one it refused is replayed to it.
             let handshake = match accepted {
-                Some(a) => StartHandshake::from_parts(*a, Prefixed::new(Bytes::new(), stream)).into_stream(config),
+                Some(a) => {
+                    // The hello's bytes were for a passthrough backend: freed, not kept for the
+                    // connection's life.
+                    drop(buf);
+                    StartHandshake::from_parts(*a, Prefixed::new(Bytes::new(), stream)).into_stream(config)
+                }
                 None => tokio_rustls::TlsAcceptor::from(config).accept(Prefixed::new(buf.freeze(), stream)),
             };
             let remaining = limit.saturating_sub(started.elapsed());
             let accepted = tokio::select! {
                 r = tokio::time::timeout(remaining, Box::pin(handshake)) => r,
-                _ = until(&mut phase, Phase::Draining) => return,
+                _ = until(&mut phase, Phase::Draining) => return None,
             };
             let tls = match accepted {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     failed(&shared, failure_reason(&e));
                     tracing::debug!(%peer, port, sni = ?sni, error = %e, "TLS handshake failed");
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     failed(&shared, TlsFailureReason::Timeout);
                     tracing::debug!(%peer, port, sni = ?sni, "TLS handshake timed out");
-                    return;
+                    return None;
                 }
             };
             let (_, session) = tls.get_ref();
@@ -295,7 +310,7 @@ pub(crate) async fn serve(
                 let mut log = TcpGuard::new(shared.clone(), TcpGuard::record(peer, local, port, sni.clone()));
                 let dests = tcp::tcp_route(&block.tcp_routes, port);
                 Box::pin(tcp::proxy(&shared, &state, dests, None, tls, Bytes::new(), &mut log, phase)).await;
-                return;
+                return None;
             }
             // The HTTP service loads the snapshot per request; this connection keeps none.
             drop(state);
@@ -307,9 +322,7 @@ pub(crate) async fn serve(
                 tls: Some(TlsInfo { sni, xfcc }),
                 requests: Default::default(),
             };
-            // Boxed: the stream and the HTTP state machine then live on the heap apart from this
-            // handshake's (larger) state, which is not kept for the connection's life.
-            Box::pin(serve_http(Box::new(tls), h2, info, shared, phase)).await;
+            Some(TlsHttp { stream: Box::new(tls), h2, info })
         }
     }
 }
