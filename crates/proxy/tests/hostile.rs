@@ -262,18 +262,6 @@ fn slow_opts() -> ProxyOptions {
     }
 }
 
-/// Resolves with `true` once the proxy closed `s` (reads until EOF or error).
-async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 65536];
-    loop {
-        match tokio::time::timeout(limit, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => {}
-            Err(_) => return false,
-        }
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_slow_request_body_is_cut_off_by_the_stream_idle_timeout() {
     let be = backend("be").await;

@@ -195,18 +195,6 @@ async fn a_websocket_upgrade_after_a_pause_becomes_a_tunnel() {
     }
 }
 
-/// Resolves with `true` once the proxy closed `s`.
-async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(limit, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => {}
-            Err(_) => return false,
-        }
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_parked_connection_still_ends_at_the_idle_timeout_and_not_before() {
     let be = backend("be").await;

@@ -178,3 +178,19 @@ pub use portico_testkit::backend::{backend, Backend};
 pub use portico_testkit::certs::{client_config, provider, Ca, Leaf};
 pub use portico_testkit::client::{get, read, req, tls_connect, try_read, Resp, H1, H2};
 pub use portico_testkit::net::{free_port, wait_port};
+
+// ───────────────────────────── sockets ─────────────────────────────
+
+/// Resolves with `true` once the proxy closed `s` (reads and discards until EOF or an error),
+/// `false` when `limit` passes with the connection still open.
+pub async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 65536];
+    loop {
+        match tokio::time::timeout(limit, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
