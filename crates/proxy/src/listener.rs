@@ -116,13 +116,13 @@ async fn serve(
             else {
                 return;
             };
-            return Box::pin(serve_http(http.stream, http.h2, http.info, shared, phase)).await;
+            return Box::pin(serve_http(http.stream, http.h2, Arc::new(http.info), shared, phase)).await;
         }
         Some(ListenerKind::Tcp) => return Box::pin(serve_tcp(stream, peer, port, shared, phase)).await,
         Some(ListenerKind::Http) | None => {}
     }
     let sniffed = tokio::select! {
-        r = tokio::time::timeout(shared.opts.header_read_timeout, sniff(&mut stream)) => r,
+        r = Box::pin(tokio::time::timeout(shared.opts.header_read_timeout, sniff(&mut stream))) => r,
         _ = until(&mut phase, Phase::Draining) => return,
     };
     let (is_h2, prefix) = match sniffed {
@@ -133,7 +133,7 @@ async fn serve(
     let local = stream.local_addr().unwrap_or(peer);
     let info =
         ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: None, requests: Default::default() };
-    Box::pin(serve_http(Prefixed::new(prefix, stream), is_h2, info, shared, phase)).await;
+    Box::pin(serve_http(Prefixed::new(prefix, stream), is_h2, Arc::new(info), shared, phase)).await;
 }
 
 /// A connection on a TCP listener: relayed by the port's first matching TCP route.

@@ -52,28 +52,37 @@ use tokio::sync::watch;
 pub(crate) async fn serve_http<I>(
     io: I,
     h2: bool,
-    info: ConnInfo,
+    info: Arc<ConnInfo>,
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = ProxyService { shared: shared.clone(), conn: Arc::new(info), h1: !h2 };
+    let svc = ProxyService { shared: shared.clone(), conn: info, h1: !h2 };
     // Head checks, flood limits and idle timeouts below hyper (crate::guard), for both.
     if h2 {
-        let (io, stop) = Guarded::http2(io, H2Limits::default(), shared.timeouts(), true);
-        let mut conn = Box::pin(shared.h2.serve_connection(TokioIo::new(io), svc));
-        drive_until(conn.as_mut(), &mut phase, Some(&stop)).await;
+        // Built in a block: a local moved away still keeps its space in this future while its
+        // scope spans an await.
+        let (mut conn, stop) = {
+            let (io, stop) = Guarded::http2(io, H2Limits::default(), shared.timeouts(), true);
+            (Box::pin(shared.h2.serve_connection(TokioIo::new(io), svc)), stop)
+        };
+        Box::pin(drive_until(conn.as_mut(), &mut phase, Some(&stop))).await;
         return;
     }
     let refusals = crate::refused::Refusals::new(shared.sink.clone(), svc.conn.clone());
-    let (mut io, stop) = Guarded::http1(io, shared.h1_limits(), shared.timeouts(), refusals, svc.conn.clone());
+    // Boxed (and built in a block, see above): the guard moves between hyper and the parked
+    // wait, and each place it passes through would otherwise keep its own copy in this future.
+    let (mut io, stop) = {
+        let (guarded, stop) = Guarded::http1(io, shared.h1_limits(), shared.timeouts(), refusals, svc.conn.clone());
+        (Box::new(guarded), stop)
+    };
     loop {
         // Boxed, and the box freed in this block, so that a parked connection holds none of
         // hyper's state.
         let parts = {
             let mut conn = Box::new(shared.h1.serve_connection(TokioIo::new(io), svc.clone()).with_upgrades());
-            drive_until(Pin::new(&mut *conn), &mut phase, Some(&stop)).await;
+            Box::pin(drive_until(Pin::new(&mut *conn), &mut phase, Some(&stop))).await;
             conn.into_parts()
         };
         // Upgraded (a tunnel now) or closed: done. Parked by the guard (idle between requests):
@@ -90,7 +99,8 @@ pub(crate) async fn serve_http<I>(
         tracing::trace!(peer = %svc.conn.peer, "idle connection parked");
         let counted = ParkedCount::new(&shared);
         let woke = tokio::select! {
-            woke = guarded.wait_parked() => woke,
+            // Boxed: only this wait's timer is kept while parked, not the space of every state.
+            woke = Box::pin(guarded.wait_parked()) => woke,
             () = until(&mut phase, Phase::Draining) => false,
         };
         drop(counted);
