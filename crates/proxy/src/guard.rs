@@ -112,8 +112,24 @@ pub(crate) struct Framer {
     limits: H1Limits,
 }
 
+/// RFC 9110 `tchar`, as a table: it is looked up for every byte of every header name.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
 
 fn is_ctl(b: u8) -> bool {
@@ -271,15 +287,25 @@ impl Framer {
         Ok(i)
     }
 
+    /// Take head bytes up to and including the blank line that ends the head: `(used, complete)`.
+    /// Runs between line endings are copied whole (found with `memchr2`); only CR and LF are
+    /// looked at one by one. Errors come out exactly as a byte-by-byte scan would give them.
     fn scan_head(&mut self, data: &[u8]) -> Result<(usize, bool), Reject> {
-        for (k, &b) in data.iter().enumerate() {
-            let last = self.head.last().copied();
-            if b == b'\n' {
-                if last != Some(b'\r') {
-                    return Err(Reject::BadRequest("bare LF line ending"));
-                }
-            } else if last == Some(b'\r') {
+        let mut k = 0;
+        while k < data.len() {
+            if self.head.last() == Some(&b'\r') && data[k] != b'\n' {
                 return Err(Reject::BadRequest("bare CR"));
+            }
+            let run = memchr::memchr2(b'\r', b'\n', &data[k..]).unwrap_or(data.len() - k);
+            if run > 0 {
+                self.take_run(&data[k..k + run])?;
+                k += run;
+                continue;
+            }
+            let b = data[k];
+            k += 1;
+            if b == b'\n' && self.head.last() != Some(&b'\r') {
+                return Err(Reject::BadRequest("bare LF line ending"));
             }
             self.head.push(b);
             if b == b'\n' {
@@ -292,17 +318,36 @@ impl Framer {
                     self.line_end = Some(self.head.len());
                 }
                 if self.head.ends_with(b"\r\n\r\n") {
-                    return Ok((k + 1, true));
+                    return Ok((k, true));
                 }
             }
-            if self.line_end.is_none() && self.head.len() > self.limits.max_uri.saturating_add(32) {
-                return Err(Reject::UriTooLong);
-            }
-            if self.head.len() > self.limits.max_head {
-                return Err(Reject::HeadersTooLarge);
-            }
+            self.check_head_size()?;
         }
         Ok((data.len(), false))
+    }
+
+    /// Append a run of head bytes without CR or LF, refused at the first byte past a limit.
+    fn take_run(&mut self, run: &[u8]) -> Result<(), Reject> {
+        let uri_cap = if self.line_end.is_none() { self.limits.max_uri.saturating_add(32) } else { usize::MAX };
+        let cap = uri_cap.min(self.limits.max_head);
+        let room = cap.saturating_sub(self.head.len());
+        if run.len() <= room {
+            self.head.extend_from_slice(run);
+            return Ok(());
+        }
+        // Up to the first byte over the limit, as a byte-by-byte scan stops.
+        self.head.extend_from_slice(&run[..room + 1]);
+        self.check_head_size()
+    }
+
+    fn check_head_size(&self) -> Result<(), Reject> {
+        if self.line_end.is_none() && self.head.len() > self.limits.max_uri.saturating_add(32) {
+            return Err(Reject::UriTooLong);
+        }
+        if self.head.len() > self.limits.max_head {
+            return Err(Reject::HeadersTooLarge);
+        }
+        Ok(())
     }
 
     /// Check a complete head: the state for what follows it, and whether to hold the head back
@@ -1492,37 +1537,78 @@ mod tests {
         assert!(f.at_head());
     }
 
+    const SMUGGLING_SHAPES: &[&[u8]] = &[
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked \r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding\t: chunked\r\n\r\n",
+        b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\n\n",
+        b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+        b"GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http://a@b/ HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;\x00\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1111111111111111\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n",
+    ];
+
     #[test]
     fn refuses_smuggling_shapes() {
-        for bad in [
-            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked \r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding\t: chunked\r\n\r\n",
-            b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET / HTTP/1.1\nHost: a\n\n",
-            b"GET / HTTP/1.1\r\nHost: a\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
-            b"GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"GET http://a@b/ HTTP/1.1\r\nHost: b\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;\x00\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1111111111111111\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n",
-        ] {
+        for bad in SMUGGLING_SHAPES {
             assert!(matches!(refused(bad), Reject::BadRequest(_)), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// Feed `input` in pieces of `piece` bytes: what was passed on, or the refusal.
+    fn feed_in_pieces(input: &[u8], piece: usize) -> Result<Vec<u8>, Reject> {
+        let mut f = Framer::new(limits());
+        let mut out = BytesMut::new();
+        for chunk in input.chunks(piece) {
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                match f.feed(rest, &mut out)? {
+                    0 => return Ok(out.to_vec()),
+                    n => rest = &rest[n..],
+                }
+            }
+        }
+        Ok(out.to_vec())
+    }
+
+    #[test]
+    fn verdicts_do_not_depend_on_how_the_bytes_arrive() {
+        let mut long_uri = b"GET /".to_vec();
+        long_uri.extend(std::iter::repeat_n(b'a', 200));
+        let mut long_header = b"GET / HTTP/1.1\r\nx: ".to_vec();
+        long_header.extend(std::iter::repeat_n(b'a', 600));
+        let mut cases: Vec<&[u8]> = SMUGGLING_SHAPES.to_vec();
+        cases.extend([
+            &long_uri[..],
+            &long_header[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\r\n\r\n",
+            b"GET / HTTP/1.1\r\r\nHost: a\r\n\r\n",
+        ]);
+        for case in cases {
+            let whole = feed_in_pieces(case, case.len());
+            for piece in [1, 2, 7, 16] {
+                assert_eq!(feed_in_pieces(case, piece), whole, "{piece}: {:?}", String::from_utf8_lossy(case));
+            }
         }
     }
 
