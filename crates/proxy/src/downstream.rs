@@ -29,6 +29,9 @@ pub(crate) enum Phase {
 /// Per-connection facts the request handler needs.
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
+    /// The peer's address as a header value (`x-forwarded-for`, `x-envoy-external-address`),
+    /// formatted once per connection rather than once per request.
+    pub(crate) peer_ip_value: HeaderValue,
     pub(crate) local: SocketAddr,
     pub(crate) gateway_port: u32,
     /// For upgraded tunnels, which outlive the HTTP connection but not the drain.
@@ -82,6 +85,17 @@ impl Drop for Answered {
 }
 
 impl ConnInfo {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        local: SocketAddr,
+        gateway_port: u32,
+        phase: watch::Receiver<Phase>,
+        tls: Option<TlsInfo>,
+    ) -> Self {
+        let peer_ip_value = crate::headers::ip_value(peer.ip());
+        ConnInfo { peer, peer_ip_value, local, gateway_port, phase, tls, requests: Requests::default() }
+    }
+
     /// The scheme requests on this connection arrived with (route matching, redirects).
     pub(crate) fn scheme(&self) -> &'static str {
         if self.tls.is_some() {

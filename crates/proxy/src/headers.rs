@@ -119,7 +119,13 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap, rng: &FastRng) -> Heade
 }
 
 /// Headers of a request going upstream.
-pub(crate) fn prepare_request(headers: &mut HeaderMap, client_ip: IpAddr, upgrade: Option<&HeaderValue>) {
+/// `client_ip_value` is `client_ip` as [`ip_value`] formats it.
+pub(crate) fn prepare_request(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    client_ip_value: &HeaderValue,
+    upgrade: Option<&HeaderValue>,
+) {
     let present = Present::scan(headers);
     let te_trailers = present.te && has_token(headers, &header::TE, "trailers");
     strip_hop_by_hop(headers, present);
@@ -148,19 +154,18 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap, client_ip: IpAddr, upgrad
         }
     }
 
-    let ip = ip_value(client_ip);
-    append_xff(headers, &ip);
+    append_xff(headers, client_ip_value);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     // Envoy's verdict on where the client is (with `use_remote_address`, no trusted hops).
     if is_internal(client_ip) {
         headers.insert(X_ENVOY_INTERNAL.clone(), HeaderValue::from_static("true"));
     } else {
-        headers.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), ip);
+        headers.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), client_ip_value.clone());
     }
 }
 
 /// The client address as a header value, formatted on the stack.
-fn ip_value(ip: IpAddr) -> HeaderValue {
+pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write as _;
     let mut buf = [0u8; 48];
     let mut w = &mut buf[..];
@@ -271,7 +276,8 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let id = ensure_request_id(&mut h, &rng);
-        prepare_request(&mut h, "127.0.0.1".parse().unwrap(), None);
+        let ip = "127.0.0.1".parse().unwrap();
+        prepare_request(&mut h, ip, &ip_value(ip), None);
         assert_eq!(h.get("x-request-id"), Some(&id));
         assert!(h.get("x-secret").is_none());
         assert!(h.get(header::CONNECTION).is_none());

@@ -131,8 +131,7 @@ async fn serve(
         _ => return,
     };
     let local = stream.local_addr().unwrap_or(peer);
-    let info =
-        ConnInfo { peer, local, gateway_port: port, phase: phase.clone(), tls: None, requests: Default::default() };
+    let info = ConnInfo::new(peer, local, port, phase.clone(), None);
     Box::pin(serve_http(Prefixed::new(prefix, stream), is_h2, Arc::new(info), shared, phase)).await;
 }
 

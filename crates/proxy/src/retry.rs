@@ -160,6 +160,16 @@ impl Attempts<'_> {
         loop {
             let mut active = ActiveRequest::new(ep.clone());
             let last_chance = !retry_enabled;
+            // Istio turns on Envoy's `include_request_attempt_count` for its virtual hosts. Set
+            // on the kept parts before the copy: a copied map has no spare room, and one more
+            // header there would grow it.
+            let attempt = match &mut parts {
+                Some(p) => {
+                    p.headers.insert(crate::headers::X_ENVOY_ATTEMPT_COUNT.clone(), attempt_count(retries + 1));
+                    None
+                }
+                None => Some(attempt_count(retries + 1)),
+            };
             let req = match (&parts, body.take()) {
                 // The last possible try takes the original parts (no clone).
                 (Some(_), Some(b)) if last_chance => match parts.take() {
@@ -170,8 +180,9 @@ impl Attempts<'_> {
                 (_, b) => Request::new(b.unwrap_or_else(|| UpstreamBody::from_bytes(bytes::Bytes::new(), None))),
             };
             let mut req = req;
-            // Istio turns on Envoy's `include_request_attempt_count` for its virtual hosts.
-            req.headers_mut().insert(crate::headers::X_ENVOY_ATTEMPT_COUNT.clone(), attempt_count(retries + 1));
+            if let Some(a) = attempt {
+                req.headers_mut().insert(crate::headers::X_ENVOY_ATTEMPT_COUNT.clone(), a);
+            }
             if let Some((tracer, t)) = &mut trace {
                 tracer.start_try(t, req.headers_mut(), Some(ep.addr));
             }

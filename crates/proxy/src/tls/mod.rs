@@ -314,14 +314,7 @@ pub(crate) async fn serve(
             }
             // The HTTP service loads the snapshot per request; this connection keeps none.
             drop(state);
-            let info = ConnInfo {
-                peer,
-                local,
-                gateway_port: port,
-                phase: phase.clone(),
-                tls: Some(TlsInfo { sni, xfcc }),
-                requests: Default::default(),
-            };
+            let info = ConnInfo::new(peer, local, port, phase.clone(), Some(TlsInfo { sni, xfcc }));
             Some(TlsHttp { stream: Box::new(tls), h2, info })
         }
     }
