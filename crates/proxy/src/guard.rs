@@ -133,7 +133,30 @@ fn is_tchar(b: u8) -> bool {
 }
 
 fn is_ctl(b: u8) -> bool {
-    (b < 0x20 && b != b'\t') || b == 0x7f
+    ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+}
+
+/// The lines of a head (without the blank line that ends it), CR stripped: `split` on LF, found
+/// with memchr.
+struct HeadLines<'a>(Option<&'a [u8]>);
+
+impl<'a> Iterator for HeadLines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.0?;
+        let line = match memchr::memchr(b'\n', rest) {
+            Some(at) => {
+                self.0 = Some(&rest[at + 1..]);
+                &rest[..at]
+            }
+            None => {
+                self.0 = None;
+                rest
+            }
+        };
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    }
 }
 
 fn trim_ows(mut v: &[u8]) -> &[u8] {
@@ -355,7 +378,7 @@ impl Framer {
     fn check_head(&mut self) -> Result<(St, bool), Reject> {
         let bad = Reject::BadRequest;
         let text = &self.head[..self.head.len().saturating_sub(4)];
-        let mut lines = text.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let mut lines = HeadLines(Some(text));
         let line = lines.next().unwrap_or_default();
         let mut parts = line.split(|&b| b == b' ');
         let (Some(method), Some(target), Some(version), None) =
@@ -369,7 +392,7 @@ impl Framer {
         if target.len() > self.limits.max_uri {
             return Err(Reject::UriTooLong);
         }
-        if target.is_empty() || target.iter().any(|&b| b <= b' ' || b == 0x7f) {
+        if target.is_empty() || target.iter().fold(false, |bad, &b| bad | (b <= b' ') | (b == 0x7f)) {
             return Err(bad("invalid request target"));
         }
         let http10 = match version {
@@ -388,15 +411,16 @@ impl Framer {
             if count > self.limits.max_headers {
                 return Err(Reject::HeadersTooLarge);
             }
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
+            let Some(colon) = memchr::memchr(b':', line) else {
                 return Err(bad("header line without a colon"));
             };
             let name = &line[..colon];
-            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            if name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b)) {
                 return Err(bad("invalid header name"));
             }
             let value = trim_ows(&line[colon + 1..]);
-            if value.iter().any(|&b| is_ctl(b)) {
+            // Folded rather than short-circuited: the compiler checks many bytes at a time.
+            if value.iter().fold(false, |bad, &b| bad | is_ctl(b)) {
                 return Err(bad("control character in a header value"));
             }
             if name.eq_ignore_ascii_case(b"content-length") {

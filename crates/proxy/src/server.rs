@@ -265,9 +265,6 @@ fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, sta
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
     };
-    // Room, at once, for what the gateway adds (request id, forwarding headers, attempt
-    // count): hyper sizes the map to the headers it parsed, and each addition would grow it.
-    parts.headers.reserve(6);
     let request_id = headers::ensure_request_id(&mut parts.headers, &shared.rng);
     let trace = shared.opts.tracer.as_ref().and_then(|t| t.start(&mut parts.headers)).map(Box::new);
     let record = RequestRecord {
@@ -480,7 +477,7 @@ async fn forward(
     let upgrade =
         if !h2_upstream && parts.version == Version::HTTP_11 { headers::upgrade_of(&parts.headers) } else { None };
     let client_upgrade = if upgrade.is_some() { parts.extensions.remove::<OnUpgrade>() } else { None };
-    headers::prepare_request(&mut parts.headers, conn.peer.ip(), &conn.peer_ip_value, upgrade.as_ref());
+    headers::prepare_request(&mut parts.headers, conn.peer.ip(), &conn.peer_ip_text, upgrade.as_ref());
     crate::tls::downstream_headers(&mut parts.headers, conn);
     {
         // `%REQ(…)%` reads the request as it came in (before these rules).
