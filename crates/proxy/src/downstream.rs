@@ -3,7 +3,7 @@
 //! connection ([`drive`]). Kept apart so the listener, TLS, TCP and HTTP modules depend on this
 //! one instead of on each other.
 
-use crate::headers::IpText;
+use crate::headers::ClientIp;
 use crate::server::ProxyService;
 use futures_util::task::AtomicWaker;
 use http::HeaderValue;
@@ -30,9 +30,9 @@ pub(crate) enum Phase {
 /// Per-connection facts the request handler needs.
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
-    /// The peer's address as text (`x-forwarded-for`, `x-envoy-external-address`), formatted
-    /// once per connection rather than once per request.
-    pub(crate) peer_ip_text: IpText,
+    /// The peer's address with its text (`x-forwarded-for`, `x-envoy-external-address`),
+    /// formatted once per connection rather than once per request.
+    pub(crate) client: ClientIp,
     pub(crate) local: SocketAddr,
     pub(crate) gateway_port: u32,
     /// For upgraded tunnels, which outlive the HTTP connection but not the drain.
@@ -93,8 +93,8 @@ impl ConnInfo {
         phase: watch::Receiver<Phase>,
         tls: Option<TlsInfo>,
     ) -> Self {
-        let peer_ip_text = IpText::new(peer.ip());
-        ConnInfo { peer, peer_ip_text, local, gateway_port, phase, tls, requests: Requests::default() }
+        let client = ClientIp::new(peer.ip());
+        ConnInfo { peer, client, local, gateway_port, phase, tls, requests: Requests::default() }
     }
 
     /// The scheme requests on this connection arrived with (route matching, redirects).

@@ -351,8 +351,7 @@ impl Framer {
 
     /// Append a run of head bytes without CR or LF, refused at the first byte past a limit.
     fn take_run(&mut self, run: &[u8]) -> Result<(), Reject> {
-        let uri_cap = if self.line_end.is_none() { self.limits.max_uri.saturating_add(32) } else { usize::MAX };
-        let cap = uri_cap.min(self.limits.max_head);
+        let cap = self.request_line_cap().min(self.limits.max_head);
         let room = cap.saturating_sub(self.head.len());
         if run.len() <= room {
             self.head.extend_from_slice(run);
@@ -363,8 +362,17 @@ impl Framer {
         self.check_head_size()
     }
 
+    /// How long the head may be while its request line is unfinished (the URI limit plus room
+    /// for the method and version); no bound of its own after it.
+    fn request_line_cap(&self) -> usize {
+        match self.line_end {
+            None => self.limits.max_uri.saturating_add(32),
+            Some(_) => usize::MAX,
+        }
+    }
+
     fn check_head_size(&self) -> Result<(), Reject> {
-        if self.line_end.is_none() && self.head.len() > self.limits.max_uri.saturating_add(32) {
+        if self.head.len() > self.request_line_cap() {
             return Err(Reject::UriTooLong);
         }
         if self.head.len() > self.limits.max_head {

@@ -477,7 +477,7 @@ async fn forward(
     let upgrade =
         if !h2_upstream && parts.version == Version::HTTP_11 { headers::upgrade_of(&parts.headers) } else { None };
     let client_upgrade = if upgrade.is_some() { parts.extensions.remove::<OnUpgrade>() } else { None };
-    headers::prepare_request(&mut parts.headers, conn.peer.ip(), &conn.peer_ip_text, upgrade.as_ref());
+    headers::prepare_request(&mut parts.headers, &conn.client, upgrade.as_ref());
     crate::tls::downstream_headers(&mut parts.headers, conn);
     {
         // `%REQ(…)%` reads the request as it came in (before these rules).
