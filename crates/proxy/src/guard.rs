@@ -32,10 +32,18 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// How long an HTTP/1 connection stays idle between requests before it is parked: hyper's
-/// read and write buffers (16 KiB) are freed and the socket waits alone, as nginx frees its
-/// buffers on a keep-alive connection. Short enough that idle connections hold little, long
-/// enough that a busy one never pays for a new hyper connection per request.
-const PARK_AFTER: Duration = Duration::from_millis(100);
+/// read and write buffers (16 KiB), its task and its registration are freed and the socket waits
+/// alone (see `park`), as nginx frees its buffers on a keep-alive connection. Short, because
+/// every connection not yet parked holds all of that: at 10,000 new connections a second, 10 ms
+/// is 100 of them. Long enough that a client sending its next request right after a response
+/// never pays for a new hyper connection per request.
+const PARK_AFTER: Duration = Duration::from_millis(10);
+
+/// The longest quiet a busy connection needs to park. Whether a connection went quiet is looked
+/// at when its timer goes off (a wake-up and a poll each time): one found busy at a look needs
+/// twice the quiet from then on, and so is looked at half as often (from [`PARK_AFTER`] up to
+/// this).
+const PARK_CHECK_MAX: Duration = Duration::from_millis(100);
 
 /// Why a request head was refused (the answer written before the connection closes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -936,6 +944,8 @@ pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     /// hyper was told the client closed so that it lets go of the connection: the caller parks
     /// it ([`Self::wait_parked`]) instead of closing it.
     parked: bool,
+    /// How long the connection must be quiet to park (grows while it keeps being busy).
+    park_after: Duration,
 }
 
 /// The stream, or an error once it was handed to the lingering close.
@@ -980,6 +990,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             refused_at: None,
             conn: None,
             parked: false,
+            park_after: PARK_AFTER,
         };
         (g, stop)
     }
@@ -1027,11 +1038,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
         }
     }
 
+    /// A parked connection's stream and when its quiet must end (the idle timeout, or the header
+    /// read timeout between requests), for the parking lot. Only when nothing is buffered either
+    /// way; else the guard is handed back and waits in its task ([`Self::wait_parked`]).
+    pub(crate) fn into_idle(mut self: Box<Self>) -> Result<(S, Instant), Box<Self>> {
+        if !self.out.is_empty() || !self.raw.is_empty() {
+            return Err(self);
+        }
+        let deadline = self.last_progress + self.timeouts.idle.min(self.timeouts.between_requests);
+        match self.inner.take() {
+            Some(inner) => Ok((inner, deadline)),
+            None => Err(self),
+        }
+    }
+
+    /// The stream (until it is closed).
+    pub(crate) fn stream(&self) -> Option<&S> {
+        self.inner.as_ref()
+    }
+
     /// Wait, parked, for the client's next bytes with only a little memory held: `true` when
     /// they came (kept for the framer), `false` when the connection should close (the client
     /// closed, an error, the idle timeout).
     pub(crate) async fn wait_parked(&mut self) -> bool {
         self.parked = false;
+        self.park_after = PARK_AFTER;
         if !self.out.is_empty() {
             return true;
         }
@@ -1106,7 +1137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             let hard = owes.then(|| self.last_progress + self.timeouts.stream_idle);
             let soft = (!self.stop_sent).then(|| self.last_progress + self.timeouts.idle);
             let stalled = self.h2.as_ref().and_then(|h| h.flow.next_due(self.timeouts.stream_idle));
-            let nap = self.may_park().then(|| self.last_progress + PARK_AFTER);
+            let nap = self.may_park().then(|| self.last_progress + self.park_after);
             if nap.is_none() {
                 if let Some(c) = self.conn.as_ref().filter(|c| !c.requests.settled()) {
                     c.requests.wake_when_settled(cx.waker());
@@ -1154,7 +1185,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
             // Also re-armed when something is due before it: a stalled stream, the idle parking, or (once armed
             // past a quiet period) the stream idle timeout of a write that blocked since.
-            if timer.deadline() <= now || at < timer.deadline() {
+            if timer.deadline() <= now {
+                // It went off and nothing was due: the connection made progress since it was
+                // armed.
+                self.park_after = (self.park_after * 2).min(PARK_CHECK_MAX);
+                timer.as_mut().reset(at);
+            } else if at < timer.deadline() {
                 timer.as_mut().reset(at);
             }
             if timer.as_mut().poll(cx).is_pending() {

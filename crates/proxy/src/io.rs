@@ -42,6 +42,35 @@ impl<S> Prefixed<S> {
     }
 }
 
+/// A downstream stream that an idle connection can leave behind as a bare socket, to wait in
+/// the parking lot (`park`) without its task.
+pub(crate) trait IntoSocket: Sized {
+    /// Only a socket is left: no replayed bytes, no state of its own (TLS has some).
+    fn is_bare(&self) -> bool;
+    /// The socket, out of the runtime's registration.
+    fn into_socket(self) -> io::Result<std::net::TcpStream>;
+}
+
+impl IntoSocket for Prefixed<tokio::net::TcpStream> {
+    fn is_bare(&self) -> bool {
+        self.prefix.is_empty()
+    }
+
+    fn into_socket(self) -> io::Result<std::net::TcpStream> {
+        self.inner.into_std()
+    }
+}
+
+impl<S> IntoSocket for Box<tokio_rustls::server::TlsStream<S>> {
+    fn is_bare(&self) -> bool {
+        false
+    }
+
+    fn into_socket(self) -> io::Result<std::net::TcpStream> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "a TLS stream keeps its session state"))
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {

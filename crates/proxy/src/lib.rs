@@ -47,6 +47,7 @@ mod listener;
 mod log;
 mod mirror;
 mod options;
+mod park;
 pub mod path;
 mod proxy;
 mod refused;

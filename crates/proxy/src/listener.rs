@@ -3,6 +3,7 @@
 
 use crate::downstream::{until, ConnInfo, Phase};
 use crate::io::{sniff, Prefixed};
+use crate::park::OpenConn;
 use crate::server::serve_http;
 use crate::state::{ConnSlot, Shared};
 use crate::tcp::{self, TcpGuard};
@@ -31,19 +32,22 @@ pub(crate) struct ListenerHandle {
     pub(crate) local_addr: SocketAddr,
     phase: watch::Sender<Phase>,
     accept: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 impl ListenerHandle {
     pub(crate) fn start(port: u32, listener: TcpListener, local_addr: SocketAddr, shared: Arc<Shared>) -> Self {
         let (phase, rx) = watch::channel(Phase::Running);
-        let accept = tokio::spawn(accept_loop(listener, port, shared, rx));
-        ListenerHandle { local_addr, phase, accept: Some(accept) }
+        let accept = tokio::spawn(accept_loop(listener, port, shared.clone(), rx));
+        ListenerHandle { local_addr, phase, accept: Some(accept), shared }
     }
 
     /// Close the listening socket (new connections are refused; the port is free again) and
     /// tell open connections to finish.
     pub(crate) async fn stop_accepting(&mut self) {
         self.phase.send_replace(Phase::Draining);
+        // Parked connections have nothing in flight: closed now, not at the drain timeout.
+        self.shared.lot.evict(&self.phase.subscribe());
         if let Some(accept) = self.accept.take() {
             let _ = accept.await;
         }
@@ -80,12 +84,7 @@ async fn accept_loop(listener: TcpListener, port: u32, shared: Arc<Shared>, mut 
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let shared = shared.clone();
-                    let phase = phase.clone();
-                    tokio::spawn(async move {
-                        serve(stream, peer, port, shared, phase).await;
-                        drop(slot);
-                    });
+                    tokio::spawn(serve(stream, peer, port, slot, phase.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -97,15 +96,11 @@ async fn accept_loop(listener: TcpListener, port: u32, shared: Arc<Shared>, mut 
     }
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    port: u32,
-    shared: Arc<Shared>,
-    mut phase: watch::Receiver<Phase>,
-) {
-    // portico_downstream_connections_{total,active}: counted while this task lives.
-    let _counted = shared.opts.telemetry.as_ref().map(|t| t.metrics().gateway().downstream_connection());
+async fn serve(mut stream: TcpStream, peer: SocketAddr, port: u32, slot: ConnSlot, mut phase: watch::Receiver<Phase>) {
+    let shared = slot.shared().clone();
+    // portico_downstream_connections_{total,active}: counted while the connection is open.
+    let gauge = shared.opts.telemetry.as_ref().map(|t| t.metrics().gateway().downstream_connection());
+    let open = OpenConn { slot, _gauge: gauge };
     let kind = shared.state.load().snapshot.listener(port).map(|l| l.kind);
     match kind {
         // Boxed here and below: a spawned task's future is as large as its largest state, and
@@ -116,7 +111,8 @@ async fn serve(
             else {
                 return;
             };
-            return Box::pin(serve_http(http.stream, http.h2, Arc::new(http.info), shared, phase)).await;
+            Box::pin(serve_http(http.stream, http.h2, Arc::new(http.info), shared, phase)).await;
+            return;
         }
         Some(ListenerKind::Tcp) => return Box::pin(serve_tcp(stream, peer, port, shared, phase)).await,
         Some(ListenerKind::Http) | None => {}
@@ -131,8 +127,25 @@ async fn serve(
         _ => return,
     };
     let local = stream.local_addr().unwrap_or(peer);
-    let info = ConnInfo::new(peer, local, port, phase.clone(), None);
-    Box::pin(serve_http(Prefixed::new(prefix, stream), is_h2, Arc::new(info), shared, phase)).await;
+    let info = Arc::new(ConnInfo::new(peer, local, port, phase, None));
+    serve_plain(Prefixed::new(prefix, stream), is_h2, info, open).await;
+}
+
+/// A plaintext HTTP connection, until it closes or parks (then it waits in the lot).
+async fn serve_plain(stream: Prefixed<TcpStream>, h2: bool, info: Arc<ConnInfo>, open: OpenConn) {
+    let shared = open.slot.shared().clone();
+    let phase = info.phase.clone();
+    if let Some(idle) = Box::pin(serve_http(stream, h2, info.clone(), shared.clone(), phase)).await {
+        shared.lot.park(idle, info, open);
+    }
+}
+
+/// A parked HTTP/1 connection whose client sent its next bytes: served again in a new task.
+pub(crate) async fn resume(socket: std::net::TcpStream, info: Arc<ConnInfo>, open: OpenConn) {
+    match TcpStream::from_std(socket) {
+        Ok(stream) => serve_plain(Prefixed::new(bytes::Bytes::new(), stream), false, info, open).await,
+        Err(e) => tracing::debug!(error = %e, "a parked connection could not resume"),
+    }
 }
 
 /// A connection on a TCP listener: relayed by the port's first matching TCP route.

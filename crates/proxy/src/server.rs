@@ -17,8 +17,10 @@ use crate::body::{ProxyBody, UpstreamBody};
 use crate::downstream::{drive_until, until, Answered, ConnInfo, Phase};
 use crate::guard::{Guarded, H2Limits};
 use crate::headers;
+use crate::io::IntoSocket;
 use crate::log::{RequestGuard, RequestRecord};
 use crate::mirror;
+use crate::park::IdleSocket;
 use crate::path;
 use crate::reply::{LocalAnswer, LocalReply};
 use crate::routing::{self, RequestHeaders};
@@ -48,15 +50,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 /// Serve HTTP on an accepted connection (plain or TLS-terminated): h2 when the client speaks it
-/// (ALPN or the h2c preface), else HTTP/1.1 with upgrades; drained with the listener.
+/// (ALPN or the h2c preface), else HTTP/1.1 with upgrades; drained with the listener. A plaintext
+/// HTTP/1 connection that goes idle comes back as its bare socket, for the parking lot.
 pub(crate) async fn serve_http<I>(
     io: I,
     h2: bool,
     info: Arc<ConnInfo>,
     shared: Arc<Shared>,
     mut phase: watch::Receiver<Phase>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+) -> Option<IdleSocket>
+where
+    I: AsyncRead + AsyncWrite + IntoSocket + Unpin + Send + 'static,
 {
     let svc = ProxyService { shared: shared.clone(), conn: info, h1: !h2 };
     // Head checks, flood limits and idle timeouts below hyper (crate::guard), for both.
@@ -68,7 +72,7 @@ pub(crate) async fn serve_http<I>(
             (Box::pin(shared.h2.serve_connection(TokioIo::new(io), svc)), stop)
         };
         Box::pin(drive_until(conn.as_mut(), &mut phase, Some(&stop))).await;
-        return;
+        return None;
     }
     let refusals = crate::refused::Refusals::new(shared.sink.clone(), svc.conn.clone());
     // Boxed (and built in a block, see above): the guard moves between hyper and the parked
@@ -88,14 +92,23 @@ pub(crate) async fn serve_http<I>(
         // Upgraded (a tunnel now) or closed: done. Parked by the guard (idle between requests):
         // hyper and its buffers go, the connection waits for the client's next bytes on its own
         // and then gets a fresh hyper connection.
-        let Some(hyper::server::conn::http1::Parts { io: hyper_io, read_buf, .. }) = parts else { return };
+        let hyper::server::conn::http1::Parts { io: hyper_io, read_buf, .. } = parts?;
         let mut guarded = hyper_io.into_inner();
         if !guarded.parked() {
-            return;
+            return None;
         }
         guarded.unread(&read_buf);
         // Let go of hyper's read buffer now, not when this iteration ends (after the wait).
         drop(read_buf);
+        // A bare socket waits in the parking lot, without this task.
+        if guarded.stream().is_some_and(IntoSocket::is_bare) && shared.lot.is_open() {
+            match guarded.into_idle() {
+                Ok((stream, deadline)) => {
+                    return stream.into_socket().ok().map(|socket| IdleSocket { socket, deadline });
+                }
+                Err(back) => guarded = back,
+            }
+        }
         tracing::trace!(peer = %svc.conn.peer, "idle connection parked");
         let counted = ParkedCount::new(&shared);
         let woke = tokio::select! {
@@ -105,7 +118,7 @@ pub(crate) async fn serve_http<I>(
         };
         drop(counted);
         if !woke {
-            return;
+            return None;
         }
         io = guarded;
     }

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicUsize,
     /// HTTP/1 connections parked idle now (without hyper's buffers).
     pub(crate) parked: AtomicUsize,
+    /// Where idle plaintext HTTP/1 connections wait without a task of their own.
+    pub(crate) lot: crate::park::ParkingLot,
 }
 
 impl Shared {
@@ -96,13 +98,15 @@ impl Shared {
             .max_pending_accept_reset_streams(20)
             .max_local_error_reset_streams(1024)
             .max_send_buf_size(400 * 1024);
+        let stop = watch::Sender::new(false);
         Shared {
+            lot: crate::park::ParkingLot::new(stop.subscribe()),
             sink: opts.access_log.clone(),
             rng: FastRng::new(opts.rng_seed),
             state: ArcSwap::from_pointee(State::empty()),
             h1,
             h2,
-            stop: watch::Sender::new(false),
+            stop,
             connections: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
             crypto: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
@@ -142,6 +146,13 @@ impl ConnSlot {
             return None;
         }
         Some(ConnSlot(shared.clone()))
+    }
+}
+
+impl ConnSlot {
+    /// The proxy the connection belongs to (a parked connection has no task that holds it).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.0
     }
 }
 
