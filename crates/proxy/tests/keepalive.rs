@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
-//! Idle HTTP/1 keep-alive connections. Between requests a quiet connection is parked: hyper and
-//! its buffers let go, a small read waits for the client, and the next bytes get a fresh hyper
-//! connection. Whatever the client does across that boundary must work as if nothing happened.
+//! Idle HTTP/1 keep-alive connections. Between requests a quiet connection is parked: hyper, its
+//! buffers and (plaintext) its task let go, the socket waits in the parking lot, and the next
+//! bytes get a fresh hyper connection. Whatever the client does across that boundary must work
+//! as if nothing happened.
 
 mod common;
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Longer than the parking delay (100 ms): the connection is parked by the time the client
+/// Longer than the parking delay (10 ms): the connection is parked by the time the client
 /// speaks again. Real time: under tokio's paused clock a socket's readiness and the guard's
 /// timers can be observed out of order, which no client can do.
 const QUIET: Duration = Duration::from_millis(300);
@@ -39,6 +40,16 @@ async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Str
         assert!(n > 0, "connection closed with {:?} unanswered", String::from_utf8_lossy(pending));
         pending.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Send `bytes` on a new connection and read until the proxy closes it (or 5 s pass): what came
+/// back, and whether it was closed.
+async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
 }
 
 fn path_of(body: &str) -> String {
@@ -87,6 +98,65 @@ async fn idle_connections_are_parked_and_wake_for_their_next_request() {
     drop((a, b));
     tokio::time::sleep(QUIET).await;
     assert_eq!(proxy.parked_connections(), 0, "closed by the clients: nothing left parked");
+}
+
+#[tokio::test]
+async fn many_parked_connections_all_wake_and_are_served_in_any_order() {
+    let be = backend("be").await;
+    let (proxy, addr) = start(simple(be.addr)).await;
+    let mut conns = Vec::new();
+    for i in 0..64 {
+        let mut c = H1::connect(addr).await;
+        assert_eq!(c.get("h", &format!("/first/{i}")).await.status, 200);
+        conns.push(c);
+    }
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(proxy.parked_connections(), 64);
+    // All at once, last parked first: every one is woken and answered on its own socket.
+    let asked = conns.into_iter().enumerate().rev().map(|(i, mut c)| {
+        tokio::spawn(async move {
+            let r = c.send(req("GET", "h", &format!("/again/{i}")).body(Full::default()).unwrap()).await;
+            (r.status, r.seen_path(), i, c)
+        })
+    });
+    let mut kept = Vec::new();
+    for task in asked.collect::<Vec<_>>() {
+        let (status, path, i, c) = task.await.unwrap();
+        assert_eq!((status, path), (200, format!("/again/{i}")));
+        kept.push(c);
+    }
+    assert_eq!(be.requests.load(Ordering::SeqCst), 128);
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(proxy.parked_connections(), 64, "parked again after their second requests");
+}
+
+#[tokio::test]
+async fn a_parked_connection_keeps_its_place_under_max_connections_until_its_client_closes() {
+    let be = backend("be").await;
+    let o = ProxyOptions { max_connections: Some(2), ..opts(&[80]) };
+    let (proxy, addr) = start_with(o, simple(be.addr)).await;
+    let mut a = H1::connect(addr).await;
+    let mut b = H1::connect(addr).await;
+    assert_eq!(a.get("h", "/").await.status, 200);
+    assert_eq!(b.get("h", "/").await.status, 200);
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(proxy.parked_connections(), 2);
+    // Parked, both still count: a third connection is closed before a byte is read.
+    let (resp, closed) = send_raw(addr, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    assert!(resp.is_empty() && closed, "{resp:?}");
+    assert_eq!(a.get("h", "/").await.status, 200);
+    // A client closing a parked connection gives its place back.
+    drop(b);
+    let mut served = false;
+    for _ in 0..50 {
+        let (resp, _) = send_raw(addr, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").await;
+        if resp.starts_with("HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "the place of a closed parked connection was not given back");
 }
 
 #[tokio::test]
