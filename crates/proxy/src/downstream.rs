@@ -3,6 +3,7 @@
 //! connection ([`drive`]). Kept apart so the listener, TLS, TCP and HTTP modules depend on this
 //! one instead of on each other.
 
+use crate::guard::ParkDelay;
 use crate::headers::ClientIp;
 use crate::server::ProxyService;
 use futures_util::task::AtomicWaker;
@@ -37,10 +38,13 @@ pub(crate) struct ConnInfo {
     pub(crate) gateway_port: u32,
     /// For upgraded tunnels, which outlive the HTTP connection but not the drain.
     pub(crate) phase: watch::Receiver<Phase>,
-    /// Set on connections whose TLS we terminated.
-    pub(crate) tls: Option<TlsInfo>,
+    /// Set on connections whose TLS we terminated (boxed: a plaintext connection, parked most
+    /// of its life, keeps this struct and need not keep room for it).
+    pub(crate) tls: Option<Box<TlsInfo>>,
     /// HTTP/1 requests in flight, so an idle connection can park without hyper's buffers.
     pub(crate) requests: Requests,
+    /// How long this HTTP/1 connection must be quiet to park.
+    pub(crate) park_delay: ParkDelay,
 }
 
 /// Requests on an HTTP/1 connection that hyper handed to the service, and those whose response
@@ -94,7 +98,16 @@ impl ConnInfo {
         tls: Option<TlsInfo>,
     ) -> Self {
         let client = ClientIp::new(peer.ip());
-        ConnInfo { peer, client, local, gateway_port, phase, tls, requests: Requests::default() }
+        ConnInfo {
+            peer,
+            client,
+            local,
+            gateway_port,
+            phase,
+            tls: tls.map(Box::new),
+            requests: Requests::default(),
+            park_delay: ParkDelay::default(),
+        }
     }
 
     /// The scheme requests on this connection arrived with (route matching, redirects).

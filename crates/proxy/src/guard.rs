@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -31,19 +32,52 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-/// How long an HTTP/1 connection stays idle between requests before it is parked: hyper's
-/// read and write buffers (16 KiB), its task and its registration are freed and the socket waits
-/// alone (see `park`), as nginx frees its buffers on a keep-alive connection. Short, because
-/// every connection not yet parked holds all of that: at 10,000 new connections a second, 10 ms
-/// is 100 of them. Long enough that a client sending its next request right after a response
-/// never pays for a new hyper connection per request.
-const PARK_AFTER: Duration = Duration::from_millis(10);
+/// How long a new HTTP/1 connection stays quiet between requests before it is parked: hyper's
+/// read and write buffers (16 KiB), and in plaintext its task and its registration too, are
+/// freed and the socket waits alone (see `park`), as nginx frees its buffers on a keep-alive
+/// connection. Short, because every connection not yet parked holds all of that: at 10,000 new
+/// connections a second, 5 ms is 50 of them. A client that sends its next request right after a
+/// response never waits that long; one that keeps coming back soon after parking gets a longer
+/// delay ([`ParkDelay`]).
+const PARK_AFTER: Duration = Duration::from_millis(5);
 
-/// The longest quiet a busy connection needs to park. Whether a connection went quiet is looked
-/// at when its timer goes off (a wake-up and a poll each time): one found busy at a look needs
-/// twice the quiet from then on, and so is looked at half as often (from [`PARK_AFTER`] up to
-/// this).
-const PARK_CHECK_MAX: Duration = Duration::from_millis(100);
+/// The longest quiet a connection needs to park.
+const PARK_AFTER_MAX: Duration = Duration::from_secs(1);
+
+/// A parked connection that wakes within this many of its delays was not idle, only paced: a
+/// park and a wake cost about as much as a request, so its delay doubles.
+const WOKE_SOON: u32 = 16;
+
+/// How long an HTTP/1 connection must be quiet to park: [`PARK_AFTER`], doubled (up to
+/// [`PARK_AFTER_MAX`]) each time the connection shows it was not idle: it woke soon after
+/// parking, or was found busy when its timer went off (each look at whether it went quiet is a
+/// wake-up and a poll, so a busy connection is looked at less and less often). Kept with the
+/// connection's facts, which outlive each guard and the parking lot's wait.
+pub(crate) struct ParkDelay(AtomicU32);
+
+impl Default for ParkDelay {
+    fn default() -> Self {
+        ParkDelay(AtomicU32::new(PARK_AFTER.as_millis() as u32))
+    }
+}
+
+impl ParkDelay {
+    pub(crate) fn get(&self) -> Duration {
+        Duration::from_millis(u64::from(self.0.load(Ordering::Relaxed)))
+    }
+
+    fn double(&self) {
+        let longer = (self.get() * 2).min(PARK_AFTER_MAX);
+        self.0.store(longer.as_millis() as u32, Ordering::Relaxed);
+    }
+
+    /// The connection was parked for `parked_for` before its client spoke again.
+    pub(crate) fn woke_after(&self, parked_for: Duration) {
+        if parked_for < self.get() * WOKE_SOON {
+            self.double();
+        }
+    }
+}
 
 /// Why a request head was refused (the answer written before the connection closes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -944,8 +978,6 @@ pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     /// hyper was told the client closed so that it lets go of the connection: the caller parks
     /// it ([`Self::wait_parked`]) instead of closing it.
     parked: bool,
-    /// How long the connection must be quiet to park (grows while it keeps being busy).
-    park_after: Duration,
 }
 
 /// The stream, or an error once it was handed to the lingering close.
@@ -990,7 +1022,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             refused_at: None,
             conn: None,
             parked: false,
-            park_after: PARK_AFTER,
         };
         (g, stop)
     }
@@ -1062,7 +1093,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     /// closed, an error, the idle timeout).
     pub(crate) async fn wait_parked(&mut self) -> bool {
         self.parked = false;
-        self.park_after = PARK_AFTER;
         if !self.out.is_empty() {
             return true;
         }
@@ -1092,10 +1122,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
                 Poll::Pending => Poll::Pending,
             }
         });
-        tokio::select! {
+        let since = Instant::now();
+        let woke = tokio::select! {
             woke = read => woke,
             () = idle => false,
+        };
+        if let Some(c) = self.conn.as_ref().filter(|_| woke) {
+            c.park_delay.woke_after(since.elapsed());
         }
+        woke
     }
 
     /// Log the refused request once: `answered` when the whole refusal was written.
@@ -1137,7 +1172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             let hard = owes.then(|| self.last_progress + self.timeouts.stream_idle);
             let soft = (!self.stop_sent).then(|| self.last_progress + self.timeouts.idle);
             let stalled = self.h2.as_ref().and_then(|h| h.flow.next_due(self.timeouts.stream_idle));
-            let nap = self.may_park().then(|| self.last_progress + self.park_after);
+            let nap = (self.conn.as_ref()).filter(|_| self.may_park()).map(|c| self.last_progress + c.park_delay.get());
             if nap.is_none() {
                 if let Some(c) = self.conn.as_ref().filter(|c| !c.requests.settled()) {
                     c.requests.wake_when_settled(cx.waker());
@@ -1188,7 +1223,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             if timer.deadline() <= now {
                 // It went off and nothing was due: the connection made progress since it was
                 // armed.
-                self.park_after = (self.park_after * 2).min(PARK_CHECK_MAX);
+                if let Some(c) = &self.conn {
+                    c.park_delay.double();
+                }
                 timer.as_mut().reset(at);
             } else if at < timer.deadline() {
                 timer.as_mut().reset(at);
@@ -1574,6 +1611,28 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paced_connection_parks_later_and_an_idle_one_stays_quick() {
+        let d = ParkDelay::default();
+        assert_eq!(d.get(), PARK_AFTER);
+        // Parked, then quiet for far longer than its delay: idle, the delay stays.
+        d.woke_after(Duration::from_millis(200));
+        assert_eq!(d.get(), PARK_AFTER);
+        // Back 30 ms after its last request each time: doubled at each wake (5 → 10 → 20 →
+        // 40 ms), and then a 30 ms pause no longer parks it at all.
+        for _ in 0..10 {
+            if d.get() <= Duration::from_millis(30) {
+                d.woke_after(Duration::from_millis(30) - d.get());
+            }
+        }
+        assert_eq!(d.get(), Duration::from_millis(40));
+        // Found busy at every look: the looks thin out to one a second, no fewer.
+        for _ in 0..20 {
+            d.double();
+        }
+        assert_eq!(d.get(), PARK_AFTER_MAX);
+    }
 
     fn limits() -> H1Limits {
         H1Limits { max_uri: 64, max_head: 512, max_headers: 8 }

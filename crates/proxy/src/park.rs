@@ -39,6 +39,7 @@ pub(crate) struct OpenConn {
 struct Parked {
     socket: mio::net::TcpStream,
     deadline: Instant,
+    since: Instant,
     conn: Arc<ConnInfo>,
     open: OpenConn,
 }
@@ -195,7 +196,7 @@ impl ParkingLot {
             return;
         }
         open.slot.shared().parked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        place.parked = Some(Parked { socket, deadline: idle.deadline, conn, open });
+        place.parked = Some(Parked { socket, deadline: idle.deadline, since: Instant::now(), conn, open });
         lot.len += 1;
         let sooner = lot.deadlines.peek().is_none_or(|Reverse((at, _))| idle.deadline < *at);
         lot.deadlines.push(Reverse((idle.deadline, t)));
@@ -240,7 +241,8 @@ impl Shelter {
             Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
             _ => {}
         }
-        let Parked { socket, conn, open, .. } = p;
+        let Parked { socket, conn, open, since, .. } = p;
+        conn.park_delay.woke_after(since.elapsed());
         tokio::spawn(crate::listener::resume(socket.into(), conn, open));
     }
 }

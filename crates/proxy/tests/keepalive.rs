@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Longer than the parking delay (10 ms): the connection is parked by the time the client
-/// speaks again. Real time: under tokio's paused clock a socket's readiness and the guard's
+/// Longer than the parking delay (5 ms; more for a paced connection, which these are not): the
+/// connection is parked by the time the client speaks again. Real time: under tokio's paused clock a socket's readiness and the guard's
 /// timers can be observed out of order, which no client can do.
 const QUIET: Duration = Duration::from_millis(300);
 
