@@ -4,7 +4,7 @@
 # worker under valgrind on core 1, nginx serves a fixed body on core 0, h2load drives N requests
 # over 16 keep-alive connections (after a 2000-request warm-up that is not counted).
 #
-# usage: bench/callgrind.sh PORTICO_BIN [N] [h1|h2c]    (defaults 20000 h1; installs valgrind,
+# usage: bench/callgrind.sh PORTICO_BIN [N] [h1|h2c|tcp]    (defaults 20000 h1; installs valgrind,
 #        nginx and nghttp2-client when absent). Prints instructions per request and the
 #        functions with the most instructions of their own; the profile is kept for
 #        callgrind_annotate (its path is printed).
@@ -20,7 +20,7 @@ OUT=${CALLGRIND_OUT:-/tmp/portico-callgrind.$MODE.out}
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-BACKEND=18930; H1=18931; H2C=18932; ADMIN=18933
+BACKEND=18930; H1=18931; H2C=18932; ADMIN=18933; TCP=18934
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -45,6 +45,7 @@ spec:
   servers:
   - {port: {number: $H1, name: http, protocol: HTTP}, hosts: ["*"]}
   - {port: {number: $H2C, name: http2, protocol: HTTP2}, hosts: ["*"]}
+  - {port: {number: $TCP, name: tcp, protocol: TCP}, hosts: ["*"]}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -53,6 +54,8 @@ spec:
   hosts: ["*"]
   gateways: [istio-system/profile]
   http: [{route: [{destination: {host: backend.profile}}]}]
+  # tcp: the same HTTP/1.1 keep-alive requests relayed as bytes (L4).
+  tcp: [{match: [{port: $TCP}], route: [{destination: {host: backend.profile, port: {number: 80}}}]}]
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -67,7 +70,7 @@ taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" & pids+=($!)
 PORTICO_LOG=error taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" run \
   --config "$WORK/config" --bind 127.0.0.1 --admin 127.0.0.1:$ADMIN --workers 1 --access-log off \
   2>"$WORK/valgrind.log" & P=$!; pids+=($P)
-PORT=$H1; [ "$MODE" = h2c ] && PORT=$H2C
+PORT=$H1; [ "$MODE" = h2c ] && PORT=$H2C; [ "$MODE" = tcp ] && PORT=$TCP
 for p in $BACKEND $PORT; do
   for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.2; done
 done

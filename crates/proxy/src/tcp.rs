@@ -8,10 +8,12 @@ use crate::state::{Shared, State};
 use crate::ResponseFlags;
 use bytes::Bytes;
 use portico_model::snapshot::{TcpRoute, WeightedClusters};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -167,7 +169,7 @@ enum Outcome {
 /// other side: half-close), nothing moved for `idle` (`None`: no limit), or the drain closes the
 /// listener.
 async fn relay<D, U>(
-    down: D,
+    mut down: D,
     mut up: U,
     prefix: Bytes,
     idle: Option<std::time::Duration>,
@@ -182,14 +184,19 @@ where
         return Outcome::UpstreamWriteFailed;
     }
     let base = tokio::time::Instant::now();
-    let (mut dr, mut dw) = tokio::io::split(down);
-    let (mut ur, mut uw) = tokio::io::split(up);
-    let both = async {
-        tokio::join!(
-            copy_half(&mut dr, &mut uw, &counters.received, &counters.last, base),
-            copy_half(&mut ur, &mut dw, &counters.sent, &counters.last, base)
-        )
-    };
+    // Both directions in one poll over the two whole streams: no split halves (an allocation
+    // and a lock taken on every read and write) and no second future polled on every wake-up.
+    let mut to_up = Direction::new(&counters.received);
+    let mut to_down = Direction::new(&counters.sent);
+    let both = std::future::poll_fn(|cx| {
+        let a = to_up.poll(cx, &mut down, &mut up, &counters.last, base);
+        let b = to_down.poll(cx, &mut up, &mut down, &counters.last, base);
+        if a.is_ready() && b.is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
     let watchdog = async {
         let Some(idle) = idle else { return std::future::pending().await };
         loop {
@@ -202,40 +209,90 @@ where
         }
     };
     tokio::select! {
-        _ = both => Outcome::Done,
-        _ = watchdog => Outcome::Idle,
-        _ = until(&mut phase, Phase::Closed) => Outcome::Done,
+        () = both => Outcome::Done,
+        () = watchdog => Outcome::Idle,
+        () = until(&mut phase, Phase::Closed) => Outcome::Done,
     }
 }
 
-/// One direction: read until EOF (or an error), then shut the writer down so the other side
-/// sees the half-close.
-async fn copy_half<R, W>(r: &mut R, w: &mut W, count: &AtomicU64, last: &AtomicU64, base: tokio::time::Instant)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    // Small to start: most L4 connections are idle most of the time.
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if w.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        count.fetch_add(n as u64, Ordering::Relaxed);
-        let ms = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last.store(ms, Ordering::Relaxed);
+/// One direction of a relay: read until EOF (or an error), write each chunk whole, then shut the
+/// writer down so the other side sees the half-close.
+struct Direction<'a> {
+    buf: Vec<u8>,
+    /// What of `buf[..len]` is written already.
+    pos: usize,
+    len: usize,
+    /// The reader ended (or a write failed): what is left is the shutdown.
+    ended: bool,
+    done: bool,
+    count: &'a AtomicU64,
+}
+
+impl<'a> Direction<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        Direction { buf: vec![0u8; 16 * 1024], pos: 0, len: 0, ended: false, done: false, count }
     }
-    let _ = w.shutdown().await;
+
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        last: &AtomicU64,
+        base: tokio::time::Instant,
+    ) -> Poll<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            if self.done {
+                return Poll::Ready(());
+            }
+            if self.pos < self.len {
+                match Pin::new(&mut *w).poll_write(cx, &self.buf[self.pos..self.len]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        self.pos += n;
+                        if self.pos == self.len {
+                            self.count.fetch_add(self.len as u64, Ordering::Relaxed);
+                            let ms = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
+                            last.store(ms, Ordering::Relaxed);
+                            (self.pos, self.len) = (0, 0);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(_) => {
+                        (self.pos, self.len) = (0, 0);
+                        self.ended = true;
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.ended {
+                // Done whether or not the shutdown worked: the peer is gone either way.
+                return match Pin::new(&mut *w).poll_shutdown(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(_) => {
+                        self.done = true;
+                        Poll::Ready(())
+                    }
+                };
+            }
+            let mut read = ReadBuf::new(&mut self.buf);
+            match Pin::new(&mut *r).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => self.len = read.filled().len(),
+                Poll::Ready(_) => self.ended = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test(start_paused = true)]
     async fn idle_connections_are_closed_and_half_close_is_passed_on() {
