@@ -171,6 +171,11 @@ pub(crate) async fn drive_until<C: Graceful>(
     phase: &mut watch::Receiver<Phase>,
     stop: Option<&Notify>,
 ) {
+    enum Signal {
+        Stop,
+        /// The phase changed (`false`: the proxy is gone without a drain).
+        Phase(bool),
+    }
     let mut shutting_down = false;
     loop {
         let p = *phase.borrow_and_update();
@@ -181,23 +186,33 @@ pub(crate) async fn drive_until<C: Graceful>(
             shutting_down = true;
             conn.as_mut().begin_graceful_shutdown();
         }
-        tokio::select! {
+        // The signals are rare; the connection wakes several times per request.
+        let signal = crate::woken::WokenOnly::new(async {
+            tokio::select! {
+                () = stopped(stop), if !shutting_down => Signal::Stop,
+                changed = phase.changed() => Signal::Phase(changed.is_ok()),
+            }
+        });
+        let signal = tokio::select! {
+            biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "downstream connection ended with an error");
                 }
                 return;
             }
-            () = stopped(stop), if !shutting_down => {
+            signal = signal => signal,
+        };
+        match signal {
+            Signal::Stop => {
                 shutting_down = true;
                 conn.as_mut().begin_graceful_shutdown();
             }
-            changed = phase.changed() => {
-                if changed.is_err() {
-                    // The proxy is gone without a drain: let the connection finish by itself.
-                    let _ = conn.as_mut().await;
-                    return;
-                }
+            Signal::Phase(true) => {}
+            Signal::Phase(false) => {
+                // The proxy is gone without a drain: let the connection finish by itself.
+                let _ = conn.as_mut().await;
+                return;
             }
         }
     }

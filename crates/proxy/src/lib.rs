@@ -61,6 +61,7 @@ mod tcp;
 mod tls;
 mod upstream;
 mod varsubst;
+mod woken;
 
 pub use error::ProxyError;
 pub use log::{AccessLogSink, NoopSink, RequestRecord, TcpRecord};

@@ -5,6 +5,7 @@
 use crate::downstream::{until, Phase};
 use crate::log::TcpRecord;
 use crate::state::{Shared, State};
+use crate::woken::WokenOnly;
 use crate::ResponseFlags;
 use bytes::Bytes;
 use portico_model::snapshot::{TcpRoute, WeightedClusters};
@@ -208,10 +209,17 @@ where
             tokio::time::sleep_until(deadline).await;
         }
     };
+    // The watches are polled only when their own timer or channel fires, not at every byte.
+    let watches = WokenOnly::new(async {
+        tokio::select! {
+            () = watchdog => Outcome::Idle,
+            () = until(&mut phase, Phase::Closed) => Outcome::Done,
+        }
+    });
     tokio::select! {
+        biased;
         () = both => Outcome::Done,
-        () = watchdog => Outcome::Idle,
-        () = until(&mut phase, Phase::Closed) => Outcome::Done,
+        outcome = watches => outcome,
     }
 }
 

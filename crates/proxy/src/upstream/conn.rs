@@ -592,9 +592,12 @@ async fn drive<F: std::future::Future>(conn: F, usage: &Usage, cluster: &Cluster
     tokio::pin!(conn);
     loop {
         let Some(at) = usage.next_check(cluster) else { return Some(conn.await) };
+        // The check's timer is polled only when it fires, not at each of the connection's
+        // wake-ups (several per request).
         tokio::select! {
+            biased;
             out = &mut conn => return Some(out),
-            () = tokio::time::sleep_until(at) => {
+            () = crate::woken::WokenOnly::new(tokio::time::sleep_until(at)) => {
                 if usage.idle() && usage.retired(cluster) {
                     return None;
                 }
