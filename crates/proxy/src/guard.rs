@@ -963,6 +963,8 @@ pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     last_progress: Instant,
     write_blocked: bool,
     timer: Option<Pin<Box<Sleep>>>,
+    /// The timer's own waker (see `woken`).
+    timer_woken: crate::woken::OwnWaker,
     /// RST_STREAMs for stalled HTTP/2 streams, handed to h2 as if the client had sent them (so
     /// it drops the stream, its buffers and its upstream), at a frame boundary of the input.
     inject_in: Vec<u8>,
@@ -1015,6 +1017,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             last_progress: Instant::now(),
             write_blocked: false,
             timer: None,
+            timer_woken: crate::woken::OwnWaker::new(),
             inject_in: Vec::new(),
             inject_out: Vec::new(),
             refusals: None,
@@ -1217,6 +1220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             let Some(at) = next.into_iter().chain(stalled.map(|(due, _)| due)).chain(nap).min() else {
                 return Ok(());
             };
+            let mut moved = self.timer.is_none();
             let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
             // Also re-armed when something is due before it: a stalled stream, the idle parking, or (once armed
             // past a quiet period) the stream idle timeout of a write that blocked since.
@@ -1227,10 +1231,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
                     c.park_delay.double();
                 }
                 timer.as_mut().reset(at);
+                moved = true;
             } else if at < timer.deadline() {
                 timer.as_mut().reset(at);
+                moved = true;
             }
-            if timer.as_mut().poll(cx).is_pending() {
+            // Polled only when it went off or moved: this runs at every read that waits, several
+            // times per request.
+            if moved {
+                self.timer_woken.force();
+            }
+            if !self.timer_woken.due(cx) {
+                return Ok(());
+            }
+            let waker = self.timer_woken.waker();
+            if timer.as_mut().poll(&mut Context::from_waker(&waker)).is_pending() {
                 return Ok(());
             }
         }

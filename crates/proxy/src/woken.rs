@@ -14,8 +14,30 @@ use std::task::{Context, Poll, Wake, Waker};
 /// few hundred instructions).
 pub(crate) struct WokenOnly<F> {
     inner: Pin<Box<F>>,
-    flag: Arc<WakeFlag>,
+    own: OwnWaker,
 }
+
+impl<F: Future> WokenOnly<F> {
+    pub(crate) fn new(inner: F) -> Self {
+        WokenOnly { inner: Box::pin(inner), own: OwnWaker::new() }
+    }
+}
+
+impl<F: Future> Future for WokenOnly<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if !self.own.due(cx) {
+            return Poll::Pending;
+        }
+        let waker = self.own.waker();
+        self.inner.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
+
+/// The waker of one future that a task polls among others: it records that this future was
+/// woken (then wakes the task), so the task polls the future only when it must.
+pub(crate) struct OwnWaker(Arc<WakeFlag>);
 
 struct WakeFlag {
     woken: AtomicBool,
@@ -33,25 +55,26 @@ impl Wake for WakeFlag {
     }
 }
 
-impl<F: Future> WokenOnly<F> {
-    pub(crate) fn new(inner: F) -> Self {
-        WokenOnly {
-            inner: Box::pin(inner),
-            flag: Arc::new(WakeFlag { woken: AtomicBool::new(true), task: AtomicWaker::new() }),
-        }
+impl OwnWaker {
+    /// Due at once: the future has not registered this waker yet.
+    pub(crate) fn new() -> Self {
+        OwnWaker(Arc::new(WakeFlag { woken: AtomicBool::new(true), task: AtomicWaker::new() }))
     }
-}
 
-impl<F: Future> Future for WokenOnly<F> {
-    type Output = F::Output;
+    /// Whether the future must be polled now (with [`Self::waker`]); `cx`'s task is the one
+    /// woken when it must next.
+    pub(crate) fn due(&self, cx: &Context<'_>) -> bool {
+        self.0.task.register(cx.waker());
+        self.0.woken.swap(false, Ordering::AcqRel)
+    }
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.flag.task.register(cx.waker());
-        if !self.flag.woken.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        let waker = Waker::from(self.flag.clone());
-        self.inner.as_mut().poll(&mut Context::from_waker(&waker))
+    /// The future changed (a timer reset): poll it at the next [`Self::due`].
+    pub(crate) fn force(&self) {
+        self.0.woken.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn waker(&self) -> Waker {
+        Waker::from(self.0.clone())
     }
 }
 
