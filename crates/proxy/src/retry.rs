@@ -122,6 +122,16 @@ pub(crate) struct Attempts<'a> {
     pub(crate) trace: Option<(&'a Tracer, &'a mut RequestTrace)>,
 }
 
+/// What a retry sends as the request's body.
+pub(crate) enum Replay {
+    /// Not retried.
+    Off,
+    /// The request had no body: a retry sends an empty one (nothing was kept).
+    Empty,
+    /// The body's kept copy, back here once a try let go of it.
+    Kept(oneshot::Receiver<Option<Leftover>>),
+}
+
 /// Whether this request may be retried at all (so its body must be kept).
 pub(crate) fn may_retry(policy: &RetryPolicy, upgrade: bool) -> bool {
     policy.attempts > 0 && !upgrade && !policy.retry_on.is_empty()
@@ -137,18 +147,12 @@ fn request_from(parts: &http::request::Parts, body: UpstreamBody) -> Request<Ups
 }
 
 impl Attempts<'_> {
-    /// Run the tries, starting at `first` with `body`. `leftover`: where the body's kept copy
-    /// comes back after each try (None when the request may not be retried).
-    pub(crate) async fn run(
-        self,
-        first: Arc<EndpointState>,
-        body: UpstreamBody,
-        mut leftover: Option<oneshot::Receiver<Option<Leftover>>>,
-    ) -> Done {
+    /// Run the tries, starting at `first` with `body`; `replay` says what a retry sends.
+    pub(crate) async fn run(self, first: Arc<EndpointState>, body: UpstreamBody, mut replay: Replay) -> Done {
         let Attempts { pool, policy, rng, hash, upgrade, received, parts, mut slot, mut trace } = self;
         let mut attach = move |active: ActiveRequest| active.with_slot(slot.take());
         let on = policy.retry_on;
-        let retry_enabled = leftover.is_some();
+        let retry_enabled = !matches!(replay, Replay::Off);
         let mut ep = first;
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut retries = 0u32;
@@ -238,8 +242,8 @@ impl Attempts<'_> {
                 return finish(result, flags, attach(active), ep);
             }
             // The body's kept copy: back once the try let go of it.
-            let left = match leftover.take() {
-                Some(mut rx) => {
+            let left = match std::mem::replace(&mut replay, Replay::Off) {
+                Replay::Kept(mut rx) => {
                     let got = match rx.try_recv() {
                         // Known too large to replay: the try's result stands.
                         Ok(None) => return finish(result, flags, attach(active), ep),
@@ -255,13 +259,17 @@ impl Attempts<'_> {
                         }
                     };
                     match got {
-                        Some(l) if l.replayable() => l,
+                        Some(l) if l.replayable() => Some(l),
                         // Too large to replay after all (the try's result is gone): a local
                         // 503 marked URX.
                         _ => return finish(Err(LocalReply::BodyTooLargeToRetry), flags, attach(active), ep),
                     }
                 }
-                None => return finish(result, flags, attach(active), ep),
+                Replay::Empty => {
+                    drop(result);
+                    None
+                }
+                Replay::Off => return finish(result, flags, attach(active), ep),
             };
             let Some(slot) = pool.breaker.try_acquire(Resource::Retry, &pool.def.limits) else {
                 // Retry overflow: Envoy passes the try's result through with UO; ours was
@@ -276,9 +284,17 @@ impl Attempts<'_> {
             tried.push(ep.addr);
             retries += 1;
             tokio::time::sleep(backoff(rng, retries)).await;
-            let (tx, rx) = oneshot::channel();
-            body = Some(UpstreamBody::resume(left, received.clone(), Some(tx)));
-            leftover = Some(rx);
+            body = Some(match left {
+                Some(left) => {
+                    let (tx, rx) = oneshot::channel();
+                    replay = Replay::Kept(rx);
+                    UpstreamBody::resume(left, received.clone(), Some(tx))
+                }
+                None => {
+                    replay = Replay::Empty;
+                    UpstreamBody::from_bytes(bytes::Bytes::new(), None)
+                }
+            });
             if let Some(next) = pool.pick(rng, hash, &tried).await {
                 ep = next;
             }

@@ -533,20 +533,23 @@ async fn forward(
     let retrying = retry::may_retry(&route.retry, upgrade.is_some());
     // Upgrades (WebSocket) are not mirrored: a shadow cannot take part in the tunnel.
     let mirrors = if upgrade.is_some() { Vec::new() } else { mirror::pick(route, state, &shared.rng) };
-    let (leftover_tx, leftover_rx) = if retrying {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
     let has_body = !body.is_end_stream();
+    // A request without a body is retried with an empty one: nothing to keep.
+    let (leftover_tx, replay) = match (retrying, has_body) {
+        (true, true) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), retry::Replay::Kept(rx))
+        }
+        (true, false) => (None, retry::Replay::Empty),
+        (false, _) => (None, retry::Replay::Off),
+    };
     let (mirror_tx, mirror_rx) = if !mirrors.is_empty() && has_body {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (Some(tx), Some(rx))
     } else {
         (None, None)
     };
-    let upstream_body = if retrying || mirror_tx.is_some() {
+    let upstream_body = if leftover_tx.is_some() || mirror_tx.is_some() {
         UpstreamBody::capturing(body, received.clone(), leftover_tx, mirror_tx)
     } else {
         UpstreamBody::new(body, received.clone())
@@ -582,7 +585,7 @@ async fn forward(
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let done = {
         // Pinned in place: the tries' future is not moved into the timeout wrapper.
-        let sent = attempts.run(endpoint, upstream_body, leftover_rx);
+        let sent = attempts.run(endpoint, upstream_body, replay);
         tokio::pin!(sent);
         match deadline {
             Some(at) => tokio::time::timeout_at(at, &mut sent).await.map_err(|_| LocalReply::RouteTimeout)?,
