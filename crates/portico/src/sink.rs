@@ -90,6 +90,11 @@ impl AccessLogSink for TelemetrySink {
             tracer.finish(r);
         }
     }
+
+    /// Metrics read none of the details; access-log lines and spans do.
+    fn wants_request_details(&self) -> bool {
+        self.tracer.is_some() || self.telemetry.access_log().format() != portico_telemetry::AccessLogFormat::Off
+    }
 }
 
 #[cfg(test)]

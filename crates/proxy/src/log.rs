@@ -19,6 +19,13 @@ pub trait AccessLogSink: Send + Sync + 'static {
     /// One record per proxied TCP connection (TCP servers, TLS passthrough, TLS-terminated TCP),
     /// when the connection is closed.
     fn log_tcp(&self, _record: &TcpRecord) {}
+
+    /// Whether records must carry what only access-log lines and traces read: the URI,
+    /// `user-agent`, `x-forwarded-for` and `x-request-id`. A sink that reads none of them spares
+    /// every request their copies.
+    fn wants_request_details(&self) -> bool {
+        true
+    }
 }
 
 /// The default sink: drops every record.
@@ -27,6 +34,10 @@ pub struct NoopSink;
 
 impl AccessLogSink for NoopSink {
     fn log(&self, _record: &RequestRecord) {}
+
+    fn wants_request_details(&self) -> bool {
+        false
+    }
 }
 
 /// The request's lifetime guard: created when the request's head arrives, moved into the

@@ -279,6 +279,7 @@ fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, sta
         None => parts.headers.get(header::HOST).cloned(),
     };
     let request_id = headers::ensure_request_id(&mut parts.headers, &shared.rng);
+    let details = shared.record_details;
     let trace = shared.opts.tracer.as_ref().and_then(|t| t.start(&mut parts.headers)).map(Box::new);
     let record = RequestRecord {
         start_time: SystemTime::now(),
@@ -286,12 +287,12 @@ fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, sta
         downstream_local: conn.local,
         gateway_port: conn.gateway_port,
         method: parts.method.clone(),
-        uri: parts.uri.clone(),
+        uri: if details { parts.uri.clone() } else { Uri::default() },
         authority,
         protocol: parts.version,
         sni: conn.tls.as_ref().and_then(|t| t.sni.clone()),
-        request_id: Some(request_id),
-        user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+        request_id: details.then_some(request_id),
+        user_agent: parts.headers.get(header::USER_AGENT).filter(|_| details).cloned(),
         grpc: crate::body::is_grpc(&parts.headers),
         trace,
         ..RequestRecord::default()
@@ -503,7 +504,9 @@ async fn forward(
     // Response rules reading the request need a copy: the request goes upstream.
     let request_for_response =
         (dest.headers.response.uses_request() || route.headers.response.uses_request()).then(|| parts.headers.clone());
-    log.record.x_forwarded_for = parts.headers.get(&headers::X_FORWARDED_FOR).cloned();
+    if shared.record_details {
+        log.record.x_forwarded_for = parts.headers.get(&headers::X_FORWARDED_FOR).cloned();
+    }
 
     let upstream_authority = match route.rewrite.as_ref().and_then(|r| r.authority.as_deref()) {
         Some(a) => HeaderValue::from_str(a).map_err(|_| LocalReply::InvalidAuthorityRewrite)?,

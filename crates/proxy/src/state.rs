@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) parked: AtomicUsize,
     /// Where idle plaintext HTTP/1 connections wait without a task of their own.
     pub(crate) lot: crate::park::ParkingLot,
+    /// Request records carry the URI and the headers only logs and traces read.
+    pub(crate) record_details: bool,
 }
 
 impl Shared {
@@ -101,6 +103,7 @@ impl Shared {
         let stop = watch::Sender::new(false);
         Shared {
             lot: crate::park::ParkingLot::new(stop.subscribe()),
+            record_details: opts.access_log.wants_request_details() || opts.tracer.is_some(),
             sink: opts.access_log.clone(),
             rng: FastRng::new(opts.rng_seed),
             state: ArcSwap::from_pointee(State::empty()),
