@@ -42,16 +42,6 @@ async fn read_response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, Str
     }
 }
 
-/// Send `bytes` on a new connection and read until the proxy closes it (or 5 s pass): what came
-/// back, and whether it was closed.
-async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let _ = s.write_all(bytes).await;
-    let mut got = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.is_ok();
-    (String::from_utf8_lossy(&got).into_owned(), closed)
-}
-
 fn path_of(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body).unwrap()["path"].as_str().unwrap().to_string()
 }
@@ -147,16 +137,7 @@ async fn a_parked_connection_keeps_its_place_under_max_connections_until_its_cli
     assert_eq!(a.get("h", "/").await.status, 200);
     // A client closing a parked connection gives its place back.
     drop(b);
-    let mut served = false;
-    for _ in 0..50 {
-        let (resp, _) = send_raw(addr, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").await;
-        if resp.starts_with("HTTP/1.1 200") {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(served, "the place of a closed parked connection was not given back");
+    assert!(served_on_a_new_connection(addr).await, "the place of a closed parked connection was not given back");
 }
 
 #[tokio::test]

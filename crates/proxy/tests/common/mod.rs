@@ -181,6 +181,43 @@ pub use portico_testkit::net::{free_port, wait_port};
 
 // ───────────────────────────── sockets ─────────────────────────────
 
+/// Everything the proxy sends on `s` until it closes it (or 5 s pass in silence), and whether
+/// it closed it.
+pub async fn read_all(s: &mut tokio::net::TcpStream) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&buf).into_owned(), closed)
+}
+
+/// `bytes` on a new connection, then [`read_all`].
+pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    read_all(&mut s).await
+}
+
+/// Whether a new connection gets a 200 within a second (a freed `max_connections` place is
+/// given back by the connection's task or the parking lot a moment after its client closed).
+pub async fn served_on_a_new_connection(addr: SocketAddr) -> bool {
+    for _ in 0..50 {
+        let (resp, _) = send_raw(addr, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").await;
+        if resp.starts_with("HTTP/1.1 200") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// Resolves with `true` once the proxy closed `s` (reads and discards until EOF or an error),
 /// `false` when `limit` passes with the connection still open.
 pub async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
