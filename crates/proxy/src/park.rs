@@ -140,12 +140,6 @@ struct Shelter {
     sooner: Notify,
 }
 
-impl Shelter {
-    fn lock(&self) -> MutexGuard<'_, Lot> {
-        self.lot.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 impl ParkingLot {
     /// `stop` ends the lot's task (closing what is parked). Without an epoll set of its own (the
     /// system refused one) the lot stays closed and connections wait in their own tasks.
@@ -159,6 +153,11 @@ impl ParkingLot {
             ..Lot::default()
         };
         ParkingLot { lot: Arc::new(Shelter { lot: Mutex::new(lot), registry, sooner: Notify::new() }) }
+    }
+
+    /// Connections parked here now.
+    pub(crate) fn len(&self) -> usize {
+        self.lot.lock().len
     }
 
     /// Whether a connection can park here now.
@@ -187,15 +186,14 @@ impl ParkingLot {
         });
         let place = &mut lot.places[index as usize];
         let t = token(index, place.generation);
-        // Registered after the place is filled and under the lock: the socket's event can only
-        // be handled once it is here to be found. Added with data already waiting, epoll
+        // Registered under the lock: the socket's event is handled only once the lock is let go,
+        // when the socket is in its place to be found. Added with data already waiting, epoll
         // reports it at once.
         if let Err(e) = registry.register(&mut socket, Token(t as usize), Interest::READABLE) {
             tracing::debug!(error = %e, "idle connection not parked: closed");
             lot.free.push(index);
             return;
         }
-        open.slot.shared().parked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         place.parked = Some(Parked { socket, deadline: idle.deadline, since: Instant::now(), conn, open });
         lot.len += 1;
         let sooner = lot.deadlines.peek().is_none_or(|Reverse((at, _))| idle.deadline < *at);
@@ -217,13 +215,16 @@ impl ParkingLot {
 }
 
 impl Shelter {
+    fn lock(&self) -> MutexGuard<'_, Lot> {
+        self.lot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Out of the epoll set and closed (the client sent nothing since its last response, so
     /// nothing is lost).
     fn close(&self, mut p: Parked) {
         if let Some(registry) = &self.registry {
             let _ = registry.deregister(&mut p.socket);
         }
-        p.open.slot.shared().parked.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The client sent something (or closed): back to a task of its own, or closed.
@@ -232,8 +233,6 @@ impl Shelter {
         if let Some(registry) = &self.registry {
             let _ = registry.deregister(&mut p.socket);
         }
-        let shared = p.open.slot.shared().clone();
-        shared.parked.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let mut first = [0u8; 1];
         match p.socket.peek(&mut first) {
             // Closed by the client, or broken: nothing to serve.

@@ -262,7 +262,8 @@ impl Proxy {
     /// HTTP/1 keep-alive connections idle long enough to be parked right now: they hold a
     /// socket and a few hundred bytes, none of hyper's buffers.
     pub fn parked_connections(&self) -> usize {
-        self.inner.shared.parked.load(Ordering::Relaxed)
+        // TLS connections wait in their own tasks (counted there), plaintext ones in the lot.
+        self.inner.shared.parked.load(Ordering::Relaxed) + self.inner.shared.lot.len()
     }
 
     /// True once a snapshot has been applied and its listeners are bound; false once draining.

@@ -104,7 +104,11 @@ where
         if guarded.stream().is_some_and(IntoSocket::is_bare) && shared.lot.is_open() {
             match guarded.into_idle() {
                 Ok((stream, deadline)) => {
-                    return stream.into_socket().ok().map(|socket| IdleSocket { socket, deadline });
+                    return stream
+                        .into_socket()
+                        .map_err(|e| tracing::debug!(error = %e, "idle connection closed: cannot leave the runtime"))
+                        .ok()
+                        .map(|socket| IdleSocket { socket, deadline });
                 }
                 Err(back) => guarded = back,
             }

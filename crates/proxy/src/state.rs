@@ -69,7 +69,7 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Sender<bool>,
     /// Downstream connections open now (for `max_connections`).
     pub(crate) connections: AtomicUsize,
-    /// HTTP/1 connections parked idle now (without hyper's buffers).
+    /// HTTP/1 connections parked idle in their own tasks now (TLS; plaintext ones wait in `lot`).
     pub(crate) parked: AtomicUsize,
     /// Where idle plaintext HTTP/1 connections wait without a task of their own.
     pub(crate) lot: crate::park::ParkingLot,
