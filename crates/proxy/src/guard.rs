@@ -1079,11 +1079,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
         if !self.out.is_empty() || !self.raw.is_empty() {
             return Err(self);
         }
-        let deadline = self.last_progress + self.timeouts.idle.min(self.timeouts.between_requests);
+        let deadline = self.parked_deadline();
         match self.inner.take() {
             Some(inner) => Ok((inner, deadline)),
             None => Err(self),
         }
+    }
+
+    /// When a parked connection's wait ends: the idle timeout, or the header read timeout
+    /// between requests, from its last progress.
+    fn parked_deadline(&self) -> Instant {
+        self.last_progress + self.timeouts.idle.min(self.timeouts.between_requests)
     }
 
     /// The stream (until it is closed).
@@ -1106,8 +1112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
         if let Some(f) = self.framer.as_mut() {
             f.release();
         }
-        let quiet_for = self.timeouts.idle.min(self.timeouts.between_requests);
-        let idle = tokio::time::sleep_until(self.last_progress + quiet_for);
+        let idle = tokio::time::sleep_until(self.parked_deadline());
         let read = std::future::poll_fn(|cx| {
             let mut chunk = [0u8; 1024];
             let mut buf = ReadBuf::new(&mut chunk);
