@@ -4,7 +4,8 @@
 # worker under valgrind on core 1, nginx serves a fixed body on core 0, h2load drives N requests
 # over 16 keep-alive connections (after a 2000-request warm-up that is not counted).
 #
-# usage: bench/callgrind.sh PORTICO_BIN [N] [h1|h2c|tcp]    (defaults 20000 h1; installs valgrind,
+# usage: bench/callgrind.sh PORTICO_BIN [N] [h1|h2c|tcp]    (defaults 20000 h1; STREAMS=8 runs h2c
+#        with 8 streams per connection, as the harness does; installs valgrind,
 #        nginx and nghttp2-client when absent). Prints instructions per request and the
 #        functions with the most instructions of their own; the profile is kept for
 #        callgrind_annotate (its path is printed).
@@ -74,7 +75,7 @@ PORT=$H1; [ "$MODE" = h2c ] && PORT=$H2C; [ "$MODE" = tcp ] && PORT=$TCP
 for p in $BACKEND $PORT; do
   for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.2; done
 done
-H1FLAG=(--h1); [ "$MODE" = h2c ] && H1FLAG=()
+H1FLAG=(--h1); [ "$MODE" = h2c ] && H1FLAG=(-m "${STREAMS:-1}")
 taskset -c 0 h2load "${H1FLAG[@]}" -n 2000 -c16 "http://127.0.0.1:$PORT/" >/dev/null
 callgrind_control -z "$P" >/dev/null 2>&1
 taskset -c 0 h2load "${H1FLAG[@]}" -n "$N" -c16 "http://127.0.0.1:$PORT/" > "$WORK/h2load.out"

@@ -333,7 +333,9 @@ impl Framer {
                     let (used, complete) = self.scan_head(&data[i..])?;
                     i += used;
                     if complete {
-                        let (next, hold) = self.check_head()?;
+                        let text = &self.head[..self.head.len().saturating_sub(4)];
+                        let (next, hold, upgrade) = self.check_head(text)?;
+                        self.upgrade_next = upgrade;
                         self.st = next;
                         if hold {
                             self.held = Some(std::mem::take(&mut self.head));
@@ -423,11 +425,11 @@ impl Framer {
         Ok(())
     }
 
-    /// Check a complete head: the state for what follows it, and whether to hold the head back
-    /// until the first chunk-size line is checked.
-    fn check_head(&mut self) -> Result<(St, bool), Reject> {
+    /// Check a complete head (`text`, without the blank line that ends it): the state for what
+    /// follows it, whether to hold the head back until the first chunk-size line is checked, and
+    /// whether an upgrade is asked for.
+    fn check_head(&self, text: &[u8]) -> Result<(St, bool, bool), Reject> {
         let bad = Reject::BadRequest;
-        let text = &self.head[..self.head.len().saturating_sub(4)];
         let mut lines = HeadLines(Some(text));
         let line = lines.next().unwrap_or_default();
         let mut parts = line.split(|&b| b == b' ');
@@ -521,15 +523,64 @@ impl Framer {
                 return Err(bad("host disagrees with the absolute-form target"));
             }
         }
-        self.upgrade_next = (upgrade && !http10) || method == b"CONNECT";
+        let upgrade = (upgrade && !http10) || method == b"CONNECT";
         Ok(if te_count > 0 {
             // A client waiting for `100 Continue` sends no chunk before the head is answered.
-            (St::Chunked(Chunk::Size { n: 0, digits: 0 }), !expect_continue)
+            (St::Chunked(Chunk::Size { n: 0, digits: 0 }), !expect_continue, upgrade)
         } else if cl > 0 {
-            (St::Body(cl), false)
+            (St::Body(cl), false, upgrade)
         } else {
-            (St::Head, false)
+            (St::Head, false, upgrade)
         })
+    }
+
+    /// The common case checked where the bytes lie, with none of [`Self::feed`]'s copies: `data`
+    /// is one whole head, read while between messages, followed by nothing or by part of its
+    /// `Content-Length` body. True when it was framed and may be handed on as it is (exactly
+    /// what `feed` would have handed on). False leaves the framer untouched, for `feed` to frame
+    /// the same bytes and give any refusal: every check here is one `feed` makes too, so a head
+    /// it takes is one `feed` would have taken.
+    pub(crate) fn pass_whole_head(&mut self, data: &[u8]) -> bool {
+        if !self.between_messages() || matches!(data.first(), None | Some(b'\r' | b'\n')) {
+            return false;
+        }
+        // Every CR followed by LF, no bare LF; the head ends at the first empty line.
+        let (mut line_start, mut request_line) = (0, None);
+        let mut at = 0;
+        let end = loop {
+            let Some(k) = memchr::memchr2(b'\r', b'\n', &data[at..]) else { return false };
+            let cr = at + k;
+            if data[cr] != b'\r' || data.get(cr + 1) != Some(&b'\n') {
+                return false;
+            }
+            if cr == line_start {
+                break cr + 2;
+            }
+            request_line.get_or_insert(cr);
+            line_start = cr + 2;
+            at = line_start;
+        };
+        // Within the limits `feed` applies while it takes the head byte by byte.
+        let within = request_line.is_some_and(|l| l < self.limits.max_uri.saturating_add(32));
+        if !within || end > self.limits.max_head {
+            return false;
+        }
+        let Ok((next, false, upgrade)) = self.check_head(&data[..end - 4]) else { return false };
+        let rest = (data.len() - end) as u64;
+        match next {
+            St::Head if rest == 0 => {}
+            St::Body(n) if rest <= n => {}
+            St::Chunked(_) if rest == 0 => {}
+            _ => return false,
+        }
+        self.upgrade_next = upgrade;
+        self.st = next;
+        if matches!(next, St::Head) {
+            self.message_done();
+        } else {
+            self.advance_direct(data.len() - end);
+        }
+        true
     }
 
     /// One byte of chunk framing: the next state, `None` at the end of the message.
@@ -1425,7 +1476,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                     }
                     Poll::Ready(Ok(())) => {
                         this.progress();
-
+                        if this.framer.as_mut().is_some_and(|f| f.pass_whole_head(&buf.filled()[before..])) {
+                            return Poll::Ready(Ok(()));
+                        }
                         this.raw.extend_from_slice(&buf.filled()[before..]);
                         buf.set_filled(before);
                     }
@@ -1757,6 +1810,71 @@ mod tests {
                 assert_eq!(feed_in_pieces(case, piece), whole, "{piece}: {:?}", String::from_utf8_lossy(case));
             }
         }
+    }
+
+    /// The in-place check against `feed` on the same bytes: a head it takes is one `feed` hands
+    /// on unchanged, leaving the framer in the same state; one it declines leaves the framer as
+    /// it was.
+    #[test]
+    fn the_in_place_head_check_agrees_with_feed() {
+        let head_of = |line_len: usize, head_len: usize| {
+            // A long method (any token): the target stays within its own limit.
+            let mut h = std::iter::repeat_n(b'M', line_len - 11).collect::<Vec<u8>>();
+            h.extend_from_slice(b" / HTTP/1.1\r\nx: ");
+            h.extend(std::iter::repeat_n(b'b', head_len - h.len() - 4));
+            h.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(h.len(), head_len);
+            h
+        };
+        let mut cases: Vec<Vec<u8>> = SMUGGLING_SHAPES.iter().map(|c| c.to_vec()).collect();
+        // Around the request line's bound (URI limit + 32) and the head's (512).
+        for line_len in [95, 96, 97] {
+            cases.push(head_of(line_len, 200));
+        }
+        for head_len in [511, 512, 513] {
+            cases.push(head_of(20, head_len));
+        }
+        cases.extend(
+            [
+                &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+                b"GET / HTTP/1.1\r\n\r\n",
+                b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r",
+                b"GET / HTTP/1.1\r\nHost: a\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nab",
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+                b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+                b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\n\r\n\r\n",
+            ]
+            .map(<[u8]>::to_vec),
+        );
+        let mut taken = 0;
+        for case in &cases {
+            let shown = String::from_utf8_lossy(case);
+            let mut fast = Framer::new(limits());
+            let mut slow = Framer::new(limits());
+            let mut out = BytesMut::new();
+            let fed = slow.feed(case, &mut out);
+            if fast.pass_whole_head(case) {
+                taken += 1;
+                assert_eq!(fed, Ok(case.len()), "{shown}");
+                assert_eq!(&out[..], &case[..], "{shown}");
+                assert_eq!(format!("{:?}", fast.st), format!("{:?}", slow.st), "{shown}");
+                assert_eq!(fast.upgrade_next, slow.upgrade_next, "{shown}");
+                assert!(fast.head.is_empty() && fast.held.is_none() && fast.line_end.is_none(), "{shown}");
+            } else {
+                assert!(fast.between_messages() && fast.line_end.is_none(), "{shown}");
+            }
+        }
+        // The plain GETs, the bodies that fit or wait, the upgrades and the in-limit sizes.
+        assert_eq!(taken, 11);
     }
 
     #[test]
