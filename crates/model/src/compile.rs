@@ -16,7 +16,8 @@ use crate::Options;
 use portico_api::diag::code;
 use portico_api::istio::{Gateway, Server, ServerTlsMode, VirtualService};
 use portico_api::{Diagnostic, Kind, Resource, Spec};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 pub struct Compiled {
@@ -246,22 +247,35 @@ fn host_name(h: &str) -> String {
     host::split_namespace(h).1.to_ascii_lowercase()
 }
 
-/// Add a virtual host to a route table; a name already there gets the routes appended
-/// (catch-alls kept last, Istio's `CombineVHostRoutes`) and redirects if either side does.
-fn merge_vhost(vhosts: &mut Vec<VirtualHost>, vh: VirtualHost) {
-    let Some(existing) = vhosts.iter_mut().find(|v| v.name == vh.name) else {
-        vhosts.push(vh);
-        return;
-    };
-    existing.https_redirect |= vh.https_redirect;
-    if vh.routes.is_empty() {
-        return;
+/// The virtual hosts of one route table, merged by name: a name already there gets the routes
+/// appended (catch-alls kept last, Istio's `CombineVHostRoutes`) and redirects if either side
+/// does. Names are indexed: a port with thousands of hosts merges in linear time.
+#[derive(Default)]
+struct VhostMerge {
+    vhosts: Vec<VirtualHost>,
+    at: HashMap<String, usize>,
+}
+
+impl VhostMerge {
+    fn add(&mut self, vh: VirtualHost) {
+        let existing = match self.at.get(&vh.name) {
+            Some(&i) => &mut self.vhosts[i],
+            None => {
+                self.at.insert(vh.name.clone(), self.vhosts.len());
+                self.vhosts.push(vh);
+                return;
+            }
+        };
+        existing.https_redirect |= vh.https_redirect;
+        if vh.routes.is_empty() {
+            return;
+        }
+        let mut all = std::mem::take(&mut existing.routes);
+        all.extend(vh.routes);
+        let (specific, catch_all): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| !r.is_catch_all());
+        existing.routes = specific;
+        existing.routes.extend(catch_all);
     }
-    let mut all = std::mem::take(&mut existing.routes);
-    all.extend(vh.routes);
-    let (specific, catch_all): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| !r.is_catch_all());
-    existing.routes = specific;
-    existing.routes.extend(catch_all);
 }
 
 /// A Gateway server in the merge, with where it came from.
@@ -479,7 +493,7 @@ impl<'a> Builder<'a> {
         }
 
         let mut blocks = Vec::new();
-        let mut http_vhosts: Vec<VirtualHost> = Vec::new();
+        let mut http_vhosts = VhostMerge::default();
         let mut tcp_routes = Vec::new();
         for s in &kept {
             let bound: Vec<(&'a Resource, &'a VirtualService)> = vss
@@ -516,14 +530,14 @@ impl<'a> Builder<'a> {
                 ListenerKind::Http => {
                     let vhosts = self.virtual_hosts(s, &bound, port, https_redirect);
                     for vh in vhosts {
-                        merge_vhost(&mut http_vhosts, vh);
+                        http_vhosts.add(vh);
                     }
                     // Istio builds a redirecting virtual host for every host of an
                     // `httpsRedirect` server, VirtualService or not.
                     if https_redirect {
                         for h in &s.server.hosts {
                             let vh = VirtualHost { name: host_name(h), routes: Vec::new(), https_redirect: true };
-                            merge_vhost(&mut http_vhosts, vh);
+                            http_vhosts.add(vh);
                         }
                     }
                 }
@@ -567,7 +581,7 @@ impl<'a> Builder<'a> {
             kind,
             bind,
             servers: blocks,
-            http: (kind == ListenerKind::Http).then(|| Arc::new(RouteTable::new(http_vhosts))),
+            http: (kind == ListenerKind::Http).then(|| Arc::new(RouteTable::new(http_vhosts.vhosts))),
             tcp_routes,
             sni,
         })
@@ -619,10 +633,14 @@ impl<'a> Builder<'a> {
             let ctx = route_ctx(self.opts, s, vs_res, port, &self.vss);
             let compiled = routes::compile_http_routes(&ctx, vs, &self.registry, &mut self.diags);
             for name in names {
-                if !order.contains(&name) {
-                    order.push(name.clone());
-                }
-                routes_by_host.entry(name).or_default().extend(compiled.iter().cloned());
+                let routes = match routes_by_host.entry(name) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        order.push(e.key().clone());
+                        e.insert(Vec::new())
+                    }
+                };
+                routes.extend(compiled.iter().cloned());
             }
         }
         order
