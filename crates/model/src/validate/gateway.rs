@@ -2,24 +2,25 @@
 //! `validateServerBind` and `validateTLSOptions`.
 
 use super::{
-    is_dns1123_label, is_ip, partial_wildcard, set, validate_port, validate_unix_address, validate_wildcard_domain, Cx,
-    Proto, PROTOCOLS,
+    dot, dot_ix, idx, is_dns1123_label, is_ip, partial_wildcard, set, validate_port, validate_unix_address,
+    validate_wildcard_domain, Cx, Proto, PROTOCOLS,
 };
 use portico_api::istio::{Gateway, Port, Server, ServerTlsMode, ServerTlsSettings, TlsProtocol};
 use std::collections::HashMap;
+use std::fmt;
 
 pub(super) fn validate(cx: &mut Cx<'_>, g: &Gateway) {
     if g.servers.is_empty() {
-        cx.error("spec.servers", "a Gateway must have at least one server");
+        cx.error(&"spec.servers", "a Gateway must have at least one server");
     }
     let mut port_names: HashMap<&str, usize> = HashMap::new();
     for (i, s) in g.servers.iter().enumerate() {
-        let path = format!("spec.servers[{i}]");
+        let path = idx(&"spec.servers", i);
         server(cx, &path, s);
         if let Some(port) = &s.port {
             if let Some(first) = port_names.get(port.name.as_str()) {
                 cx.error(
-                    &format!("{path}.port.name"),
+                    &dot(&path, "port.name"),
                     format!(
                         "port names must be unique within a Gateway: {:?} is also the name of spec.servers[{first}]",
                         port.name
@@ -30,18 +31,18 @@ pub(super) fn validate(cx: &mut Cx<'_>, g: &Gateway) {
             }
             let https_redirect = s.tls.as_ref().is_some_and(|t| t.https_redirect);
             if https_redirect && !Proto::parse(&port.protocol).is_some_and(Proto::is_http) {
-                cx.warning(&format!("{path}.tls.httpsRedirect"), "httpsRedirect should only be used with HTTP servers");
+                cx.warning(&dot(&path, "tls.httpsRedirect"), "httpsRedirect should only be used with HTTP servers");
             }
         }
     }
 }
 
-fn server(cx: &mut Cx<'_>, path: &str, s: &Server) {
+fn server(cx: &mut Cx<'_>, path: &dyn fmt::Display, s: &Server) {
     if s.hosts.is_empty() {
-        cx.error(&format!("{path}.hosts"), "a server must have at least one host");
+        cx.error(&dot(&path, "hosts"), "a server must have at least one host");
     }
     for (i, h) in s.hosts.iter().enumerate() {
-        let p = format!("{path}.hosts[{i}]");
+        let p = dot_ix(&path, "hosts", i);
         for e in server_host(h) {
             cx.error(&p, e);
         }
@@ -50,21 +51,21 @@ fn server(cx: &mut Cx<'_>, path: &str, s: &Server) {
     let port_ok = server_port(cx, path, s.port.as_ref(), bind);
     server_bind(cx, path, s.port.as_ref(), bind);
     if let Some(tls) = &s.tls {
-        tls_options(cx, &format!("{path}.tls"), tls);
+        tls_options(cx, &dot(&path, "tls"), tls);
     }
     // HTTPS/TLS servers need TLS settings; plain-text HTTP servers may only carry `httpsRedirect`.
     if let (true, Some(port)) = (port_ok, &s.port) {
         let Some(p) = Proto::parse(&port.protocol) else { return };
         match &s.tls {
             None if p.is_tls() => cx.error(
-                &format!("{path}.tls"),
+                &dot(&path, "tls"),
                 format!("a {} server must have TLS settings (`tls.mode` and a certificate)", port.protocol),
             ),
             Some(tls) if !p.is_tls() => {
                 let passthrough = matches!(tls.mode, ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough);
                 if !p.is_http() {
                     cx.error(
-                        &format!("{path}.tls"),
+                        &dot(&path, "tls"),
                         format!("a {} server cannot have TLS settings: use protocol TLS or HTTPS", port.protocol),
                     );
                 } else if !passthrough
@@ -73,7 +74,7 @@ fn server(cx: &mut Cx<'_>, path: &str, s: &Server) {
                     || set(&tls.server_certificate)
                 {
                     cx.error(
-                        &format!("{path}.tls"),
+                        &dot(&path, "tls"),
                         format!(
                             "a plain-text {} server cannot have TLS settings other than `httpsRedirect`: use protocol \
                              HTTPS to terminate TLS",
@@ -86,7 +87,7 @@ fn server(cx: &mut Cx<'_>, path: &str, s: &Server) {
         }
         if matches!(p, Proto::Udp | Proto::HttpProxy) {
             cx.warning(
-                &format!("{path}.port.protocol"),
+                &dot(&path, "port.protocol"),
                 format!(
                     "protocol {} is accepted by Istio but Portico does not serve it: this server is ignored",
                     port.protocol
@@ -138,41 +139,41 @@ fn server_host(host: &str) -> Vec<String> {
 }
 
 /// Returns whether the port is valid (Istio checks the protocol/TLS pairing only then).
-fn server_port(cx: &mut Cx<'_>, path: &str, port: Option<&Port>, bind: &str) -> bool {
+fn server_port(cx: &mut Cx<'_>, path: &dyn fmt::Display, port: Option<&Port>, bind: &str) -> bool {
     let Some(port) = port else {
-        cx.error(&format!("{path}.port"), "port is required");
+        cx.error(&dot(&path, "port"), "port is required");
         return false;
     };
     let mut ok = true;
     if Proto::parse(&port.protocol).is_none() {
         ok = false;
         cx.error(
-            &format!("{path}.port.protocol"),
+            &dot(&path, "port.protocol"),
             format!("invalid protocol {:?}: supported protocols are {PROTOCOLS}", port.protocol),
         );
     }
     if port.number > 0 || !bind.starts_with("unix://") {
         if let Err(e) = validate_port(i64::from(port.number)) {
             ok = false;
-            cx.error(&format!("{path}.port.number"), e);
+            cx.error(&dot(&path, "port.number"), e);
         }
     }
     if port.target_port.is_some_and(|t| t > 0) {
         ok = false;
         cx.error(
-            &format!("{path}.port.targetPort"),
+            &dot(&path, "port.targetPort"),
             "targetPort has no impact on Gateways: remove it (map ports with --port-map instead)",
         );
     }
     if port.name.is_empty() {
         ok = false;
-        cx.error(&format!("{path}.port.name"), "port name must be set");
+        cx.error(&dot(&path, "port.name"), "port name must be set");
     }
     ok
 }
 
-fn server_bind(cx: &mut Cx<'_>, path: &str, port: Option<&Port>, bind: &str) {
-    let p = format!("{path}.bind");
+fn server_bind(cx: &mut Cx<'_>, path: &dyn fmt::Display, port: Option<&Port>, bind: &str) {
+    let p = dot(&path, "bind");
     if let Some(uds) = bind.strip_prefix("unix://") {
         cx.check(&p, validate_unix_address(uds));
         if port.is_some_and(|p| p.number != 0) {
@@ -205,24 +206,24 @@ fn mode_name(m: ServerTlsMode) -> &'static str {
 }
 
 /// Istio's `validateTLSOptions`, extended to `credentialNames` and `tlsCertificates`.
-fn tls_options(cx: &mut Cx<'_>, path: &str, tls: &ServerTlsSettings) {
+fn tls_options(cx: &mut Cx<'_>, path: &dyn fmt::Display, tls: &ServerTlsSettings) {
     let (min, max) = (tls.min_protocol_version, tls.max_protocol_version);
     if matches!(min, TlsProtocol::V1_0 | TlsProtocol::V1_1) && tls.cipher_suites.is_empty() {
         cx.warning(
-            &format!("{path}.minProtocolVersion"),
+            &dot(&path, "minProtocolVersion"),
             "TLS versions below TLSV1_2 need compatible cipherSuites: the defaults no longer include any",
         );
     }
     // Istio accepts min > max, but Envoy then rejects the listener: refuse it here.
     if min != TlsProtocol::Auto && max != TlsProtocol::Auto && min > max {
         cx.error(
-            &format!("{path}.minProtocolVersion"),
+            &dot(&path, "minProtocolVersion"),
             format!("minProtocolVersion {} is above maxProtocolVersion {}", version_name(min), version_name(max)),
         );
     }
     let mut seen = Vec::new();
     for (i, cs) in tls.cipher_suites.iter().enumerate() {
-        let p = format!("{path}.cipherSuites[{i}]");
+        let p = dot_ix(&path, "cipherSuites", i);
         if !is_valid_cipher_suite(cs) {
             cx.warning(&p, format!("ignoring invalid cipher suite {cs:?}"));
         } else if seen.contains(cs) {
@@ -254,7 +255,7 @@ fn tls_options(cx: &mut Cx<'_>, path: &str, tls: &ServerTlsSettings) {
             (!tls.tls_certificates.is_empty(), "tlsCertificates"),
         ] {
             if on {
-                cx.error(&format!("{path}.{field}"), format!("ISTIO_MUTUAL TLS cannot have an associated {field}"));
+                cx.error(&dot(&path, field), format!("ISTIO_MUTUAL TLS cannot have an associated {field}"));
             }
         }
         return;
@@ -270,23 +271,23 @@ fn tls_options(cx: &mut Cx<'_>, path: &str, tls: &ServerTlsSettings) {
     }
     if tls.credential_names.len() > 2 {
         cx.error(
-            &format!("{path}.credentialNames"),
+            &dot(&path, "credentialNames"),
             "at most 2 credentialNames (one RSA and one ECDSA certificate) may be set",
         );
     }
     if tls.tls_certificates.len() > 2 {
         cx.error(
-            &format!("{path}.tlsCertificates"),
+            &dot(&path, "tlsCertificates"),
             "at most 2 tlsCertificates (one RSA and one ECDSA certificate) may be set",
         );
     }
     for (i, c) in tls.tls_certificates.iter().enumerate() {
-        let p = format!("{path}.tlsCertificates[{i}]");
+        let p = dot_ix(&path, "tlsCertificates", i);
         if !set(&c.server_certificate) {
-            cx.error(&format!("{p}.serverCertificate"), "each tlsCertificates entry requires a serverCertificate");
+            cx.error(&dot(&p, "serverCertificate"), "each tlsCertificates entry requires a serverCertificate");
         }
         if !set(&c.private_key) {
-            cx.error(&format!("{p}.privateKey"), "each tlsCertificates entry requires a privateKey");
+            cx.error(&dot(&p, "privateKey"), "each tlsCertificates entry requires a privateKey");
         }
     }
 
@@ -299,7 +300,7 @@ fn tls_options(cx: &mut Cx<'_>, path: &str, tls: &ServerTlsSettings) {
             || !sources.is_empty())
     {
         cx.warning(
-            &format!("{path}.mode"),
+            &dot(&path, "mode"),
             format!("{} mode does not use certificates: they will be ignored", mode_name(tls.mode)),
         );
     }
@@ -309,7 +310,7 @@ fn tls_options(cx: &mut Cx<'_>, path: &str, tls: &ServerTlsSettings) {
         // Certificates (and the client CA) come from the secret(s).
         if set(&tls.ca_crl) {
             cx.error(
-                &format!("{path}.caCrl"),
+                &dot(&path, "caCrl"),
                 "caCrl is not supported with credentialName: put the CRL in the credential (`ca.crl`)",
             );
         }
@@ -319,7 +320,7 @@ fn tls_options(cx: &mut Cx<'_>, path: &str, tls: &ServerTlsSettings) {
     if terminating && tls.tls_certificates.is_empty() {
         if !set(&tls.server_certificate) {
             cx.error(
-                &format!("{path}.serverCertificate"),
+                &dot(&path, "serverCertificate"),
                 format!(
                     "{mode} TLS requires a server certificate: set credentialName, or serverCertificate and privateKey"
                 ),
@@ -327,7 +328,7 @@ fn tls_options(cx: &mut Cx<'_>, path: &str, tls: &ServerTlsSettings) {
         }
         if !set(&tls.private_key) {
             cx.error(
-                &format!("{path}.privateKey"),
+                &dot(&path, "privateKey"),
                 format!("{mode} TLS requires a private key: set credentialName, or serverCertificate and privateKey"),
             );
         }
@@ -337,12 +338,12 @@ fn tls_options(cx: &mut Cx<'_>, path: &str, tls: &ServerTlsSettings) {
         && !tls.tls_certificates.iter().any(|c| set(&c.ca_certificates))
     {
         cx.error(
-            &format!("{path}.caCertificates"),
+            &dot(&path, "caCertificates"),
             format!("{mode} TLS requires a client CA bundle: set caCertificates (or use credentialName)"),
         );
     }
     if set(&tls.ca_crl) && tls.mode == ServerTlsMode::Simple {
-        cx.error(&format!("{path}.caCrl"), "CRL is not supported with SIMPLE TLS (no client certificates to check)");
+        cx.error(&dot(&path, "caCrl"), "CRL is not supported with SIMPLE TLS (no client certificates to check)");
     }
 }
 

@@ -41,6 +41,48 @@ pub fn validate(res: &Resource) -> Vec<Diagnostic> {
     cx.out
 }
 
+/// A field path under construction: its text is written only when a diagnostic prints it, so
+/// validating a valid object allocates no paths (thousands of VirtualServices are checked at
+/// every reload).
+#[derive(Clone, Copy)]
+pub(super) struct At<'a> {
+    parent: &'a dyn fmt::Display,
+    seg: Seg<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Field(&'a str),
+    Index(usize),
+    FieldIndex(&'a str, usize),
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.parent.fmt(f)?;
+        match self.seg {
+            Seg::Field(name) => write!(f, ".{name}"),
+            Seg::Index(i) => write!(f, "[{i}]"),
+            Seg::FieldIndex(name, i) => write!(f, ".{name}[{i}]"),
+        }
+    }
+}
+
+/// `path.name`
+pub(super) fn dot<'a>(path: &'a dyn fmt::Display, name: &'a str) -> At<'a> {
+    At { parent: path, seg: Seg::Field(name) }
+}
+
+/// `path[i]`
+pub(super) fn idx(path: &dyn fmt::Display, i: usize) -> At<'_> {
+    At { parent: path, seg: Seg::Index(i) }
+}
+
+/// `path.name[i]`
+pub(super) fn dot_ix<'a>(path: &'a dyn fmt::Display, name: &'a str, i: usize) -> At<'a> {
+    At { parent: path, seg: Seg::FieldIndex(name, i) }
+}
+
 /// Collects the findings about one resource. Paths are relative to the object root
 /// (`spec.http[0].route[1].weight`), as the loader's field index records them.
 pub(super) struct Cx<'r> {
@@ -54,15 +96,17 @@ impl Cx<'_> {
         self.res.namespace()
     }
 
-    pub(super) fn error(&mut self, path: &str, msg: impl fmt::Display) {
+    pub(super) fn error(&mut self, path: &dyn fmt::Display, msg: impl fmt::Display) {
+        let path = path.to_string();
         let d =
-            Diagnostic::error(self.res.origin.locate(path), code::SCHEMA, self.key.clone(), format!("{path}: {msg}"));
+            Diagnostic::error(self.res.origin.locate(&path), code::SCHEMA, self.key.clone(), format!("{path}: {msg}"));
         self.out.push(d);
     }
 
-    pub(super) fn warning(&mut self, path: &str, msg: impl fmt::Display) {
+    pub(super) fn warning(&mut self, path: &dyn fmt::Display, msg: impl fmt::Display) {
+        let path = path.to_string();
         let d = Diagnostic::warning(
-            self.res.origin.locate(path),
+            self.res.origin.locate(&path),
             code::SCHEMA_WARNING,
             self.key.clone(),
             format!("{path}: {msg}"),
@@ -71,63 +115,61 @@ impl Cx<'_> {
     }
 
     /// Report `r`'s error, if any, at `path`.
-    pub(super) fn check(&mut self, path: &str, r: Result<(), String>) {
+    pub(super) fn check(&mut self, path: &dyn fmt::Display, r: Result<(), String>) {
         if let Err(e) = r {
             self.error(path, e);
         }
     }
 
     /// An optional duration: when set, it must parse and be ≥ 1ms with millisecond precision.
-    pub(super) fn duration(&mut self, path: &str, value: &Option<String>) {
+    pub(super) fn duration(&mut self, path: &dyn fmt::Display, value: &Option<String>) {
         if let Some(v) = value {
             self.check(path, validate_duration(v).map(|_| ()));
         }
     }
 
-    pub(super) fn port(&mut self, path: &str, number: u32) {
+    pub(super) fn port(&mut self, path: &dyn fmt::Display, number: u32) {
         self.check(path, validate_port(i64::from(number)));
     }
 
-    pub(super) fn labels(&mut self, path: &str, labels: &BTreeMap<String, String>) {
+    pub(super) fn labels(&mut self, path: &dyn fmt::Display, labels: &BTreeMap<String, String>) {
         for (k, v) in labels {
             for e in validate_label(k, v) {
-                self.error(&format!("{path}.{k}"), e);
+                self.error(&dot(&path, k), e);
             }
         }
     }
 
     /// Istio's `validateStringMatch`: one match type; `prefix` non-empty unless `empty_prefix_ok`
     /// (Envoy allows an empty prefix only on paths); regexes compile as RE2 and are ≤ 1024 bytes.
-    pub(super) fn string_match(&mut self, path: &str, sm: &StringMatch, empty_prefix_ok: bool) {
+    pub(super) fn string_match(&mut self, path: &dyn fmt::Display, sm: &StringMatch, empty_prefix_ok: bool) {
         let set = [sm.exact.is_some(), sm.prefix.is_some(), sm.regex.is_some()].iter().filter(|b| **b).count();
         if set > 1 {
             self.error(path, "set only one of `exact`, `prefix` or `regex`");
         }
         if !empty_prefix_ok && sm.prefix.as_deref() == Some("") {
-            self.error(
-                &format!("{path}.prefix"),
-                "prefix match must not be empty (an empty match `{}` matches any value)",
-            );
+            self.error(&dot(&path, "prefix"), "prefix match must not be empty (an empty match `{}` matches any value)");
         }
         if let Some(re) = &sm.regex {
             let checked = validate_regex(re);
             if let Err(problem) = &checked {
                 self.invalid_regexp(path, re, problem);
             }
-            self.check(&format!("{path}.regex"), checked);
+            self.check(&dot(&path, "regex"), checked);
         }
     }
 
     /// IST0122, Istio's `RegexAnalyzer` (VirtualServices only): said beside the schema error,
     /// as istioctl reports both.
-    fn invalid_regexp(&mut self, path: &str, re: &str, problem: &str) {
+    fn invalid_regexp(&mut self, path: &dyn fmt::Display, re: &str, problem: &str) {
         if self.res.kind() != portico_api::Kind::VirtualService {
             return;
         }
+        let path = path.to_string();
         let field = if path.contains(".corsPolicy.allowOrigins") {
             "corsPolicy.allowOrigins"
         } else {
-            let after = path.rsplit_once("].").map(|(_, a)| a).unwrap_or(path);
+            let after = path.rsplit_once("].").map(|(_, a)| a).unwrap_or(&path);
             after.split('.').next().unwrap_or(after)
         };
         let d = Diagnostic::warning(
@@ -140,17 +182,17 @@ impl Cx<'_> {
     }
 
     /// Header manipulation (Istio's `ValidateHTTPHeader*OperationName` and `ValidateHTTPHeaderValue`).
-    pub(super) fn headers(&mut self, path: &str, headers: &Option<Headers>) {
+    pub(super) fn headers(&mut self, path: &dyn fmt::Display, headers: &Option<Headers>) {
         let Some(h) = headers else { return };
         if let Some(req) = &h.request {
-            self.header_ops(&format!("{path}.request"), req, true);
+            self.header_ops(&dot(&path, "request"), req, true);
         }
         if let Some(resp) = &h.response {
-            self.header_ops(&format!("{path}.response"), resp, false);
+            self.header_ops(&dot(&path, "response"), resp, false);
         }
     }
 
-    fn header_ops(&mut self, path: &str, ops: &HeaderOperations, request: bool) {
+    fn header_ops(&mut self, path: &dyn fmt::Display, ops: &HeaderOperations, request: bool) {
         for (field, map) in [("set", &ops.set), ("add", &ops.add)] {
             for (name, value) in map {
                 let p = format!("{path}.{field}.{name}");
@@ -160,7 +202,7 @@ impl Cx<'_> {
             }
         }
         for (i, name) in ops.remove.iter().enumerate() {
-            self.check(&format!("{path}.remove[{i}]"), header_op_name(name));
+            self.check(&dot_ix(&path, "remove", i), header_op_name(name));
         }
     }
 }
@@ -171,7 +213,7 @@ fn metadata(cx: &mut Cx<'_>) {
     let name = cx.res.meta.name.clone();
     if !name.is_empty() && !is_k8s_subdomain(&name) {
         cx.error(
-            "metadata.name",
+            &"metadata.name",
             format!(
                 "invalid name {name:?}: must be a lowercase RFC 1123 subdomain (lowercase letters, digits, '-' and \
                  '.', starting and ending with a letter or digit, at most 253 characters)"
@@ -179,7 +221,7 @@ fn metadata(cx: &mut Cx<'_>) {
         );
     } else if cx.res.kind() == portico_api::Kind::Gateway && !is_dns1123_label(&name) && !name.is_empty() {
         cx.error(
-            "metadata.name",
+            &"metadata.name",
             format!("invalid gateway name {name:?}: Istio requires a DNS-1123 label (no dots, at most 63 characters)"),
         );
     }
@@ -187,13 +229,13 @@ fn metadata(cx: &mut Cx<'_>) {
     let ns_ok = is_dns1123_label(&ns) && ns.bytes().all(|b| !b.is_ascii_uppercase());
     if !ns.is_empty() && !ns_ok {
         cx.error(
-            "metadata.namespace",
+            &"metadata.namespace",
             format!("invalid namespace {ns:?}: must be a lowercase RFC 1123 label (at most 63 characters)"),
         );
     }
     if cx.res.meta.annotations.contains_key("istio.io/dry-run") {
         cx.error(
-            "metadata.annotations.istio.io/dry-run",
+            &"metadata.annotations.istio.io/dry-run",
             "unsupported annotation `istio.io/dry-run` (only AuthorizationPolicy supports it): remove it",
         );
     }
@@ -657,14 +699,20 @@ pub(super) const PROTOCOLS: &str = "HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TLS, TCP
 // ───────────────────────────── exportTo, selectors ─────────────────────────────
 
 /// Istio's `validateExportTo`.
-pub(super) fn export_to(cx: &mut Cx<'_>, path: &str, export_to: &[String], is_se: bool, dr_with_selector: bool) {
+pub(super) fn export_to(
+    cx: &mut Cx<'_>,
+    path: &dyn fmt::Display,
+    export_to: &[String],
+    is_se: bool,
+    dr_with_selector: bool,
+) {
     if export_to.is_empty() {
         return;
     }
     let ns = cx.namespace().to_string();
     let mut set: Vec<String> = Vec::new();
     for (i, e) in export_to.iter().enumerate() {
-        let p = format!("{path}[{i}]");
+        let p = idx(&path, i);
         let key = if e == "." { ns.clone() } else { e.clone() };
         if set.contains(&key) {
             if key != *e {
@@ -705,13 +753,18 @@ pub(super) fn export_to(cx: &mut Cx<'_>, path: &str, export_to: &[String], is_se
 }
 
 /// Workload selector labels: no empty keys, no wildcards; no labels at all is a warning.
-pub(super) fn workload_selector(cx: &mut Cx<'_>, path: &str, labels: &BTreeMap<String, String>, what: &str) {
+pub(super) fn workload_selector(
+    cx: &mut Cx<'_>,
+    path: &dyn fmt::Display,
+    labels: &BTreeMap<String, String>,
+    what: &str,
+) {
     for (k, v) in labels {
         if k.is_empty() {
-            cx.error(&format!("{path}.{k}"), format!("empty key is not supported in selector: \"{k}={v}\""));
+            cx.error(&dot(&path, k), format!("empty key is not supported in selector: \"{k}={v}\""));
         }
         if k.contains('*') || v.contains('*') {
-            cx.error(&format!("{path}.{k}"), format!("wildcard is not supported in selector: \"{k}={v}\""));
+            cx.error(&dot(&path, k), format!("wildcard is not supported in selector: \"{k}={v}\""));
         }
     }
     if labels.is_empty() {
