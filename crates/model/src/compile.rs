@@ -73,6 +73,74 @@ pub fn timestamp(s: &str) -> Option<i64> {
 }
 
 pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
+    let Built { snapshot, mut diagnostics, analysis } = build(resources, opts);
+    diagnostics.extend(analysis.run(&snapshot));
+    tidy(&mut diagnostics);
+    Compiled { snapshot, diagnostics }
+}
+
+/// A snapshot ready to serve, what validation and compilation found on the way, and the
+/// cross-resource analysis still to run.
+pub struct Built<'a> {
+    pub snapshot: Snapshot,
+    pub diagnostics: Vec<Diagnostic>,
+    pub analysis: Analysis<'a>,
+}
+
+/// istioctl's analyzers over one load. They only add findings, so a reload serves the snapshot
+/// first and runs them after: with thousands of resources they cost as much as compiling.
+pub struct Analysis<'a> {
+    resources: &'a [Resource],
+    opts: &'a Options,
+    /// The user's resources that passed validation, were rejected by it, or are not exported
+    /// to this gateway: the analyzers see all of them.
+    analyzed: Vec<&'a Resource>,
+    /// What the compiler served besides the user's own (from Ingresses and the Gateway API).
+    translated: Vec<Resource>,
+    gateway_api: Vec<Resource>,
+    /// Served resources the compiler saw (valid, exported, not Ingresses).
+    served: Vec<&'a Resource>,
+    /// What a server collision did at run time (IST0145), merged into the analyzer's finding.
+    conflicts: Vec<Diagnostic>,
+}
+
+impl Analysis<'_> {
+    /// The analyzers' findings (not yet merged with the compiler's: see [`compile`]).
+    pub fn run(self, snapshot: &Snapshot) -> Vec<Diagnostic> {
+        // The same registry and DestinationRules the compiler used, rebuilt from the same
+        // resources in the same order.
+        let mut all: Vec<&Resource> = self.served.clone();
+        all.extend(self.translated.iter());
+        all.extend(self.gateway_api.iter());
+        all.sort_by(|a, b| precedence(a, b));
+        let of_kind = |k: Kind| -> Vec<&Resource> { all.iter().copied().filter(|r| r.kind() == k).collect() };
+        let registry = Registry::build(&of_kind(Kind::ServiceEntry), &self.opts.domain_suffix);
+        let drs = of_kind(Kind::DestinationRule);
+        let cx = crate::analyze::Ctx {
+            resources: self.analyzed,
+            translated: self.translated.iter().collect(),
+            opts: self.opts,
+            registry: &registry,
+            drs: &drs,
+            secrets: &snapshot.secrets,
+        };
+        let mut found = Vec::new();
+        crate::analyze::run(&cx, &mut found);
+        merge_runtime_conflicts(&mut found, self.conflicts);
+        crate::analyze::apply_suppress_annotations(self.resources, &mut found);
+        tidy(&mut found);
+        found
+    }
+}
+
+/// Diagnostics in file order, each once.
+fn tidy(diags: &mut Vec<Diagnostic>) {
+    diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
+    diags.dedup();
+}
+
+/// Validate and compile: the snapshot to serve, with the analysis left to run.
+pub fn build<'a>(resources: &'a [Resource], opts: &'a Options) -> Built<'a> {
     let mut diags = Vec::new();
 
     // 1. Validation and duplicates.
@@ -156,25 +224,14 @@ pub fn compile(resources: &[Resource], opts: &Options) -> Compiled {
     let mut analyzed: Vec<&Resource> =
         valid.iter().copied().chain(rejected_res.iter().copied()).chain(hidden.iter().copied()).collect();
     analyzed.sort_by(|a, b| precedence(a, b));
-    let cx = crate::analyze::Ctx {
-        resources: analyzed,
-        translated: translated.iter().collect(),
-        opts,
-        registry: &b.registry,
-        drs: &b.drs,
-        secrets: &b.snapshot.secrets,
-    };
-    let mut found = Vec::new();
-    crate::analyze::run(&cx, &mut found);
-    merge_runtime_conflicts(&mut found, std::mem::take(&mut b.conflicts));
-    b.diags.extend(found);
-
-    let Builder { mut diags, mut snapshot, .. } = b;
+    let served: Vec<&Resource> = valid.iter().copied().filter(|r| r.kind() != Kind::Ingress).collect();
+    let Builder { mut diags, mut snapshot, conflicts, .. } = b;
     snapshot.gateway_api = gateway_api.statuses;
     crate::analyze::apply_suppress_annotations(resources, &mut diags);
-    diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
-    diags.dedup();
-    Compiled { snapshot, diagnostics: diags }
+    tidy(&mut diags);
+    let analysis =
+        Analysis { resources, opts, analyzed, translated, gateway_api: gateway_api.resources, served, conflicts };
+    Built { snapshot, diagnostics: diags, analysis }
 }
 
 /// Istio's `exportTo`: a VirtualService, DestinationRule or ServiceEntry applies to this gateway

@@ -19,6 +19,6 @@ pub mod template;
 pub mod tls;
 pub mod validate;
 
-pub use compile::{compile, Compiled};
+pub use compile::{build, compile, Analysis, Built, Compiled};
 pub use options::Options;
 pub use snapshot::Snapshot;

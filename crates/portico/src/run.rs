@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 pub struct RunConfig {
@@ -66,7 +66,7 @@ pub struct Limits {
     pub h2_max_concurrent_streams: u32,
 }
 
-/// Load, compile and apply once. Returns the new fingerprint.
+/// Load, compile and apply once, then analyze. Returns the new fingerprint.
 async fn reload(
     source: &mut Sources,
     cfg: &RunConfig,
@@ -76,26 +76,21 @@ async fn reload(
     sink: &TelemetrySink,
     last_fingerprint: Option<u64>,
 ) -> Option<u64> {
+    let began = Instant::now();
     let load = source.load();
     if Some(load.fingerprint) == last_fingerprint {
         return last_fingerprint;
     }
-    let compiled = portico_model::compile(&load.resources, &cfg.options);
+    let loaded = Instant::now();
+    let built = portico_model::build(&load.resources, &cfg.options);
+    let compiled = Instant::now();
     let mut diags = load.diagnostics;
-    diags.extend(compiled.diagnostics);
-    diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
-    diags.dedup();
-    for d in &diags {
-        if d.is_error() {
-            tracing::error!("{d}");
-        } else {
-            tracing::warn!("{d}");
-        }
-    }
+    diags.extend(built.diagnostics);
+    log_diagnostics(&mut diags);
     for f in &load.kept_last_good {
         tracing::error!("{}: does not parse; serving its last good version", f.display());
     }
-    let snapshot = Arc::new(compiled.snapshot);
+    let snapshot = Arc::new(built.snapshot);
     source.publish_status(load.complete, &snapshot);
     // Bind on the data-plane runtime so listeners belong to its reactor.
     let p = proxy.clone();
@@ -109,13 +104,21 @@ async fn reload(
         sink.apply(&snapshot);
         metrics.gateway().listeners.set(i64::try_from(proxy.local_addrs().len()).unwrap_or(i64::MAX));
     }
+    let swapped = Instant::now();
+    // Served already: istioctl's analyzers only add findings.
+    let mut found = built.analysis.run(&snapshot);
+    log_diagnostics(&mut found);
+    diags.extend(found);
+    diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
+    diags.dedup();
+    let mut retired = None;
     let mut st = state::lock(state);
     st.diagnostics = diags;
     st.kept_last_good = load.kept_last_good.iter().map(|p| p.display().to_string()).collect();
-    match applied {
+    let fingerprint = match applied {
         Ok(()) => {
             st.generation += 1;
-            st.snapshot = Some(snapshot);
+            retired = st.snapshot.replace(snapshot);
             st.last_reload_ok = !load.failed;
             st.last_reload_error = None;
             st.last_good_unix = state::unix_now();
@@ -130,7 +133,15 @@ async fn reload(
             } else {
                 metrics.config_reload_succeeded(st.generation, SystemTime::now());
             }
-            tracing::info!(generation = st.generation, "config applied");
+            let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1e3;
+            tracing::info!(
+                generation = st.generation,
+                load_ms = ms(began, loaded),
+                compile_ms = ms(loaded, compiled),
+                swap_ms = ms(compiled, swapped),
+                analyze_ms = ms(swapped, Instant::now()),
+                "config applied"
+            );
             Some(load.fingerprint)
         }
         Err(e) => {
@@ -140,6 +151,24 @@ async fn reload(
             metrics.config_reload_failed();
             // Retry this content on the next change or poll.
             last_fingerprint
+        }
+    };
+    // The old snapshot is freed (a large one takes a while) with the admin server free to
+    // read the new state.
+    drop(st);
+    drop(retired);
+    fingerprint
+}
+
+/// Log diagnostics in file order, each once.
+fn log_diagnostics(diags: &mut Vec<portico_api::Diagnostic>) {
+    diags.sort_by(|a, b| a.location.cmp(&b.location).then(a.message.cmp(&b.message)));
+    diags.dedup();
+    for d in diags.iter() {
+        if d.is_error() {
+            tracing::error!("{d}");
+        } else {
+            tracing::warn!("{d}");
         }
     }
 }

@@ -247,6 +247,36 @@ fn broken_file_keeps_last_good_config() {
     }
 }
 
+/// The analyzers run after the new config is served: their findings still reach /config_dump
+/// (beside the compiler's), and go away once the mistake is mended.
+#[test]
+fn analyzer_findings_follow_the_served_config() {
+    let (pa, pb) = (free_port(), free_port());
+    let _a = echo_backend(pa, "a");
+    let _b = echo_backend(pb, "b");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.yaml");
+    // A second VirtualService routes to a host no ServiceEntry names (IST0101).
+    let dangling = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: lost, namespace: default}\nspec:\n  hosts: [lost.example.com]\n  gateways: [gw]\n  http: [{route: [{destination: {host: nowhere.backend}}]}]\n";
+    write(&file, &format!("{}{dangling}", config(pa, pb, "a.backend")));
+    let gw = start_gateway(dir.path(), &[]);
+    assert_eq!(get(gw.http_port, "app.example.com", "/", &[]).unwrap().body, "a\n");
+    let dump = |gw: &common::Gateway| -> serde_json::Value {
+        serde_json::from_str(&get(gw.admin_port, "localhost", "/config_dump", &[]).unwrap().body).unwrap()
+    };
+    let lost = |v: &serde_json::Value| v["diagnostics"].to_string().contains("nowhere.backend");
+    let v = dump(&gw);
+    assert!(lost(&v) && v["diagnostics"].to_string().contains("IST0101"), "{}", v["diagnostics"]);
+    write(&file, &format!("{}{}", config(pa, pb, "b.backend"), dangling.replace("nowhere.backend", "a.backend")));
+    // The findings are recorded just after the new config is served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(gw.http_port, "app.example.com", "/", &[]).unwrap().body != "b\n" || lost(&dump(&gw)) {
+        assert!(std::time::Instant::now() < deadline, "the change was never served, or IST0101 stayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(gw.http_port, "lost.example.com", "/", &[]).unwrap().body, "a\n");
+}
+
 /// SIGTERM: the slow in-flight request completes, new connections are refused, the process
 /// exits within the drain timeout.
 #[test]
