@@ -2,7 +2,8 @@
 # What a config change costs, in time and in served requests.
 #
 # 1. Compile and swap: N VirtualServices (default 10,000, one host and two routes each, a 90/10
-#    split, header matches, retries and a timeout) on one Gateway server, changed CHANGES times.
+#    split, header matches, retries and a timeout) in one file, on one Gateway server; the first
+#    one's split changes CHANGES times (one application's change, as a GitOps commit makes it).
 #    Prints the median of each step from the gateway's `config applied` log line: reading and
 #    parsing the YAML, validating and compiling, swapping the snapshot in, and the analyzers
 #    (which run after the swap).
@@ -46,7 +47,8 @@ http {
 }
 CONF
 
-# write_config COUNT WEIGHT: the Gateway, the backend and COUNT VirtualServices, written
+# write_config COUNT WEIGHT: the Gateway, the backend and COUNT VirtualServices (the first with a
+# WEIGHT/100-WEIGHT split), written
 # atomically (the watcher never reads half a file). Each variant is generated once, on core 0,
 # and then only copied: a rewrite under load costs the gateway's core nothing but the reload.
 make_variant() {
@@ -73,6 +75,8 @@ spec:
   endpoints: [{{address: 127.0.0.1, ports: {{http: {backend}}}}}]
 """]
 for i in range(count):
+    # A change is one application's: only the first VirtualService's split moves.
+    w = weight if i == 0 else 90
     out.append(f"""---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -83,8 +87,8 @@ spec:
   http:
   - match: [{{uri: {{prefix: /api/{i}}}}}, {{headers: {{x-canary: {{exact: "yes"}}}}}}]
     route:
-    - {{destination: {{host: backend.bench, port: {{number: 80}}}}, weight: {weight}}}
-    - {{destination: {{host: backend.bench, port: {{number: 80}}}}, weight: {100 - weight}}}
+    - {{destination: {{host: backend.bench, port: {{number: 80}}}}, weight: {w}}}
+    - {{destination: {{host: backend.bench, port: {{number: 80}}}}, weight: {100 - w}}}
     retries: {{attempts: 3, retryOn: "5xx,connect-failure"}}
     timeout: 5s
   - route: [{{destination: {{host: backend.bench}}}}]

@@ -11,4 +11,4 @@ pub mod source;
 
 pub use diag::{Diagnostic, Location, Severity};
 pub use resource::{FieldIndex, Kind, Origin, Resource, Spec};
-pub use source::{parse_text, Parsed};
+pub use source::{parse_document, parse_text, split_documents, Parsed};

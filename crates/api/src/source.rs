@@ -28,11 +28,28 @@ pub struct Parsed {
 /// Parse `text` (the contents of `file`). Objects without a namespace get `default_namespace`.
 /// Never panics; nesting and alias expansion are bounded.
 pub fn parse_text(file: &str, text: &str, default_namespace: &str) -> Parsed {
+    parse_part(file, text, 1, default_namespace, index_budget(text.len(), text.len()))
+}
+
+/// [`parse_text`] for part of a file (documents from [`split_documents`]): `text` starts at line
+/// `first_line` of `file` (1-based), and every position is reported as in the whole file. The
+/// part's share of the field-index budget is its share of the file's bytes.
+pub fn parse_document(file: &str, text: &str, first_line: u32, file_len: usize, default_namespace: &str) -> Parsed {
+    parse_part(file, text, first_line, default_namespace, index_budget(text.len(), file_len))
+}
+
+fn index_budget(part: usize, file: usize) -> usize {
+    let share = u128::try_from(INDEX_BUDGET).unwrap_or(u128::MAX) * part as u128 / (file.max(1) as u128);
+    usize::try_from(share).unwrap_or(usize::MAX).saturating_add(part.saturating_mul(8))
+}
+
+fn parse_part(file: &str, text: &str, first_line: u32, default_namespace: &str, index_budget: usize) -> Parsed {
     let mut cx = Ctx {
         file: Arc::from(file),
         default_namespace,
         out: Parsed::default(),
-        index_budget: INDEX_BUDGET.saturating_add(text.len().saturating_mul(8)),
+        index_budget,
+        line_offset: first_line.saturating_sub(1),
     };
     match tree::parse_documents(text) {
         Ok(docs) => {
@@ -51,6 +68,37 @@ pub fn parse_text(file: &str, text: &str, default_namespace: &str) -> Parsed {
         }
     }
     cx.out
+}
+
+/// The documents of a YAML stream, each with the line it starts on (1-based) and its bytes, split before
+/// every `---` marker line. A marker ends any scalar or collection before it (YAML forbids
+/// the marker inside content), so each part parses as it would in the stream. `None` when
+/// the text has a directive (`%YAML`, `%TAG`), which belongs to the document after it.
+pub fn split_documents(text: &str) -> Option<Vec<(u32, std::ops::Range<usize>)>> {
+    let mut parts = Vec::new();
+    let (mut start, mut start_line, mut line, mut at) = (0, 1u32, 1u32, 0);
+    while at < text.len() {
+        let rest = &text[at..];
+        if rest.starts_with('%') {
+            return None;
+        }
+        let marker = rest.strip_prefix("---").is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t', '\r', '\n']));
+        if marker && at > start {
+            parts.push((start_line, start..at));
+            (start, start_line) = (at, line);
+        }
+        match rest.find('\n') {
+            Some(end) => {
+                at += end + 1;
+                line = line.saturating_add(1);
+            }
+            None => at = text.len(),
+        }
+    }
+    if start < text.len() || parts.is_empty() {
+        parts.push((start_line, start..text.len()));
+    }
+    Some(parts)
 }
 
 /// The candidate closest to `unknown` by edit distance (case-insensitive), if it is close enough
@@ -101,11 +149,13 @@ struct Ctx<'a> {
     out: Parsed,
     /// What is left of the field-path budget; fields past it locate to their nearest indexed parent.
     index_budget: usize,
+    /// Lines before the text parsed (a document of a larger file).
+    line_offset: u32,
 }
 
 impl Ctx<'_> {
     fn loc(&self, line: u32, col: u32) -> Location {
-        Location { file: self.file.clone(), line, col }
+        Location { file: self.file.clone(), line: line.saturating_add(self.line_offset), col }
     }
 
     fn error(&mut self, location: Location, code: &'static str, resource: &str, message: String) {
@@ -189,7 +239,17 @@ impl Ctx<'_> {
 
         let mut fields = FieldIndex { positions: HashMap::new() };
         index_fields(node, &mut String::new(), &mut fields.positions, &mut self.index_budget);
-        let origin = Origin { file: self.file.clone(), line, col, fields: Arc::new(fields) };
+        if self.line_offset > 0 {
+            for (line, _) in fields.positions.values_mut() {
+                *line = line.saturating_add(self.line_offset);
+            }
+        }
+        let origin = Origin {
+            file: self.file.clone(),
+            line: line.saturating_add(self.line_offset),
+            col,
+            fields: Arc::new(fields),
+        };
 
         // Top-level keys.
         let extra: &[&str] = if kind == Kind::Secret { &SECRET_KEYS } else { &["spec"] };

@@ -2,8 +2,9 @@
 //! `*.json`) and keeps each file's last good parse, so a broken edit never loses config.
 
 use portico_api::diag::code;
-use portico_api::{Diagnostic, Location, Resource};
-use std::collections::BTreeMap;
+use portico_api::{Diagnostic, Location, Parsed, Resource};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,8 +13,51 @@ use std::sync::Arc;
 pub struct FileSource {
     paths: Vec<PathBuf>,
     default_namespace: String,
-    /// Last good parse per file: (file text, resources, diagnostics of that parse).
-    good: BTreeMap<PathBuf, (String, Vec<Resource>, Vec<Diagnostic>)>,
+    /// Last good parse per file.
+    good: BTreeMap<PathBuf, Good>,
+}
+
+/// A file as last parsed without a syntax error: its text and what each document yielded.
+struct Good {
+    text: String,
+    docs: Vec<Doc>,
+}
+
+/// One document of a file: where it is (first line, bytes) and what it yielded.
+struct Doc {
+    first_line: u32,
+    bytes: Range<usize>,
+    parsed: Parsed,
+}
+
+impl Good {
+    fn resources(&self) -> impl Iterator<Item = &Resource> {
+        self.docs.iter().flat_map(|d| &d.parsed.resources)
+    }
+
+    fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.docs.iter().flat_map(|d| &d.parsed.diagnostics)
+    }
+}
+
+/// Parse `text` document by document. A document whose text and first line are what `prev`
+/// parsed is taken from it: a change to one object of a large file parses that object only.
+fn parse_file(name: &str, text: &str, default_namespace: &str, prev: Option<&Good>) -> Vec<Doc> {
+    let parts = portico_api::split_documents(text).unwrap_or_else(|| vec![(1, 0..text.len())]);
+    let known: HashMap<(u32, &str), &Parsed> = prev
+        .map(|g| g.docs.iter().map(|d| ((d.first_line, &g.text[d.bytes.clone()]), &d.parsed)).collect())
+        .unwrap_or_default();
+    parts
+        .into_iter()
+        .map(|(first_line, bytes)| {
+            let part = &text[bytes.clone()];
+            let parsed = match known.get(&(first_line, part)) {
+                Some(p) => (*p).clone(),
+                None => portico_api::parse_document(name, part, first_line, text.len(), default_namespace),
+            };
+            Doc { first_line, bytes, parsed }
+        })
+        .collect()
 }
 
 /// One load: every resource in file order, and what was found on the way.
@@ -102,7 +146,7 @@ impl FileSource {
                     diagnostics.push(io_error(&f, &e));
                     if let Some(prev) = self.good.remove(&f) {
                         kept.push(f.clone());
-                        resources.extend(prev.1.iter().cloned());
+                        resources.extend(prev.resources().cloned());
                         next_good.insert(f, prev);
                     }
                     continue;
@@ -110,32 +154,89 @@ impl FileSource {
             };
             std::hash::Hash::hash(&f, &mut hasher);
             std::hash::Hash::hash(&text, &mut hasher);
-            if let Some(prev) = self.good.remove(&f) {
-                if prev.0 == text {
-                    resources.extend(prev.1.iter().cloned());
-                    diagnostics.extend(prev.2.iter().cloned());
+            let prev = match self.good.remove(&f) {
+                Some(prev) if prev.text == text => {
+                    resources.extend(prev.resources().cloned());
+                    diagnostics.extend(prev.diagnostics().cloned());
                     next_good.insert(f, prev);
                     continue;
                 }
-                self.good.insert(f.clone(), prev);
-            }
-            let parsed = portico_api::parse_text(&name, &text, &self.default_namespace);
-            let syntax_failed = parsed.diagnostics.iter().any(|d| d.code == code::SYNTAX);
-            diagnostics.extend(parsed.diagnostics.iter().cloned());
+                prev => prev,
+            };
+            let docs = parse_file(&name, &text, &self.default_namespace, prev.as_ref());
+            let found = docs.iter().flat_map(|d| &d.parsed.diagnostics);
+            let syntax_failed = found.clone().any(|d| d.code == code::SYNTAX);
+            diagnostics.extend(found.cloned());
             if syntax_failed {
                 failed = true;
-                if let Some(prev) = self.good.remove(&f) {
+                if let Some(prev) = prev {
                     kept.push(f.clone());
-                    resources.extend(prev.1.iter().cloned());
+                    resources.extend(prev.resources().cloned());
                     next_good.insert(f, prev);
                 }
                 continue;
             }
-            resources.extend(parsed.resources.iter().cloned());
-            next_good.insert(f, (text, parsed.resources, parsed.diagnostics));
+            resources.extend(docs.iter().flat_map(|d| &d.parsed.resources).cloned());
+            next_good.insert(f, Good { text, docs });
         }
         self.good = next_good;
         let fingerprint = std::hash::Hasher::finish(&hasher);
         Load { resources, diagnostics, kept_last_good: kept, failed, fingerprint }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vs(name: &str, host: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  hosts: [{host}]\n  http: [{{route: [{{destination: {{host: backend}}}}]}}]\n"
+        )
+    }
+
+    /// A change to one document of a file parses that document again and takes the others
+    /// from the last parse (the same field index, not a copy of a new one); every object keeps
+    /// its own place in the file.
+    #[test]
+    fn a_changed_document_is_parsed_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("all.yaml");
+        let write = |hosts: [&str; 3]| {
+            let text = hosts.iter().enumerate().map(|(i, h)| vs(&format!("vs-{i}"), h)).collect::<Vec<_>>();
+            std::fs::write(&file, text.join("---\n")).unwrap();
+        };
+        let mut source = FileSource::new(vec![dir.path().to_path_buf()], "default");
+        write(["a.example.com", "b.example.com", "c.example.com"]);
+        let first = source.load();
+        write(["a.example.com", "changed.example.com", "c.example.com"]);
+        let second = source.load();
+        assert!(!second.failed && second.diagnostics.is_empty(), "{:?}", second.diagnostics);
+        let hosts = |l: &Load| -> Vec<String> {
+            l.resources
+                .iter()
+                .map(|r| match &r.spec {
+                    portico_api::Spec::VirtualService(v) => v.hosts.join(","),
+                    _ => String::new(),
+                })
+                .collect()
+        };
+        assert_eq!(hosts(&second), ["a.example.com", "changed.example.com", "c.example.com"]);
+        let reused: Vec<bool> = (0..3)
+            .map(|i| Arc::ptr_eq(&first.resources[i].origin.fields, &second.resources[i].origin.fields))
+            .collect();
+        assert_eq!(reused, [true, false, true]);
+        assert_eq!(second.resources.iter().map(|r| r.origin.line).collect::<Vec<_>>(), [1, 8, 15]);
+        // A syntax error in one document: the whole file keeps its last good version, and the
+        // error is at its line in the file.
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        text.push_str("---\nkind: [\n");
+        std::fs::write(&file, &text).unwrap();
+        let third = source.load();
+        assert!(third.failed);
+        assert_eq!(hosts(&third), hosts(&second));
+        let syntax = third.diagnostics.iter().find(|d| d.code == code::SYNTAX).unwrap();
+        assert!(syntax.location.line >= 22, "{syntax:?}");
     }
 }

@@ -25,6 +25,23 @@ pub(crate) static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static(
 pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 pub(crate) static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
+/// A number as a header value; below 100 (attempt counts, most upstream service times in ms)
+/// a static one, so no allocation per request.
+pub(crate) fn number(n: u64) -> HeaderValue {
+    const SMALL: [&str; 100] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19",
+        "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32", "33", "34", "35", "36", "37",
+        "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54", "55",
+        "56", "57", "58", "59", "60", "61", "62", "63", "64", "65", "66", "67", "68", "69", "70", "71", "72", "73",
+        "74", "75", "76", "77", "78", "79", "80", "81", "82", "83", "84", "85", "86", "87", "88", "89", "90", "91",
+        "92", "93", "94", "95", "96", "97", "98", "99",
+    ];
+    match usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
+    }
+}
+
 /// Is `token` one of the comma-separated values of header `name` (case-insensitive)?
 pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
@@ -268,6 +285,13 @@ pub(crate) fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps, vars: &Vars<'_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_read_the_same_static_or_not() {
+        for n in [0u64, 1, 9, 10, 42, 99, 100, 101, 1234, u64::MAX] {
+            assert_eq!(number(n).to_str().unwrap(), n.to_string());
+        }
+    }
 
     #[test]
     fn internal_addresses_as_envoy_sees_them() {

@@ -24,7 +24,7 @@ use crate::upstream::breaker::{Resource, Slot};
 use crate::upstream::outlier::Outcome;
 use crate::upstream::{ActiveRequest, ClusterPool, EndpointState, SendError};
 use crate::ResponseFlags;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use portico_model::snapshot::{RetryOn, RetryPolicy};
 use portico_telemetry::{RequestTrace, Tracer};
@@ -74,15 +74,6 @@ fn retry_on_error(on: RetryOn, e: &SendError) -> bool {
 /// A per-try timeout counts as a reset.
 fn retry_on_timeout(on: RetryOn) -> bool {
     on.intersects(RetryOn::FIVE_XX | RetryOn::GATEWAY_ERROR | RetryOn::RESET)
-}
-
-/// `x-envoy-attempt-count`: static values for the usual few tries (no allocation per request).
-fn attempt_count(n: u32) -> HeaderValue {
-    const COUNTS: [&str; 5] = ["1", "2", "3", "4", "5"];
-    match COUNTS.get(n.wrapping_sub(1) as usize) {
-        Some(s) => HeaderValue::from_static(s),
-        None => HeaderValue::from(n),
-    }
 }
 
 /// Envoy's jittered exponential backoff before retry `n` (1-based).
@@ -169,10 +160,13 @@ impl Attempts<'_> {
             // header there would grow it.
             let attempt = match &mut parts {
                 Some(p) => {
-                    p.headers.insert(crate::headers::X_ENVOY_ATTEMPT_COUNT.clone(), attempt_count(retries + 1));
+                    p.headers.insert(
+                        crate::headers::X_ENVOY_ATTEMPT_COUNT.clone(),
+                        crate::headers::number(u64::from(retries + 1)),
+                    );
                     None
                 }
-                None => Some(attempt_count(retries + 1)),
+                None => Some(crate::headers::number(u64::from(retries + 1))),
             };
             let req = match (&parts, body.take()) {
                 // The last possible try takes the original parts (no clone).
@@ -351,13 +345,6 @@ mod tests {
         let codes = RetryOn::RETRIABLE_STATUS_CODES;
         assert!(retry_on_status(codes, StatusCode::CONFLICT, &h, &[409]));
         assert!(!retry_on_status(codes, StatusCode::CONFLICT, &h, &[]));
-    }
-
-    #[test]
-    fn attempt_counts() {
-        for n in [1u32, 2, 5, 6, 11] {
-            assert_eq!(attempt_count(n).to_str().unwrap(), n.to_string());
-        }
     }
 
     #[test]

@@ -574,7 +574,7 @@ async fn forward(
     let per_try = route.retry.per_try_timeout.filter(|t| !t.is_zero());
     if let Some(expected) = per_try.map(|p| timeout.map_or(p, |t| p.min(t))).or(timeout) {
         let ms = u64::try_from(expected.as_millis()).unwrap_or(u64::MAX);
-        parts.headers.insert(headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), HeaderValue::from(ms));
+        parts.headers.insert(headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), headers::number(ms));
     }
     let attempts = retry::Attempts {
         pool,
@@ -632,7 +632,7 @@ fn respond(f: Forwarded, conn: &ConnInfo, vars: VarsBase, mut log: Box<RequestGu
     headers::prepare_response(&mut rp.headers, upgraded);
     // Envoy's router adds it (Istio does not suppress Envoy's headers); route rules may remove it.
     let service_ms = u64::try_from(f.service_time.as_millis()).unwrap_or(u64::MAX);
-    rp.headers.insert(headers::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(service_ms));
+    rp.headers.insert(headers::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), headers::number(service_ms));
     let v = vars.with(f.request_for_response.as_ref(), log.record.upstream_host);
     if let Some(dest) = destination(&f.route, f.destination) {
         headers::apply_ops(&mut rp.headers, &dest.headers.response, &v);

@@ -477,3 +477,31 @@ status: {}
     assert_eq!((d.code, d.location.line), (code::BAD_VALUE, 8));
     assert!(d.message.starts_with("metadata.labels.app: invalid type: integer `5`"), "{}", d.message);
 }
+
+/// Parsing a stream one document at a time gives what parsing it whole gives: the same
+/// objects, the same findings, at the same lines and columns.
+#[test]
+fn documents_parse_alone_as_in_their_stream() {
+    let text = format!(
+        "# leading comment\n{GATEWAY}---\n# a comment before the object\napiVersion: networking.istio.io/v1\n\
+         kind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [a.example.com]\n  htttp: []\n\
+         --- \napiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.istio.io/v1\n  kind: Gateway\n\
+         \x20 metadata: {{name: listed}}\n  spec: {{servers: []}}\n---\n---\nkind: VirtualService\n...\n"
+    );
+    let whole = parse(&text);
+    let parts = split_documents(&text).unwrap();
+    assert_eq!(parts.iter().map(|(line, _)| *line).collect::<Vec<_>>(), vec![1, 25, 33, 41, 42]);
+    let mut pieced = Parsed::default();
+    for (first_line, bytes) in parts {
+        let p = parse_document("test.yaml", &text[bytes], first_line, text.len(), "default");
+        pieced.resources.extend(p.resources);
+        pieced.diagnostics.extend(p.diagnostics);
+    }
+    assert_eq!(pieced, whole);
+    assert_eq!(whole.resources.len(), 2);
+    // The misspelt field of the second document, at its line in the file.
+    assert!(whole.diagnostics.iter().any(|d| d.location.line == 32 && d.message.contains("htttp")), "{whole:?}");
+    // A directive belongs to the document after it: such a stream is not split.
+    assert!(split_documents("%YAML 1.2\n---\na: 1\n").is_none());
+    assert_eq!(split_documents("a: 1\n---x: 2\n").unwrap().len(), 1);
+}
