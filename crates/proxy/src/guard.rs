@@ -85,6 +85,9 @@ pub(crate) enum Reject {
     BadRequest(&'static str),
     UriTooLong,
     HeadersTooLarge,
+    /// A head begun but not finished within the header read timeout (Envoy's
+    /// `request_headers_timeout`: slowloris).
+    HeadTimeout,
 }
 
 impl Reject {
@@ -93,6 +96,7 @@ impl Reject {
             Reject::BadRequest(_) => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\ncontent-type: text/plain\r\nserver: istio-envoy\r\nconnection: close\r\n\r\nBad Request",
             Reject::UriTooLong => b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 12\r\ncontent-type: text/plain\r\nserver: istio-envoy\r\nconnection: close\r\n\r\nURI Too Long",
             Reject::HeadersTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 31\r\ncontent-type: text/plain\r\nserver: istio-envoy\r\nconnection: close\r\n\r\nRequest Header Fields Too Large",
+            Reject::HeadTimeout => b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 22\r\ncontent-type: text/plain\r\nserver: istio-envoy\r\nconnection: close\r\n\r\nrequest header timeout",
         }
     }
 
@@ -101,6 +105,7 @@ impl Reject {
             Reject::BadRequest(why) => why,
             Reject::UriTooLong => "uri too long",
             Reject::HeadersTooLarge => "headers too large",
+            Reject::HeadTimeout => "request header timeout",
         }
     }
 }
@@ -151,6 +156,9 @@ pub(crate) struct Framer {
     /// A checked chunked head, held back until its first chunk-size line is checked too, so a
     /// malformed first chunk is still answered with 400 before anything goes upstream.
     held: Option<Vec<u8>>,
+    /// Heads completed so far (wrapping): tells a head begun since the last look from the one
+    /// that was being read then.
+    heads: u32,
     limits: H1Limits,
 }
 
@@ -224,7 +232,12 @@ fn same_authority(a: &[u8], b: &[u8], default_port: &[u8]) -> bool {
 
 impl Framer {
     pub(crate) fn new(limits: H1Limits) -> Framer {
-        Framer { st: St::Head, head: Vec::new(), line_end: None, upgrade_next: false, held: None, limits }
+        Framer { st: St::Head, head: Vec::new(), line_end: None, upgrade_next: false, held: None, heads: 0, limits }
+    }
+
+    /// Part of a request head read, the rest still due from the client.
+    fn mid_head(&self) -> bool {
+        matches!(self.st, St::Head) && !self.head.is_empty()
     }
 
     /// Between messages or inside a head (where a refusal can still be answered).
@@ -333,6 +346,7 @@ impl Framer {
                     let (used, complete) = self.scan_head(&data[i..])?;
                     i += used;
                     if complete {
+                        self.heads = self.heads.wrapping_add(1);
                         let text = &self.head[..self.head.len().saturating_sub(4)];
                         let (next, hold, upgrade) = self.check_head(text)?;
                         self.upgrade_next = upgrade;
@@ -985,8 +999,8 @@ pub(crate) struct Timeouts {
     pub(crate) idle: Duration,
     /// No progress for this long while the client owes body bytes or a write is blocked.
     pub(crate) stream_idle: Duration,
-    /// HTTP/1 keep-alive: the next request head must start within this time after the last
-    /// exchange (hyper's header read timeout bounds it while hyper waits; this while parked).
+    /// HTTP/1: the next request head must start within this time after the last exchange
+    /// (parked or not), and a head once begun must be complete within it (→ 408).
     pub(crate) between_requests: Duration,
 }
 
@@ -1026,6 +1040,8 @@ pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     /// What was read of the refused head, and when it was refused.
     refused_head: Vec<u8>,
     refused_at: Option<Instant>,
+    /// HTTP/1: when the head being read began, with the framer's head count then.
+    head_wait: Option<(u32, Instant)>,
     /// HTTP/1: the connection's request counts (parking needs none in flight).
     conn: Option<Arc<ConnInfo>>,
     /// hyper was told the client closed so that it lets go of the connection: the caller parks
@@ -1074,6 +1090,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             refusals: None,
             refused_head: Vec::new(),
             refused_at: None,
+            head_wait: None,
             conn: None,
             parked: false,
         };
@@ -1212,6 +1229,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
         Self::new(inner, None, Some(watch), timeouts)
     }
 
+    /// Refuse the head being read: earlier requests finish, then the client gets the answer and
+    /// the connection closes.
+    fn refuse_head(&mut self, r: Reject) {
+        tracing::debug!(reason = r.reason(), "refused a request head");
+        let Some(framer) = self.framer.as_ref() else { return };
+        // What the log can tell of it: the head so far (or the chunked head held back), else the
+        // bytes it was refused in.
+        let head = match (&framer.held, framer.head.is_empty()) {
+            (Some(h), _) => h.as_slice(),
+            (None, false) => framer.head.as_slice(),
+            (None, true) => &self.raw[..],
+        };
+        self.refused_head = head[..head.len().min(4096)].to_vec();
+        self.refused_at = Some(Instant::now());
+        self.reject = Some(r);
+        self.raw.clear();
+    }
+
+    /// After framing: note when a head began (its clock runs from its first bytes, never from an
+    /// earlier request's), or that none is being read.
+    fn watch_head(&mut self) {
+        let Some(f) = self.framer.as_ref() else { return };
+        self.head_wait = match self.head_wait {
+            _ if !f.mid_head() => None,
+            Some((n, at)) if n == f.heads => Some((n, at)),
+            _ => Some((f.heads, self.last_progress)),
+        };
+    }
+
     fn signal_stop(&mut self) {
         if !self.stop_sent {
             self.stop_sent = true;
@@ -1228,6 +1274,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let owes = self.write_blocked || self.framer.as_ref().is_some_and(Framer::in_body);
         loop {
+            let head_due = (self.head_wait)
+                .filter(|_| self.reject.is_none() && self.framer.as_ref().is_some_and(Framer::mid_head))
+                .map(|(_, began)| began + self.timeouts.between_requests);
             let hard = owes.then(|| self.last_progress + self.timeouts.stream_idle);
             let soft = (!self.stop_sent).then(|| self.last_progress + self.timeouts.idle);
             let stalled = self.h2.as_ref().and_then(|h| h.flow.next_due(self.timeouts.stream_idle));
@@ -1240,7 +1289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
                     }
                 }
             }
-            if hard.is_none() && soft.is_none() && stalled.is_none() && nap.is_none() {
+            if hard.is_none() && soft.is_none() && stalled.is_none() && nap.is_none() && head_due.is_none() {
                 return Ok(());
             }
             let now = Instant::now();
@@ -1251,6 +1300,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             }
             if hard.is_some_and(|h| h <= now) {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "stream idle timeout"));
+            }
+            if head_due.is_some_and(|d| d <= now) {
+                // Answered like a malformed head (408): hyper polls again, finds the refusal
+                // and shuts down, and the shutdown writes it.
+                self.refuse_head(Reject::HeadTimeout);
+                cx.waker().wake_by_ref();
+                return Ok(());
             }
             if soft.is_some_and(|s| s <= now) {
                 self.signal_stop();
@@ -1273,7 +1329,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             // (under a paused clock, within this one poll: the reset test never finished).
             let next = if lazy > now { Some(lazy) } else { [hard, soft].into_iter().flatten().min() };
             // Everything here is after `now` (what was due was handled above).
-            let Some(at) = next.into_iter().chain(stalled.map(|(due, _)| due)).chain(nap).min() else {
+            let Some(at) = next.into_iter().chain(stalled.map(|(due, _)| due)).chain(nap).chain(head_due).min() else {
                 return Ok(());
             };
             let mut moved = self.timer.is_none();
@@ -1404,6 +1460,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                     match framer.feed(&this.raw, &mut this.out) {
                         Ok(used) => {
                             this.raw.advance(used);
+                            this.watch_head();
                             if this.out.is_empty() && !this.raw.is_empty() {
                                 this.parked_reader = Some(cx.waker().clone());
                                 return Poll::Pending;
@@ -1411,18 +1468,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                             continue;
                         }
                         Err(r) if framer.at_head() => {
-                            tracing::debug!(reason = r.reason(), "refused a request head");
-                            // What the log can tell of it: the head so far (or the chunked head
-                            // held back), else the bytes it was refused in.
-                            let head = match (&framer.held, framer.head.is_empty()) {
-                                (Some(h), _) => h.as_slice(),
-                                (None, false) => framer.head.as_slice(),
-                                (None, true) => &this.raw[..],
-                            };
-                            this.refused_head = head[..head.len().min(4096)].to_vec();
-                            this.refused_at = Some(Instant::now());
-                            this.reject = Some(r);
-                            this.raw.clear();
+                            this.refuse_head(r);
                             continue;
                         }
                         Err(r) => {

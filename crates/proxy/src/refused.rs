@@ -1,7 +1,7 @@
 //! Requests refused below hyper (by [`crate::guard`]) reach the access log and the request
 //! metrics like any other: a user graphing 4xx sees smuggling attempts and oversized heads.
 //! Envoy logs such a request with its local reply's code and the `DPE` (downstream protocol
-//! error) flag. This module is the one place that builds their [`RequestRecord`].
+//! error) flag, and a head too slow to arrive with 408 and no flag. This module is the one place that builds their [`RequestRecord`].
 
 use crate::downstream::ConnInfo;
 use crate::guard::Reject;
@@ -60,6 +60,7 @@ impl Reject {
             Reject::BadRequest(_) => 400,
             Reject::UriTooLong => 414,
             Reject::HeadersTooLarge => 431,
+            Reject::HeadTimeout => 408,
         }
     }
 
@@ -69,6 +70,15 @@ impl Reject {
             Reject::BadRequest(_) => "http1.codec_error",
             Reject::UriTooLong => "http1.uri_too_long",
             Reject::HeadersTooLarge => "http1.headers_too_large",
+            Reject::HeadTimeout => "request_header_timeout",
+        }
+    }
+
+    /// A slow client broke no protocol rule: Envoy's local reply for it carries no flag.
+    fn flags(self) -> ResponseFlags {
+        match self {
+            Reject::HeadTimeout => ResponseFlags::NONE,
+            _ => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
         }
     }
 }
@@ -84,7 +94,7 @@ impl Refusals {
     pub(crate) fn log(&self, reject: Reject, head: &[u8], sent: u64, took: Duration) {
         let f = facts(head);
         let value = |v: Option<&[u8]>| v.and_then(|v| HeaderValue::from_bytes(v).ok());
-        let mut flags = ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR;
+        let mut flags = reject.flags();
         if sent == 0 {
             flags.insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
         }

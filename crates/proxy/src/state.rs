@@ -80,11 +80,9 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(opts: ProxyOptions) -> Shared {
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(opts.header_read_timeout)
-            .max_header_size(opts.max_request_headers_bytes)
-            .keep_alive(true)
-            .half_close(false);
+        // The head read timeout is the guard's (`guard::Timeouts`): hyper's boxed a timer per
+        // request and forced an extra read after each, and closed a slow head without a 408.
+        h1.header_read_timeout(None).max_header_size(opts.max_request_headers_bytes).keep_alive(true).half_close(false);
         if opts.max_request_headers != 100 {
             // hyper's default is 100 (on the stack); another value allocates per request.
             h1.max_headers(opts.max_request_headers);

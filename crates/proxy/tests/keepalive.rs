@@ -8,9 +8,10 @@ mod common;
 
 use common::*;
 use http_body_util::Full;
-use portico_proxy::{Proxy, ProxyOptions};
+use portico_proxy::{Proxy, ProxyOptions, ResponseFlags};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -278,6 +279,71 @@ async fn a_parked_connection_waits_for_the_next_head_no_longer_than_the_header_r
     assert!(read_response(&mut s, &mut pending).await.0.starts_with("HTTP/1.1 200"));
     assert!(!closed_within(&mut s, Duration::from_secs(8)).await, "closed before the header read timeout");
     assert!(closed_within(&mut s, Duration::from_secs(4)).await, "kept open past the header read timeout");
+}
+
+/// Nothing arrives on `s` for `d`: no answer, no close.
+async fn silent_for(s: &mut TcpStream, d: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(d, s.read(&mut buf)).await.is_err()
+}
+
+/// Read everything until the proxy closes.
+async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut all)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// Envoy's `request_headers_timeout`: the clock starts at a head's first bytes, not at the last
+/// exchange, and bytes that keep trickling in do not stop it; the client gets 408, the log says
+/// why, and the connection closes.
+#[tokio::test(start_paused = true)]
+async fn a_head_begun_but_not_finished_within_the_header_read_timeout_gets_408() {
+    let be = backend("be").await;
+    let sink = Arc::new(RecordingSink::default());
+    let o = ProxyOptions { header_read_timeout: Duration::from_secs(10), access_log: sink.clone(), ..opts(&[80]) };
+    let (_proxy, addr) = start_with(o, simple(be.addr)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut pending = Vec::new();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut s, &mut pending).await.0.starts_with("HTTP/1.1 200"));
+    // 8 s of quiet, then a head begins and trickles: a byte run every 3 s.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: h\r\nUser-Agent: loris\r\n").await.unwrap();
+    for _ in 0..3 {
+        assert!(silent_for(&mut s, Duration::from_secs(3)).await, "answered before the head's 10 s were up");
+        s.write_all(b"x-more: 1\r\n").await.unwrap();
+    }
+    // 9 s since the head began (17 s since the last exchange): still waiting for it.
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer:?}");
+    assert!(answer.ends_with("\r\n\r\nrequest header timeout"), "{answer:?}");
+    assert_eq!(be.requests.load(Ordering::SeqCst), 1, "the slow head went upstream");
+
+    let rec = sink.wait_for(2).await;
+    let slow = rec.iter().find(|r| r.status == 408).unwrap_or_else(|| panic!("{rec:?}"));
+    assert_eq!((slow.method.as_str(), slow.uri.path(), slow.details), ("GET", "/slow", "request_header_timeout"));
+    assert_eq!(slow.user_agent.as_ref().map(|v| v.to_str().unwrap()), Some("loris"));
+    assert_eq!(slow.flags, ResponseFlags::NONE, "{slow:?}");
+}
+
+/// A whole request followed by the start of the next in one write: the first is answered, the
+/// second's clock starts with it, and it gets 408 once that runs out.
+#[tokio::test(start_paused = true)]
+async fn a_pipelined_head_left_unfinished_gets_408_after_the_answered_request() {
+    let be = backend("be").await;
+    let o = ProxyOptions { header_read_timeout: Duration::from_secs(10), ..opts(&[80]) };
+    let (_proxy, addr) = start_with(o, simple(be.addr)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut pending = Vec::new();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHo").await.unwrap();
+    let (head, body) = read_response(&mut s, &mut pending).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(path_of(&body), "/1");
+    assert!(silent_for(&mut s, Duration::from_secs(8)).await, "the unfinished head was cut early");
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    assert_eq!(be.requests.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -442,8 +442,14 @@ async fn slowloris_is_cut_off_by_the_header_read_timeout() {
         // The paused clock runs forward to the timeout; the proxy closes the connection.
         let n = tokio::time::timeout(Duration::from_secs(60), slow.read(&mut buf)).await;
         match n {
-            Ok(Ok(n)) => assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "{n}"),
-            Ok(Err(_)) => {}
+            // An HTTP/1 head is answered (Envoy's request_headers_timeout); a preface not yet
+            // known to be HTTP/2 is closed.
+            Ok(Ok(n)) if partial.starts_with(b"GET") => {
+                assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "{n}");
+            }
+            Ok(Ok(n)) => assert_eq!(n, 0),
+            Ok(Err(_)) if !partial.starts_with(b"GET") => {}
+            Ok(Err(e)) => panic!("no 408 for a slow head: {e}"),
             Err(_) => panic!("slow connection was not closed"),
         }
     }
