@@ -31,10 +31,17 @@ CMD="$HARNESS/portico-bench $BIN {WORK} {H1_PORT} {H2C_PORT} {TLS_PORT} {TCP_POR
 SCEN=${OURS_SCENARIOS:-h1,h1-c1,h2c,h2-tls,h1-tls,tls-full,tls-resume,mem,mem-tls,tcp,sni-pass}
 PROXIES=${MATRIX_PROXIES:-direct,ours,nginx,haproxy,h2o,pingora-rustls}
 STAMP=portico-$(date +%Y%m%d-%H%M%S)
-# Each result line also gets the CPU time the hypervisor stole meanwhile (bench/steal.py).
-(cd "$HARNESS" && python3 -u bench.py --repeat "$REPEAT" --duration "$DUR" --proxies "$PROXIES" \
-  --ours-cmd "$CMD" --scenarios "$SCEN" --tag "$STAMP") | python3 "$ROOT/bench/steal.py"
-RESULT=$(ls -t "$HARNESS"/results/*-"$STAMP".jsonl | head -1)
+RESULT=$HARNESS/results/matrix-$STAMP.jsonl
+: > "$RESULT"
+# One scenario at a time, every proxy in turn: the figures a ratio compares are taken within a
+# minute of each other, not up to ten minutes apart (this VM's speed drifts by more than the
+# gaps being measured). Each result line also gets the CPU time the hypervisor stole meanwhile
+# (bench/steal.py; the harness reports on stderr).
+for scn in ${SCEN//,/ }; do
+  (cd "$HARNESS" && python3 -u bench.py --repeat "$REPEAT" --duration "$DUR" --proxies "$PROXIES" \
+    --ours-cmd "$CMD" --scenarios "$scn" --tag "$STAMP-$scn") 2>&1 | python3 "$ROOT/bench/steal.py"
+  cat "$(ls -t "$HARNESS"/results/*-"$STAMP-$scn".jsonl | head -1)" >> "$RESULT"
+done
 echo "raw results: $RESULT"
 python3 "$ROOT/bench/matrix_table.py" "$RESULT"
 # Idle RSS and binary size, for the issue's extra rows.

@@ -34,8 +34,8 @@ def main():
             line += f" steal={share:.1f}%"
             last = now
         print(line, flush=True)
-    print(f"steal over the whole run: {pct(start, sample()):.1f}% of CPU time (worst line {worst:.1f}%); "
-          "above about 2% the host was throttling this VM and the ratios are not to be trusted", flush=True)
+    print(f"  steal over these lines: {pct(start, sample()):.1f}% of CPU time (worst line {worst:.1f}%); "
+          "above about 2% the host was throttling this VM: repeat, do not quote", flush=True)
 
 
 if __name__ == "__main__":
