@@ -1037,7 +1037,7 @@ pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     inject_out: Vec<u8>,
     /// Where a refused request is logged (HTTP/1), taken when it is.
     refusals: Option<crate::refused::Refusals>,
-    /// What was read of the refused head, and when it was refused.
+    /// What was read of the refused head, and when it began (or was refused, when it came whole).
     refused_head: Vec<u8>,
     refused_at: Option<Instant>,
     /// HTTP/1: when the head being read began, with the framer's head count then.
@@ -1242,7 +1242,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             (None, true) => &self.raw[..],
         };
         self.refused_head = head[..head.len().min(4096)].to_vec();
-        self.refused_at = Some(Instant::now());
+        // Logged from the head's first bytes, as Envoy times a request (a slow head's whole wait).
+        let began = self.head_wait.filter(|_| framer.mid_head()).map(|(_, at)| at);
+        self.refused_at = Some(began.unwrap_or_else(Instant::now));
         self.reject = Some(r);
         self.raw.clear();
     }

@@ -325,6 +325,8 @@ async fn a_head_begun_but_not_finished_within_the_header_read_timeout_gets_408()
     assert_eq!((slow.method.as_str(), slow.uri.path(), slow.details), ("GET", "/slow", "request_header_timeout"));
     assert_eq!(slow.user_agent.as_ref().map(|v| v.to_str().unwrap()), Some("loris"));
     assert_eq!(slow.flags, ResponseFlags::NONE, "{slow:?}");
+    // Timed from the head's first bytes, as Envoy's %DURATION%.
+    assert!(slow.duration >= Duration::from_secs(10), "{:?}", slow.duration);
 }
 
 /// A whole request followed by the start of the next in one write: the first is answered, the
