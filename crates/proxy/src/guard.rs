@@ -1001,7 +1001,7 @@ pub(crate) struct Timeouts {
     pub(crate) stream_idle: Duration,
     /// HTTP/1: the next request head must start within this time after the last exchange
     /// (parked or not), and a head once begun must be complete within it (→ 408).
-    pub(crate) between_requests: Duration,
+    pub(crate) header_read: Duration,
 }
 
 /// A downstream stream with the checks above. `stop` is notified when the connection should be
@@ -1157,7 +1157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     /// When a parked connection's wait ends: the idle timeout, or the header read timeout
     /// between requests, from its last progress.
     fn parked_deadline(&self) -> Instant {
-        self.last_progress + self.timeouts.idle.min(self.timeouts.between_requests)
+        self.last_progress + self.timeouts.idle.min(self.timeouts.header_read)
     }
 
     /// The stream (until it is closed).
@@ -1278,7 +1278,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
         loop {
             let head_due = (self.head_wait)
                 .filter(|_| self.reject.is_none() && self.framer.as_ref().is_some_and(Framer::mid_head))
-                .map(|(_, began)| began + self.timeouts.between_requests);
+                .map(|(_, began)| began + self.timeouts.header_read);
             let hard = owes.then(|| self.last_progress + self.timeouts.stream_idle);
             let soft = (!self.stop_sent).then(|| self.last_progress + self.timeouts.idle);
             let stalled = self.h2.as_ref().and_then(|h| h.flow.next_due(self.timeouts.stream_idle));

@@ -1,7 +1,8 @@
 //! Requests refused below hyper (by [`crate::guard`]) reach the access log and the request
 //! metrics like any other: a user graphing 4xx sees smuggling attempts and oversized heads.
 //! Envoy logs such a request with its local reply's code and the `DPE` (downstream protocol
-//! error) flag, and a head too slow to arrive with 408 and no flag. This module is the one place that builds their [`RequestRecord`].
+//! error) flag, and a head too slow to arrive with 408 and no flag. This module is the one
+//! place that builds their [`RequestRecord`].
 
 use crate::downstream::ConnInfo;
 use crate::guard::Reject;

@@ -130,7 +130,7 @@ impl Shared {
         crate::guard::Timeouts {
             idle: self.opts.idle_timeout,
             stream_idle: self.opts.stream_idle_timeout,
-            between_requests: self.opts.header_read_timeout,
+            header_read: self.opts.header_read_timeout,
         }
     }
 }
