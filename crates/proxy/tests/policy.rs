@@ -557,14 +557,17 @@ async fn stickiness_and_minimal_disruption(table: HashTable, tolerance: usize) {
 #[tokio::test]
 async fn ring_hash_is_sticky_and_moves_only_the_removed_keys() {
     // Ring hash as Envoy builds it: the points per endpoint are rescaled to keep
-    // minimumRingSize (1024/5 → 1024/4), so some keys of surviving endpoints move too:
-    // tolerance 15 % of 300 keys.
-    stickiness_and_minimal_disruption(HashTable::Ring { minimum_size: 1024 }, 45).await;
+    // minimumRingSize (1024/5 → 1024/4), so some keys of surviving endpoints move too.
+    // The ring hashes the backends' addresses, and their ports are random here: over 4,000
+    // simulated port sets 30 of 300 keys moved at the median and 57 at worst. A modulo hash
+    // would move about 180, so 90 (30 %) still tells consistent hashing from none.
+    stickiness_and_minimal_disruption(HashTable::Ring { minimum_size: 1024 }, 90).await;
 }
 
 #[tokio::test]
 async fn maglev_is_sticky_and_moves_few_other_keys() {
-    // Maglev: a few percent of the other keys may move (5 % of 300 = 15).
+    // Maglev: a few percent of the other keys may move (5 % of 300 = 15; at most 8 over
+    // 4,000 simulated port sets).
     stickiness_and_minimal_disruption(HashTable::Maglev { table_size: 65537 }, 15).await;
 }
 
