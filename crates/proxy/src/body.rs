@@ -19,7 +19,40 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 enum Inner {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(Received),
+}
+
+/// An upstream response body: from hyper (HTTP/2, upgrades) or read straight off an HTTP/1.1
+/// connection (`upstream::h1`).
+pub(crate) enum Received {
+    Hyper(Incoming),
+    H1(crate::upstream::h1::ResponseBody),
+}
+
+impl Body for Received {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Received::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            Received::H1(b) => Pin::new(b).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Received::Hyper(b) => b.is_end_stream(),
+            Received::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Received::Hyper(b) => b.size_hint(),
+            Received::H1(b) => b.size_hint(),
+        }
+    }
 }
 
 /// A response body sent to a client: a local reply or an upstream response streamed through.
@@ -43,7 +76,7 @@ impl ProxyBody {
     }
 
     pub(crate) fn upstream(
-        body: Incoming,
+        body: Received,
         log: Box<RequestGuard>,
         deadline: Option<tokio::time::Instant>,
     ) -> ProxyBody {
@@ -68,10 +101,6 @@ impl ProxyBody {
     fn finish(&mut self) {
         if let Some(log) = &mut self.log {
             log.finished = true;
-            // Only an upstream body read to its end frees its connection for another request.
-            if let (Inner::Upstream(_), Some(active)) = (&self.inner, &mut log.active) {
-                active.body_done();
-            }
         }
         // Emit now rather than whenever hyper drops the body.
         self.log = None;
@@ -109,9 +138,9 @@ impl Body for ProxyBody {
                         log.finished = true;
                     }
                     this.log = None;
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    return Poll::Ready(Some(Err(e)));
                 }
-                other => other.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+                other => other,
             },
         };
         match &polled {

@@ -201,6 +201,8 @@ impl From<&SendError> for LocalReply {
             SendError::Connect(_) | SendError::Handshake(_) => LocalReply::ConnectFailure,
             SendError::Reset(h) if is_protocol_error(h) => LocalReply::UpstreamProtocolError,
             SendError::Reset(_) => LocalReply::ConnectionTermination,
+            SendError::H1(e) if e.is_protocol() => LocalReply::UpstreamProtocolError,
+            SendError::H1(_) => LocalReply::ConnectionTermination,
             SendError::Overflow => LocalReply::Overflow,
         }
     }

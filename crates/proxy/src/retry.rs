@@ -25,7 +25,6 @@ use crate::upstream::outlier::Outcome;
 use crate::upstream::{ActiveRequest, ClusterPool, EndpointState, SendError};
 use crate::ResponseFlags;
 use http::{HeaderMap, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use portico_model::snapshot::{RetryOn, RetryPolicy};
 use portico_telemetry::{RequestTrace, Tracer};
 use std::net::SocketAddr;
@@ -86,7 +85,7 @@ fn backoff(rng: &FastRng, n: u32) -> Duration {
 
 /// What the attempts came to.
 pub(crate) struct Done {
-    pub(crate) result: Result<Response<Incoming>, LocalReply>,
+    pub(crate) result: Result<Response<crate::body::Received>, LocalReply>,
     /// The endpoint of the last try, and its least-request/breaker accounting (to keep alive
     /// with the response body).
     pub(crate) endpoint: Arc<EndpointState>,

@@ -217,7 +217,7 @@ impl Routed {
 
 /// The upstream's answer and what the respond phase needs to finish it.
 struct Forwarded {
-    resp: Response<Incoming>,
+    resp: Response<crate::body::Received>,
     route: Arc<Route>,
     /// Index of the destination in the route's weighted clusters (its response header rules).
     destination: usize,

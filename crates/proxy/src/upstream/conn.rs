@@ -12,19 +12,19 @@
 //! `http2KeepAlive` probe idle ones.
 
 use super::breaker::{Resource, Slot};
+use super::h1::{self, Failed, H1Error};
 use super::outlier::OutlierState;
 use super::ClusterPool;
-use crate::body::UpstreamBody;
+use crate::body::{Received, UpstreamBody};
 use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use portico_model::snapshot::{Cluster, TcpKeepalive, UpstreamProtocol};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -42,6 +42,9 @@ pub(crate) enum SendError {
     /// The connection was reset or closed before the response headers.
     #[error("connection reset before response headers: {0}")]
     Reset(hyper::Error),
+    /// The exchange on an HTTP/1.1 connection failed before the response headers.
+    #[error("{0}")]
+    H1(H1Error),
     /// A circuit breaker (`maxConnections` with `http1MaxPendingRequests`) refused the request.
     #[error("upstream overflow")]
     Overflow,
@@ -65,14 +68,6 @@ impl SendError {
         }
         false
     }
-}
-
-struct IdleConn {
-    sender: http1::SendRequest<UpstreamBody>,
-    uses: u32,
-    /// The connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`).
-    local: Option<SocketAddr>,
-    usage: Arc<Usage>,
 }
 
 /// A shared HTTP/2 connection.
@@ -175,7 +170,9 @@ impl Drop for Stream {
 #[derive(Default)]
 struct Lane {
     /// Idle HTTP/1.1 connections (lock-free; grows in small blocks, nothing preallocated).
-    idle: SegQueue<IdleConn>,
+    idle: SegQueue<Box<h1::Conn>>,
+    /// Whether a sweeper task watches `idle` for connections to close (`sweep`).
+    sweeping: AtomicBool,
     /// HTTP/2 connections in use, oldest first: one unless `maxConcurrentStreams` fills it.
     h2: ArcSwap<Vec<Arc<H2Conn>>>,
     /// Held while an HTTP/2 connection opens, so that concurrent requests wait for its streams
@@ -216,24 +213,17 @@ const MAX_LANES: usize = 64;
 
 /// An upstream response, the local address of the connection it came on, and what it holds of
 /// that connection until the response is done.
-pub(crate) type Sent = (Response<Incoming>, Option<SocketAddr>, Option<Lease>);
+pub(crate) type Sent = (Response<Received>, Option<SocketAddr>, Option<Lease>);
 
 /// What a response holds of its upstream connection while its body streams.
 pub(crate) enum Lease {
     /// A stream counted against a shared HTTP/2 connection (released on drop).
     Stream(#[allow(dead_code)] Stream), // held for its `Drop`
-    /// An HTTP/1.1 connection, pooled again once the body was read to its end
-    /// ([`Recycle::put_back`]); dropped part-way, the connection is closed with it.
-    Idle(Recycle),
 }
 
-/// An HTTP/1.1 keep-alive connection carrying a response, and where it goes back to.
-///
-/// It is put back by whoever sees the response body end (no task waits for that), so a request
-/// costs no spawn; the connection's own task may not have noticed the end yet, so a request
-/// taking it from the queue waits for its readiness first (`send_h1`).
+/// Where an HTTP/1.1 connection goes back to once its response has been read to the end (the
+/// response body puts it back: no task waits for that).
 pub(crate) struct Recycle {
-    conn: IdleConn,
     lane: Arc<Lane>,
     max_idle: usize,
     def: Arc<Cluster>,
@@ -241,21 +231,77 @@ pub(crate) struct Recycle {
 }
 
 impl Recycle {
-    /// The response body was read to its end: back to the idle queue, unless the connection is
-    /// closing, the queue is full, or it is past `maxConnectionDuration` (then it is dropped,
-    /// which closes it).
-    pub(crate) fn put_back(self) {
-        let Recycle { conn, lane, max_idle, def, breaker } = self;
-        if conn.sender.is_closed() || lane.idle.len() >= max_idle || expired(conn.usage.born, &def) {
+    /// Back to the idle queue, unless the queue is full, or the connection is past
+    /// `maxConnectionDuration` or `maxRequestsPerConnection` (then it is dropped, which closes it).
+    pub(crate) fn put_back(self, mut conn: Box<h1::Conn>) {
+        let Recycle { lane, max_idle, def, breaker } = self;
+        let max = def.limits.max_requests_per_connection;
+        if lane.idle.len() >= max_idle || expired(conn.born, &def) || (max != 0 && conn.uses >= max) {
             return;
         }
-        conn.usage.mark_idle();
-        conn.usage.streams.store(0, Ordering::Release);
+        conn.idle_since = Instant::now();
         lane.idle.push(conn);
+        if needs_sweeper(&def) && !lane.sweeping.swap(true, Ordering::AcqRel) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(sweep(lane, def));
+            } else {
+                lane.sweeping.store(false, Ordering::Release);
+            }
+        }
         // A request pending on `maxConnections` may take it (see `Stream::drop` for the fence).
         std::sync::atomic::fence(Ordering::SeqCst);
         if breaker.pending.load(Ordering::SeqCst) > 0 {
             breaker.freed.notify_waiters();
+        }
+    }
+}
+
+/// Whether idle HTTP/1.1 connections of `cluster` ever need closing on a clock.
+fn needs_sweeper(cluster: &Cluster) -> bool {
+    idle_timeout(cluster).is_some() || cluster.conn.max_connection_duration.is_some()
+}
+
+/// Past `maxConnectionDuration`, or idle for longer than `idleTimeout`: not used again.
+fn retired(c: &h1::Conn, cluster: &Cluster) -> bool {
+    expired(c.born, cluster) || idle_timeout(cluster).is_some_and(|t| c.idle_since + t <= Instant::now())
+}
+
+/// When an idle connection retires, if ever.
+fn retires_at(c: &h1::Conn, cluster: &Cluster) -> Option<Instant> {
+    let idle = idle_timeout(cluster).map(|t| c.idle_since + t);
+    let age = cluster.conn.max_connection_duration.map(|m| c.born + m);
+    match (idle, age) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Close a lane's idle HTTP/1.1 connections at their `idleTimeout` or `maxConnectionDuration`,
+/// and any the upstream closed meanwhile, as Envoy does without traffic. One task per lane with
+/// idle connections, woken only by its clock: requests never wake it.
+async fn sweep(lane: Arc<Lane>, def: Arc<Cluster>) {
+    loop {
+        let mut next: Option<Instant> = None;
+        for _ in 0..lane.idle.len() {
+            let Some(mut c) = lane.idle.pop() else { break };
+            if retired(&c, &def) || c.stale() {
+                continue;
+            }
+            next = match (next, retires_at(&c, &def)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            lane.idle.push(c);
+        }
+        match next {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => {
+                lane.sweeping.store(false, Ordering::Release);
+                // A connection put back meanwhile saw the flag still set: it is ours to watch.
+                if lane.idle.is_empty() || lane.sweeping.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+            }
         }
     }
 }
@@ -372,15 +418,18 @@ impl EndpointState {
         mut req: Request<UpstreamBody>,
         upgrade: bool,
     ) -> Result<Sent, SendError> {
+        if upgrade {
+            return Box::pin(self.send_upgrade(pool, req)).await;
+        }
         let cluster = &*pool.def;
         let key = sni_key(pool, &req);
         // No lane (too many SNIs): a connection of its own, not pooled.
         let lane = self.lane(&key);
         loop {
-            let (mut conn, reused) = match lane.as_deref().and_then(|l| take_idle(l, cluster)) {
+            let (conn, reused) = match lane.as_deref().and_then(|l| take_idle(l, cluster)) {
                 Some(c) => (c, true),
-                // Opening a connection is the rare path: boxed, so its large future (TCP, TLS,
-                // handshake) is not part of every request's state, moved on every await.
+                // Opening a connection is the rare path: boxed, so its large future (TCP, TLS)
+                // is not part of every request's state, moved on every await.
                 None => {
                     match Box::pin(self.connection_slot(pool, || lane.as_deref().and_then(|l| take_idle(l, cluster))))
                         .await?
@@ -388,65 +437,64 @@ impl EndpointState {
                         Err(idle) => (idle, true),
                         Ok(slot) => {
                             let host = request_host(&req);
-                            let (sender, local, usage) = Box::pin(self.connect_h1(pool, &host, slot)).await?;
-                            (IdleConn { sender, uses: 0, local, usage }, false)
+                            (Box::pin(self.connect_h1(pool, &host, slot)).await?, false)
                         }
                     }
                 }
             };
-            // Put back at its last response's end, its task may not have caught up yet.
-            if reused
-                && !conn.sender.is_ready()
-                && futures_util::future::poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_err()
-            {
-                continue;
-            }
-            conn.usage.streams.store(1, Ordering::Release);
-            conn.uses = conn.uses.saturating_add(1);
             let local = conn.local;
-            match conn.sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let max = cluster.limits.max_requests_per_connection;
-                    let lease = lane.filter(|_| !upgrade && (max == 0 || conn.uses < max)).map(|lane| {
-                        Lease::Idle(Recycle {
-                            conn,
-                            lane,
-                            max_idle: self.max_idle,
-                            def: pool.def.clone(),
-                            breaker: pool.breaker.clone(),
-                        })
-                    });
-                    return Ok((resp, local, lease));
-                }
-                Err(mut e) => match e.take_message() {
-                    // A pooled connection closed under us before the request was written: the
-                    // request is intact, try again on another connection.
-                    Some(r) if reused => req = r,
-                    _ => return Err(SendError::Reset(e.into_error())),
-                },
+            let home = lane.clone().map(|lane| Recycle {
+                lane,
+                max_idle: self.max_idle,
+                def: pool.def.clone(),
+                breaker: pool.breaker.clone(),
+            });
+            match h1::send(conn, req, home).await {
+                Ok(resp) => return Ok((resp.map(Received::H1), local, None)),
+                // A pooled connection closed under us before the request was written: the
+                // request is intact, try again on another connection.
+                Err(Failed { unsent: Some(r), .. }) if reused => req = r,
+                Err(f) => return Err(f.error),
             }
         }
     }
 
-    async fn connect_h1(
-        &self,
-        pool: &ClusterPool,
-        host: &str,
-        slot: Slot,
-    ) -> Result<(http1::SendRequest<UpstreamBody>, Option<SocketAddr>, Arc<Usage>), SendError> {
+    /// An upgrade (WebSocket) goes through hyper, on a connection of its own that the tunnel
+    /// takes over.
+    async fn send_upgrade(&self, pool: &ClusterPool, req: Request<UpstreamBody>) -> Result<Sent, SendError> {
+        let lane = self.lane(&sni_key(pool, &req));
+        // At `maxConnections`, an idle pooled connection gives up its place.
+        let slot = loop {
+            match self.connection_slot(pool, || lane.as_deref().and_then(|l| l.idle.pop())).await? {
+                Ok(slot) => break slot,
+                Err(idle) => drop(idle),
+            }
+        };
+        let host = request_host(&req);
         let slot = slot.also_in(&self.open);
         let tcp = connect_tcp(self.addr, &pool.def).await?;
         let local = tcp.local_addr().ok();
-        let usage = Usage::new();
-        let life = (usage.clone(), pool.def.clone(), slot);
-        let sender = match &pool.tls {
+        let life = (Usage::new(), pool.def.clone(), slot);
+        let mut sender = match &pool.tls {
             None => handshake_h1(TokioIo::new(tcp), life).await?,
             Some(tls) => {
-                let stream = tls.connect(tcp, host).await.map_err(SendError::Connect)?;
+                let stream = tls.connect(tcp, &host).await.map_err(SendError::Connect)?;
                 handshake_h1(TokioIo::new(stream), life).await?
             }
         };
-        Ok((sender, local, usage))
+        let resp = sender.send_request(req).await.map_err(SendError::Reset)?;
+        Ok((resp.map(Received::Hyper), local, None))
+    }
+
+    async fn connect_h1(&self, pool: &ClusterPool, host: &str, slot: Slot) -> Result<Box<h1::Conn>, SendError> {
+        let slot = slot.also_in(&self.open);
+        let tcp = connect_tcp(self.addr, &pool.def).await?;
+        let local = tcp.local_addr().ok();
+        let io = match &pool.tls {
+            None => h1::Io::Plain(tcp),
+            Some(tls) => h1::Io::Tls(Box::new(tls.connect(tcp, host).await.map_err(SendError::Connect)?)),
+        };
+        Ok(h1::Conn::new(io, local, slot))
     }
 
     async fn send_h2(self: &Arc<Self>, pool: &ClusterPool, mut req: Request<UpstreamBody>) -> Result<Sent, SendError> {
@@ -481,7 +529,7 @@ impl EndpointState {
             };
             let mut sender = conn.sender.clone();
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, conn.local, Some(Lease::Stream(stream)))),
+                Ok(resp) => return Ok((resp.map(Received::Hyper), conn.local, Some(Lease::Stream(stream)))),
                 Err(mut e) => match e.take_message() {
                     Some(r) if reused => {
                         let dead = Arc::as_ptr(&conn);
@@ -547,11 +595,11 @@ pub(crate) fn connect_timeout(cluster: &Cluster) -> Duration {
     }
 }
 
-fn take_idle(lane: &Lane, cluster: &Cluster) -> Option<IdleConn> {
-    while let Some(c) = lane.idle.pop() {
-        // A retired (`maxConnectionDuration`) or long idle (`idleTimeout`) connection is dropped
-        // here, which closes it (if its task has not already).
-        if !c.sender.is_closed() && !c.usage.retired(cluster) {
+fn take_idle(lane: &Lane, cluster: &Cluster) -> Option<Box<h1::Conn>> {
+    while let Some(mut c) = lane.idle.pop() {
+        // A retired (`maxConnectionDuration`, `idleTimeout`) connection, or one the upstream
+        // closed while it was idle, is dropped here, which closes it.
+        if !retired(&c, cluster) && !c.stale() {
             return Some(c);
         }
     }

@@ -7,6 +7,7 @@
 pub(crate) mod breaker;
 mod conn;
 mod dns;
+pub(crate) mod h1;
 pub(crate) mod hash;
 mod lb;
 pub(crate) mod outlier;
@@ -279,13 +280,6 @@ impl ActiveRequest {
 
     pub(crate) fn set_lease(&mut self, lease: Option<Lease>) {
         self.2 = lease;
-    }
-
-    /// The response body was read to its end: its HTTP/1.1 connection may serve another request.
-    pub(crate) fn body_done(&mut self) {
-        if let Some(Lease::Idle(r)) = self.2.take() {
-            r.put_back();
-        }
     }
 }
 

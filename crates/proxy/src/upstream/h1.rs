@@ -1,0 +1,649 @@
+//! HTTP/1.1 toward upstreams, spoken in the request's own task.
+//!
+//! hyper's client runs each connection in a task of its own: a request crosses to it through a
+//! channel, the response comes back through another, and its body through a third, so every
+//! exchange costs several task wake-ups besides the codec. Here the request's task writes the
+//! head and body itself, reads and parses the response head (httparse, the parser hyper uses),
+//! and the response body reads the socket as the client's side pulls it. A connection belongs
+//! to no task while idle in its pool: the sweeper (`conn.rs`) closes it at its `idleTimeout` or
+//! `maxConnectionDuration`, and a connection the upstream closed is noticed from the readiness
+//! tokio has already recorded when it is taken again.
+//!
+//! Upgrades (WebSocket) still go through hyper on a connection of their own: the tunnel needs
+//! hyper's `Upgraded` on both sides.
+
+use super::breaker::Slot;
+use super::conn::Recycle;
+use super::SendError;
+use crate::body::UpstreamBody;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+
+/// Envoy's defaults for a message head: 60 KiB and 100 headers; past them the response is a
+/// protocol error (502 `UPE`).
+const MAX_HEAD: usize = 60 * 1024;
+const MAX_HEADERS: usize = 100;
+/// Read at most this much at a time (and reserve it when the buffer runs low).
+const READ_CHUNK: usize = 16 * 1024;
+/// A chunk-size line or a trailer section longer than this is a protocol error.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// An upstream socket, plain or TLS.
+pub(crate) enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An HTTP/1.1 keep-alive connection to one endpoint.
+pub(crate) struct Conn {
+    io: Io,
+    /// Read but not yet consumed.
+    buf: BytesMut,
+    pub(crate) uses: u32,
+    /// The connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`).
+    pub(crate) local: Option<SocketAddr>,
+    /// When it opened (`maxConnectionDuration`).
+    pub(crate) born: Instant,
+    /// When its last response ended (`idleTimeout`).
+    pub(crate) idle_since: Instant,
+    /// Its place under `maxConnections`, given back when the connection is dropped (closed).
+    _slot: Slot,
+}
+
+impl Conn {
+    /// Boxed: a connection moves in and out of its pool and into response bodies.
+    pub(crate) fn new(io: Io, local: Option<SocketAddr>, slot: Slot) -> Box<Conn> {
+        let now = Instant::now();
+        Box::new(Conn { io, buf: BytesMut::new(), uses: 0, local, born: now, idle_since: now, _slot: slot })
+    }
+
+    /// Whether the upstream closed (or wrote unasked to) this idle connection. Only what tokio
+    /// already knows of the socket's readiness is consulted: no system call while it is quiet.
+    pub(crate) fn stale(&mut self) -> bool {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut probe = [0u8; 64];
+        let mut rb = ReadBuf::new(&mut probe);
+        // TLS may read records that carry no data (session tickets): still quiet, still usable.
+        Pin::new(&mut self.io).poll_read(&mut cx, &mut rb).is_ready()
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let read = self.io.read_buf(&mut self.buf);
+        std::pin::pin!(read).poll(cx)
+    }
+}
+
+use std::future::Future;
+
+/// Why an exchange on an HTTP/1.1 connection failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum H1Error {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("connection closed before the response headers")]
+    Closed,
+    #[error("upstream protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("request body error: {0}")]
+    RequestBody(hyper::Error),
+}
+
+impl H1Error {
+    pub(crate) fn is_protocol(&self) -> bool {
+        matches!(self, H1Error::Protocol(_))
+    }
+}
+
+/// A failed exchange; `unsent` gives the request back when not a byte of it was written.
+pub(crate) struct Failed {
+    pub(crate) error: SendError,
+    pub(crate) unsent: Option<Request<UpstreamBody>>,
+}
+
+/// The request head, with the framing its body needs; `chunked` when its length is unknown.
+fn encode_head(parts: &http::request::Parts, body: &UpstreamBody) -> (Vec<u8>, bool) {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = Vec::with_capacity(256 + parts.headers.len() * 32);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut chunked = false;
+    if !parts.headers.contains_key(CONTENT_LENGTH) {
+        match body.size_hint().exact() {
+            // As hyper and Envoy: a body-less request says so only where a body is expected.
+            Some(0) => {
+                if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+                    out.extend_from_slice(b"content-length: 0\r\n");
+                }
+            }
+            Some(n) => {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(n.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            None => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                chunked = true;
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    (out, chunked)
+}
+
+/// Send `req` on `conn` and read the response head. The response's body reads the rest and,
+/// at its end, puts the connection back through `home` when it can carry another request.
+pub(crate) async fn send(
+    mut conn: Box<Conn>,
+    req: Request<UpstreamBody>,
+    home: Option<Recycle>,
+) -> Result<Response<ResponseBody>, Failed> {
+    let (parts, mut body) = req.into_parts();
+    let (head, chunked) = encode_head(&parts, &body);
+    conn.uses = conn.uses.saturating_add(1);
+    let head_only = parts.method == Method::HEAD;
+    let written = async {
+        conn.io.write_all(&head).await?;
+        if body.is_end_stream() {
+            conn.io.flush().await?;
+        }
+        Ok::<(), io::Error>(())
+    };
+    if let Err(e) = written.await {
+        let error = SendError::H1(H1Error::Io(e));
+        return Err(Failed { error, unsent: Some(Request::from_parts(parts, body)) });
+    }
+    drop(head);
+    let fail = |e: H1Error| Failed { error: SendError::H1(e), unsent: None };
+    // Streaming the body, an early response ends the upload (the connection is not reused).
+    let mut reusable = true;
+    if !body.is_end_stream() {
+        match upload(&mut conn, &mut body, chunked).await {
+            Ok(true) => {}
+            Ok(false) => reusable = false,
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    drop(body);
+    let (resp, framing) =
+        std::future::poll_fn(|cx| read_head(&mut conn, head_only, &mut reusable, cx)).await.map_err(fail)?;
+    let (mut rp, ()) = resp.into_parts();
+    if framing == Framing::Chunked && rp.headers.contains_key(CONTENT_LENGTH) {
+        // Both framings: the chunked one wins and the length goes (RFC 9112 §6.3).
+        rp.headers.remove(CONTENT_LENGTH);
+        reusable = false;
+    }
+    let mut body = ResponseBody {
+        conn: Some(conn),
+        framing,
+        reusable,
+        home,
+        chunk: ChunkState::Size,
+        trailers: None,
+        failed: None,
+    };
+    body.check_done();
+    Ok(Response::from_parts(rp, body))
+}
+
+/// Write the request body; `Ok(false)` when the response began (or the upstream closed) before
+/// it was all sent: the rest is not sent and the connection is not reused.
+async fn upload(conn: &mut Conn, body: &mut UpstreamBody, chunked: bool) -> Result<bool, H1Error> {
+    loop {
+        let frame = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(f) => Poll::Ready(Ok(Some(f))),
+            Poll::Pending => conn.poll_answered(cx).map_ok(|()| None),
+        })
+        .await?;
+        let Some(frame) = frame else { return Ok(false) };
+        let data = match frame {
+            None => Bytes::new(),
+            Some(Ok(f)) => f.into_data().unwrap_or_default(),
+            Some(Err(e)) => return Err(H1Error::RequestBody(e)),
+        };
+        let end = body.is_end_stream();
+        let out = if chunked {
+            let mut out = BytesMut::with_capacity(data.len() + 16);
+            if !data.is_empty() {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            }
+            if end {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            out.freeze()
+        } else {
+            data
+        };
+        let mut off = 0;
+        let written = std::future::poll_fn(|cx| loop {
+            if off == out.len() {
+                return match Pin::new(&mut conn.io).poll_flush(cx) {
+                    Poll::Ready(r) => Poll::Ready(r.map(|()| true).map_err(H1Error::from)),
+                    Poll::Pending => conn.poll_answered(cx).map_ok(|()| false),
+                };
+            }
+            match Pin::new(&mut conn.io).poll_write(cx, &out[off..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into())),
+                Poll::Ready(Ok(n)) => off += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                // The upstream is not reading: it may be answering already.
+                Poll::Pending => return conn.poll_answered(cx).map_ok(|()| false),
+            }
+        })
+        .await?;
+        if !written {
+            return Ok(false);
+        }
+        if end {
+            return Ok(true);
+        }
+    }
+}
+
+/// Which framing the response body has (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this much left.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields, then an empty line.
+    Trailers,
+}
+
+impl Conn {
+    /// Ready once the upstream has sent something (or closed, or failed) while the request is
+    /// still going out.
+    fn poll_answered(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+        if !self.buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.poll_fill(cx) {
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Read until a whole response head is in, skipping interim (1xx) responses.
+fn read_head(
+    conn: &mut Conn,
+    head_only: bool,
+    reusable: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(Response<()>, Framing), H1Error>> {
+    loop {
+        if !conn.buf.is_empty() {
+            match parse_head(&mut conn.buf, head_only, reusable)? {
+                Some(Parsed::Interim) => continue,
+                Some(Parsed::Final(resp, framing)) => return Poll::Ready(Ok((resp, framing))),
+                None if conn.buf.len() > MAX_HEAD => {
+                    return Poll::Ready(Err(H1Error::Protocol("response headers too large")))
+                }
+                None => {}
+            }
+        }
+        match std::task::ready!(conn.poll_fill(cx)) {
+            Ok(0) if conn.buf.is_empty() => return Poll::Ready(Err(H1Error::Closed)),
+            Ok(0) => return Poll::Ready(Err(H1Error::Protocol("connection closed inside the response headers"))),
+            Ok(_) => {}
+            Err(e) => return Poll::Ready(Err(e.into())),
+        }
+    }
+}
+
+enum Parsed {
+    Interim,
+    Final(Response<()>, Framing),
+}
+
+fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Result<Option<Parsed>, H1Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::Protocol("too many response headers")),
+        Err(_) => return Err(H1Error::Protocol("malformed response headers")),
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Protocol("invalid status code"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // Upgrades never take this path; a 101 to a plain request is a broken upstream.
+        return Err(H1Error::Protocol("unexpected 101 response"));
+    }
+    if status.is_informational() {
+        buf.advance(len);
+        return Ok(Some(Parsed::Interim));
+    }
+    let http10 = parsed.version == Some(0);
+    // Header values are slices of the head, not copies.
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<(HeaderName, usize, usize)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            let name =
+                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Protocol("invalid header name"))?;
+            let start = h.value.as_ptr() as usize - base;
+            Ok((name, start, start + h.value.len()))
+        })
+        .collect::<Result<_, H1Error>>()?;
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, end) in spans {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| H1Error::Protocol("invalid header value"))?;
+        headers.append(name, value);
+    }
+
+    let mut keep_alive = !http10;
+    for v in headers.get_all(CONNECTION) {
+        for t in v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if t.eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                keep_alive = true;
+            }
+        }
+    }
+    let framing = if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        Framing::Length(0)
+    } else if headers.contains_key(TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|t| !t.is_empty());
+        if last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) && !http10 {
+            Framing::Chunked
+        } else {
+            keep_alive = false;
+            Framing::Close
+        }
+    } else if headers.contains_key(CONTENT_LENGTH) {
+        Framing::Length(content_length(&headers)?)
+    } else {
+        keep_alive = false;
+        Framing::Close
+    };
+    *reusable &= keep_alive;
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
+    *resp.headers_mut() = headers;
+    Ok(Some(Parsed::Final(resp, framing)))
+}
+
+/// `Content-Length`: every value (and list element) must be the same number.
+fn content_length(headers: &HeaderMap) -> Result<u64, H1Error> {
+    let mut found = None;
+    for v in headers.get_all(CONTENT_LENGTH) {
+        for t in v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            let n = std::str::from_utf8(t)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(H1Error::Protocol("invalid content-length"))?;
+            if found.is_some_and(|f| f != n) {
+                return Err(H1Error::Protocol("conflicting content-length"));
+            }
+            found = Some(n);
+        }
+    }
+    found.ok_or(H1Error::Protocol("invalid content-length"))
+}
+
+/// A response body read straight from its connection.
+pub(crate) struct ResponseBody {
+    /// `None` once the body has ended and the connection went back (or was closed).
+    conn: Option<Box<Conn>>,
+    framing: Framing,
+    chunk: ChunkState,
+    /// Whether the connection may carry another request after this response.
+    reusable: bool,
+    home: Option<Recycle>,
+    trailers: Option<Box<HeaderMap>>,
+    /// A failure found while reading, reported on the next poll.
+    failed: Option<H1Error>,
+}
+
+impl ResponseBody {
+    /// At the body's end the connection goes back to its pool (or is closed).
+    fn check_done(&mut self) {
+        if self.framing == Framing::Length(0) {
+            self.framing = Framing::Done;
+        }
+        if self.framing != Framing::Done {
+            return;
+        }
+        let Some(conn) = self.conn.take() else { return };
+        // Bytes past the response: the upstream is out of step, do not reuse it.
+        if self.reusable && conn.buf.is_empty() {
+            if let Some(home) = self.home.take() {
+                home.put_back(conn);
+            }
+        }
+    }
+
+    fn next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))));
+            };
+            match self.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(left) => {
+                    if conn.buf.is_empty() {
+                        match std::task::ready!(conn.poll_fill(cx)) {
+                            Ok(0) => return Poll::Ready(Some(Err(H1Error::Closed))),
+                            Ok(_) => {}
+                            Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                        }
+                    }
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
+                    let data = conn.buf.split_to(n).freeze();
+                    self.framing = Framing::Length(left - n as u64);
+                    self.check_done();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Close => {
+                    if conn.buf.is_empty() {
+                        match std::task::ready!(conn.poll_fill(cx)) {
+                            Ok(0) => {
+                                self.reusable = false;
+                                self.framing = Framing::Done;
+                                self.check_done();
+                                return Poll::Ready(None);
+                            }
+                            Ok(_) => {}
+                            Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                        }
+                    }
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked => match self.chunk {
+                    ChunkState::Data(left) => {
+                        if conn.buf.is_empty() {
+                            match std::task::ready!(conn.poll_fill(cx)) {
+                                Ok(0) => return Poll::Ready(Some(Err(H1Error::Closed))),
+                                Ok(_) => {}
+                                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                            }
+                        }
+                        let n = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
+                        let data = conn.buf.split_to(n).freeze();
+                        self.chunk =
+                            if left == n as u64 { ChunkState::DataEnd } else { ChunkState::Data(left - n as u64) };
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    state => {
+                        // A line-based step: size line, data CRLF, or a trailer line.
+                        let Some(nl) = memchr::memchr(b'\n', &conn.buf) else {
+                            if conn.buf.len() > MAX_CHUNK_LINE {
+                                return Poll::Ready(Some(Err(H1Error::Protocol("chunk line too long"))));
+                            }
+                            match std::task::ready!(conn.poll_fill(cx)) {
+                                Ok(0) => return Poll::Ready(Some(Err(H1Error::Closed))),
+                                Ok(_) => continue,
+                                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                            }
+                        };
+                        let line = conn.buf.split_to(nl + 1);
+                        let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        match state {
+                            ChunkState::Size => {
+                                let size = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+                                let size = std::str::from_utf8(size)
+                                    .ok()
+                                    .filter(|s| !s.is_empty() && s.len() <= 16)
+                                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                                    .ok_or(H1Error::Protocol("invalid chunk size"));
+                                match size {
+                                    Err(e) => return Poll::Ready(Some(Err(e))),
+                                    Ok(0) => self.chunk = ChunkState::Trailers,
+                                    Ok(n) => self.chunk = ChunkState::Data(n),
+                                }
+                            }
+                            ChunkState::DataEnd if line.is_empty() => self.chunk = ChunkState::Size,
+                            ChunkState::DataEnd => {
+                                return Poll::Ready(Some(Err(H1Error::Protocol("chunk data longer than its size"))))
+                            }
+                            ChunkState::Trailers if line.is_empty() => {
+                                self.framing = Framing::Done;
+                                self.check_done();
+                                // `next` returns the trailers, if any, on the loop's next turn.
+                                continue;
+                            }
+                            ChunkState::Trailers => {
+                                if let Err(e) = self.add_trailer(line) {
+                                    return Poll::Ready(Some(Err(e)));
+                                }
+                            }
+                            ChunkState::Data(_) => {}
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn add_trailer(&mut self, line: &[u8]) -> Result<(), H1Error> {
+        let bad = || H1Error::Protocol("invalid trailer");
+        let colon = memchr::memchr(b':', line).ok_or_else(bad)?;
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|_| bad())?;
+        let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).map_err(|_| bad())?;
+        let trailers = self.trailers.get_or_insert_with(Box::default);
+        if trailers.len() >= MAX_HEADERS {
+            return Err(H1Error::Protocol("too many trailers"));
+        }
+        trailers.append(name, value);
+        Ok(())
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match this.next(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                // The connection is out of step: closed, never reused. The error waits one turn,
+                // so what was read before it (the head, good data) reaches the client first.
+                this.conn = None;
+                this.framing = Framing::Done;
+                this.trailers = None;
+                this.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            polled => polled,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done && self.trailers.is_none() && self.failed.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done if self.trailers.is_none() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
