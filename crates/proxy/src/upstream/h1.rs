@@ -367,6 +367,9 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Resul
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut slots);
     let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+            return Err(H1Error::Protocol("response headers too large"))
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(H1Error::Protocol("too many response headers")),

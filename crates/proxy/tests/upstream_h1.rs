@@ -1,0 +1,220 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+//! The HTTP/1.1 exchange with upstreams, against backends that answer with scripted bytes:
+//! response framings (chunked with extensions and trailers, interim 1xx, close-delimited
+//! HTTP/1.0), connection reuse, an upstream that closes idle connections, an early answer to
+//! an upload, and heads past Envoy's limits.
+
+mod common;
+
+use common::*;
+use http_body_util::Full;
+use portico_proxy::{ProxyOptions, ResponseFlags};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How a scripted backend connection behaves after it has written its answer.
+#[derive(Clone, Copy)]
+enum After {
+    /// Keep the connection and answer the next request the same way.
+    KeepAlive,
+    /// Close the connection right away.
+    Close,
+    /// Keep it open this long without traffic, then close it.
+    CloseIdleAfter(Duration),
+}
+
+struct Scripted {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+/// A backend answering every request head with `answer`; it does not read request bodies.
+async fn scripted(answer: Vec<u8>, after: After) -> Scripted {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (conns, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (conns.clone(), requests.clone());
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            c.fetch_add(1, Ordering::SeqCst);
+            let (r, answer) = (r.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        got.drain(..end + 4);
+                        r.fetch_add(1, Ordering::SeqCst);
+                        if s.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                        match after {
+                            After::KeepAlive => {}
+                            After::Close => return,
+                            After::CloseIdleAfter(t) => {
+                                match tokio::time::timeout(t, s.read(&mut buf)).await {
+                                    Err(_) | Ok(Ok(0)) | Ok(Err(_)) => return,
+                                    Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    Scripted { addr, conns, requests }
+}
+
+#[tokio::test]
+async fn chunked_responses_with_interim_heads_extensions_and_trailers_are_read_and_reused() {
+    let be = scripted(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-from: be\r\n\r\n\
+          5\r\nhello\r\n6;name=value\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n"
+            .to_vec(),
+        After::KeepAlive,
+    )
+    .await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    // HTTP/2 to the client, so the trailers have somewhere to go.
+    let mut client = H2::connect(addr).await;
+    for _ in 0..3 {
+        let r = client.get("h", "/").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "hello world"));
+        assert_eq!(r.header("x-from").as_deref(), Some("be"));
+        assert_eq!(r.trailers.as_ref().and_then(|t| t.get("x-checksum")).unwrap(), "42");
+    }
+    assert_eq!(be.conns.load(Ordering::SeqCst), 1, "the connection is reused after each chunked body");
+}
+
+#[tokio::test]
+async fn a_close_delimited_http10_response_is_read_to_the_end_and_not_reused() {
+    let be = scripted(b"HTTP/1.0 200 OK\r\nx-old: yes\r\n\r\nbody until close".to_vec(), After::Close).await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let mut client = H1::connect(addr).await;
+    for _ in 0..2 {
+        let r = client.get("h", "/").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "body until close"));
+    }
+    assert_eq!(be.conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
+    let be = scripted(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        After::CloseIdleAfter(Duration::from_millis(50)),
+    )
+    .await;
+    let sink = Arc::new(RecordingSink::default());
+    let o = ProxyOptions { access_log: sink.clone(), ..opts(&[80]) };
+    let (_proxy, addr) = start_with(o, simple(be.addr)).await;
+    let mut client = H1::connect(addr).await;
+    for _ in 0..3 {
+        assert_eq!(client.get("h", "/").await.status, 200);
+        // The backend closes its side meanwhile; the next request must not be sent into it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(be.conns.load(Ordering::SeqCst), 3);
+    assert_eq!(be.requests.load(Ordering::SeqCst), 3);
+    let rec = sink.wait_for(3).await;
+    assert!(rec.iter().all(|r| r.status == 200 && r.flags.is_empty()), "{rec:?}");
+}
+
+#[tokio::test]
+async fn an_upstream_answering_before_the_upload_ends_is_heard() {
+    // The backend refuses the body after its head and never reads it; the 16 MiB upload
+    // cannot fit in the socket buffers, so the gateway is still sending when the answer comes.
+    let be = scripted(
+        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!".to_vec(),
+        After::CloseIdleAfter(Duration::from_secs(30)),
+    )
+    .await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let len = 16 << 20;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {len}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let upload = tokio::spawn(async move {
+        let chunk = vec![b'x'; 65536];
+        for _ in 0..(len / chunk.len()) {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&got).contains("too big!") {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(answered.is_ok(), "no answer while the upload was going: {text:?}");
+    assert!(text.starts_with("HTTP/1.1 413"), "{text:?}");
+    assert!(text.ends_with("too big!"), "{text:?}");
+    upload.abort();
+}
+
+#[tokio::test]
+async fn response_heads_past_envoys_limits_are_502_upe() {
+    let big_value = "v".repeat(61 * 1024);
+    let many: String = (0..101).map(|i| format!("x-h{i}: {i}\r\n")).collect();
+    for (name, head) in [("a 61 KiB header", format!("x-big: {big_value}\r\n")), ("101 headers", many)] {
+        let answer = format!("HTTP/1.1 200 OK\r\n{head}content-length: 2\r\n\r\nok").into_bytes();
+        let be = scripted(answer, After::KeepAlive).await;
+        let sink = Arc::new(RecordingSink::default());
+        let o = ProxyOptions { access_log: sink.clone(), ..opts(&[80]) };
+        let (_proxy, addr) = start_with(o, simple(be.addr)).await;
+        let r = get(addr, "h", "/").await;
+        assert_eq!(r.status, 502, "{name}");
+        let rec = sink.wait_for(1).await;
+        assert!(rec[0].flags.contains(ResponseFlags::UPSTREAM_PROTOCOL_ERROR), "{name}: {:?}", rec[0].flags);
+    }
+}
+
+#[tokio::test]
+async fn request_bodies_of_unknown_length_go_out_chunked_and_known_ones_with_their_length() {
+    // The echo backend reports the framing it received.
+    let be = backend("be").await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let mut c = H1::connect(addr).await;
+    let r = c.send(req("POST", "h", "/known").body(Full::new("abc".into())).unwrap()).await;
+    assert_eq!(r.seen("content-length").as_deref(), Some("3"));
+    assert_eq!(r.json()["body"], "abc");
+    // From HTTP/2 without a content-length, the length is unknown.
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(vec![
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from_static(b"part one, "))),
+        Ok(http_body::Frame::data(bytes::Bytes::from_static(b"part two"))),
+    ]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap()),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::post("http://h/unknown").body(body).unwrap();
+    let r = read(sender.send_request(request).await.unwrap()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen("transfer-encoding").as_deref(), Some("chunked"));
+    assert_eq!(r.json()["body"], "part one, part two");
+}
