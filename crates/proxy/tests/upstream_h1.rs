@@ -24,7 +24,7 @@ enum After {
     /// Close the connection right away.
     Close,
     /// Keep it open this long without traffic, then close it.
-    CloseIdleAfter(Duration),
+    CloseWhenIdleFor(Duration),
 }
 
 struct Scripted {
@@ -58,7 +58,7 @@ async fn scripted(answer: Vec<u8>, after: After) -> Scripted {
                         match after {
                             After::KeepAlive => {}
                             After::Close => return,
-                            After::CloseIdleAfter(t) => {
+                            After::CloseWhenIdleFor(t) => {
                                 match tokio::time::timeout(t, s.read(&mut buf)).await {
                                     Err(_) | Ok(Ok(0)) | Ok(Err(_)) => return,
                                     Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
@@ -115,7 +115,7 @@ async fn a_close_delimited_http10_response_is_read_to_the_end_and_not_reused() {
 async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
     let be = scripted(
         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
-        After::CloseIdleAfter(Duration::from_millis(50)),
+        After::CloseWhenIdleFor(Duration::from_millis(50)),
     )
     .await;
     let sink = Arc::new(RecordingSink::default());
@@ -139,7 +139,7 @@ async fn an_upstream_answering_before_the_upload_ends_is_heard() {
     // cannot fit in the socket buffers, so the gateway is still sending when the answer comes.
     let be = scripted(
         b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!".to_vec(),
-        After::CloseIdleAfter(Duration::from_secs(30)),
+        After::CloseWhenIdleFor(Duration::from_secs(30)),
     )
     .await;
     let (_proxy, addr) = start(simple(be.addr)).await;
