@@ -7,7 +7,8 @@
 //!
 //! `connectionPool` shapes the connections: `maxConnectionDuration` retires old ones (they take
 //! no new request and close once their requests are done), `idleTimeout` closes ones idle
-//! too long (each connection's task watches its own), `maxConcurrentStreams` caps the
+//! too long (an HTTP/2 connection's task watches its own; idle HTTP/1.1 connections have no
+//! task, their lane's sweeper closes them), `maxConcurrentStreams` caps the
 //! streams of one HTTP/2 connection (past it another connection opens), `tcpKeepalive` and
 //! `http2KeepAlive` probe idle ones.
 
