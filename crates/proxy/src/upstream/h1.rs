@@ -386,21 +386,22 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Resul
         return Ok(Some(Parsed::Interim));
     }
     let http10 = parsed.version == Some(0);
-    // Header values are slices of the head, not copies; the offsets are noted first because
-    // the parsed headers borrow the buffer the head is split from.
+    // Header values are slices of the head, not copies.
     let base = buf.as_ptr() as usize;
-    let count = parsed.headers.len();
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let (name, value) = (h.name.as_ptr() as usize - base, h.value.as_ptr() as usize - base);
-        *span = (name, name + h.name.len(), value, value + h.value.len());
-    }
+    let spans: Vec<(HeaderName, usize, usize)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            let name =
+                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Protocol("invalid header name"))?;
+            let start = h.value.as_ptr() as usize - base;
+            Ok((name, start, start + h.value.len()))
+        })
+        .collect::<Result<_, H1Error>>()?;
     let head = buf.split_to(len).freeze();
-    // Room for what the gateway adds to a response (server, service time, route rules).
-    let mut headers = HeaderMap::with_capacity(count + 6);
-    for &(ns, ne, vs, ve) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| H1Error::Protocol("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, end) in spans {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| H1Error::Protocol("invalid header value"))?;
         headers.append(name, value);
     }
