@@ -317,6 +317,20 @@ enum ChunkState {
 }
 
 impl Conn {
+    /// Up to `left` bytes of a length-framed stretch of the body, reading when none are buffered;
+    /// the connection closing first is an error.
+    fn poll_take(&mut self, left: u64, cx: &mut Context<'_>) -> Poll<Result<Bytes, H1Error>> {
+        if self.buf.is_empty() {
+            match std::task::ready!(self.poll_fill(cx)) {
+                Ok(0) => return Poll::Ready(Err(H1Error::Closed)),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(self.buf.len());
+        Poll::Ready(Ok(self.buf.split_to(n).freeze()))
+    }
+
     /// Ready once the upstream has sent something (or closed, or failed) while the request is
     /// still going out.
     fn poll_answered(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
@@ -504,16 +518,11 @@ impl ResponseBody {
             match self.framing {
                 Framing::Done => return Poll::Ready(None),
                 Framing::Length(left) => {
-                    if conn.buf.is_empty() {
-                        match std::task::ready!(conn.poll_fill(cx)) {
-                            Ok(0) => return Poll::Ready(Some(Err(H1Error::Closed))),
-                            Ok(_) => {}
-                            Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                        }
-                    }
-                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
-                    let data = conn.buf.split_to(n).freeze();
-                    self.framing = Framing::Length(left - n as u64);
+                    let data = match std::task::ready!(conn.poll_take(left, cx)) {
+                        Ok(d) => d,
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    };
+                    self.framing = Framing::Length(left - data.len() as u64);
                     self.check_done();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
@@ -535,17 +544,12 @@ impl ResponseBody {
                 }
                 Framing::Chunked => match self.chunk {
                     ChunkState::Data(left) => {
-                        if conn.buf.is_empty() {
-                            match std::task::ready!(conn.poll_fill(cx)) {
-                                Ok(0) => return Poll::Ready(Some(Err(H1Error::Closed))),
-                                Ok(_) => {}
-                                Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                            }
-                        }
-                        let n = usize::try_from(left).unwrap_or(usize::MAX).min(conn.buf.len());
-                        let data = conn.buf.split_to(n).freeze();
-                        self.chunk =
-                            if left == n as u64 { ChunkState::DataEnd } else { ChunkState::Data(left - n as u64) };
+                        let data = match std::task::ready!(conn.poll_take(left, cx)) {
+                            Ok(d) => d,
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        };
+                        let rest = left - data.len() as u64;
+                        self.chunk = if rest == 0 { ChunkState::DataEnd } else { ChunkState::Data(rest) };
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                     state => {
