@@ -9,7 +9,7 @@ use crate::server::ProxyService;
 use futures_util::task::AtomicWaker;
 use http::HeaderValue;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -154,7 +154,7 @@ where
     }
 }
 
-impl<S> Graceful for http2::Connection<TokioIo<S>, ProxyService, TokioExecutor>
+impl<S> Graceful for http2::Connection<TokioIo<S>, ProxyService, crate::streams::StreamExec>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

@@ -57,6 +57,7 @@ mod rng;
 mod routing;
 mod server;
 mod state;
+mod streams;
 mod tcp;
 mod tls;
 mod upstream;

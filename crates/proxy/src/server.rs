@@ -69,7 +69,9 @@ where
         // scope spans an await.
         let (mut conn, stop) = {
             let (io, stop) = Guarded::http2(io, H2Limits::default(), shared.timeouts(), true);
-            (Box::pin(shared.h2.serve_connection(TokioIo::new(io), svc)), stop)
+            let streams = crate::streams::StreamExec::default();
+            let conn = shared.h2(streams.clone()).serve_connection(TokioIo::new(io), svc);
+            (Box::pin(crate::streams::WithStreams::new(conn, streams)), stop)
         };
         Box::pin(drive_until(conn.as_mut(), &mut phase, Some(&stop))).await;
         return None;

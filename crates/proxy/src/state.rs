@@ -3,10 +3,11 @@
 use crate::log::AccessLogSink;
 use crate::options::ProxyOptions;
 use crate::rng::FastRng;
+use crate::streams::StreamExec;
 use crate::upstream::Upstreams;
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use portico_model::snapshot::{ListenerKind, RouteTable, Snapshot};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -62,7 +63,6 @@ pub(crate) struct Shared {
     pub(crate) state: ArcSwap<State>,
     pub(crate) rng: FastRng,
     pub(crate) h1: http1::Builder,
-    pub(crate) h2: http2::Builder<TokioExecutor>,
     /// The one crypto provider (aws-lc-rs), built once and passed explicitly.
     pub(crate) crypto: Arc<rustls::crypto::CryptoProvider>,
     /// `true` once shutting down (stops background tasks).
@@ -87,17 +87,6 @@ impl Shared {
             // hyper's default is 100 (on the stack); another value allocates per request.
             h1.max_headers(opts.max_request_headers);
         }
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        // Envoy's edge settings: bounded streams and windows; h2's own flood limits made explicit
-        // (streams reset before they were accepted, and streams we reset for protocol errors).
-        h2.timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(opts.max_request_headers_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(opts.h2_max_concurrent_streams)
-            .initial_stream_window_size(64 * 1024)
-            .initial_connection_window_size(1024 * 1024)
-            .max_pending_accept_reset_streams(20)
-            .max_local_error_reset_streams(1024)
-            .max_send_buf_size(400 * 1024);
         let stop = watch::Sender::new(false);
         Shared {
             lot: crate::park::ParkingLot::new(stop.subscribe()),
@@ -106,13 +95,29 @@ impl Shared {
             rng: FastRng::new(opts.rng_seed),
             state: ArcSwap::from_pointee(State::empty()),
             h1,
-            h2,
             stop,
             connections: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
             crypto: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             opts,
         }
+    }
+
+    /// The HTTP/2 server for one connection, its streams run in the connection's task
+    /// (`crate::streams`). Envoy's edge settings: bounded streams and windows; h2's own flood
+    /// limits made explicit (streams reset before they were accepted, and streams we reset for
+    /// protocol errors).
+    pub(crate) fn h2(&self, streams: StreamExec) -> http2::Builder<StreamExec> {
+        let mut h2 = http2::Builder::new(streams);
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.opts.max_request_headers_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(self.opts.h2_max_concurrent_streams)
+            .initial_stream_window_size(64 * 1024)
+            .initial_connection_window_size(1024 * 1024)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024)
+            .max_send_buf_size(400 * 1024);
+        h2
     }
 }
 

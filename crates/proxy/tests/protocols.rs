@@ -46,6 +46,29 @@ async fn http1_and_h2c_on_the_same_port() {
     }
 }
 
+/// The streams of one HTTP/2 connection run in that connection's task: a stream waiting on a
+/// slow upstream must not hold up the others.
+#[tokio::test]
+async fn a_slow_h2_stream_does_not_hold_up_the_others_on_its_connection() {
+    let be = backend("be").await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let h2 = H2::connect(addr).await;
+    let mut slow_client = h2.clone();
+    let slow = tokio::spawn(async move {
+        let r = http::Request::builder().uri("http://h/slow").header("x-delay-ms", "3000").body(Default::default());
+        read(slow_client.sender.send_request(r.unwrap()).await.unwrap()).await
+    });
+    // Let the slow stream reach the backend first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..10 {
+        let r = h2.clone().get("h", &format!("/fast/{i}")).await;
+        assert_eq!(r.status, 200);
+    }
+    // Had they waited for it, it would be done by now.
+    assert!(!slow.is_finished(), "the fast streams were held up by the slow one");
+    assert_eq!(slow.await.unwrap().status, 200);
+}
+
 #[tokio::test]
 async fn h2c_request_trailers_reach_an_h2_upstream() {
     let be = backend("be").await;
