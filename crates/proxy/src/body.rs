@@ -133,8 +133,17 @@ impl Body for ProxyBody {
             Inner::Upstream(inc) => match Pin::new(inc).poll_frame(cx) {
                 Poll::Ready(Some(Err(e))) => {
                     if let Some(log) = &mut this.log {
-                        log.flag(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
-                        log.record.details = "upstream_reset_after_response_started{connection_termination}";
+                        // A body the upstream framed wrongly (HTTP/1.1) is Envoy's protocol
+                        // error; anything else, the connection ending under it.
+                        let protocol =
+                            e.downcast_ref::<crate::upstream::h1::H1Error>().is_some_and(|e| e.is_protocol());
+                        if protocol {
+                            log.flag(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
+                            log.record.details = "upstream_reset_after_response_started{protocol_error}";
+                        } else {
+                            log.flag(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
+                            log.record.details = "upstream_reset_after_response_started{connection_termination}";
+                        }
                         log.finished = true;
                     }
                     this.log = None;

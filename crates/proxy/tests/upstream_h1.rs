@@ -218,3 +218,31 @@ async fn request_bodies_of_unknown_length_go_out_chunked_and_known_ones_with_the
     assert_eq!(r.seen("transfer-encoding").as_deref(), Some("chunked"));
     assert_eq!(r.json()["body"], "part one, part two");
 }
+
+#[tokio::test]
+async fn a_body_cut_after_the_head_is_logged_as_envoy_does() {
+    for (name, answer, flag, details) in [
+        (
+            "bad chunk size",
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n"[..],
+            ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+            "upstream_reset_after_response_started{protocol_error}",
+        ),
+        (
+            "closed before its length",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this",
+            ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            "upstream_reset_after_response_started{connection_termination}",
+        ),
+    ] {
+        let be = scripted(answer.to_vec(), After::Close).await;
+        let sink = Arc::new(RecordingSink::default());
+        let o = ProxyOptions { access_log: sink.clone(), ..opts(&[80]) };
+        let (_proxy, addr) = start_with(o, simple(be.addr)).await;
+        let (resp, closed) = send_raw(addr, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await;
+        assert!(resp.starts_with("HTTP/1.1 200") && closed, "{name}: {resp:?}");
+        let rec = sink.wait_for(1).await;
+        assert!(rec[0].flags.contains(flag), "{name}: {:?}", rec[0].flags);
+        assert_eq!(rec[0].details, details, "{name}");
+    }
+}
