@@ -20,6 +20,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -117,8 +118,6 @@ impl Conn {
         std::pin::pin!(read).poll(cx)
     }
 }
-
-use std::future::Future;
 
 /// Why an exchange on an HTTP/1.1 connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -269,17 +268,18 @@ async fn upload(conn: &mut Conn, body: &mut UpstreamBody, chunked: bool) -> Resu
             data
         };
         let mut off = 0;
+        // A write that fails ends the upload but not the exchange: an upstream that answered
+        // and closed (a 413, say) is still heard; with no answer, reading the head fails.
         let written = std::future::poll_fn(|cx| loop {
             if off == out.len() {
                 return match Pin::new(&mut conn.io).poll_flush(cx) {
-                    Poll::Ready(r) => Poll::Ready(r.map(|()| true).map_err(H1Error::from)),
+                    Poll::Ready(r) => Poll::Ready(Ok(r.is_ok())),
                     Poll::Pending => conn.poll_answered(cx).map_ok(|()| false),
                 };
             }
             match Pin::new(&mut conn.io).poll_write(cx, &out[off..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into())),
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Ok(false)),
                 Poll::Ready(Ok(n)) => off += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 // The upstream is not reading: it may be answering already.
                 Poll::Pending => return conn.poll_answered(cx).map_ok(|()| false),
             }
