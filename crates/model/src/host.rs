@@ -56,7 +56,9 @@ pub fn split_namespace(host: &str) -> (&str, &str) {
 /// The one place wildcard lookup is decided (route tables and SNI both use it).
 #[derive(Clone, Debug, Default)]
 pub struct HostIndex {
-    exact: std::collections::HashMap<String, usize>,
+    /// Looked up per request and per TLS handshake; the keys come from the config, so a fast
+    /// hash without flood resistance is fine (a client's name only probes it).
+    exact: rustc_hash::FxHashMap<String, usize>,
     /// `(suffix including the dot, entry)`, longest suffix first, then by entry.
     wildcards: Vec<(String, usize)>,
     catch_all: Option<usize>,
