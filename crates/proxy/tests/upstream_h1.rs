@@ -31,6 +31,21 @@ struct Scripted {
     addr: SocketAddr,
     conns: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    /// Connections the backend has closed.
+    closed: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    /// Waits until the backend has closed `n` connections (at most 10 s).
+    async fn closed(&self, n: usize) {
+        for _ in 0..1000 {
+            if self.closed.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the backend closed {} connections, not {n}", self.closed.load(Ordering::SeqCst));
+    }
 }
 
 /// A backend answering every request head with `answer`; it does not read request bodies.
@@ -38,44 +53,52 @@ async fn scripted(answer: Vec<u8>, after: After) -> Scripted {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (conns, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (c, r) = (conns.clone(), requests.clone());
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (c, r, done) = (conns.clone(), requests.clone(), closed.clone());
     let answer = Arc::new(answer);
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else { return };
             c.fetch_add(1, Ordering::SeqCst);
-            let (r, answer) = (r.clone(), answer.clone());
+            let (r, answer, done) = (r.clone(), answer.clone(), done.clone());
             tokio::spawn(async move {
-                let mut got = Vec::new();
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        got.drain(..end + 4);
-                        r.fetch_add(1, Ordering::SeqCst);
-                        if s.write_all(&answer).await.is_err() {
-                            return;
-                        }
-                        match after {
-                            After::KeepAlive => {}
-                            After::Close => return,
-                            After::CloseWhenIdleFor(t) => {
-                                match tokio::time::timeout(t, s.read(&mut buf)).await {
-                                    Err(_) | Ok(Ok(0)) | Ok(Err(_)) => return,
-                                    Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-                                }
-                                continue;
-                            }
-                        }
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
+                serve_script(&mut s, &answer, after, &r).await;
+                drop(s);
+                done.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    Scripted { addr, conns, requests }
+    Scripted { addr, conns, requests, closed }
+}
+
+/// Answer each request head on `s` with `answer`, then behave as `after` says.
+async fn serve_script(s: &mut TcpStream, answer: &[u8], after: After, r: &AtomicUsize) {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            got.drain(..end + 4);
+            r.fetch_add(1, Ordering::SeqCst);
+            if s.write_all(answer).await.is_err() {
+                return;
+            }
+            match after {
+                After::KeepAlive => {}
+                After::Close => return,
+                After::CloseWhenIdleFor(t) => {
+                    match tokio::time::timeout(t, s.read(&mut buf)).await {
+                        Err(_) | Ok(Ok(0)) | Ok(Err(_)) => return,
+                        Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                    }
+                    continue;
+                }
+            }
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 #[tokio::test]
@@ -122,10 +145,10 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
     let o = ProxyOptions { access_log: sink.clone(), ..opts(&[80]) };
     let (_proxy, addr) = start_with(o, simple(be.addr)).await;
     let mut client = H1::connect(addr).await;
-    for _ in 0..3 {
+    for i in 0..3 {
         assert_eq!(client.get("h", "/").await.status, 200);
         // The backend closes its side meanwhile; the next request must not be sent into it.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        be.closed(i + 1).await;
     }
     assert_eq!(be.conns.load(Ordering::SeqCst), 3);
     assert_eq!(be.requests.load(Ordering::SeqCst), 3);
