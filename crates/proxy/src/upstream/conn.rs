@@ -125,10 +125,15 @@ impl Usage {
             .conn
             .max_connection_duration
             .map(|m| Some(self.born + m).filter(|at| *at > now).unwrap_or(now + RECHECK));
-        match (idle, age) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(idle, age)
+    }
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -270,11 +275,7 @@ fn retired(c: &h1::Conn, cluster: &Cluster) -> bool {
 /// When an idle connection retires, if ever.
 fn retires_at(c: &h1::Conn, cluster: &Cluster) -> Option<Instant> {
     let idle = idle_timeout(cluster).map(|t| c.idle_since + t);
-    let age = cluster.conn.max_connection_duration.map(|m| c.born + m);
-    match (idle, age) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    earliest(idle, cluster.conn.max_connection_duration.map(|m| c.born + m))
 }
 
 /// Close a lane's idle HTTP/1.1 connections at their `idleTimeout` or `maxConnectionDuration`,
@@ -288,10 +289,7 @@ async fn sweep(lane: Arc<Lane>, def: Arc<Cluster>) {
             if retired(&c, &def) || c.stale() {
                 continue;
             }
-            next = match (next, retires_at(&c, &def)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            next = earliest(next, retires_at(&c, &def));
             lane.idle.push(c);
         }
         match next {
@@ -471,31 +469,29 @@ impl EndpointState {
                 Err(idle) => drop(idle),
             }
         };
-        let host = request_host(&req);
         let slot = slot.also_in(&self.open);
-        let tcp = connect_tcp(self.addr, &pool.def).await?;
-        let local = tcp.local_addr().ok();
-        let life = (Usage::new(), pool.def.clone(), slot);
-        let mut sender = match &pool.tls {
-            None => handshake_h1(TokioIo::new(tcp), life).await?,
-            Some(tls) => {
-                let stream = tls.connect(tcp, &host).await.map_err(SendError::Connect)?;
-                handshake_h1(TokioIo::new(stream), life).await?
-            }
-        };
+        let (io, local) = self.connect_io(pool, &request_host(&req)).await?;
+        let mut sender = handshake_h1(TokioIo::new(io), (Usage::new(), pool.def.clone(), slot)).await?;
         let resp = sender.send_request(req).await.map_err(SendError::Reset)?;
         Ok((resp.map(Received::Hyper), local, None))
     }
 
     async fn connect_h1(&self, pool: &ClusterPool, host: &str, slot: Slot) -> Result<Box<h1::Conn>, SendError> {
         let slot = slot.also_in(&self.open);
+        let (io, local) = self.connect_io(pool, host).await?;
+        Ok(h1::Conn::new(io, local, slot))
+    }
+
+    /// A new socket to this endpoint (TLS when the cluster's `tls` says so, with `host` as the
+    /// SNI unless it names one) and its local address.
+    async fn connect_io(&self, pool: &ClusterPool, host: &str) -> Result<(h1::Io, Option<SocketAddr>), SendError> {
         let tcp = connect_tcp(self.addr, &pool.def).await?;
         let local = tcp.local_addr().ok();
         let io = match &pool.tls {
             None => h1::Io::Plain(tcp),
             Some(tls) => h1::Io::Tls(Box::new(tls.connect(tcp, host).await.map_err(SendError::Connect)?)),
         };
-        Ok(h1::Conn::new(io, local, slot))
+        Ok((io, local))
     }
 
     async fn send_h2(self: &Arc<Self>, pool: &ClusterPool, mut req: Request<UpstreamBody>) -> Result<Sent, SendError> {
@@ -551,18 +547,10 @@ impl EndpointState {
         slot: Slot,
     ) -> Result<Arc<H2Conn>, SendError> {
         let slot = slot.also_in(&self.open);
-        let tcp = connect_tcp(self.addr, &pool.def).await?;
-        let local = tcp.local_addr().ok();
-        let builder = h2_builder(&pool.def);
+        let (io, local) = self.connect_io(pool, host).await?;
         let usage = Usage::new();
         let life = (usage.clone(), pool.def.clone(), slot);
-        let sender = match &pool.tls {
-            None => handshake_h2(&builder, TokioIo::new(tcp), life).await?,
-            Some(tls) => {
-                let stream = tls.connect(tcp, host).await.map_err(SendError::Connect)?;
-                handshake_h2(&builder, TokioIo::new(stream), life).await?
-            }
-        };
+        let sender = handshake_h2(&h2_builder(&pool.def), TokioIo::new(io), life).await?;
         let conn = Arc::new(H2Conn { sender, local, usage });
         lane.h2.rcu(|cur| {
             let mut next = (**cur).clone();

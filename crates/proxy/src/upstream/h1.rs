@@ -39,7 +39,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A chunk-size line or a trailer section longer than this is a protocol error.
 const MAX_CHUNK_LINE: usize = 4096;
 
-/// An upstream socket, plain or TLS.
+/// An upstream socket, plain or TLS (HTTP/1.1 and HTTP/2 connections alike).
 pub(crate) enum Io {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -126,6 +126,8 @@ pub(crate) enum H1Error {
     Io(#[from] io::Error),
     #[error("connection closed before the response headers")]
     Closed,
+    #[error("connection closed before the end of the response body")]
+    BodyCut,
     #[error("upstream protocol error: {0}")]
     Protocol(&'static str),
     #[error("request body error: {0}")]
@@ -322,7 +324,7 @@ impl Conn {
     fn poll_take(&mut self, left: u64, cx: &mut Context<'_>) -> Poll<Result<Bytes, H1Error>> {
         if self.buf.is_empty() {
             match std::task::ready!(self.poll_fill(cx)) {
-                Ok(0) => return Poll::Ready(Err(H1Error::Closed)),
+                Ok(0) => return Poll::Ready(Err(H1Error::BodyCut)),
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Err(e.into())),
             }
@@ -559,7 +561,7 @@ impl ResponseBody {
                                 return Poll::Ready(Some(Err(H1Error::Protocol("chunk line too long"))));
                             }
                             match std::task::ready!(conn.poll_fill(cx)) {
-                                Ok(0) => return Poll::Ready(Some(Err(H1Error::Closed))),
+                                Ok(0) => return Poll::Ready(Some(Err(H1Error::BodyCut))),
                                 Ok(_) => continue,
                                 Err(e) => return Poll::Ready(Some(Err(e.into()))),
                             }
