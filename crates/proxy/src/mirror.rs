@@ -98,7 +98,8 @@ async fn run(pool: Arc<ClusterPool>, rng: FastRng, req: Mirrored, body: MirrorBo
         headers.insert(header::HOST, authority);
     }
     *r.headers_mut() = headers;
-    match ep.send(&pool, r, false).await {
+    let (mut parts, body) = r.into_parts();
+    match ep.send(&pool, crate::upstream::Head { parts: &mut parts, last: true }, body, false).await {
         Ok((resp, _, _stream)) => {
             let _ = resp.into_body().collect().await;
         }

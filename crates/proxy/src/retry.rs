@@ -22,9 +22,9 @@ use crate::reply::LocalReply;
 use crate::rng::FastRng;
 use crate::upstream::breaker::{Resource, Slot};
 use crate::upstream::outlier::Outcome;
-use crate::upstream::{ActiveRequest, ClusterPool, EndpointState, SendError};
+use crate::upstream::{ActiveRequest, ClusterPool, EndpointState, Head, SendError};
 use crate::ResponseFlags;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use portico_model::snapshot::{RetryOn, RetryPolicy};
 use portico_telemetry::{RequestTrace, Tracer};
 use std::net::SocketAddr;
@@ -127,15 +127,6 @@ pub(crate) fn may_retry(policy: &RetryPolicy, upgrade: bool) -> bool {
     policy.attempts > 0 && !upgrade && !policy.retry_on.is_empty()
 }
 
-fn request_from(parts: &http::request::Parts, body: UpstreamBody) -> Request<UpstreamBody> {
-    let mut r = Request::new(body);
-    *r.method_mut() = parts.method.clone();
-    *r.uri_mut() = parts.uri.clone();
-    *r.version_mut() = parts.version;
-    *r.headers_mut() = parts.headers.clone();
-    r
-}
-
 impl Attempts<'_> {
     /// Run the tries, starting at `first` with `body`; `replay` says what a retry sends.
     pub(crate) async fn run(self, first: Arc<EndpointState>, body: UpstreamBody, mut replay: Replay) -> Done {
@@ -150,42 +141,21 @@ impl Attempts<'_> {
         let mut upstream_local = None;
         let mut _retry_slot: Option<Slot> = None;
         let mut body = Some(body);
-        let mut parts = Some(parts);
+        let mut parts = parts;
         loop {
             let mut active = ActiveRequest::new(ep.clone());
-            let last_chance = !retry_enabled;
-            // Istio turns on Envoy's `include_request_attempt_count` for its virtual hosts. Set
-            // on the kept parts before the copy: a copied map has no spare room, and one more
-            // header there would grow it.
-            let attempt = match &mut parts {
-                Some(p) => {
-                    p.headers.insert(
-                        crate::headers::X_ENVOY_ATTEMPT_COUNT.clone(),
-                        crate::headers::number(u64::from(retries + 1)),
-                    );
-                    None
-                }
-                None => Some(crate::headers::number(u64::from(retries + 1))),
-            };
-            let req = match (&parts, body.take()) {
-                // The last possible try takes the original parts (no clone).
-                (Some(_), Some(b)) if last_chance => match parts.take() {
-                    Some(p) => Request::from_parts(p, b),
-                    None => Request::new(b),
-                },
-                (Some(p), Some(b)) => request_from(p, b),
-                (_, b) => Request::new(b.unwrap_or_else(|| UpstreamBody::from_bytes(bytes::Bytes::new(), None))),
-            };
-            let mut req = req;
-            if let Some(a) = attempt {
-                req.headers_mut().insert(crate::headers::X_ENVOY_ATTEMPT_COUNT.clone(), a);
-            }
+            // Istio turns on Envoy's `include_request_attempt_count` for its virtual hosts.
+            parts
+                .headers
+                .insert(crate::headers::X_ENVOY_ATTEMPT_COUNT.clone(), crate::headers::number(u64::from(retries + 1)));
             if let Some((tracer, t)) = &mut trace {
-                tracer.start_try(t, req.headers_mut(), Some(ep.addr));
+                tracer.start_try(t, &mut parts.headers, Some(ep.addr));
             }
+            let try_body = body.take().unwrap_or_else(|| UpstreamBody::from_bytes(bytes::Bytes::new(), None));
+            let head = Head { parts: &mut parts, last: !retry_enabled };
             // Pinned in place: the send future is not moved into a timeout wrapper.
             let outcome = {
-                let sent = ep.send(pool, req, upgrade);
+                let sent = ep.send(pool, head, try_body, upgrade);
                 tokio::pin!(sent);
                 match policy.per_try_timeout.filter(|t| !t.is_zero()) {
                     Some(t) => tokio::time::timeout(t, &mut sent).await.map_err(|_| ()),

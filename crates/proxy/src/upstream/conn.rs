@@ -221,6 +221,32 @@ const MAX_LANES: usize = 64;
 /// that connection until the response is done.
 pub(crate) type Sent = (Response<Received>, Option<SocketAddr>, Option<Lease>);
 
+type RequestHead = http::request::Parts;
+
+/// The request head a try sends, lent by the one who owns the tries. HTTP/1.1 writes it from
+/// the loan; hyper's HTTP/2 client and upgrades take a request of their own: a copy, or the head
+/// itself on the `last` possible try.
+pub(crate) struct Head<'a> {
+    pub(crate) parts: &'a mut RequestHead,
+    pub(crate) last: bool,
+}
+
+impl Head<'_> {
+    fn into_request(self, body: UpstreamBody) -> Request<UpstreamBody> {
+        if self.last {
+            let blank = Request::new(()).into_parts().0;
+            return Request::from_parts(std::mem::replace(self.parts, blank), body);
+        }
+        let p = &*self.parts;
+        let mut r = Request::new(body);
+        *r.method_mut() = p.method.clone();
+        *r.uri_mut() = p.uri.clone();
+        *r.version_mut() = p.version;
+        *r.headers_mut() = p.headers.clone();
+        r
+    }
+}
+
 /// What a response holds of its upstream connection while its body streams.
 pub(crate) enum Lease {
     /// A stream counted against a shared HTTP/2 connection (released on drop).
@@ -372,13 +398,16 @@ impl EndpointState {
     pub(crate) async fn send(
         self: &Arc<Self>,
         pool: &ClusterPool,
-        req: Request<UpstreamBody>,
+        head: Head<'_>,
+        body: UpstreamBody,
         upgrade: bool,
     ) -> Result<Sent, SendError> {
-        if request_protocol(&pool.def, req.version()) == UpstreamProtocol::Http2 {
-            self.send_h2(pool, req).await
+        if request_protocol(&pool.def, head.parts.version) == UpstreamProtocol::Http2 {
+            self.send_h2(pool, head.into_request(body)).await
+        } else if upgrade {
+            Box::pin(self.send_upgrade(pool, head.into_request(body))).await
         } else {
-            self.send_h1(pool, req, upgrade).await
+            self.send_h1(pool, head.parts, body).await
         }
     }
 
@@ -411,17 +440,16 @@ impl EndpointState {
         }
     }
 
+    /// HTTP/1.1, written from the borrowed head: a retry sends the same head again without a
+    /// copy of it having been kept.
     async fn send_h1(
         self: &Arc<Self>,
         pool: &ClusterPool,
-        mut req: Request<UpstreamBody>,
-        upgrade: bool,
+        parts: &http::request::Parts,
+        mut body: UpstreamBody,
     ) -> Result<Sent, SendError> {
-        if upgrade {
-            return Box::pin(self.send_upgrade(pool, req)).await;
-        }
         let cluster = &*pool.def;
-        let key = sni_key(pool, &req);
+        let key = sni_key(pool, &parts.uri, &parts.headers);
         // No lane (too many SNIs): a connection of its own, not pooled.
         let lane = self.lane(&key);
         loop {
@@ -435,7 +463,7 @@ impl EndpointState {
                     {
                         Err(idle) => (idle, true),
                         Ok(slot) => {
-                            let host = request_host(&req);
+                            let host = request_host(&parts.uri, &parts.headers);
                             (Box::pin(self.connect_h1(pool, &host, slot)).await?, false)
                         }
                     }
@@ -448,11 +476,11 @@ impl EndpointState {
                 def: pool.def.clone(),
                 breaker: pool.breaker.clone(),
             });
-            match h1::send(conn, req, home).await {
+            match h1::send(conn, parts, body, home).await {
                 Ok(resp) => return Ok((resp.map(Received::H1), local, None)),
                 // A pooled connection closed under us before the request was written: the
                 // request is intact, try again on another connection.
-                Err(Failed { unsent: Some(r), .. }) if reused => req = r,
+                Err(Failed { unsent: Some(b), .. }) if reused => body = b,
                 Err(f) => return Err(f.error),
             }
         }
@@ -461,7 +489,7 @@ impl EndpointState {
     /// An upgrade (WebSocket) goes through hyper, on a connection of its own that the tunnel
     /// takes over.
     async fn send_upgrade(&self, pool: &ClusterPool, req: Request<UpstreamBody>) -> Result<Sent, SendError> {
-        let lane = self.lane(&sni_key(pool, &req));
+        let lane = self.lane(&sni_key(pool, req.uri(), req.headers()));
         // At `maxConnections`, an idle pooled connection gives up its place.
         let slot = loop {
             match self.connection_slot(pool, || lane.as_deref().and_then(|l| l.idle.pop())).await? {
@@ -470,7 +498,7 @@ impl EndpointState {
             }
         };
         let slot = slot.also_in(&self.open);
-        let (io, local) = self.connect_io(pool, &request_host(&req)).await?;
+        let (io, local) = self.connect_io(pool, &request_host(req.uri(), req.headers())).await?;
         let mut sender = handshake_h1(TokioIo::new(io), (Usage::new(), pool.def.clone(), slot)).await?;
         let resp = sender.send_request(req).await.map_err(SendError::Reset)?;
         Ok((resp.map(Received::Hyper), local, None))
@@ -495,7 +523,7 @@ impl EndpointState {
     }
 
     async fn send_h2(self: &Arc<Self>, pool: &ClusterPool, mut req: Request<UpstreamBody>) -> Result<Sent, SendError> {
-        let key = sni_key(pool, &req);
+        let key = sni_key(pool, req.uri(), req.headers());
         let lane = self.lane(&key).unwrap_or_default();
         loop {
             let (conn, stream, reused) = match lane.h2_stream(pool) {
@@ -510,7 +538,7 @@ impl EndpointState {
                         if let Some((c, s)) = lane.h2_stream(pool) {
                             (c, s, true)
                         } else {
-                            let host = request_host(&req);
+                            let host = request_host(req.uri(), req.headers());
                             let conn = Box::pin(self.connect_h2(pool, &lane, &host, slot)).await?;
                             drop(connecting);
                             // Requests pending at `maxConnections` may fit on it.
@@ -596,21 +624,20 @@ fn take_idle(lane: &Lane, cluster: &Cluster) -> Option<Box<h1::Conn>> {
 }
 
 /// The lane of a request: its host when the TLS SNI follows it, else the one shared lane.
-fn sni_key(pool: &ClusterPool, req: &Request<UpstreamBody>) -> std::borrow::Cow<'static, str> {
+fn sni_key(pool: &ClusterPool, uri: &http::Uri, headers: &http::HeaderMap) -> std::borrow::Cow<'static, str> {
     let sni_varies = pool.tls.is_some() && pool.def.tls.as_ref().is_some_and(|t| t.sni.is_none());
     if sni_varies {
-        std::borrow::Cow::Owned(request_host(req).to_ascii_lowercase())
+        std::borrow::Cow::Owned(request_host(uri, headers).to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed("")
     }
 }
 
 /// The request's host (`:authority` or `Host`), for the TLS SNI.
-fn request_host(req: &Request<UpstreamBody>) -> String {
-    match req.uri().authority() {
+fn request_host(uri: &http::Uri, headers: &http::HeaderMap) -> String {
+    match uri.authority() {
         Some(a) => a.host().to_string(),
-        None => req
-            .headers()
+        None => headers
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok())
             .map(|h| portico_model::snapshot::strip_port(h).to_string())

@@ -18,7 +18,7 @@ use super::SendError;
 use crate::body::UpstreamBody;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::io;
@@ -34,6 +34,8 @@ use tokio_rustls::client::TlsStream;
 /// protocol error (502 `UPE`).
 const MAX_HEAD: usize = 60 * 1024;
 const MAX_HEADERS: usize = 100;
+/// Headers a response map has room for: a browser's request headers and the request phase's.
+const RESPONSE_MAP_ROOM: usize = 24;
 /// Read at most this much at a time (and reserve it when the buffer runs low).
 const READ_CHUNK: usize = 16 * 1024;
 /// A chunk-size line or a trailer section longer than this is a protocol error.
@@ -143,7 +145,9 @@ impl H1Error {
 /// A failed exchange; `unsent` gives the request back when not a byte of it was written.
 pub(crate) struct Failed {
     pub(crate) error: SendError,
-    pub(crate) unsent: Option<Request<UpstreamBody>>,
+    /// The request's body when nothing of the request was written: it can go on another
+    /// connection.
+    pub(crate) unsent: Option<UpstreamBody>,
 }
 
 /// The request head, with the framing its body needs; `chunked` when its length is unknown.
@@ -188,11 +192,11 @@ fn encode_head(parts: &http::request::Parts, body: &UpstreamBody) -> (Vec<u8>, b
 /// at its end, puts the connection back through `home` when it can carry another request.
 pub(crate) async fn send(
     mut conn: Box<Conn>,
-    req: Request<UpstreamBody>,
+    parts: &http::request::Parts,
+    mut body: UpstreamBody,
     home: Option<Recycle>,
 ) -> Result<Response<ResponseBody>, Failed> {
-    let (parts, mut body) = req.into_parts();
-    let (head, chunked) = encode_head(&parts, &body);
+    let (head, chunked) = encode_head(parts, &body);
     conn.uses = conn.uses.saturating_add(1);
     let head_only = parts.method == Method::HEAD;
     let written = async {
@@ -204,7 +208,7 @@ pub(crate) async fn send(
     };
     if let Err(e) = written.await {
         let error = SendError::H1(H1Error::Io(e));
-        return Err(Failed { error, unsent: Some(Request::from_parts(parts, body)) });
+        return Err(Failed { error, unsent: Some(body) });
     }
     drop(head);
     let fail = |e: H1Error| Failed { error: SendError::H1(e), unsent: None };
@@ -415,7 +419,10 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Resul
         })
         .collect::<Result<_, H1Error>>()?;
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // hyper's HTTP/1 server keeps a response's emptied map for the next request's headers, to
+    // which the request phase adds its own (`x-forwarded-*`, `x-request-id`, …): a map sized
+    // only for this response made every next request grow its map (a rehash and a realloc).
+    let mut headers = HeaderMap::with_capacity(spans.len().max(RESPONSE_MAP_ROOM));
     for (name, start, end) in spans {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| H1Error::Protocol("invalid header value"))?;

@@ -13,7 +13,7 @@ mod lb;
 pub(crate) mod outlier;
 pub(crate) mod tls;
 
-pub(crate) use conn::{connect_timeout, request_protocol, tune_socket, EndpointState, Lease, SendError};
+pub(crate) use conn::{connect_timeout, request_protocol, tune_socket, EndpointState, Head, Lease, SendError};
 
 use crate::rng::FastRng;
 use arc_swap::ArcSwap;
