@@ -50,8 +50,8 @@ pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> 
 }
 
 /// The `Upgrade` value of an HTTP/1.1 upgrade request (`Connection: upgrade` + `Upgrade: x`).
-pub(crate) fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
-    if !has_token(headers, &header::CONNECTION, "upgrade") {
+pub(crate) fn upgrade_of(headers: &HeaderMap, present: Present) -> Option<HeaderValue> {
+    if !(present.connection && present.upgrade && has_token(headers, &header::CONNECTION, "upgrade")) {
         return None;
     }
     headers.get(header::UPGRADE).cloned()
@@ -60,17 +60,20 @@ pub(crate) fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Which of the names a proxy rewrites are present: one pass over the names, so the common
 /// request, which has none of them, costs no lookup per name.
 #[derive(Clone, Copy, Default)]
-struct Present {
+pub(crate) struct Present {
     connection: bool,
+    upgrade: bool,
     /// `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade`.
     fixed_hop: bool,
     te: bool,
     expect: bool,
     envoy: bool,
+    /// `x-forwarded-client-cert`.
+    pub(crate) xfcc: bool,
 }
 
 impl Present {
-    fn scan(headers: &HeaderMap) -> Present {
+    pub(crate) fn scan(headers: &HeaderMap) -> Present {
         let mut p = Present::default();
         for k in headers.keys() {
             if k == header::CONNECTION {
@@ -79,11 +82,15 @@ impl Present {
                 p.te = true;
             } else if k == header::EXPECT {
                 p.expect = true;
-            } else if k == header::TRANSFER_ENCODING || k == header::UPGRADE || k == KEEP_ALIVE || k == PROXY_CONNECTION
-            {
+            } else if k == header::UPGRADE {
+                p.upgrade = true;
+                p.fixed_hop = true;
+            } else if k == header::TRANSFER_ENCODING || k == KEEP_ALIVE || k == PROXY_CONNECTION {
                 p.fixed_hop = true;
             } else if k.as_str().starts_with("x-envoy-") {
                 p.envoy = true;
+            } else if k == X_FORWARDED_CLIENT_CERT {
+                p.xfcc = true;
             }
         }
         p
@@ -135,9 +142,13 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap, rng: &FastRng) -> Heade
     }
 }
 
-/// Headers of a request going upstream.
-pub(crate) fn prepare_request(headers: &mut HeaderMap, client: &ClientIp, upgrade: Option<&HeaderValue>) {
-    let present = Present::scan(headers);
+/// Headers of a request going upstream; `present` was scanned from them as they are.
+pub(crate) fn prepare_request(
+    headers: &mut HeaderMap,
+    present: Present,
+    client: &ClientIp,
+    upgrade: Option<&HeaderValue>,
+) {
     let te_trailers = present.te && has_token(headers, &header::TE, "trailers");
     strip_hop_by_hop(headers, present);
     if present.te {
@@ -327,7 +338,8 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let id = ensure_request_id(&mut h, &rng);
-        prepare_request(&mut h, &ClientIp::new("127.0.0.1".parse().unwrap()), None);
+        let present = Present::scan(&h);
+        prepare_request(&mut h, present, &ClientIp::new("127.0.0.1".parse().unwrap()), None);
         assert_eq!(h.get("x-request-id"), Some(&id));
         assert!(h.get("x-secret").is_none());
         assert!(h.get(header::CONNECTION).is_none());

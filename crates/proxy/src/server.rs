@@ -305,7 +305,7 @@ fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, sta
         protocol: parts.version,
         sni: conn.tls.as_ref().and_then(|t| t.sni.clone()),
         request_id: details.then_some(request_id),
-        user_agent: parts.headers.get(header::USER_AGENT).filter(|_| details).cloned(),
+        user_agent: details.then(|| parts.headers.get(header::USER_AGENT).cloned()).flatten(),
         grpc: crate::body::is_grpc(&parts.headers),
         trace,
         ..RequestRecord::default()
@@ -501,11 +501,17 @@ async fn forward(
 
     // HTTP/1.1 upgrades (WebSocket) go to HTTP/1.1 upstreams; an HTTP/2 upstream gets the request
     // without the upgrade (hop-by-hop headers are dropped) and answers it as a plain request.
-    let upgrade =
-        if !h2_upstream && parts.version == Version::HTTP_11 { headers::upgrade_of(&parts.headers) } else { None };
+    // One pass over the names: most requests have none of those rewritten below, and a lookup
+    // of a name that is absent still hashes it.
+    let present = headers::Present::scan(&parts.headers);
+    let upgrade = if !h2_upstream && parts.version == Version::HTTP_11 {
+        headers::upgrade_of(&parts.headers, present)
+    } else {
+        None
+    };
     let client_upgrade = if upgrade.is_some() { parts.extensions.remove::<OnUpgrade>() } else { None };
-    headers::prepare_request(&mut parts.headers, &conn.client, upgrade.as_ref());
-    crate::tls::downstream_headers(&mut parts.headers, conn);
+    headers::prepare_request(&mut parts.headers, present, &conn.client, upgrade.as_ref());
+    crate::tls::downstream_headers(&mut parts.headers, conn, present.xfcc);
     {
         // `%REQ(…)%` reads the request as it came in (before these rules).
         let needs = dest.headers.request.uses_request() || route.headers.request.uses_request();

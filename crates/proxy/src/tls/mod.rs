@@ -69,8 +69,10 @@ pub(crate) fn route_table<'a>(
 
 /// Headers that depend on how the client connected: `x-forwarded-proto`, and
 /// `x-forwarded-client-cert`, which a client never sets itself (Istio gateways' SANITIZE_SET).
-pub(crate) fn downstream_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
-    headers.remove(&crate::headers::X_FORWARDED_CLIENT_CERT);
+pub(crate) fn downstream_headers(headers: &mut HeaderMap, conn: &ConnInfo, xfcc_present: bool) {
+    if xfcc_present {
+        headers.remove(&crate::headers::X_FORWARDED_CLIENT_CERT);
+    }
     if let Some(tls) = &conn.tls {
         headers.insert(crate::headers::X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
         if let Some(x) = &tls.xfcc {
