@@ -663,8 +663,11 @@ fn respond(f: Forwarded, conn: &ConnInfo, vars: VarsBase, mut log: Box<RequestGu
     rp.extensions = http::Extensions::new();
     log.record.status = rp.status.as_u16();
     log.record.details = "via_upstream";
-    if let Some(status) = crate::body::grpc_status(&rp.headers) {
-        log.record.grpc_status = Some(status);
+    // Read by the gRPC request metrics and by spans only: most responses skip the lookup.
+    if log.record.grpc || log.record.trace.is_some() {
+        if let Some(status) = crate::body::grpc_status(&rp.headers) {
+            log.record.grpc_status = Some(status);
+        }
     }
     Response::from_parts(rp, ProxyBody::upstream(rbody, log, f.deadline))
 }
