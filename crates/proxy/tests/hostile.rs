@@ -735,6 +735,8 @@ async fn scripted_backend(response: &'static [u8]) -> (SocketAddr, Arc<AtomicUsi
 async fn malformed_upstream_responses_give_502_upe() {
     for (name, response) in [
         ("two content-lengths", &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nokk"[..]),
+        ("a content-length list that disagrees", b"HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\nokk"),
+        ("a content-length that is no number", b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok"),
         ("garbage status line", b"HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\nok"),
     ] {
         let (be, _) = scripted_backend(response).await;

@@ -134,6 +134,36 @@ async fn a_close_delimited_http10_response_is_read_to_the_end_and_not_reused() {
     assert_eq!(be.conns.load(Ordering::SeqCst), 2);
 }
 
+/// RFC 9112 §6.3 from the header lines as sent: a `Content-Length` list of equal values frames
+/// the body; the last transfer coding decides over `Content-Length`; `Connection` tokens (any
+/// case, any line) decide reuse; HTTP/1.0 keeps the connection only when asked.
+#[tokio::test]
+async fn response_framing_and_reuse_follow_the_header_lines() {
+    let cases: [(&str, &[u8], &str, usize); 5] = [
+        ("a list of equal lengths", b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\nok", "ok", 1),
+        (
+            "chunked last wins over a length",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "ok",
+            // Both framings: answered, but the connection is not trusted with another request.
+            3,
+        ),
+        ("close on a second line", b"HTTP/1.1 200 OK\r\nconnection: x-a\r\nConnection: foo, CLOSE\r\ncontent-length: 2\r\n\r\nok", "ok", 3),
+        ("HTTP/1.0 asking to keep it", b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 2\r\n\r\nok", "ok", 1),
+        ("HTTP/1.0 with a length only", b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", "ok", 3),
+    ];
+    for (name, answer, body, conns) in cases {
+        let be = scripted(answer.to_vec(), After::KeepAlive).await;
+        let (_proxy, addr) = start(simple(be.addr)).await;
+        let mut client = H1::connect(addr).await;
+        for _ in 0..3 {
+            let r = client.get("h", "/").await;
+            assert_eq!((r.status, r.text().as_str()), (200, body), "{name}");
+        }
+        assert_eq!(be.conns.load(Ordering::SeqCst), conns, "{name}: upstream connections");
+    }
+}
+
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
     let be = scripted(

@@ -406,14 +406,17 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Resul
         return Ok(Some(Parsed::Interim));
     }
     let http10 = parsed.version == Some(0);
-    // Header values are slices of the head, not copies.
+    // Header values are slices of the head, not copies. The names that decide the framing and
+    // the connection's reuse are read on this one pass, not looked up in the map afterwards.
     let base = buf.as_ptr() as usize;
+    let mut framing_facts = FramingFacts::new(http10);
     let spans: Vec<(HeaderName, usize, usize)> = parsed
         .headers
         .iter()
         .map(|h| {
             let name =
                 HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Protocol("invalid header name"))?;
+            framing_facts.see(&name, h.value);
             let start = h.value.as_ptr() as usize - base;
             Ok((name, start, start + h.value.len()))
         })
@@ -429,33 +432,18 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Resul
         headers.append(name, value);
     }
 
-    let mut keep_alive = !http10;
-    for v in headers.get_all(CONNECTION) {
-        for t in v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-            if t.eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if t.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                keep_alive = true;
-            }
-        }
-    }
+    let FramingFacts { mut keep_alive, chunked_last, encoded, length, .. } = framing_facts;
     let framing = if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         Framing::Length(0)
-    } else if headers.contains_key(TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|t| !t.is_empty());
-        if last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) && !http10 {
+    } else if encoded {
+        if chunked_last && !http10 {
             Framing::Chunked
         } else {
             keep_alive = false;
             Framing::Close
         }
-    } else if headers.contains_key(CONTENT_LENGTH) {
-        Framing::Length(content_length(&headers)?)
+    } else if let Some(length) = length {
+        Framing::Length(length?)
     } else {
         keep_alive = false;
         Framing::Close
@@ -468,23 +456,59 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Resul
     Ok(Some(Parsed::Final(resp, framing)))
 }
 
-/// `Content-Length`: every value (and list element) must be the same number.
-fn content_length(headers: &HeaderMap) -> Result<u64, H1Error> {
-    let mut found = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for t in v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-            let n = std::str::from_utf8(t)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(H1Error::Protocol("invalid content-length"))?;
-            if found.is_some_and(|f| f != n) {
-                return Err(H1Error::Protocol("conflicting content-length"));
+/// What a response head's `Connection`, `Transfer-Encoding` and `Content-Length` say about its
+/// framing (RFC 9112 §6.3) and whether the connection may carry another request.
+struct FramingFacts {
+    http10: bool,
+    keep_alive: bool,
+    /// A `Transfer-Encoding` was present ...
+    encoded: bool,
+    /// ... and its last coding is `chunked`.
+    chunked_last: bool,
+    /// `Content-Length`: every value (and list element) must be the same number. Its error
+    /// counts only where the length frames the body.
+    length: Option<Result<u64, H1Error>>,
+}
+
+impl FramingFacts {
+    fn new(http10: bool) -> Self {
+        FramingFacts { http10, keep_alive: !http10, encoded: false, chunked_last: false, length: None }
+    }
+
+    fn see(&mut self, name: &HeaderName, value: &[u8]) {
+        let tokens = || value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+        if name == CONNECTION {
+            for t in tokens() {
+                if t.eq_ignore_ascii_case(b"close") {
+                    self.keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && self.http10 {
+                    self.keep_alive = true;
+                }
             }
-            found = Some(n);
+        } else if name == TRANSFER_ENCODING {
+            self.encoded = true;
+            if let Some(last) = tokens().rfind(|t| !t.is_empty()) {
+                self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name == CONTENT_LENGTH {
+            if matches!(self.length, Some(Err(_))) {
+                return;
+            }
+            for t in tokens() {
+                let n = (!t.is_empty() && t.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(t).ok().and_then(|s| s.parse::<u64>().ok()))
+                    .flatten();
+                self.length = Some(match (n, &self.length) {
+                    (None, _) => Err(H1Error::Protocol("invalid content-length")),
+                    (Some(n), Some(Ok(f))) if *f != n => Err(H1Error::Protocol("conflicting content-length")),
+                    (Some(n), _) => Ok(n),
+                });
+                if matches!(self.length, Some(Err(_))) {
+                    return;
+                }
+            }
         }
     }
-    found.ok_or(H1Error::Protocol("invalid content-length"))
 }
 
 /// A response body read straight from its connection.
