@@ -470,6 +470,14 @@ struct FramingFacts {
     length: Option<Result<u64, H1Error>>,
 }
 
+/// A length written only in ASCII digits (`parse` alone would take a sign).
+fn digits(t: &[u8]) -> Option<u64> {
+    if t.is_empty() || !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(t).ok()?.parse().ok()
+}
+
 impl FramingFacts {
     fn new(http10: bool) -> Self {
         FramingFacts { http10, keep_alive: !http10, encoded: false, chunked_last: false, length: None }
@@ -491,21 +499,15 @@ impl FramingFacts {
                 self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
             }
         } else if name == CONTENT_LENGTH {
-            if matches!(self.length, Some(Err(_))) {
-                return;
-            }
+            // The first error stands.
             for t in tokens() {
-                let n = (!t.is_empty() && t.iter().all(u8::is_ascii_digit))
-                    .then(|| std::str::from_utf8(t).ok().and_then(|s| s.parse::<u64>().ok()))
-                    .flatten();
-                self.length = Some(match (n, &self.length) {
+                let next = match (digits(t), &self.length) {
+                    (_, Some(Err(_))) => return,
                     (None, _) => Err(H1Error::Protocol("invalid content-length")),
                     (Some(n), Some(Ok(f))) if *f != n => Err(H1Error::Protocol("conflicting content-length")),
                     (Some(n), _) => Ok(n),
-                });
-                if matches!(self.length, Some(Err(_))) {
-                    return;
-                }
+                };
+                self.length = Some(next);
             }
         }
     }
