@@ -131,13 +131,25 @@ fn request_match(m: &HttpMatchRequest) -> RequestMatch {
     }
 }
 
+/// Header names parsed once (validation reports any that do not parse; they are left out).
+/// `:authority` is the request's `Host`, and there is only one: adding it sets it.
 fn header_ops(ops: Option<&HeaderOperations>) -> HeaderOps {
     let Some(ops) = ops else { return HeaderOps::default() };
-    HeaderOps {
-        set: ops.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().into())).collect(),
-        add: ops.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().into())).collect(),
-        remove: ops.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
+    let name = |k: &str| {
+        if k.eq_ignore_ascii_case(":authority") {
+            Some(http::header::HOST)
+        } else {
+            http::HeaderName::from_bytes(k.as_bytes()).ok()
+        }
+    };
+    let mut out = HeaderOps::default();
+    for (k, v, add) in ops.set.iter().map(|(k, v)| (k, v, false)).chain(ops.add.iter().map(|(k, v)| (k, v, true))) {
+        let Some(n) = name(k) else { continue };
+        let list = if add && n != http::header::HOST { &mut out.add } else { &mut out.set };
+        list.push((n, v.as_str().into()));
     }
+    out.remove = ops.remove.iter().filter_map(|k| name(k)).collect();
+    out
 }
 
 fn header_rules(h: Option<&Headers>) -> HeaderRules {

@@ -456,15 +456,26 @@ pub struct Rewrite {
     pub uri_regex: Option<(crate::matcher::Re, String)>,
 }
 
+/// Names are parsed once here, not per request. A request rule on `:authority` (or `Host`) is
+/// kept as a `set` of `host`, which also becomes the upstream authority (see `sets_authority`).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HeaderOps {
     /// Values are templates (`%VAR%` parsed at compile time); `"text".into()` makes one.
-    pub set: Vec<(String, crate::template::HeaderValueTemplate)>,
-    pub add: Vec<(String, crate::template::HeaderValueTemplate)>,
-    pub remove: Vec<String>,
+    #[serde(serialize_with = "ser_named")]
+    pub set: Vec<(http::HeaderName, crate::template::HeaderValueTemplate)>,
+    #[serde(serialize_with = "ser_named")]
+    pub add: Vec<(http::HeaderName, crate::template::HeaderValueTemplate)>,
+    #[serde(serialize_with = "ser_names")]
+    pub remove: Vec<http::HeaderName>,
 }
 
 impl HeaderOps {
+    /// A request rule sets the authority (Envoy applies it as the upstream `:authority`/`Host`,
+    /// unless the route's `rewrite.authority` overrides it).
+    pub fn sets_authority(&self) -> bool {
+        self.set.iter().any(|(n, _)| n == http::header::HOST)
+    }
+
     /// Some value reads request headers (`%REQ(…)%`).
     pub fn uses_request(&self) -> bool {
         self.set.iter().chain(&self.add).any(|(_, v)| v.uses_request())
@@ -751,6 +762,17 @@ pub const GRPC_STATUS_NAMES: &[&str] = &[
     "DATA_LOSS",
     "UNAUTHENTICATED",
 ];
+
+fn ser_named<S: serde::Serializer>(
+    ops: &[(http::HeaderName, crate::template::HeaderValueTemplate)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(ops.iter().map(|(n, v)| (n.as_str(), v)))
+}
+
+fn ser_names<S: serde::Serializer>(names: &[http::HeaderName], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(names.iter().map(http::HeaderName::as_str))
+}
 
 fn ser_header_value<S: serde::Serializer>(v: &Option<http::HeaderValue>, s: S) -> Result<S::Ok, S::Error> {
     match v.as_ref().and_then(|v| v.to_str().ok()) {

@@ -279,16 +279,16 @@ pub(crate) fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps, vars: &Vars<'_
         return;
     }
     for name in &ops.remove {
-        headers.remove(name.as_str());
+        headers.remove(name);
     }
-    for (k, v) in &ops.set {
-        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), varsubst::render(v, vars)) {
-            headers.insert(n, v);
+    for (name, v) in &ops.set {
+        if let Some(v) = varsubst::render(v, vars) {
+            headers.insert(name, v);
         }
     }
-    for (k, v) in &ops.add {
-        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), varsubst::render(v, vars)) {
-            headers.append(n, v);
+    for (name, v) in &ops.add {
+        if let Some(v) = varsubst::render(v, vars) {
+            headers.append(name, v);
         }
     }
 }
@@ -358,9 +358,9 @@ mod tests {
         h.insert("a", HeaderValue::from_static("1"));
         h.insert("b", HeaderValue::from_static("1"));
         let ops = HeaderOps {
-            set: vec![("a".into(), "2".into())],
-            add: vec![("a".into(), "3".into()), ("c".into(), "x".into())],
-            remove: vec!["b".into()],
+            set: vec![(HeaderName::from_static("a"), "2".into())],
+            add: vec![(HeaderName::from_static("a"), "3".into()), (HeaderName::from_static("c"), "x".into())],
+            remove: vec![HeaderName::from_static("b")],
         };
         let vars = Vars {
             peer: "1.2.3.4:5".parse().unwrap(),

@@ -24,7 +24,7 @@ use crate::upstream::breaker::{Resource, Slot};
 use crate::upstream::outlier::Outcome;
 use crate::upstream::{ActiveRequest, ClusterPool, EndpointState, Head, SendError};
 use crate::ResponseFlags;
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use portico_model::snapshot::{RetryOn, RetryPolicy};
 use portico_telemetry::{RequestTrace, Tracer};
 use std::net::SocketAddr;
@@ -285,9 +285,38 @@ pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
+/// `ms` as a `grpc-timeout` value: milliseconds, or the first coarser unit that fits the eight
+/// digits the header allows (capped at 99999999 hours).
+pub(crate) fn grpc_timeout_value(ms: u64) -> HeaderValue {
+    const MAX: u64 = 99_999_999;
+    let (n, unit) = if ms <= MAX {
+        (ms, 'm')
+    } else if ms / 1000 <= MAX {
+        (ms / 1000, 'S')
+    } else if ms / 60_000 <= MAX {
+        (ms / 60_000, 'M')
+    } else {
+        ((ms / 3_600_000).min(MAX), 'H')
+    };
+    HeaderValue::from_str(&format!("{n}{unit}")).unwrap_or(HeaderValue::from_static("99999999H"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_values_fit_eight_digits() {
+        for (ms, want) in
+            [(1500, "1500m"), (99_999_999, "99999999m"), (100_000_000, "100000S"), (u64::MAX, "99999999H")]
+        {
+            let v = grpc_timeout_value(ms);
+            assert_eq!(v, want);
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", v);
+            assert!(grpc_timeout(&h).is_some(), "{want} parses back");
+        }
+    }
 
     #[test]
     fn grpc_timeout_units() {

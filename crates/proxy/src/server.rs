@@ -527,9 +527,14 @@ async fn forward(
         log.record.x_forwarded_for = parts.headers.get(&headers::X_FORWARDED_FOR).cloned();
     }
 
+    // Envoy's order: the header rules may set the authority, `rewrite.authority` overrides them.
+    let set_by_rule = dest.headers.request.sets_authority() || route.headers.request.sets_authority();
     let upstream_authority = match route.rewrite.as_ref().and_then(|r| r.authority.as_deref()) {
         Some(a) => HeaderValue::from_str(a).map_err(|_| LocalReply::InvalidAuthorityRewrite)?,
-        None => routed.authority.clone(),
+        None => match parts.headers.get(header::HOST).filter(|_| set_by_rule) {
+            Some(rule) => rule.clone(),
+            None => routed.authority.clone(),
+        },
     };
     let path_and_query = new_path_and_query
         .or_else(|| parts.uri.path_and_query().cloned())
@@ -580,7 +585,9 @@ async fn forward(
         mirror::spawn_all(mirrors, &parts, has_body, mirror_rx, route.timeout, &shared.rng);
     }
 
-    let timeout = match (route.timeout.filter(|t| !t.is_zero()), retry::grpc_timeout(&parts.headers)) {
+    // Envoy reads `grpc-timeout` of gRPC requests only (`content-type: application/grpc…`).
+    let grpc_timeout = if log.record.grpc { retry::grpc_timeout(&parts.headers) } else { None };
+    let timeout = match (route.timeout.filter(|t| !t.is_zero()), grpc_timeout) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
@@ -590,6 +597,10 @@ async fn forward(
     if let Some(expected) = per_try.map(|p| timeout.map_or(p, |t| p.min(t))).or(timeout) {
         let ms = u64::try_from(expected.as_millis()).unwrap_or(u64::MAX);
         parts.headers.insert(headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(), headers::number(ms));
+        // And a gRPC server learns it in its own terms (Envoy, with Istio's `max_grpc_timeout`).
+        if log.record.grpc {
+            parts.headers.insert(headers::GRPC_TIMEOUT.clone(), retry::grpc_timeout_value(ms));
+        }
     }
     let attempts = retry::Attempts {
         pool,

@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use http::{Request, Response};
+use http::{HeaderName, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -253,14 +253,21 @@ async fn per_try_timeouts_exhausted_are_504_ut_urx() {
 
 #[tokio::test(start_paused = true)]
 async fn grpc_timeout_header_bounds_the_request() {
-    let be = scripted("be", |_| Act::Slow(Duration::from_secs(60))).await;
+    // The backend answers after 2 s; the gRPC request allows 100 ms.
+    let be = scripted("be", |_| Act::Slow(Duration::from_secs(2))).await;
     let (sink, o) = with_sink();
     let (_p, addr) = start_with(o, one(route(vec![], forward("c")), vec![cluster("c", &[be.addr])])).await;
     let mut c = H1::connect(addr).await;
-    let resp = c.send(req("POST", "h", "/svc/M").header("grpc-timeout", "500m").body(Full::default()).unwrap()).await;
-    assert_eq!(resp.status, 504);
+    let grpc = req("POST", "h", "/svc/M").header("content-type", "application/grpc").header("grpc-timeout", "100m");
+    let resp = c.send(grpc.body(Full::default()).unwrap()).await;
+    // Envoy's local reply to a gRPC request: 200, trailers only, 504 mapped to UNAVAILABLE.
+    assert_eq!((resp.status, resp.header("grpc-status").as_deref()), (200, Some("14")));
     let recs = sink.wait_for(1).await;
     assert_eq!(recs[0].flags, ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+    // Envoy reads the header of gRPC requests only: any other request waits for its answer.
+    let mut c = H1::connect(addr).await;
+    let plain = req("POST", "h", "/svc/M").header("content-type", "application/json").header("grpc-timeout", "100m");
+    assert_eq!(c.send(plain.body(Full::default()).unwrap()).await.status, 200);
 }
 
 #[tokio::test]
@@ -281,6 +288,22 @@ async fn upstream_is_told_the_expected_timeout() {
     let r =
         c.send(req("GET", "h", "/").header("x-envoy-expected-rq-timeout-ms", "7").body(Full::default()).unwrap()).await;
     assert_eq!(r.seen("x-envoy-expected-rq-timeout-ms"), None);
+    // A gRPC server is told in `grpc-timeout`: the per-try timeout, or the client's own bound.
+    let grpc = |path: &str, timeout: Option<&str>| {
+        let r = req("POST", "h", path).header("content-type", "application/grpc");
+        let r = match timeout {
+            Some(t) => r.header("grpc-timeout", t),
+            None => r,
+        };
+        r.body(Full::default()).unwrap()
+    };
+    let r = c.send(grpc("/try", Some("1H"))).await;
+    assert_eq!(r.seen("grpc-timeout").as_deref(), Some("1500m"));
+    let r = c.send(grpc("/", Some("7S"))).await;
+    assert_eq!(r.seen("grpc-timeout").as_deref(), Some("7000m"));
+    assert_eq!(r.seen("x-envoy-expected-rq-timeout-ms").as_deref(), Some("7000"));
+    // No bound anywhere: nothing is added.
+    assert_eq!(c.send(grpc("/", None)).await.seen("grpc-timeout"), None);
 }
 
 /// A backend that sends its response headers and the first part of the body, then stalls.
@@ -1035,14 +1058,14 @@ async fn header_values_substitute_envoy_variables() {
     let be = backend("be").await;
     let mut r = route(vec![], forward("c"));
     r.headers.request.set = vec![
-        ("x-client".into(), "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%".into()),
-        ("x-copy".into(), "%REQ(x-orig)%-%PROTOCOL%".into()),
-        ("x-pct".into(), "100%%".into()),
+        (HeaderName::from_static("x-client"), "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%".into()),
+        (HeaderName::from_static("x-copy"), "%REQ(x-orig)%-%PROTOCOL%".into()),
+        (HeaderName::from_static("x-pct"), "100%%".into()),
     ];
     r.headers.response.add = vec![
-        ("x-upstream".into(), "%UPSTREAM_HOST%".into()),
-        ("x-echo".into(), "%REQ(x-orig)%".into()),
-        ("x-started".into(), "%START_TIME(%Y)%".into()),
+        (HeaderName::from_static("x-upstream"), "%UPSTREAM_HOST%".into()),
+        (HeaderName::from_static("x-echo"), "%REQ(x-orig)%".into()),
+        (HeaderName::from_static("x-started"), "%START_TIME(%Y)%".into()),
     ];
     let (_p, addr) = start(one(r, vec![cluster("c", &[be.addr])])).await;
     let resp =

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use http::HeaderName;
 use portico_model::matcher::{Re, RequestMatch, StrMatch};
 use portico_model::snapshot::*;
 use portico_proxy::ResponseFlags;
@@ -197,7 +198,7 @@ async fn redirects_and_direct_responses() {
         vec![uri_prefix("/teapot")],
         RouteAction::DirectResponse { status: 418, body: Arc::from(&b"short and stout"[..]) },
     );
-    teapot.headers.response.set.push(("x-direct".into(), "yes".into()));
+    teapot.headers.response.set.push((HeaderName::from_static("x-direct"), "yes".into()));
     let snap = snapshot(
         vec![listener(
             80,
@@ -256,16 +257,17 @@ async fn rewrites_and_header_rules() {
         uri_regex: Some((Re::new("/users/([0-9]+)/(.*)").unwrap(), r"/u/\2/\1".into())),
     });
     let mut hdrs = route(vec![uri_prefix("/hdr")], weighted(&[("be", 1)]));
+    let name = HeaderName::from_static;
     hdrs.headers.request = HeaderOps {
-        set: vec![("x-set".into(), "route".into())],
-        add: vec![("x-add".into(), "route".into())],
-        remove: vec!["x-drop".into()],
+        set: vec![(name("x-set"), "route".into())],
+        add: vec![(name("x-add"), "route".into())],
+        remove: vec![name("x-drop")],
     };
     hdrs.headers.response =
-        HeaderOps { set: vec![("x-resp".into(), "set".into())], add: vec![], remove: vec!["x-backend".into()] };
+        HeaderOps { set: vec![(name("x-resp"), "set".into())], add: vec![], remove: vec![name("x-backend")] };
     if let RouteAction::Forward(wc) = &mut hdrs.action {
-        wc.destinations[0].headers.request.set.push(("x-dest".into(), "d".into()));
-        wc.destinations[0].headers.response.add.push(("x-dest-resp".into(), "d".into()));
+        wc.destinations[0].headers.request.set.push((name("x-dest"), "d".into()));
+        wc.destinations[0].headers.response.add.push((name("x-dest-resp"), "d".into()));
     }
     let snap = snapshot(
         vec![listener(80, vec![vhost("*", vec![prefix, exact, regex, hdrs])])],

@@ -210,3 +210,82 @@ async fn grpc_port_protocol_means_an_http2_upstream() {
     assert_eq!(r.json()["version"], "HTTP/2.0");
     assert_eq!(r.json()["authority"], "api.example.com");
 }
+
+const AUTHORITY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: ["*"]
+  gateways: ["istio-system/gw"]
+  http:
+  - match: [{uri: {prefix: /route}}]
+    headers:
+      request:
+        set: {":authority": route.internal}
+    route:
+    - destination: {host: h2.default.svc.cluster.local}
+  - match: [{uri: {prefix: /destination}}]
+    route:
+    - destination: {host: h1.default.svc.cluster.local}
+      headers:
+        request:
+          set: {Host: destination.internal}
+  - match: [{uri: {prefix: /add}}]
+    headers:
+      request:
+        add: {host: rule.internal}
+    route:
+    - destination: {host: h1.default.svc.cluster.local}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: h2}
+spec:
+  hosts: ["h2.default.svc.cluster.local"]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http2, protocol: HTTP2}]
+  endpoints:
+  - {address: 127.0.0.1, ports: {http2: {port}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: h1}
+spec:
+  hosts: ["h1.default.svc.cluster.local"]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: {port}}}
+"#;
+
+#[tokio::test]
+async fn header_rules_on_the_authority_rewrite_it() {
+    let be = backend("api").await;
+    let snap = compile(AUTHORITY, &[("port", be.addr.port().to_string())]);
+    let (_proxy, addr) = start(snap).await;
+    let mut c = H1::connect(addr).await;
+    // `:authority` on a route, to an HTTP/2 upstream: the request's authority.
+    let r = c.get("api.example.com", "/route").await;
+    assert_eq!(
+        (r.json()["version"].as_str(), r.json()["authority"].as_str()),
+        (Some("HTTP/2.0"), Some("route.internal"))
+    );
+    // `Host` on a destination, to an HTTP/1.1 upstream: one Host header, the rule's.
+    let r = c.get("api.example.com", "/destination").await;
+    assert_eq!(r.seen("host").as_deref(), Some("destination.internal"));
+    // There is one authority: adding one replaces it.
+    let r = c.get("api.example.com", "/add").await;
+    assert_eq!(r.seen("host").as_deref(), Some("rule.internal"));
+}
