@@ -20,6 +20,7 @@ static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-e
 pub(crate) static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
     HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 pub(crate) static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+pub(crate) static X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 pub(crate) static X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 pub(crate) static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub(crate) static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -128,12 +129,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, present: Present) {
     }
 }
 
-/// The request's `x-request-id`: the client's when it sent one, else a new UUID put into the
-/// headers. Taken as the request arrives (as Envoy's connection manager does), so local replies
-/// are logged with one too.
-pub(crate) fn ensure_request_id(headers: &mut HeaderMap, rng: &FastRng) -> HeaderValue {
+/// The request's `x-request-id`: an internal client's when it sent one, else a new UUID put into
+/// the headers (Envoy does not trust an external client's, `preserve_external_request_id: false`).
+/// Taken as the request arrives (as Envoy's connection manager does), so local replies are
+/// logged with one too.
+pub(crate) fn ensure_request_id(headers: &mut HeaderMap, client: &ClientIp, rng: &FastRng) -> HeaderValue {
     match headers.get(&X_REQUEST_ID) {
-        Some(id) if !id.is_empty() => id.clone(),
+        Some(id) if !id.is_empty() && is_internal(client.addr) => id.clone(),
         _ => {
             let id = new_request_id(rng);
             headers.insert(X_REQUEST_ID.clone(), id.clone());
@@ -327,6 +329,18 @@ mod tests {
     }
 
     #[test]
+    fn request_id_of_an_external_client_is_replaced() {
+        let rng = FastRng::new(Some(1));
+        for (ip, kept) in [("10.0.0.7", true), ("127.0.0.1", true), ("fd00::1", true), ("203.0.113.9", false)] {
+            let mut h = HeaderMap::new();
+            h.insert("x-request-id", HeaderValue::from_static("client-chosen"));
+            let id = ensure_request_id(&mut h, &ClientIp::new(ip.parse().unwrap()), &rng);
+            assert_eq!(id == "client-chosen", kept, "{ip}");
+            assert_eq!(h.get("x-request-id"), Some(&id), "{ip}");
+        }
+    }
+
+    #[test]
     fn request_headers() {
         let rng = FastRng::new(Some(1));
         let mut h = HeaderMap::new();
@@ -337,9 +351,10 @@ mod tests {
         h.insert("x-envoy-retry-on", HeaderValue::from_static("5xx"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let id = ensure_request_id(&mut h, &rng);
+        let client = ClientIp::new("127.0.0.1".parse().unwrap());
+        let id = ensure_request_id(&mut h, &client, &rng);
         let present = Present::scan(&h);
-        prepare_request(&mut h, present, &ClientIp::new("127.0.0.1".parse().unwrap()), None);
+        prepare_request(&mut h, present, &client, None);
         assert_eq!(h.get("x-request-id"), Some(&id));
         assert!(h.get("x-secret").is_none());
         assert!(h.get(header::CONNECTION).is_none());

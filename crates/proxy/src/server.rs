@@ -291,7 +291,7 @@ fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, sta
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
     };
-    let request_id = headers::ensure_request_id(&mut parts.headers, &shared.rng);
+    let request_id = headers::ensure_request_id(&mut parts.headers, &conn.client, &shared.rng);
     let details = shared.record_details;
     let trace = shared.opts.tracer.as_ref().and_then(|t| t.start(&mut parts.headers)).map(Box::new);
     let record = RequestRecord {
@@ -476,6 +476,17 @@ async fn forward(
 
     // The forwarded path: normalized, then rewritten; `None` keeps the request's own.
     let rewritten = routing::rewrite_path(route, routed.match_index, routed.path(&parts.uri));
+    // Envoy keeps a path it rewrote in `x-envoy-original-path` (Istio leaves Envoy's headers on);
+    // the path as routed, i.e. after normalization, with the query.
+    let original_path = match (&rewritten, &routed.normalized) {
+        (None, _) => None,
+        (Some(_), None) => parts.uri.path_and_query().and_then(|pq| HeaderValue::from_str(pq.as_str()).ok()),
+        (Some(_), Some(p)) => HeaderValue::try_from(match parts.uri.query() {
+            Some(q) => format!("{p}?{q}"),
+            None => p.clone(),
+        })
+        .ok(),
+    };
     let new_path_and_query = match rewritten.or_else(|| routed.normalized.take()) {
         None => None,
         Some(p) => {
@@ -519,6 +530,9 @@ async fn forward(
         let v = vars.with(before.as_ref(), Some(endpoint.addr));
         headers::apply_ops(&mut parts.headers, &dest.headers.request, &v);
         headers::apply_ops(&mut parts.headers, &route.headers.request, &v);
+    }
+    if let Some(original) = original_path {
+        parts.headers.insert(headers::X_ENVOY_ORIGINAL_PATH.clone(), original);
     }
     // Response rules reading the request need a copy: the request goes upstream.
     let request_for_response =

@@ -278,14 +278,18 @@ async fn rewrites_and_header_rules() {
 
     let r = c.get("a.example.com", "/api/items?x=1").await;
     assert_eq!(r.seen_path(), "/v2/items?x=1");
+    // Envoy tells the upstream what it rewrote.
+    assert_eq!(r.seen("x-envoy-original-path").as_deref(), Some("/api/items?x=1"));
     assert_eq!(r.seen("host").as_deref(), Some("internal.svc"));
 
     let r = c.get("a.example.com", "/login?next=/").await;
     assert_eq!(r.seen_path(), "/auth/login?next=/");
+    assert_eq!(r.seen("x-envoy-original-path").as_deref(), Some("/login?next=/"));
     assert_eq!(r.seen("host").as_deref(), Some("a.example.com"));
 
     let r = c.get("a.example.com", "/users/42/profile").await;
     assert_eq!(r.seen_path(), "/u/profile/42");
+    assert_eq!(r.seen("x-envoy-original-path").as_deref(), Some("/users/42/profile"));
 
     let r = c
         .send(
@@ -300,6 +304,7 @@ async fn rewrites_and_header_rules() {
     assert_eq!(r.seen("x-set").as_deref(), Some("route"));
     assert_eq!(r.seen("x-add").as_deref(), Some("client, route"));
     assert_eq!(r.seen("x-drop"), None);
+    assert_eq!(r.seen("x-envoy-original-path"), None, "nothing was rewritten");
     assert_eq!(r.seen("x-dest").as_deref(), Some("d"));
     assert_eq!(r.header("x-resp").as_deref(), Some("set"));
     assert_eq!(r.header("x-dest-resp").as_deref(), Some("d"));
