@@ -177,6 +177,10 @@ struct LimitArgs {
     /// HTTP/2 streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, env = "PORTICO_H2_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
     h2_max_concurrent_streams: u32,
+    /// Serve HTTP/1.0 requests; without it they get 426, as from Istio's gateways. The
+    /// environment variable is Istio's own switch for a gateway pod (its `HTTP10` metadata).
+    #[arg(long = "accept-http10", env = "ISTIO_META_HTTP10", value_parser = clap::builder::BoolishValueParser::new())]
+    accept_http10: bool,
 }
 
 impl LimitArgs {
@@ -194,6 +198,7 @@ impl LimitArgs {
             max_request_headers: self.max_request_headers,
             max_uri_length: self.max_uri_length,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            accept_http10: self.accept_http10,
         })
     }
 }

@@ -64,6 +64,7 @@ pub struct Limits {
     pub max_request_headers: usize,
     pub max_uri_length: usize,
     pub h2_max_concurrent_streams: u32,
+    pub accept_http10: bool,
 }
 
 /// Load, compile and apply once, then analyze. Returns the new fingerprint.
@@ -239,6 +240,7 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
             max_request_headers_bytes: cfg.limits.max_request_headers_bytes,
             max_request_headers: cfg.limits.max_request_headers,
             max_uri_length: cfg.limits.max_uri_length,
+            accept_http10: cfg.limits.accept_http10,
             h2_max_concurrent_streams: cfg.limits.h2_max_concurrent_streams,
             access_log: sink.clone(),
             tracer,

@@ -28,6 +28,9 @@ pub struct ProxyOptions {
     pub max_request_headers: usize,
     /// Longest request target (HTTP/2 `:path`) accepted → 414 past it.
     pub max_uri_length: usize,
+    /// Serve HTTP/1.0 requests. Off by default, as Istio programs Envoy (`accept_http_10` is
+    /// set only with `PILOT_HTTP10` or the proxy's `HTTP10` metadata): they get 426.
+    pub accept_http10: bool,
     /// A downstream connection with no bytes either way for this long is shut down gracefully
     /// (HTTP/1 closed when idle, HTTP/2 GOAWAY). Envoy's default connection idle timeout: 1 h.
     pub idle_timeout: Duration,
@@ -77,6 +80,7 @@ impl Default for ProxyOptions {
             max_request_headers_bytes: 60 * 1024,
             max_request_headers: 100,
             max_uri_length: 16 * 1024,
+            accept_http10: false,
             idle_timeout: Duration::from_secs(3600),
             stream_idle_timeout: Duration::from_secs(300),
             max_connections: None,
@@ -105,6 +109,7 @@ impl fmt::Debug for ProxyOptions {
             .field("max_request_headers_bytes", &self.max_request_headers_bytes)
             .field("max_request_headers", &self.max_request_headers)
             .field("max_uri_length", &self.max_uri_length)
+            .field("accept_http10", &self.accept_http10)
             .field("idle_timeout", &self.idle_timeout)
             .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("max_connections", &self.max_connections)

@@ -60,6 +60,8 @@ pub(crate) enum LocalReply {
     H2UriTooLong,
     /// An HTTP/2 request with more headers than `--max-request-headers`.
     H2TooManyHeaders,
+    /// An HTTP/1.0 request while `--accept-http10` is off (Envoy's `accept_http_10: false`).
+    Http10NotAccepted,
     /// `fault.abort.httpStatus` (a valid status code: the model checks it).
     FaultAbort(u16),
     /// `fault.abort.grpcStatus`, as a gRPC status code.
@@ -90,6 +92,7 @@ impl LocalReply {
             InvalidAuthorityRewrite | InvalidRedirectLocation => StatusCode::INTERNAL_SERVER_ERROR,
             H2UriTooLong => StatusCode::URI_TOO_LONG,
             H2TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Http10NotAccepted => StatusCode::UPGRADE_REQUIRED,
             FaultAbort(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             GrpcFaultAbort(_) => StatusCode::OK,
         }
@@ -117,7 +120,8 @@ impl LocalReply {
             | InvalidAuthorityRewrite
             | InvalidAuthority
             | UnexpectedUpgrade
-            | InvalidRedirectLocation => ResponseFlags::NONE,
+            | InvalidRedirectLocation
+            | Http10NotAccepted => ResponseFlags::NONE,
         }
     }
 
@@ -147,6 +151,7 @@ impl LocalReply {
             FaultAbort(_) | GrpcFaultAbort(_) => "fault_filter_abort",
             H2UriTooLong => "http2.uri_too_long",
             H2TooManyHeaders => "http2.too_many_headers",
+            Http10NotAccepted => "low_version",
         }
     }
 
@@ -172,6 +177,8 @@ impl LocalReply {
             FaultAbort(_) | GrpcFaultAbort(_) => FAULT_ABORT,
             H2UriTooLong => "URI Too Long",
             H2TooManyHeaders => "Request Header Fields Too Large",
+            // Envoy sends none; this one says what to do.
+            Http10NotAccepted => "HTTP/1.0 is not accepted here: send HTTP/1.1 (or start the gateway with --accept-http10)",
             NoRoute | PathNormalizationFailed | InvalidPath | NoCluster | InvalidAuthorityRewrite
             | InvalidRedirectLocation => "",
         }

@@ -245,7 +245,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     let state = shared.state.load_full();
     let (mut parts, body) = req.into_parts();
     // Counted before `begin` adds headers of its own.
-    let refused = h2_limits(shared, &parts);
+    let refused = protocol_limits(shared, &parts);
     let mut log = begin(shared, conn, &mut parts, started);
     if let Some(r) = refused {
         if r == LocalReply::H2UriTooLong {
@@ -269,10 +269,15 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     }
 }
 
+/// What the connection manager refuses before routing. HTTP/1.0 unless accepted (Envoy checks
+/// it once the codec took the head, so malformed 1.0 heads still get their 400 below hyper).
 /// HTTP/1 heads are checked below hyper (crate::guard); an HTTP/2 request reaches us decoded by
 /// h2, which bounds only the header list's size: the URI length and header count limits are
 /// checked here, and the request answered without going upstream.
-fn h2_limits(shared: &Shared, parts: &http::request::Parts) -> Option<LocalReply> {
+fn protocol_limits(shared: &Shared, parts: &http::request::Parts) -> Option<LocalReply> {
+    if parts.version == Version::HTTP_10 && !shared.opts.accept_http10 {
+        return Some(LocalReply::Http10NotAccepted);
+    }
     if parts.version != Version::HTTP_2 {
         return None;
     }

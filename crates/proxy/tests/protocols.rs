@@ -479,3 +479,30 @@ async fn slowloris_is_cut_off_by_the_header_read_timeout() {
     // A fresh connection is served.
     assert_eq!(get(addr, "h", "/").await.status, 200);
 }
+
+/// Istio's gateways refuse HTTP/1.0 with 426 unless told to accept it (`PILOT_HTTP10`, or the
+/// gateway's `HTTP10` metadata; here `--accept-http10`).
+#[tokio::test]
+async fn http10_gets_426_unless_accepted() {
+    use std::sync::atomic::Ordering;
+    let be = backend("be").await;
+    let sink = Arc::new(RecordingSink::default());
+    let o = portico_proxy::ProxyOptions { access_log: sink.clone(), ..opts(&[80]) };
+    let (_p, addr) = start_with(o, simple(be.addr)).await;
+    let (resp, closed) = send_raw(addr, b"GET / HTTP/1.0\r\nHost: h\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.0 426 Upgrade Required\r\n"), "{resp}");
+    assert!(resp.contains("send HTTP/1.1"), "the body says what to do: {resp}");
+    assert!(closed);
+    assert_eq!(be.requests.load(Ordering::SeqCst), 0, "nothing was forwarded");
+    let recs = sink.wait_for(1).await;
+    assert_eq!((recs[0].status, recs[0].details), (426, "low_version"));
+    // HTTP/1.1 on the same gateway is served.
+    let (resp, _) = send_raw(addr, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    let o = portico_proxy::ProxyOptions { accept_http10: true, ..opts(&[80]) };
+    let (_p, addr) = start_with(o, simple(be.addr)).await;
+    let (resp, closed) = send_raw(addr, b"GET / HTTP/1.0\r\nHost: h\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.0 200"), "{resp}");
+    assert!(closed, "HTTP/1.0 without keep-alive closes after the response");
+}
