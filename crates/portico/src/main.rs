@@ -181,6 +181,11 @@ struct LimitArgs {
     /// environment variable is Istio's own switch for a gateway pod (its `HTTP10` metadata).
     #[arg(long = "accept-http10", env = "ISTIO_META_HTTP10", value_parser = clap::builder::BoolishValueParser::new())]
     accept_http10: bool,
+    /// Istio's `meshConfig.pathNormalization`: NONE, BASE (Istio's default: RFC 3986 dot
+    /// segments, unreserved escapes, `\` → `/`), MERGE_SLASHES (also `//` → `/`) or
+    /// DECODE_AND_MERGE_SLASHES (also `%2F`, `%5C` decoded first).
+    #[arg(long, env = "PORTICO_PATH_NORMALIZATION", default_value = "BASE")]
+    path_normalization: String,
 }
 
 impl LimitArgs {
@@ -199,6 +204,13 @@ impl LimitArgs {
             max_uri_length: self.max_uri_length,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
             accept_http10: self.accept_http10,
+            path_normalization: portico_proxy::path::PathNormalization::from_istio(&self.path_normalization)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--path-normalization: {:?} is not one of NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES",
+                        self.path_normalization
+                    )
+                })?,
         })
     }
 }

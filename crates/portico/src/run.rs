@@ -65,6 +65,7 @@ pub struct Limits {
     pub max_uri_length: usize,
     pub h2_max_concurrent_streams: u32,
     pub accept_http10: bool,
+    pub path_normalization: portico_proxy::path::PathNormalization,
 }
 
 /// Load, compile and apply once, then analyze. Returns the new fingerprint.
@@ -241,6 +242,7 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
             max_request_headers: cfg.limits.max_request_headers,
             max_uri_length: cfg.limits.max_uri_length,
             accept_http10: cfg.limits.accept_http10,
+            path_normalization: cfg.limits.path_normalization,
             h2_max_concurrent_streams: cfg.limits.h2_max_concurrent_streams,
             access_log: sink.clone(),
             tracer,

@@ -44,9 +44,8 @@ pub struct ProxyOptions {
     pub max_connections: Option<usize>,
     /// `SETTINGS_MAX_CONCURRENT_STREAMS` announced to HTTP/2 clients (Envoy's edge advice: 100).
     pub h2_max_concurrent_streams: u32,
-    /// Merge `//` in paths after RFC 3986 normalization (Istio `MERGE_SLASHES`); `false` gives
-    /// Istio's `BASE`.
-    pub merge_slashes: bool,
+    /// Istio's `meshConfig.pathNormalization` (default `BASE`, as Istio's).
+    pub path_normalization: crate::path::PathNormalization,
     /// How often DNS endpoints are re-resolved (in the background, off the request path).
     pub dns_refresh: Duration,
     /// Idle keep-alive connections kept per upstream endpoint (HTTP/1).
@@ -85,7 +84,7 @@ impl Default for ProxyOptions {
             stream_idle_timeout: Duration::from_secs(300),
             max_connections: None,
             h2_max_concurrent_streams: 100,
-            merge_slashes: true,
+            path_normalization: crate::path::PathNormalization::Base,
             dns_refresh: Duration::from_secs(5),
             max_idle_per_endpoint: 256,
             rng_seed: None,
@@ -114,7 +113,7 @@ impl fmt::Debug for ProxyOptions {
             .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("max_connections", &self.max_connections)
             .field("h2_max_concurrent_streams", &self.h2_max_concurrent_streams)
-            .field("merge_slashes", &self.merge_slashes)
+            .field("path_normalization", &self.path_normalization)
             .field("dns_refresh", &self.dns_refresh)
             .field("max_idle_per_endpoint", &self.max_idle_per_endpoint)
             .field("rng_seed", &self.rng_seed)

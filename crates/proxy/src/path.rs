@@ -1,8 +1,9 @@
-//! Request path normalization as Istio's default path normalization does it with Envoy
-//! (`normalize_path`: RFC 3986 §5.2.4 dot-segment removal, percent-decoding of unreserved
-//! characters, `\` → `/`; then `merge_slashes` for `MERGE_SLASHES`). The normalized path is what
-//! routes match and what is forwarded. Percent-encoded slashes (`%2F`) are kept as they are
-//! (Istio's `KEEP_UNCHANGED`).
+//! Request path normalization as Istio's `meshConfig.pathNormalization` programs Envoy. `BASE`,
+//! Istio's default, is Envoy's `normalize_path`: RFC 3986 §5.2.4 dot-segment removal,
+//! percent-decoding of unreserved characters, `\` → `/`; percent-encoded slashes (`%2F`, `%5C`)
+//! are kept as they are. `MERGE_SLASHES` also merges `//`; `DECODE_AND_MERGE_SLASHES` first
+//! decodes `%2F` and `%5C` (Envoy's `UNESCAPE_AND_FORWARD`); `NONE` leaves the path alone. The
+//! normalized path is what routes match and what is forwarded.
 
 use std::borrow::Cow;
 
@@ -10,16 +11,42 @@ use std::borrow::Cow;
 #[derive(Debug, PartialEq, Eq)]
 pub struct InvalidPath;
 
+/// Istio's `ProxyPathNormalization` modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PathNormalization {
+    None,
+    /// Istio's default.
+    #[default]
+    Base,
+    MergeSlashes,
+    DecodeAndMergeSlashes,
+}
+
+impl PathNormalization {
+    /// From Istio's name for it (`NONE`, `BASE`, `MERGE_SLASHES`, `DECODE_AND_MERGE_SLASHES`;
+    /// `DEFAULT` is `BASE`).
+    pub fn from_istio(name: &str) -> Option<PathNormalization> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "NONE" => PathNormalization::None,
+            "BASE" | "DEFAULT" => PathNormalization::Base,
+            "MERGE_SLASHES" => PathNormalization::MergeSlashes,
+            "DECODE_AND_MERGE_SLASHES" => PathNormalization::DecodeAndMergeSlashes,
+            _ => return None,
+        })
+    }
+}
+
 /// Normalize `path` (without the query). Borrows when nothing changes, the common case.
-pub fn normalize(path: &str, merge_slashes: bool) -> Result<Cow<'_, str>, InvalidPath> {
+pub fn normalize(path: &str, mode: PathNormalization) -> Result<Cow<'_, str>, InvalidPath> {
     let b = path.as_bytes();
     if b.first() != Some(&b'/') {
         return Err(InvalidPath);
     }
-    if is_normal(b, merge_slashes) {
+    let merge_slashes = matches!(mode, PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes);
+    if mode == PathNormalization::None || is_normal(b, merge_slashes) {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode_unreserved(b)?;
+    let decoded = decode_unreserved(b, mode == PathNormalization::DecodeAndMergeSlashes)?;
     let mut out = remove_dot_segments(&decoded);
     if merge_slashes {
         out.dedup_by(|a, b| *a == b'/' && *b == b'/');
@@ -59,9 +86,9 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-/// Decode `%XX` of unreserved characters (ALPHA, DIGIT, `-`, `.`, `_`, `~`), upper-case the hex
-/// digits of the others, reject `%00`, turn `\` into `/`.
-fn decode_unreserved(b: &[u8]) -> Result<Vec<u8>, InvalidPath> {
+/// Decode `%XX` of unreserved characters (ALPHA, DIGIT, `-`, `.`, `_`, `~`), and of `/` and `\`
+/// when `slashes`; upper-case the hex digits of the others, reject `%00`, turn `\` into `/`.
+fn decode_unreserved(b: &[u8], slashes: bool) -> Result<Vec<u8>, InvalidPath> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -72,7 +99,9 @@ fn decode_unreserved(b: &[u8]) -> Result<Vec<u8>, InvalidPath> {
                 if v == 0 {
                     return Err(InvalidPath);
                 }
-                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                if slashes && matches!(v, b'/' | b'\\') {
+                    out.push(b'/');
+                } else if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                     out.push(v);
                 } else {
                     out.push(b'%');
@@ -131,8 +160,12 @@ fn pop_segment(out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
+    fn with(mode: PathNormalization, p: &str) -> String {
+        normalize(p, mode).map(|c| c.into_owned()).unwrap_or_else(|_| "<invalid>".into())
+    }
+
     fn n(p: &str) -> String {
-        normalize(p, true).map(|c| c.into_owned()).unwrap_or_else(|_| "<invalid>".into())
+        with(PathNormalization::MergeSlashes, p)
     }
 
     #[test]
@@ -151,7 +184,7 @@ mod tests {
     #[test]
     fn slashes_and_escapes() {
         assert_eq!(n("/a//b///c"), "/a/b/c");
-        assert_eq!(normalize("/a//b", false).map(|c| c.into_owned()), Ok("/a//b".to_string()));
+        assert_eq!(with(PathNormalization::Base, "/a//b/../c"), "/a//c");
         assert_eq!(n("/a\\b"), "/a/b");
         assert_eq!(n("/%61%7e%2d"), "/a~-");
         assert_eq!(n("/a%2fb"), "/a%2Fb");
@@ -163,9 +196,23 @@ mod tests {
     }
 
     #[test]
+    fn istio_modes() {
+        use PathNormalization::*;
+        let p = "/a//b/%2e%2e/c%2Fd%5cE\\f";
+        assert_eq!(with(None, p), p, "NONE leaves it alone");
+        assert_eq!(with(Base, p), "/a//c%2Fd%5CE/f");
+        assert_eq!(with(MergeSlashes, p), "/a/c%2Fd%5CE/f");
+        assert_eq!(with(DecodeAndMergeSlashes, p), "/a/c/d/E/f");
+        assert_eq!(with(DecodeAndMergeSlashes, "/a%2F..%2Fb"), "/b", "decoded before dot segments");
+        assert_eq!(PathNormalization::from_istio("default"), Some(Base));
+        assert_eq!(PathNormalization::from_istio("DECODE_AND_MERGE_SLASHES"), Some(DecodeAndMergeSlashes));
+        assert_eq!(PathNormalization::from_istio("SOMETIMES"), Option::None);
+    }
+
+    #[test]
     fn unchanged_paths_borrow() {
         for p in ["/", "/a/b", "/a.b/c", "/reviews/1"] {
-            assert!(matches!(normalize(p, true), Ok(Cow::Borrowed(_))), "{p}");
+            assert!(matches!(normalize(p, PathNormalization::MergeSlashes), Ok(Cow::Borrowed(_))), "{p}");
         }
     }
 }

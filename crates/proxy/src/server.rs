@@ -337,7 +337,7 @@ fn route(
     let vhost = state.route_table_for(conn).and_then(|t| t.find(host)).ok_or(LocalReply::NoRoute)?;
     let raw_path = parts.uri.path();
     let norm_path =
-        path::normalize(raw_path, shared.opts.merge_slashes).map_err(|_| LocalReply::PathNormalizationFailed)?;
+        path::normalize(raw_path, shared.opts.path_normalization).map_err(|_| LocalReply::PathNormalizationFailed)?;
     let query = parts.uri.query();
     let scheme = conn.scheme();
     if vhost.https_redirect {
