@@ -164,6 +164,35 @@ async fn response_framing_and_reuse_follow_the_header_lines() {
     }
 }
 
+/// The upstream connection's own headers stay on it: `Connection` and the headers it names,
+/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade` reach no client, over
+/// HTTP/1.1 or HTTP/2; the rest do.
+#[tokio::test]
+async fn hop_by_hop_response_headers_stay_on_the_upstream_connection() {
+    let be = scripted(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nconnection: x-private\r\nKeep-Alive: timeout=5\r\n\
+          Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nx-private: 1\r\nx-public: 2\r\n\
+          Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+            .to_vec(),
+        After::KeepAlive,
+    )
+    .await;
+    let (_proxy, addr) = start(simple(be.addr)).await;
+    let hop = ["connection", "x-private", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding"];
+    let r = H1::connect(addr).await.get("h", "/").await;
+    assert_eq!((r.status, r.text().as_str(), r.header("x-public").as_deref()), (200, "ok", Some("2")));
+    // The downstream connection frames the body its own way (a length or chunks of its own).
+    for name in &hop[..5] {
+        assert_eq!(r.header(name), None, "HTTP/1.1: {name}");
+    }
+    let r = H2::connect(addr).await.get("h", "/").await;
+    assert_eq!((r.status, r.text().as_str(), r.header("x-public").as_deref()), (200, "ok", Some("2")));
+    for name in hop {
+        assert_eq!(r.header(name), None, "HTTP/2: {name}");
+    }
+    assert_eq!(be.conns.load(Ordering::SeqCst), 1, "kept alive for both");
+}
+
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
     let be = scripted(

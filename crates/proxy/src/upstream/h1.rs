@@ -17,7 +17,7 @@ use super::conn::Recycle;
 use super::SendError;
 use crate::body::UpstreamBody;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -407,20 +407,18 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Resul
     }
     let http10 = parsed.version == Some(0);
     // Header values are slices of the head, not copies. The names that decide the framing and
-    // the connection's reuse are read on this one pass, not looked up in the map afterwards.
+    // the connection's reuse are read on this one pass, not looked up in the map afterwards,
+    // and the ones that only concern this connection stay out of it.
     let base = buf.as_ptr() as usize;
     let mut framing_facts = FramingFacts::new(http10);
-    let spans: Vec<(HeaderName, usize, usize)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            let name =
-                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Protocol("invalid header name"))?;
-            framing_facts.see(&name, h.value);
+    let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Protocol("invalid header name"))?;
+        if framing_facts.see(&name, h.value) {
             let start = h.value.as_ptr() as usize - base;
-            Ok((name, start, start + h.value.len()))
-        })
-        .collect::<Result<_, H1Error>>()?;
+            spans.push((name, start, start + h.value.len()));
+        }
+    }
     let head = buf.split_to(len).freeze();
     // hyper's HTTP/1 server keeps a response's emptied map for the next request's headers, to
     // which the request phase adds its own (`x-forwarded-*`, `x-request-id`, …): a map sized
@@ -483,26 +481,37 @@ impl FramingFacts {
         FramingFacts { http10, keep_alive: !http10, encoded: false, chunked_last: false, length: None }
     }
 
-    fn see(&mut self, name: &HeaderName, value: &[u8]) {
+    /// Take in one header line; whether it belongs in the response's headers. The hop-by-hop
+    /// ones that concern only this connection (its framing and reuse) do not: the proxy would
+    /// strip them anyway (`headers::prepare_response`). A `Connection` that names other headers
+    /// stays, so that they are stripped too.
+    fn see(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         let tokens = || value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
         if name == CONNECTION {
+            let mut names_others = false;
             for t in tokens() {
                 if t.eq_ignore_ascii_case(b"close") {
                     self.keep_alive = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && self.http10 {
-                    self.keep_alive = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive |= self.http10;
+                } else {
+                    names_others |= !t.is_empty();
                 }
             }
+            return names_others;
         } else if name == TRANSFER_ENCODING {
             self.encoded = true;
             if let Some(last) = tokens().rfind(|t| !t.is_empty()) {
                 self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
             }
+            return false;
+        } else if name == UPGRADE || name == crate::headers::KEEP_ALIVE || name == crate::headers::PROXY_CONNECTION {
+            return false;
         } else if name == CONTENT_LENGTH {
             // The first error stands.
             for t in tokens() {
                 let next = match (digits(t), &self.length) {
-                    (_, Some(Err(_))) => return,
+                    (_, Some(Err(_))) => return true,
                     (None, _) => Err(H1Error::Protocol("invalid content-length")),
                     (Some(n), Some(Ok(f))) if *f != n => Err(H1Error::Protocol("conflicting content-length")),
                     (Some(n), _) => Ok(n),
@@ -510,6 +519,7 @@ impl FramingFacts {
                 self.length = Some(next);
             }
         }
+        true
     }
 }
 
