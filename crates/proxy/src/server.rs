@@ -326,10 +326,8 @@ fn route(
     parts: &http::request::Parts,
     authority: Option<HeaderValue>,
 ) -> Result<Routed, Stop> {
-    let authority = authority
-        .filter(|v| !v.is_empty() && std::str::from_utf8(v.as_bytes()).is_ok())
-        .ok_or(LocalReply::MissingHost)?;
-    let host = std::str::from_utf8(authority.as_bytes()).unwrap_or_default();
+    let authority = authority.filter(|v| !v.is_empty()).ok_or(LocalReply::MissingHost)?;
+    let host = std::str::from_utf8(authority.as_bytes()).map_err(|_| LocalReply::MissingHost)?;
     // CONNECT needs a connect matcher, which Istio HTTP routes do not have.
     if parts.method == Method::CONNECT {
         return Err(LocalReply::NoRoute.into());
@@ -568,7 +566,10 @@ async fn forward(
         parts.uri = uri.map_err(|_| LocalReply::InvalidAuthority)?;
         parts.version = Version::HTTP_2;
     } else {
-        parts.headers.insert(header::HOST, upstream_authority);
+        // Most often it is the client's `Host` as it came: nothing to replace.
+        if parts.headers.get(header::HOST).map(HeaderValue::as_bytes) != Some(upstream_authority.as_bytes()) {
+            parts.headers.insert(header::HOST, upstream_authority);
+        }
         parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
     }

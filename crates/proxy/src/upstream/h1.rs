@@ -158,14 +158,16 @@ fn encode_head(parts: &http::request::Parts, body: &UpstreamBody) -> (Vec<u8>, b
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_length = false;
     for (name, value) in &parts.headers {
+        has_length |= name == CONTENT_LENGTH;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     let mut chunked = false;
-    if !parts.headers.contains_key(CONTENT_LENGTH) {
+    if !has_length {
         match body.size_hint().exact() {
             // As hyper and Envoy: a body-less request says so only where a body is expected.
             Some(0) => {
