@@ -197,6 +197,15 @@ enum Stop {
     Answer(Box<LocalAnswer>),
 }
 
+impl Stop {
+    fn into_response(self, log: Box<RequestGuard>) -> Response<ProxyBody> {
+        match self {
+            Stop::Reply(r) => r.into_response(log),
+            Stop::Answer(a) => a.into_response(log),
+        }
+    }
+}
+
 impl From<LocalReply> for Stop {
     fn from(r: LocalReply) -> Stop {
         Stop::Reply(r)
@@ -256,16 +265,20 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
     }
     let vars =
         VarsBase { peer: conn.peer, local: conn.local, start: log.record.start_time, protocol: log.record.protocol };
-    let forwarded = async {
-        let routed = route(shared, conn, &state, &parts, log.record.authority.clone())?;
-        log.record.route_name = routed.route.name.clone();
-        let cors = filters(shared, conn, &routed, &parts, &mut log, vars).await?;
-        forward(shared, conn, &state, routed, parts, body, cors, vars, &mut log, started).await
+    // The phases in sequence, not in an inner `async` block: its future was built and then
+    // moved into this one's state.
+    let routed = match route(shared, conn, &state, &parts, log.record.authority.clone()) {
+        Ok(r) => r,
+        Err(stop) => return stop.into_response(log),
     };
-    match forwarded.await {
+    log.record.route_name = routed.route.name.clone();
+    let cors = match filters(shared, conn, &routed, &parts, &mut log, vars).await {
+        Ok(c) => c,
+        Err(stop) => return stop.into_response(log),
+    };
+    match forward(shared, conn, &state, routed, parts, body, cors, vars, &mut log, started).await {
         Ok(f) => respond(f, conn, vars, log),
-        Err(Stop::Reply(r)) => r.into_response(log),
-        Err(Stop::Answer(a)) => a.into_response(log),
+        Err(stop) => stop.into_response(log),
     }
 }
 
@@ -566,8 +579,10 @@ async fn forward(
         parts.uri = uri.map_err(|_| LocalReply::InvalidAuthority)?;
         parts.version = Version::HTTP_2;
     } else {
-        // Most often it is the client's `Host` as it came: nothing to replace.
-        if parts.headers.get(header::HOST).map(HeaderValue::as_bytes) != Some(upstream_authority.as_bytes()) {
+        // From an HTTP/1 client, most often it is its `Host` as it came: nothing to replace.
+        let kept = parts.version != Version::HTTP_2
+            && parts.headers.get(header::HOST).map(HeaderValue::as_bytes) == Some(upstream_authority.as_bytes());
+        if !kept {
             parts.headers.insert(header::HOST, upstream_authority);
         }
         parts.uri = Uri::from(path_and_query);
