@@ -42,8 +42,12 @@ pub fn normalize(path: &str, mode: PathNormalization) -> Result<Cow<'_, str>, In
     if b.first() != Some(&b'/') {
         return Err(InvalidPath);
     }
+    if mode == PathNormalization::None {
+        // Istio refuses `%00` whatever the normalization.
+        return if b.windows(3).any(|w| w == b"%00") { Err(InvalidPath) } else { Ok(Cow::Borrowed(path)) };
+    }
     let merge_slashes = matches!(mode, PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes);
-    if mode == PathNormalization::None || is_normal(b, merge_slashes) {
+    if is_normal(b, merge_slashes) {
         return Ok(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(b, mode == PathNormalization::DecodeAndMergeSlashes)?;
@@ -200,6 +204,7 @@ mod tests {
         use PathNormalization::*;
         let p = "/a//b/%2e%2e/c%2Fd%5cE\\f";
         assert_eq!(with(None, p), p, "NONE leaves it alone");
+        assert_eq!(with(None, "/a%00b"), "<invalid>", "but %00 is refused in every mode");
         assert_eq!(with(Base, p), "/a//c%2Fd%5CE/f");
         assert_eq!(with(MergeSlashes, p), "/a/c%2Fd%5CE/f");
         assert_eq!(with(DecodeAndMergeSlashes, p), "/a/c/d/E/f");
