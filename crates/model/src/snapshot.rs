@@ -326,6 +326,8 @@ impl RetryOn {
     pub const GRPC_INTERNAL: RetryOn = RetryOn(1 << 10);
     pub const GRPC_RESOURCE_EXHAUSTED: RetryOn = RetryOn(1 << 11);
     pub const GRPC_UNAVAILABLE: RetryOn = RetryOn(1 << 12);
+    /// A response an upstream Envoy marked `x-envoy-ratelimited`.
+    pub const ENVOY_RATELIMITED: RetryOn = RetryOn(1 << 13);
 
     /// Every token Portico acts on, in Envoy's spelling.
     pub const TOKENS: &'static [(&'static str, RetryOn)] = &[
@@ -342,6 +344,7 @@ impl RetryOn {
         ("internal", Self::GRPC_INTERNAL),
         ("resource-exhausted", Self::GRPC_RESOURCE_EXHAUSTED),
         ("unavailable", Self::GRPC_UNAVAILABLE),
+        ("envoy-ratelimited", Self::ENVOY_RATELIMITED),
     ];
 
     /// The condition of one token (`None`: not a token Portico knows).

@@ -190,14 +190,20 @@ impl LocalReply {
     pub(crate) fn into_response(self, mut log: Box<RequestGuard>) -> Response<ProxyBody> {
         log.flag(self.flags());
         log.record.details = self.details();
-        if let LocalReply::GrpcFaultAbort(code) = self {
-            return grpc_reply(code, self.body(), log);
+        let mut resp = if let LocalReply::GrpcFaultAbort(code) = self {
+            grpc_reply(code, self.body(), log)
+        } else if log.record.grpc {
+            grpc_reply(grpc_status_for(self.status()), self.body(), log)
+        } else {
+            log.record.status = self.status().as_u16();
+            text_reply(self.status(), Bytes::from_static(self.body().as_bytes()), log)
+        };
+        // Envoy marks a request a circuit breaker dropped, so that a caller (or a proxy in
+        // front) does not retry it at once.
+        if self == LocalReply::Overflow {
+            resp.headers_mut().insert(crate::headers::X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
         }
-        if log.record.grpc {
-            return grpc_reply(grpc_status_for(self.status()), self.body(), log);
-        }
-        log.record.status = self.status().as_u16();
-        text_reply(self.status(), Bytes::from_static(self.body().as_bytes()), log)
+        resp
     }
 }
 

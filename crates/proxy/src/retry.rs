@@ -36,8 +36,24 @@ use tokio::sync::oneshot;
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
 const BACKOFF_MAX: Duration = Duration::from_millis(250);
 
-/// Whether a response asks for a retry under `on`.
+/// Whether a response asks for a retry under `on`. As Envoy: never one an upstream marked
+/// `x-envoy-overloaded`; one marked `x-envoy-ratelimited` only under `envoy-ratelimited`,
+/// whatever its status. Both are looked for only when they could change the answer.
 fn retry_on_status(on: RetryOn, status: StatusCode, headers: &HeaderMap, codes: &[u16]) -> bool {
+    let wanted = retry_on_status_alone(on, status, headers, codes);
+    if !wanted && !on.contains(RetryOn::ENVOY_RATELIMITED) {
+        return false;
+    }
+    if headers.contains_key(&crate::headers::X_ENVOY_OVERLOADED) {
+        return false;
+    }
+    if headers.contains_key(&crate::headers::X_ENVOY_RATELIMITED) {
+        return on.contains(RetryOn::ENVOY_RATELIMITED);
+    }
+    wanted
+}
+
+fn retry_on_status_alone(on: RetryOn, status: StatusCode, headers: &HeaderMap, codes: &[u16]) -> bool {
     let s = status.as_u16();
     if (on.contains(RetryOn::FIVE_XX) && s >= 500)
         || (on.contains(RetryOn::GATEWAY_ERROR) && (502..=504).contains(&s))

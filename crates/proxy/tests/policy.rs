@@ -659,6 +659,7 @@ async fn max_requests_overflow_is_503_uo_at_once() {
         let r = o.await.unwrap();
         assert_eq!(r.status, 503);
         assert!(r.text().ends_with("reset reason: overflow"), "{}", r.text());
+        assert_eq!(r.header("x-envoy-overloaded").as_deref(), Some("true"));
     }
     assert_eq!(be.hits.load(Ordering::SeqCst), 2);
     // Open the gate until both admitted requests are answered.

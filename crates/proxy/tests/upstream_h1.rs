@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use http_body_util::Full;
+use portico_model::snapshot::{RetryOn, RetryPolicy};
 use portico_proxy::{ProxyOptions, ResponseFlags};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -191,6 +192,36 @@ async fn hop_by_hop_response_headers_stay_on_the_upstream_connection() {
         assert_eq!(r.header(name), None, "HTTP/2: {name}");
     }
     assert_eq!(be.conns.load(Ordering::SeqCst), 1, "kept alive for both");
+}
+
+/// What an upstream Envoy says about a failure decides its retry, as in Envoy: a response
+/// marked `x-envoy-overloaded` is never retried; one marked `x-envoy-ratelimited` only under
+/// `envoy-ratelimited`, whatever its status.
+#[tokio::test]
+async fn an_upstream_envoys_marks_decide_retries() {
+    let cases: [(&str, &str, &str, usize); 4] = [
+        ("a plain 503 under 5xx", "503 Service Unavailable\r\n", "5xx", 3),
+        ("an overloaded 503 under 5xx", "503 Service Unavailable\r\nx-envoy-overloaded: true\r\n", "5xx", 1),
+        (
+            "a rate-limited 429 under envoy-ratelimited",
+            "429 Too Many Requests\r\nx-envoy-ratelimited: true\r\n",
+            "envoy-ratelimited",
+            3,
+        ),
+        ("a rate-limited 503 under 5xx", "503 Service Unavailable\r\nx-envoy-ratelimited: true\r\n", "5xx", 1),
+    ];
+    for (name, head, on, tries) in cases {
+        let answer = format!("HTTP/1.1 {head}content-length: 0\r\n\r\n");
+        let be = scripted(answer.into_bytes(), After::KeepAlive).await;
+        let mut r = route(vec![], forward("c"));
+        let retry_on = RetryOn::token(on).expect("a known token");
+        r.retry = RetryPolicy { attempts: 2, per_try_timeout: None, retry_on, retriable_status_codes: vec![] };
+        let snap = snapshot(vec![listener(80, vec![vhost("*", vec![r])])], vec![cluster("c", &[be.addr])]);
+        let (_proxy, addr) = start(snap).await;
+        let status = H1::connect(addr).await.get("h", "/").await.status;
+        assert!(status == 503 || status == 429, "{name}: {status}");
+        assert_eq!(be.requests.load(Ordering::SeqCst), tries, "{name}: tries");
+    }
 }
 
 #[tokio::test]
