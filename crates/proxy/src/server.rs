@@ -497,21 +497,11 @@ async fn forward(
     let original_path = match (&rewritten, &routed.normalized) {
         (None, _) => None,
         (Some(_), None) => parts.uri.path_and_query().and_then(|pq| HeaderValue::from_str(pq.as_str()).ok()),
-        (Some(_), Some(p)) => HeaderValue::try_from(match parts.uri.query() {
-            Some(q) => format!("{p}?{q}"),
-            None => p.clone(),
-        })
-        .ok(),
+        (Some(_), Some(p)) => HeaderValue::try_from(with_query(p.clone(), parts.uri.query())).ok(),
     };
     let new_path_and_query = match rewritten.or_else(|| routed.normalized.take()) {
         None => None,
-        Some(p) => {
-            let pq = match parts.uri.query() {
-                Some(q) => format!("{p}?{q}"),
-                None => p,
-            };
-            Some(PathAndQuery::try_from(pq).map_err(|_| LocalReply::InvalidPath)?)
-        }
+        Some(p) => Some(PathAndQuery::try_from(with_query(p, parts.uri.query())).map_err(|_| LocalReply::InvalidPath)?),
     };
 
     let dest_index = wc.pick_index(shared.rng.below(wc.total_weight)).ok_or(LocalReply::NoCluster)?;
@@ -676,6 +666,14 @@ async fn forward(
         deadline,
         service_time: started.elapsed(),
     })
+}
+
+/// `path`, with `?query` when there is one.
+fn with_query(path: String, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    }
 }
 
 /// Phase 5: the upstream's response to the client — upgrade splice, response headers, and the
