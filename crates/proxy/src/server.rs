@@ -551,7 +551,8 @@ async fn forward(
     let set_by_rule = dest.headers.request.sets_authority() || route.headers.request.sets_authority();
     let upstream_authority = match route.rewrite.as_ref().and_then(|r| r.authority.as_deref()) {
         Some(a) => HeaderValue::from_str(a).map_err(|_| LocalReply::InvalidAuthorityRewrite)?,
-        None => match parts.headers.get(header::HOST).filter(|_| set_by_rule) {
+        // Looked up only when a rule may have set it (a lookup hashes the name).
+        None => match set_by_rule.then(|| parts.headers.get(header::HOST)).flatten() {
             Some(rule) => rule.clone(),
             None => routed.authority.clone(),
         },

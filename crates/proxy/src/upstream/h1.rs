@@ -79,11 +79,19 @@ impl AsyncWrite for Io {
     }
 }
 
+/// The most room a connection keeps for writing request heads between requests.
+const KEPT_HEAD_ROOM: usize = 4096;
+
 /// An HTTP/1.1 keep-alive connection to one endpoint.
 pub(crate) struct Conn {
     io: Io,
     /// Read but not yet consumed.
     buf: BytesMut,
+    /// Where a response head's header lines are noted before its bytes are frozen, kept from one
+    /// response to the next (an allocation per response otherwise).
+    spans: Vec<(HeaderName, usize, usize)>,
+    /// The request head being written, kept likewise (unless a large head made it large).
+    out: Vec<u8>,
     pub(crate) uses: u32,
     /// The connection's local address (`%UPSTREAM_LOCAL_ADDRESS%`).
     pub(crate) local: Option<SocketAddr>,
@@ -99,7 +107,17 @@ impl Conn {
     /// Boxed: a connection moves in and out of its pool and into response bodies.
     pub(crate) fn new(io: Io, local: Option<SocketAddr>, slot: Slot) -> Box<Conn> {
         let now = Instant::now();
-        Box::new(Conn { io, buf: BytesMut::new(), uses: 0, local, born: now, idle_since: now, _slot: slot })
+        Box::new(Conn {
+            io,
+            buf: BytesMut::new(),
+            spans: Vec::new(),
+            out: Vec::new(),
+            uses: 0,
+            local,
+            born: now,
+            idle_since: now,
+            _slot: slot,
+        })
     }
 
     /// Whether the upstream closed (or wrote unasked to) this idle connection. Only what tokio
@@ -151,9 +169,10 @@ pub(crate) struct Failed {
 }
 
 /// The request head, with the framing its body needs; `chunked` when its length is unknown.
-fn encode_head(parts: &http::request::Parts, body: &UpstreamBody) -> (Vec<u8>, bool) {
+fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body: &UpstreamBody) -> bool {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut out = Vec::with_capacity(256 + parts.headers.len() * 32);
+    out.clear();
+    out.reserve(256 + parts.headers.len() * 32);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -187,7 +206,7 @@ fn encode_head(parts: &http::request::Parts, body: &UpstreamBody) -> (Vec<u8>, b
         }
     }
     out.extend_from_slice(b"\r\n");
-    (out, chunked)
+    chunked
 }
 
 /// Send `req` on `conn` and read the response head. The response's body reads the rest and,
@@ -198,11 +217,11 @@ pub(crate) async fn send(
     mut body: UpstreamBody,
     home: Option<Recycle>,
 ) -> Result<Response<ResponseBody>, Failed> {
-    let (head, chunked) = encode_head(parts, &body);
+    let chunked = encode_head(&mut conn.out, parts, &body);
     conn.uses = conn.uses.saturating_add(1);
     let head_only = parts.method == Method::HEAD;
     let written = async {
-        conn.io.write_all(&head).await?;
+        conn.io.write_all(&conn.out).await?;
         if body.is_end_stream() {
             conn.io.flush().await?;
         }
@@ -212,7 +231,9 @@ pub(crate) async fn send(
         let error = SendError::H1(H1Error::Io(e));
         return Err(Failed { error, unsent: Some(body) });
     }
-    drop(head);
+    if conn.out.capacity() > KEPT_HEAD_ROOM {
+        conn.out = Vec::new();
+    }
     let fail = |e: H1Error| Failed { error: SendError::H1(e), unsent: None };
     // Streaming the body, an early response ends the upload (the connection is not reused).
     let mut reusable = true;
@@ -362,7 +383,7 @@ fn read_head(
 ) -> Poll<Result<(Response<()>, Framing), H1Error>> {
     loop {
         if !conn.buf.is_empty() {
-            match parse_head(&mut conn.buf, head_only, reusable)? {
+            match parse_head(&mut conn.buf, &mut conn.spans, head_only, reusable)? {
                 Some(Parsed::Interim) => continue,
                 Some(Parsed::Final(resp, framing)) => return Poll::Ready(Ok((resp, framing))),
                 None if conn.buf.len() > MAX_HEAD => {
@@ -385,10 +406,17 @@ enum Parsed {
     Final(Response<()>, Framing),
 }
 
-fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Result<Option<Parsed>, H1Error> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+fn parse_head(
+    buf: &mut BytesMut,
+    spans: &mut Vec<(HeaderName, usize, usize)>,
+    head_only: bool,
+    reusable: &mut bool,
+) -> Result<Option<Parsed>, H1Error> {
+    // Uninitialised slots, as hyper's own parse takes them: zeroing 100 of them per response
+    // cost more than the parse of a short head.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
             return Err(H1Error::Protocol("response headers too large"))
         }
@@ -413,9 +441,9 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Resul
     // and the ones that only concern this connection stay out of it.
     let base = buf.as_ptr() as usize;
     let mut framing_facts = FramingFacts::new(http10);
-    let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(parsed.headers.len());
+    spans.clear();
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Protocol("invalid header name"))?;
+        let name = header_name(h.name.as_bytes()).map_err(|_| H1Error::Protocol("invalid header name"))?;
         if framing_facts.see(&name, h.value) {
             let start = h.value.as_ptr() as usize - base;
             spans.push((name, start, start + h.value.len()));
@@ -426,7 +454,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Resul
     // which the request phase adds its own (`x-forwarded-*`, `x-request-id`, …): a map sized
     // only for this response made every next request grow its map (a rehash and a realloc).
     let mut headers = HeaderMap::with_capacity(spans.len().max(RESPONSE_MAP_ROOM));
-    for (name, start, end) in spans {
+    for (name, start, end) in spans.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| H1Error::Protocol("invalid header value"))?;
         headers.append(name, value);
@@ -454,6 +482,28 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, reusable: &mut bool) -> Resul
     *resp.version_mut() = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
     *resp.headers_mut() = headers;
     Ok(Some(Parsed::Final(resp, framing)))
+}
+
+/// A response header's name. Those most responses carry are matched as they are spelled on the
+/// wire (Title-Case from nginx, Apache and Node; lowercase from Go and Envoy) before
+/// `HeaderName::from_bytes` lowercases the name and looks it up (120 instructions a name).
+fn header_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    use http::header as h;
+    Ok(match raw {
+        b"Date" | b"date" => h::DATE,
+        b"Server" | b"server" => h::SERVER,
+        b"Content-Type" | b"content-type" => h::CONTENT_TYPE,
+        b"Content-Length" | b"content-length" => CONTENT_LENGTH,
+        b"Connection" | b"connection" => CONNECTION,
+        b"Transfer-Encoding" | b"transfer-encoding" => TRANSFER_ENCODING,
+        b"Cache-Control" | b"cache-control" => h::CACHE_CONTROL,
+        b"Content-Encoding" | b"content-encoding" => h::CONTENT_ENCODING,
+        b"ETag" | b"etag" => h::ETAG,
+        b"Last-Modified" | b"last-modified" => h::LAST_MODIFIED,
+        b"Vary" | b"vary" => h::VARY,
+        b"Set-Cookie" | b"set-cookie" => h::SET_COOKIE,
+        _ => return HeaderName::from_bytes(raw),
+    })
 }
 
 /// What a response head's `Connection`, `Transfer-Encoding` and `Content-Length` say about its
@@ -699,5 +749,37 @@ impl Body for ResponseBody {
             Framing::Done if self.trailers.is_none() => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_name;
+    use http::HeaderName;
+
+    #[test]
+    fn names_matched_as_spelled_are_the_names_from_bytes_gives() {
+        for raw in [
+            "Date",
+            "Server",
+            "Content-Type",
+            "Content-Length",
+            "Connection",
+            "Transfer-Encoding",
+            "Cache-Control",
+            "Content-Encoding",
+            "ETag",
+            "Last-Modified",
+            "Vary",
+            "Set-Cookie",
+        ] {
+            for spelled in [raw.to_string(), raw.to_ascii_lowercase(), raw.to_ascii_uppercase()] {
+                let general = HeaderName::from_bytes(spelled.as_bytes()).unwrap();
+                assert_eq!(header_name(spelled.as_bytes()).unwrap(), general, "{spelled}");
+            }
+        }
+        assert_eq!(header_name(b"X-Backend").unwrap().as_str(), "x-backend");
+        assert!(header_name(b"Bad Name").is_err());
+        assert!(header_name(b"").is_err());
     }
 }
