@@ -136,11 +136,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, present: Present) {
 /// Taken as the request arrives (as Envoy's connection manager does), so local replies are
 /// logged with one too.
 pub(crate) fn ensure_request_id(headers: &mut HeaderMap, client: &ClientIp, rng: &FastRng) -> HeaderValue {
-    match headers.get(&X_REQUEST_ID) {
-        Some(id) if !id.is_empty() && is_internal(client.addr) => id.clone(),
-        _ => {
+    // One lookup through the entry (a lookup hashes the name).
+    match headers.entry(X_REQUEST_ID.clone()) {
+        http::header::Entry::Occupied(o) if !o.get().is_empty() && is_internal(client.addr) => o.get().clone(),
+        http::header::Entry::Occupied(mut o) => {
             let id = new_request_id(rng);
-            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            o.insert(id.clone());
+            id
+        }
+        http::header::Entry::Vacant(v) => {
+            let id = new_request_id(rng);
+            v.insert(id.clone());
             id
         }
     }
@@ -232,12 +238,16 @@ fn is_internal(ip: IpAddr) -> bool {
 }
 
 fn append_xff(headers: &mut HeaderMap, ip: &HeaderValue) {
-    if !headers.contains_key(&X_FORWARDED_FOR) {
-        headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
-        return;
-    }
+    // One lookup through the entry (a lookup hashes the name).
+    let mut entry = match headers.entry(X_FORWARDED_FOR.clone()) {
+        http::header::Entry::Vacant(v) => {
+            v.insert(ip.clone());
+            return;
+        }
+        http::header::Entry::Occupied(o) => o,
+    };
     let mut value = String::new();
-    for v in headers.get_all(&X_FORWARDED_FOR) {
+    for v in entry.iter() {
         if let Ok(s) = std::str::from_utf8(v.as_bytes()) {
             let s = s.trim();
             if !s.is_empty() {
@@ -248,7 +258,7 @@ fn append_xff(headers: &mut HeaderMap, ip: &HeaderValue) {
     }
     value.push_str(ip.to_str().unwrap_or_default());
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        entry.insert(v);
     }
 }
 
