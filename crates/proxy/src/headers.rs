@@ -136,20 +136,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, present: Present) {
 /// Taken as the request arrives (as Envoy's connection manager does), so local replies are
 /// logged with one too.
 pub(crate) fn ensure_request_id(headers: &mut HeaderMap, client: &ClientIp, rng: &FastRng) -> HeaderValue {
+    use http::header::Entry;
     // One lookup through the entry (a lookup hashes the name).
-    match headers.entry(X_REQUEST_ID.clone()) {
-        http::header::Entry::Occupied(o) if !o.get().is_empty() && is_internal(client.addr) => o.get().clone(),
-        http::header::Entry::Occupied(mut o) => {
-            let id = new_request_id(rng);
-            o.insert(id.clone());
-            id
-        }
-        http::header::Entry::Vacant(v) => {
-            let id = new_request_id(rng);
-            v.insert(id.clone());
-            id
+    let entry = headers.entry(X_REQUEST_ID.clone());
+    if let Entry::Occupied(given) = &entry {
+        if !given.get().is_empty() && is_internal(client.addr) {
+            return given.get().clone();
         }
     }
+    let id = new_request_id(rng);
+    match entry {
+        Entry::Occupied(mut given) => drop(given.insert(id.clone())),
+        Entry::Vacant(absent) => drop(absent.insert(id.clone())),
+    }
+    id
 }
 
 /// Headers of a request going upstream; `present` was scanned from them as they are.
