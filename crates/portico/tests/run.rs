@@ -130,16 +130,26 @@ spec:
 }
 
 /// 50 reloads that flip the route while a client keeps sending: no request fails, both
-/// backends answer, and the listener is never rebound.
+/// backends answer, and the listener is never rebound. With two workers (tokio's multi-thread
+/// runtime) and with one (a current-thread runtime on a thread of its own).
 #[test]
 fn hot_reload_under_load_loses_nothing() {
+    reload_under_load("2");
+}
+
+#[test]
+fn hot_reload_under_load_loses_nothing_with_one_worker() {
+    reload_under_load("1");
+}
+
+fn reload_under_load(workers: &str) {
     let (pa, pb) = (free_port(), free_port());
     let _a = echo_backend(pa, "a");
     let _b = echo_backend(pb, "b");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.yaml");
     write(&file, &config(pa, pb, "a.backend"));
-    let gw = start_gateway(dir.path(), &[]);
+    let gw = start_gateway(dir.path(), &["--workers", workers]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
@@ -278,15 +288,24 @@ fn analyzer_findings_follow_the_served_config() {
 }
 
 /// SIGTERM: the slow in-flight request completes, new connections are refused, the process
-/// exits within the drain timeout.
+/// exits within the drain timeout. With two workers and with one, as above.
 #[test]
 fn sigterm_drains_in_flight_requests() {
+    sigterm_drains("2");
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_with_one_worker() {
+    sigterm_drains("1");
+}
+
+fn sigterm_drains(workers: &str) {
     let (pa, pb) = (free_port(), free_port());
     let _a = echo_backend(pa, "a");
     let _b = echo_backend(pb, "b");
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("app.yaml"), &config(pa, pb, "a.backend"));
-    let mut gw = start_gateway(dir.path(), &["--drain-timeout", "5s"]);
+    let mut gw = start_gateway(dir.path(), &["--drain-timeout", "5s", "--workers", workers]);
     let port = gw.http_port;
     let slow = std::thread::spawn(move || get(port, "app.example.com", "/?delay_ms=1500", &[]));
     std::thread::sleep(Duration::from_millis(300));

@@ -46,16 +46,19 @@ pub struct Gateway {
 }
 
 /// `BIN run --config CONFIG`, Gateway port 80 on a free local port, the admin server on another,
-/// two workers, then `extra`. Stdout (the access log) is piped when `piped`.
+/// two workers (unless `extra` says `--workers`), then `extra`. Stdout (the access log) is piped
+/// when `piped`.
 fn spawn(bin: &Path, config: &Path, extra: &[&str], stdout: Stdio) -> (Child, u16, u16) {
     let http_port = free_port();
     let admin_port = free_port();
+    let workers: &[&str] = if extra.contains(&"--workers") { &[] } else { &["--workers", "2"] };
     let child = Command::new(bin)
         .arg("run")
         .arg("--config")
         .arg(config)
         .args(["--bind", "127.0.0.1", "--port-map", &format!("80={http_port}")])
-        .args(["--admin", &format!("127.0.0.1:{admin_port}"), "--workers", "2"])
+        .args(["--admin", &format!("127.0.0.1:{admin_port}")])
+        .args(workers)
         .args(extra)
         .env("PORTICO_LOG", "warn")
         .stdout(stdout)
