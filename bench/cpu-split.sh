@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Where a proxied HTTP/1.1 request's CPU goes, Portico beside nginx as a proxy: user and system
+# Where a proxied request's CPU goes, Portico beside the best peer as a proxy: user and system
 # time of the proxy per request (from /proc), its socket calls per request (perf tracepoints,
 # when perf is there) and the TCP segments and bytes per request (nstat, when it is there).
-# Each proxy runs one worker on core 1; nginx as the origin and wrk -c64 share core 0.
+# Each proxy runs one worker on core 1; nginx as the origin and the load share core 0.
+#   h1:  HTTP/1.1 keep-alive, wrk -c64, beside nginx;
+#   h2c: HTTP/2 prior knowledge, h2load -c8 -m8 (as the harness), beside HAProxy.
 #
-# usage: bench/cpu-split.sh PORTICO_BIN [SECONDS]     (default 8 s per proxy)
+# usage: bench/cpu-split.sh PORTICO_BIN [SECONDS] [h1|h2c]     (default 8 s per proxy, h1)
 # Only 127.0.0.1 is contacted; only processes started here are stopped.
 set -uo pipefail
-BIN=$(realpath "$1"); DUR=${2:-8}
-for tool in nginx:nginx wrk:wrk; do
+BIN=$(realpath "$1"); DUR=${2:-8}; MODE=${3:-h1}
+for tool in nginx:nginx wrk:wrk haproxy:haproxy h2load:nghttp2-client; do
   command -v "${tool%%:*}" >/dev/null 2>&1 ||
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}" >/dev/null; }
 done
@@ -56,6 +58,31 @@ spec:
   ports: [{number: 80, name: http, protocol: HTTP}]
   endpoints: [{address: 127.0.0.1, ports: {http: $ORIGIN}}]
 YAML
+cat > "$W/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$NGINX proto h2
+  default_backend be
+backend be
+  server s1 127.0.0.1:$ORIGIN maxconn 9000
+CONF
+# load SECONDS PORT: prints requests per second.
+load() {
+  if [ "$MODE" = h2c ]; then
+    taskset -c 0 h2load -t1 -c8 -m8 -D "$1" "http://127.0.0.1:$2/" | awk '/^finished in/ {print $4}'
+  else
+    taskset -c 0 wrk -t1 -c64 -d"$1s" "http://127.0.0.1:$2/" | awk '/^Requests\/sec/ {print $2}'
+  fi
+}
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; }
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk "{print \$$FIELD}" "/proc/$p/stat"))); done; echo $t; }
 
@@ -63,16 +90,16 @@ cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk "{print \$$FIELD}" "/p
 measure() {
   local name=$1 port=$3 procs
   procs="$2 $(pgrep -P "$2" | tr '\n' ' ')"
-  taskset -c 0 wrk -t1 -c64 -d3s "http://127.0.0.1:$port/" >/dev/null
+  load 3 "$port" >/dev/null
   local u0 s0 u1 s1 req perf_pid=""
   u0=$(FIELD=14 cpu_ticks $procs); s0=$(FIELD=15 cpu_ticks $procs)
   if command -v perf >/dev/null; then
-    perf stat -x, -o "$W/perf.$name" -p "$(echo $procs | tr ' ' ',')" -e raw_syscalls:sys_enter \
+    perf stat -x, -o "$W/perf.$name" -p "$(echo $procs | tr ' ' ',')" -e raw_syscalls:sys_enter -e sched:sched_waking -e ipi:ipi_send_cpu \
       -e syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait \
       2>/dev/null & perf_pid=$!
   fi
   command -v nstat >/dev/null && nstat -n
-  req=$(taskset -c 0 wrk -t1 -c64 -d"${DUR}s" "http://127.0.0.1:$port/" | awk '/^Requests\/sec/ {print $2}')
+  req=$(load "$DUR" "$port")
   [ -n "$perf_pid" ] && { kill -INT "$perf_pid"; wait "$perf_pid"; }
   command -v nstat >/dev/null && nstat > "$W/nstat.$name"
   u1=$(FIELD=14 cpu_ticks $procs); s1=$(FIELD=15 cpu_ticks $procs)
@@ -102,9 +129,15 @@ PY
 
 taskset -c 0 nginx -c "$W/origin.conf" -p "$W" & pids+=($!)
 wait_port $ORIGIN
-taskset -c 1 nginx -c "$W/proxy.conf" -p "$W" & NP=$!; pids+=($NP)
-wait_port $NGINX
-measure nginx $NP $NGINX
+if [ "$MODE" = h2c ]; then
+  taskset -c 1 haproxy -db -f "$W/haproxy.cfg" & NP=$!; pids+=($NP)
+  wait_port $NGINX
+  measure haproxy $NP $NGINX
+else
+  taskset -c 1 nginx -c "$W/proxy.conf" -p "$W" & NP=$!; pids+=($NP)
+  wait_port $NGINX
+  measure nginx $NP $NGINX
+fi
 kill $NP
 PORTICO_LOG=error taskset -c 1 "$BIN" run --config "$W/config" --bind 127.0.0.1 --admin 127.0.0.1:$ADMIN \
   --workers 1 --access-log off & PP=$!; pids+=($PP)
