@@ -4,9 +4,12 @@
 # when perf is there) and the TCP segments and bytes per request (nstat, when it is there).
 # Each proxy runs one worker on core 1; nginx as the origin and the load share core 0.
 #   h1:  HTTP/1.1 keep-alive, wrk -c64, beside nginx;
-#   h2c: HTTP/2 prior knowledge, h2load -c8 -m8 (as the harness), beside HAProxy.
+#   h2c: HTTP/2 prior knowledge, h2load -c8 -m8 (as the harness), beside HAProxy;
+#   tcp: the h1 load relayed as bytes (an L4 TCP route), beside HAProxy in tcp mode.
 #
-# usage: bench/cpu-split.sh PORTICO_BIN [SECONDS] [h1|h2c]     (default 8 s per proxy, h1)
+# usage: bench/cpu-split.sh PORTICO_BIN [SECONDS] [h1|h2c|tcp]     (default 8 s per proxy, h1)
+#        PEER=h2o runs h2o (the harness's best h2c peer) instead of HAProxy for h2c;
+#        H2LOAD_EXTRA adds h2load options (the harness's are "--log-file=FILE --warm-up-time 1").
 # Only 127.0.0.1 is contacted; only processes started here are stopped.
 set -uo pipefail
 BIN=$(realpath "$1"); DUR=${2:-8}; MODE=${3:-h1}
@@ -33,13 +36,16 @@ http { access_log off; keepalive_requests 100000000; client_body_temp_path $W; p
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
 mkdir -p "$W/config"
+PROTO=HTTP; ROUTE=http; HAPROXY_MODE=http; BIND="proto h2"
+[ "$MODE" = h2c ] && PROTO=HTTP2
+[ "$MODE" = tcp ] && { PROTO=TCP; ROUTE=tcp; HAPROXY_MODE=tcp; BIND=""; }
 cat > "$W/config/split.yaml" <<YAML
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: split, namespace: istio-system}
 spec:
   selector: {istio: ingressgateway}
-  servers: [{port: {number: $PORTICO, name: http, protocol: HTTP}, hosts: ["*"]}]
+  servers: [{port: {number: $PORTICO, name: port, protocol: $PROTO}, hosts: ["*"]}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -47,7 +53,7 @@ metadata: {name: split, namespace: default}
 spec:
   hosts: ["*"]
   gateways: [istio-system/split]
-  http: [{route: [{destination: {host: origin.split}}]}]
+  $ROUTE: [{route: [{destination: {host: origin.split, port: {number: 80}}}]}]
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -63,22 +69,32 @@ global
   nbthread 1
   maxconn 9000
 defaults
-  mode http
+  mode $HAPROXY_MODE
   timeout connect 5s
   timeout client 300s
   timeout server 300s
   option http-keep-alive
   http-reuse always
 frontend fe
-  bind 127.0.0.1:$NGINX proto h2
+  bind 127.0.0.1:$NGINX $BIND
   default_backend be
 backend be
   server s1 127.0.0.1:$ORIGIN maxconn 9000
 CONF
+cat > "$W/h2o.conf" <<CONF
+num-threads: 1
+listen: {host: 127.0.0.1, port: $NGINX}
+hosts:
+  default:
+    paths:
+      /:
+        proxy.reverse.url: http://127.0.0.1:$ORIGIN/
+        proxy.timeout.keepalive: 300000
+CONF
 # load SECONDS PORT: prints requests per second.
 load() {
   if [ "$MODE" = h2c ]; then
-    taskset -c 0 h2load -t1 -c8 -m8 -D "$1" "http://127.0.0.1:$2/" | awk '/^finished in/ {print $4}'
+    taskset -c 0 h2load -t1 -c8 -m8 -D "$1" ${H2LOAD_EXTRA:-} "http://127.0.0.1:$2/" | awk '/^finished in/ {print $4}'
   else
     taskset -c 0 wrk -t1 -c64 -d"$1s" "http://127.0.0.1:$2/" | awk '/^Requests\/sec/ {print $2}'
   fi
@@ -129,7 +145,11 @@ PY
 
 taskset -c 0 nginx -c "$W/origin.conf" -p "$W" & pids+=($!)
 wait_port $ORIGIN
-if [ "$MODE" = h2c ]; then
+if [ "$MODE" = h2c ] && [ "${PEER:-}" = h2o ]; then
+  taskset -c 1 h2o -c "$W/h2o.conf" & NP=$!; pids+=($NP)
+  wait_port $NGINX
+  measure h2o $NP $NGINX
+elif [ "$MODE" != h1 ]; then
   taskset -c 1 haproxy -db -f "$W/haproxy.cfg" & NP=$!; pids+=($NP)
   wait_port $NGINX
   measure haproxy $NP $NGINX
