@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
@@ -58,13 +58,6 @@ pub(crate) struct Requests {
     /// The guard's reader, woken when the last request in flight is answered: hyper is then
     /// already waiting on a read, and only the guard's timers can park the connection.
     idle_waker: AtomicWaker,
-    /// The guard's reader asked for that wake-up.
-    watching: AtomicBool,
-    /// The connection's task is polling hyper ([`Settling`]).
-    in_poll: AtomicBool,
-    /// The last request was answered during that poll and the guard's reader has not looked
-    /// since.
-    unseen: AtomicBool,
 }
 
 impl Requests {
@@ -80,72 +73,6 @@ impl Requests {
     /// Wake `waker` when the requests in flight are answered.
     pub(crate) fn wake_when_settled(&self, waker: &std::task::Waker) {
         self.idle_waker.register(waker);
-        self.watching.store(true, Ordering::SeqCst);
-    }
-
-    /// The guard's reader is looking at the requests in flight (called before it does).
-    pub(crate) fn seen(&self) {
-        if self.unseen.load(Ordering::Relaxed) {
-            self.unseen.store(false, Ordering::SeqCst);
-        }
-    }
-
-    /// The last request in flight was answered.
-    fn on_settled(&self) {
-        if !self.watching.swap(false, Ordering::SeqCst) {
-            return;
-        }
-        // Answered inside the task's own poll of hyper (hyper drops the body as it writes the
-        // end of it): [`Settling`] polls hyper once more before that poll ends, and the guard's
-        // reader looks then. A wake-up would cost one more pass through the task per request.
-        if self.in_poll.load(Ordering::SeqCst) {
-            self.unseen.store(true, Ordering::SeqCst);
-            // The poll may have ended meanwhile (only if another thread answered): then one of
-            // the two sides wakes the task.
-            if self.in_poll.load(Ordering::SeqCst) || !self.unseen.swap(false, Ordering::SeqCst) {
-                return;
-            }
-        }
-        self.idle_waker.wake();
-    }
-}
-
-/// An HTTP/1 connection polled with its [`Requests`] told so: a request answered inside the poll
-/// wakes the task only if the guard's reader did not look again before the poll ended.
-pub(crate) struct Settling<'a, C> {
-    conn: Pin<&'a mut C>,
-    requests: &'a Requests,
-}
-
-impl<'a, C> Settling<'a, C> {
-    pub(crate) fn new(conn: Pin<&'a mut C>, requests: &'a Requests) -> Self {
-        Settling { conn, requests }
-    }
-}
-
-impl<C: Graceful> Future for Settling<'_, C> {
-    type Output = C::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<C::Output> {
-        self.requests.in_poll.store(true, Ordering::SeqCst);
-        let mut out = self.conn.as_mut().poll(cx);
-        if out.is_pending() && self.requests.unseen.load(Ordering::SeqCst) {
-            // hyper wrote the last answer and went no further: polled once more now, it reads
-            // (finds nothing) and the guard's reader looks at the settled connection, with no
-            // wake-up and no second pass through the task.
-            out = self.conn.as_mut().poll(cx);
-        }
-        self.requests.in_poll.store(false, Ordering::SeqCst);
-        if self.requests.unseen.swap(false, Ordering::SeqCst) && out.is_pending() {
-            cx.waker().wake_by_ref();
-        }
-        out
-    }
-}
-
-impl<C: Graceful> Graceful for Settling<'_, C> {
-    fn begin_graceful_shutdown(mut self: Pin<&mut Self>) {
-        self.conn.as_mut().begin_graceful_shutdown();
     }
 }
 
@@ -157,7 +84,7 @@ impl Drop for Answered {
         let r = &self.0.requests;
         r.answered.fetch_add(1, Ordering::Relaxed);
         if r.settled() {
-            r.on_settled();
+            r.idle_waker.wake();
         }
     }
 }

@@ -1280,9 +1280,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     /// Poll the idle timers after an operation returned `Pending`: `Err` once the connection must
     /// be closed outright.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if let Some(c) = &self.conn {
-            c.requests.seen();
-        }
         let owes = self.write_blocked || self.framer.as_ref().is_some_and(Framer::in_body);
         loop {
             let head_due = (self.head_wait)
@@ -1605,11 +1602,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
         }
     }
 
-    fn after_write<B: std::ops::Deref<Target = [u8]>>(
+    fn after_write(
         &mut self,
         cx: &mut Context<'_>,
         res: Poll<io::Result<usize>>,
-        bufs: &[B],
+        bufs: &[&[u8]],
     ) -> Poll<io::Result<usize>> {
         match res {
             Poll::Ready(Ok(n)) => {
@@ -1689,7 +1686,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<
             this.before_write(first);
         }
         let res = inner!(this, Poll::Ready(Err(gone()))).poll_write_vectored(cx, bufs);
-        this.after_write(cx, res, bufs)
+        let slices: Vec<&[u8]> = if this.h2.is_some() { bufs.iter().map(|b| &b[..]).collect() } else { Vec::new() };
+        this.after_write(cx, res, &slices)
     }
 
     fn is_write_vectored(&self) -> bool {

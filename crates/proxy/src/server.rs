@@ -14,7 +14,7 @@
 //! plain or TLS, HTTP/1 or h2.
 
 use crate::body::{ProxyBody, UpstreamBody};
-use crate::downstream::{drive_until, until, Answered, ConnInfo, Phase, Settling};
+use crate::downstream::{drive_until, until, Answered, ConnInfo, Phase};
 use crate::guard::{Guarded, H2Limits};
 use crate::headers;
 use crate::io::IntoSocket;
@@ -88,8 +88,7 @@ where
         // hyper's state.
         let parts = {
             let mut conn = Box::new(shared.h1.serve_connection(TokioIo::new(io), svc.clone()).with_upgrades());
-            let mut settling = Settling::new(Pin::new(&mut *conn), &svc.conn.requests);
-            Box::pin(drive_until(Pin::new(&mut settling), &mut phase, Some(&stop))).await;
+            Box::pin(drive_until(Pin::new(&mut *conn), &mut phase, Some(&stop))).await;
             conn.into_parts()
         };
         // Upgraded (a tunnel now) or closed: done. Parked by the guard (idle between requests):
