@@ -1,7 +1,6 @@
 //! `portico run`: load, compile, serve; watch the config and reload; admin server; drain.
 //!
-//! Threads: the data plane runs on its own runtime (`--workers`: one is a current-thread runtime
-//! on a thread of its own, more a multi-thread runtime); config work and
+//! Threads: the data plane runs on its own multi-thread runtime (`--workers`); config work and
 //! the admin server run on a separate single-thread runtime, so a compile or a metrics scrape
 //! never takes request time.
 
@@ -196,57 +195,14 @@ fn watch(paths: &[PathBuf], tx: mpsc::UnboundedSender<()>) -> Result<notify::Rec
     Ok(watcher)
 }
 
-/// The data-plane runtime. With one worker it is a current-thread runtime driven by a thread of
-/// its own: every task then runs on that thread, and the work-stealing scheduler (its queues,
-/// its atomics, its searching for work before it sleeps) is not on the request path. With more
-/// workers, tokio's multi-thread runtime.
-struct DataPlane {
-    rt: Arc<tokio::runtime::Runtime>,
-    driver: Option<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)>,
-}
-
-impl DataPlane {
-    fn start(workers: usize) -> std::io::Result<DataPlane> {
-        if workers > 1 {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .thread_name("portico-worker")
-                .enable_all()
-                .build()?;
-            return Ok(DataPlane { rt: Arc::new(rt), driver: None });
-        }
-        let rt = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build()?);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let driven = rt.clone();
-        let thread = std::thread::Builder::new().name("portico-worker".into()).spawn(move || {
-            let _ = driven.block_on(stopped);
-        })?;
-        Ok(DataPlane { rt, driver: Some((stop, thread)) })
-    }
-
-    fn handle(&self) -> tokio::runtime::Handle {
-        self.rt.handle().clone()
-    }
-
-    fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
-        self.rt.enter()
-    }
-
-    /// Stop the worker, then the runtime (tasks still running get `timeout` to notice).
-    fn shutdown(mut self, timeout: Duration) {
-        if let Some((stop, thread)) = self.driver.take() {
-            let _ = stop.send(());
-            let _ = thread.join();
-        }
-        if let Ok(rt) = Arc::try_unwrap(self.rt) {
-            rt.shutdown_timeout(timeout);
-        }
-    }
-}
-
 pub fn run(mut cfg: RunConfig) -> Result<()> {
     let mut log_control = std::mem::replace(&mut cfg.log_control, Box::new(|_| Err("unavailable".into())));
-    let dp = DataPlane::start(cfg.workers).context("cannot start the data-plane runtime")?;
+    let dp = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.workers.max(1))
+        .thread_name("portico-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the data-plane runtime")?;
     let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let telemetry = Telemetry::new(TelemetryConfig {
         metrics: MetricsConfig {
@@ -295,7 +251,7 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
         })
     };
     let state = state::shared();
-    let dp_handle = dp.handle();
+    let dp_handle = dp.handle().clone();
     let result = control.block_on(async {
         let kube = match &cfg.kubernetes {
             None => None,
@@ -375,7 +331,7 @@ pub fn run(mut cfg: RunConfig) -> Result<()> {
         let _ = dp_handle.spawn(async move { p.shutdown().await }).await;
         Ok(())
     });
-    dp.shutdown(Duration::from_millis(100));
+    dp.shutdown_timeout(Duration::from_millis(100));
     telemetry.access_log().flush(Duration::from_secs(1));
     result
 }

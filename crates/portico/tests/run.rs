@@ -130,8 +130,8 @@ spec:
 }
 
 /// 50 reloads that flip the route while a client keeps sending: no request fails, both
-/// backends answer, and the listener is never rebound. With two workers (tokio's multi-thread
-/// runtime) and with one (a current-thread runtime on a thread of its own).
+/// backends answer, and the listener is never rebound. With two workers and with one (how the
+/// benchmarks run it).
 #[test]
 fn hot_reload_under_load_loses_nothing() {
     reload_under_load("2");
