@@ -1,6 +1,7 @@
 //! `portico`: run the gateway, validate config, print routes (DESIGN.md §5).
 
 mod admin;
+mod alloc;
 mod convert;
 mod files;
 mod report;
@@ -491,7 +492,7 @@ fn convert_cmd(args: ConvertArgs) -> Result<ExitCode> {
 }
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::MiMalloc = alloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
