@@ -120,8 +120,8 @@ pub(crate) struct Attempts<'a> {
     pub(crate) hash: Option<u64>,
     pub(crate) upgrade: bool,
     pub(crate) received: Arc<AtomicU64>,
-    /// The request (its body is sent separately) — cloned for each retry.
-    pub(crate) parts: http::request::Parts,
+    /// The request (its body is sent separately), lent by the request's phase.
+    pub(crate) parts: &'a mut http::request::Parts,
     /// The request's circuit-breaker slot, kept with the final response.
     pub(crate) slot: Option<Slot>,
     /// A sampled request's trace: each try opens a client span and carries its context.
@@ -157,7 +157,6 @@ impl Attempts<'_> {
         let mut upstream_local = None;
         let mut _retry_slot: Option<Slot> = None;
         let mut body = Some(body);
-        let mut parts = parts;
         loop {
             let mut active = ActiveRequest::new(ep.clone());
             // Istio turns on Envoy's `include_request_attempt_count` for its virtual hosts.
@@ -168,7 +167,7 @@ impl Attempts<'_> {
                 tracer.start_try(t, &mut parts.headers, Some(ep.addr));
             }
             let try_body = body.take().unwrap_or_else(|| UpstreamBody::from_bytes(bytes::Bytes::new(), None));
-            let head = Head { parts: &mut parts, last: !retry_enabled };
+            let head = Head { parts: &mut *parts, last: !retry_enabled };
             // Pinned in place: the send future is not moved into a timeout wrapper.
             let outcome = {
                 let sent = ep.send(pool, head, try_body, upgrade);

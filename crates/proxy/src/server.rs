@@ -267,7 +267,7 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         VarsBase { peer: conn.peer, local: conn.local, start: log.record.start_time, protocol: log.record.protocol };
     // The phases in sequence, not in an inner `async` block: its future was built and then
     // moved into this one's state.
-    let routed = match route(shared, conn, &state, &parts, log.record.authority.clone()) {
+    let mut routed = match route(shared, conn, &state, &parts, log.record.authority.clone()) {
         Ok(r) => r,
         Err(stop) => return stop.into_response(log),
     };
@@ -276,7 +276,9 @@ async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Res
         Ok(c) => c,
         Err(stop) => return stop.into_response(log),
     };
-    match forward(shared, conn, &state, routed, parts, body, cors, vars, &mut log, started).await {
+    // The head and the routing decision are lent, not moved: an async fn's arguments are kept
+    // twice in its future (as taken, and as its locals) and copied from one to the other.
+    match forward(shared, conn, &state, &mut routed, &mut parts, body, cors, vars, &mut log, started).await {
         Ok(f) => respond(f, conn, vars, log),
         Err(stop) => stop.into_response(log),
     }
@@ -479,8 +481,8 @@ async fn forward(
     shared: &Shared,
     conn: &ConnInfo,
     state: &State,
-    mut routed: Routed,
-    mut parts: http::request::Parts,
+    routed: &mut Routed,
+    parts: &mut http::request::Parts,
     body: Incoming,
     cors: Option<HeaderMap>,
     vars: VarsBase,
@@ -508,7 +510,7 @@ async fn forward(
     let dest = wc.destinations.get(dest_index).ok_or(LocalReply::NoCluster)?;
     log.record.upstream_cluster = Some(dest.cluster.clone());
     let pool = state.upstreams.get(&dest.cluster).ok_or(LocalReply::NoCluster)?;
-    let (hash, set_cookie) = hash::request_key(&pool.def.lb, &parts, conn.peer, &shared.rng);
+    let (hash, set_cookie) = hash::request_key(&pool.def.lb, parts, conn.peer, &shared.rng);
     let endpoint = pool.pick(&shared.rng, hash, &[]).await.ok_or(LocalReply::NoHealthyUpstream)?;
     // `http2MaxRequests`: active requests to the cluster.
     let slot = pool.breaker.try_acquire(Resource::Request, &pool.def.limits).ok_or(LocalReply::Overflow)?;
@@ -608,7 +610,7 @@ async fn forward(
         UpstreamBody::new(body, received.clone())
     };
     if !mirrors.is_empty() {
-        mirror::spawn_all(mirrors, &parts, has_body, mirror_rx, route.timeout, &shared.rng);
+        mirror::spawn_all(mirrors, parts, has_body, mirror_rx, route.timeout, &shared.rng);
     }
 
     // Envoy reads `grpc-timeout` of gRPC requests only (`content-type: application/grpc…`).
