@@ -110,7 +110,7 @@ measure() {
   local u0 s0 u1 s1 req perf_pid=""
   u0=$(FIELD=14 cpu_ticks $procs); s0=$(FIELD=15 cpu_ticks $procs)
   if command -v perf >/dev/null; then
-    perf stat -x, -o "$W/perf.$name" -p "$(echo $procs | tr ' ' ',')" -e raw_syscalls:sys_enter -e sched:sched_waking -e ipi:ipi_send_cpu \
+    perf stat -x, -o "$W/perf.$name" -p "$(echo $procs | tr ' ' ',')" -e raw_syscalls:sys_enter -e context-switches -e sched:sched_waking -e ipi:ipi_send_cpu \
       -e syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait \
       2>/dev/null & perf_pid=$!
   fi

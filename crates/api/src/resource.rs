@@ -5,7 +5,6 @@ use crate::gateway_api::{GatewayClass, GrpcRoute, HttpRoute, KubeGateway, L4Rout
 use crate::istio::{DestinationRule, Gateway, ServiceEntry, VirtualService};
 use crate::k8s::{Ingress, ObjectMeta, Secret, Service};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -117,9 +116,52 @@ impl fmt::Display for Kind {
 
 /// Positions of the fields of one object, by path relative to the object root
 /// (`spec.http[0].route[1].weight`). Lets later stages point at the exact line.
+///
+/// Every object of every file has one, and it is read only when a finding is reported: the
+/// paths are kept end to end in one string, in document order, and looked up by a scan. (A map
+/// from each path to its position cost an allocation and a hash per field: a third of the
+/// instructions of loading 10,000 VirtualServices.)
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldIndex {
-    pub positions: HashMap<String, (u32, u32)>,
+    paths: String,
+    /// Per field: where its path ends in `paths`, and its line and column.
+    fields: Vec<(u32, u32, u32)>,
+}
+
+impl FieldIndex {
+    /// Record the position of `path`.
+    pub fn push(&mut self, path: &str, (line, col): (u32, u32)) {
+        self.paths.push_str(path);
+        self.fields.push((u32::try_from(self.paths.len()).unwrap_or(u32::MAX), line, col));
+    }
+
+    /// The position of exactly `path`.
+    pub fn get(&self, path: &str) -> Option<(u32, u32)> {
+        let mut start = 0usize;
+        for &(end, line, col) in &self.fields {
+            let end = end as usize;
+            if self.paths.get(start..end) == Some(path) {
+                return Some((line, col));
+            }
+            start = end;
+        }
+        None
+    }
+
+    /// Move every position `by` lines down (a document that starts further into its file).
+    pub fn shift_lines(&mut self, by: u32) {
+        for (_, line, _) in &mut self.fields {
+            *line = line.saturating_add(by);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
 }
 
 /// Where a resource came from.
@@ -137,7 +179,7 @@ impl Origin {
     pub fn locate(&self, path: &str) -> Location {
         let mut p = path;
         loop {
-            if let Some(&(line, col)) = self.fields.positions.get(p) {
+            if let Some((line, col)) = self.fields.get(p) {
                 return Location { file: self.file.clone(), line, col };
             }
             match p.rfind(['.', '[']) {
@@ -205,7 +247,9 @@ pub struct Resource {
     /// `metadata.namespace` is always filled: the loader applies the default namespace.
     pub meta: ObjectMeta,
     pub origin: Origin,
-    pub spec: Spec,
+    /// Shared: the file source keeps every document's last parse and hands the same objects to
+    /// each load, so a reload of a large file copies no spec it did not change.
+    pub spec: Arc<Spec>,
 }
 
 impl Resource {

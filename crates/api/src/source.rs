@@ -13,7 +13,6 @@ use crate::istio::{DestinationRule, Gateway, ServiceEntry, VirtualService};
 use crate::k8s::{Ingress, ObjectMeta, Secret};
 use crate::resource::{FieldIndex, Kind, Origin, Resource, Spec};
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use tree::{Node, Value};
@@ -237,12 +236,10 @@ impl Ctx<'_> {
         };
         let resource = format!("{kind}/{namespace}/{name}");
 
-        let mut fields = FieldIndex { positions: HashMap::new() };
-        index_fields(node, &mut String::new(), &mut fields.positions, &mut self.index_budget);
+        let mut fields = FieldIndex::default();
+        index_fields(node, &mut String::new(), &mut fields, &mut self.index_budget);
         if self.line_offset > 0 {
-            for (line, _) in fields.positions.values_mut() {
-                *line = line.saturating_add(self.line_offset);
-            }
+            fields.shift_lines(self.line_offset);
         }
         let origin = Origin {
             file: self.file.clone(),
@@ -322,7 +319,12 @@ impl Ctx<'_> {
             }
         };
         match spec {
-            Ok(spec) => self.out.resources.push(Resource { api_version: api_version.to_string(), meta, origin, spec }),
+            Ok(spec) => self.out.resources.push(Resource {
+                api_version: api_version.to_string(),
+                meta,
+                origin,
+                spec: Arc::new(spec),
+            }),
             Err(e) => self.decode_error(&origin, &resource, e),
         }
     }
@@ -397,7 +399,7 @@ fn backticked(s: &str) -> Vec<&str> {
 
 /// Records the position of every key (and sequence item) under `node`, by path, while
 /// `budget` (bytes of paths) lasts.
-fn index_fields(node: &Node, path: &mut String, out: &mut HashMap<String, (u32, u32)>, budget: &mut usize) {
+fn index_fields(node: &Node, path: &mut String, out: &mut FieldIndex, budget: &mut usize) {
     match &node.value {
         Value::Map(entries) => {
             for e in entries {
@@ -416,7 +418,7 @@ fn index_fields(node: &Node, path: &mut String, out: &mut HashMap<String, (u32, 
         Value::Seq(items) => {
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
-                let _ = write!(path, "[{i}]");
+                push_index(path, i);
                 if !record(path, (item.line, item.col), out, budget) {
                     return;
                 }
@@ -428,15 +430,32 @@ fn index_fields(node: &Node, path: &mut String, out: &mut HashMap<String, (u32, 
     }
 }
 
-fn record(path: &str, pos: (u32, u32), out: &mut HashMap<String, (u32, u32)>, budget: &mut usize) -> bool {
+fn record(path: &str, pos: (u32, u32), out: &mut FieldIndex, budget: &mut usize) -> bool {
     match budget.checked_sub(path.len()) {
         Some(left) => {
             *budget = left;
-            out.insert(path.to_string(), pos);
+            out.push(path, pos);
             true
         }
         None => false,
     }
+}
+
+/// `[i]` on `path`, without the formatting machinery (it runs for every sequence item).
+fn push_index(path: &mut String, mut i: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (i % 10) as u8;
+        i /= 10;
+        if i == 0 {
+            break;
+        }
+    }
+    path.push('[');
+    path.extend(digits[at..].iter().map(|&d| char::from(d)));
+    path.push(']');
 }
 
 /// The JSON value of a node. Mapping entries whose value is null are dropped, as Kubernetes

@@ -214,7 +214,7 @@ pub fn service_entry(
             status_conditions: Vec::new(),
         },
         origin: Origin { file, line: 0, col: 0, fields: Arc::new(FieldIndex::default()) },
-        spec: Spec::ServiceEntry(se),
+        spec: Arc::new(Spec::ServiceEntry(se)),
     })
 }
 
@@ -260,7 +260,7 @@ pub fn service_object(svc: &Service) -> Option<Resource> {
             col: 0,
             fields: Arc::new(FieldIndex::default()),
         },
-        spec: Spec::Service(object),
+        spec: Arc::new(Spec::Service(object)),
     })
 }
 
@@ -311,7 +311,7 @@ mod tests {
         pods.insert("default/r1".into(), BTreeMap::from([("version".into(), "v1".into())]));
         pods.insert("default/r4".into(), BTreeMap::from([("version".into(), "v2".into())]));
         let r = service_entry(&s, &[&sl], &pods, "cluster.local").unwrap();
-        let Spec::ServiceEntry(se) = &r.spec else { panic!() };
+        let Spec::ServiceEntry(se) = &*r.spec else { panic!() };
         assert_eq!(se.hosts, vec!["reviews.default.svc.cluster.local"]);
         assert_eq!(se.ports.len(), 1);
         assert_eq!(se.ports[0].protocol.as_deref(), Some("HTTP"));
@@ -347,7 +347,7 @@ mod tests {
             "spec": {"ports": [{"port": 80}]}
         }));
         let r = service_entry(&s, &[], &PodLabels::new(), "cluster.local").unwrap();
-        let Spec::ServiceEntry(se) = &r.spec else { panic!() };
+        let Spec::ServiceEntry(se) = &*r.spec else { panic!() };
         assert_eq!(se.export_to, vec![".", "b"]);
         assert_eq!(se.ports[0].name, "port-80", "an unnamed port gets a DNS-label name");
     }
@@ -359,7 +359,7 @@ mod tests {
             "spec": {"type": "ExternalName", "externalName": "api.example.com", "ports": [{"port": 443, "name": "https"}]}
         }));
         let r = service_entry(&s, &[], &PodLabels::new(), "cluster.local").unwrap();
-        let Spec::ServiceEntry(se) = &r.spec else { panic!() };
+        let Spec::ServiceEntry(se) = &*r.spec else { panic!() };
         assert_eq!(se.resolution, Some(Resolution::Dns));
         assert_eq!(se.endpoints[0].address.as_deref(), Some("api.example.com"));
     }
@@ -374,7 +374,7 @@ mod tests {
                 {"name": "plain", "port": 9000}]}
         }));
         let r = service_object(&s).unwrap();
-        let Spec::Service(o) = &r.spec else { panic!() };
+        let Spec::Service(o) = &*r.spec else { panic!() };
         assert_eq!(r.key(), "Service/istio-system/istio-ingressgateway");
         assert_eq!(o.selector.get("istio").map(String::as_str), Some("ingressgateway"));
         let targets: Vec<u32> = o.ports.iter().map(|p| p.target_number()).collect();

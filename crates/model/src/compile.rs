@@ -196,7 +196,7 @@ pub fn build<'a>(resources: &'a [Resource], opts: &'a Options) -> Built<'a> {
 
     let mut snapshot = Snapshot::default();
     for res in of_kind(Kind::Secret) {
-        if let Spec::Secret(s) = &res.spec {
+        if let Spec::Secret(s) = &*res.spec {
             snapshot
                 .secrets
                 .insert(format!("{}/{}", res.namespace(), res.name()), Arc::new(decode_secret(res, s, &mut diags)));
@@ -209,7 +209,7 @@ pub fn build<'a>(resources: &'a [Resource], opts: &'a Options) -> Built<'a> {
     // 3. Gateways this instance applies.
     let applied: Vec<(&Resource, &Gateway)> = gateways
         .iter()
-        .filter_map(|r| match &r.spec {
+        .filter_map(|r| match &*r.spec {
             Spec::Gateway(g) => Some((*r, g)),
             _ => None,
         })
@@ -240,7 +240,7 @@ pub fn build<'a>(resources: &'a [Resource], opts: &'a Options) -> Built<'a> {
 /// gateways is most likely a mistake and is warned; other hidden resources are meant for sidecars
 /// elsewhere and are dropped silently, as Istio does.
 fn exported_to_gateway(res: &Resource, gateway_ns: &str, diags: &mut Vec<Diagnostic>) -> bool {
-    let export_to = match &res.spec {
+    let export_to = match &*res.spec {
         Spec::VirtualService(vs) => &vs.export_to,
         Spec::DestinationRule(dr) => &dr.export_to,
         Spec::ServiceEntry(se) => &se.export_to,
@@ -249,7 +249,7 @@ fn exported_to_gateway(res: &Resource, gateway_ns: &str, diags: &mut Vec<Diagnos
     if exported_to(export_to, res.namespace(), gateway_ns) {
         return true;
     }
-    if let Spec::VirtualService(vs) = &res.spec {
+    if let Spec::VirtualService(vs) = &*res.spec {
         if vs.gateways.iter().any(|g| g != "mesh") {
             diags.push(Diagnostic::warning(
                 res.origin.locate("spec.exportTo"),
@@ -555,7 +555,7 @@ impl<'a> Builder<'a> {
         for s in &kept {
             let bound: Vec<(&'a Resource, &'a VirtualService)> = vss
                 .iter()
-                .filter_map(|r| match &r.spec {
+                .filter_map(|r| match &*r.spec {
                     Spec::VirtualService(vs) => Some((*r, vs)),
                     _ => None,
                 })

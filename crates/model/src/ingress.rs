@@ -31,7 +31,7 @@ pub fn translate(ingresses: &[&Resource], opts: &Options, diags: &mut Vec<Diagno
     ingresses.sort_by(|a, b| crate::compile::precedence(a, b));
     let mut by_host: Vec<HostRules<'_>> = Vec::new();
     for res in ingresses {
-        let Spec::Ingress(ing) = &res.spec else { continue };
+        let Spec::Ingress(ing) = &*res.spec else { continue };
         match class_of(res, ing).as_deref() {
             Some("istio") => {}
             None => {
@@ -76,7 +76,7 @@ fn synthetic(res: &Resource, namespace: &str, name: String, spec: Spec) -> Resou
         api_version: "networking.istio.io/v1".into(),
         meta: ObjectMeta { name, namespace: namespace.to_string(), ..Default::default() },
         origin: res.origin.clone(),
-        spec,
+        spec: std::sync::Arc::new(spec),
     }
 }
 

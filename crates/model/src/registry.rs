@@ -44,7 +44,7 @@ impl<'a> Registry<'a> {
     pub fn build(entries: &[&'a Resource], domain_suffix: &str) -> Registry<'a> {
         let mut services = BTreeMap::new();
         for res in entries {
-            let portico_api::Spec::ServiceEntry(se) = &res.spec else { continue };
+            let portico_api::Spec::ServiceEntry(se) = &*res.spec else { continue };
             for h in &se.hosts {
                 let host = host::resolve_short_name(h, res.namespace(), domain_suffix);
                 let service_ns = service_namespace(&host, domain_suffix).unwrap_or(res.namespace()).to_string();
@@ -98,7 +98,7 @@ pub fn find_destination_rule<'r>(
 ) -> Option<(&'r Resource, &'r DestinationRule)> {
     let mut best: Option<(usize, u8, &'r Resource, &'r DestinationRule)> = None;
     for res in drs {
-        let portico_api::Spec::DestinationRule(dr) = &res.spec else { continue };
+        let portico_api::Spec::DestinationRule(dr) = &*res.spec else { continue };
         let dr_host = host::resolve_short_name(&dr.host, res.namespace(), domain_suffix);
         if !host::matches(&dr_host, service_host) {
             continue;

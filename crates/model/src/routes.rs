@@ -230,7 +230,7 @@ fn compile_delegate(
     out: &mut Vec<Arc<Route>>,
 ) {
     let ns = d.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(ctx.vs_res.namespace());
-    let found = ctx.vss.iter().find_map(|res| match &res.spec {
+    let found = ctx.vss.iter().find_map(|res| match &*res.spec {
         portico_api::Spec::VirtualService(v) if res.namespace() == ns && res.name() == d.name => Some((*res, v)),
         _ => None,
     });

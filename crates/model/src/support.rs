@@ -23,7 +23,7 @@ impl Found<'_> {
 
 pub fn unsupported(res: &Resource) -> Vec<Diagnostic> {
     let mut f = Found { res, out: Vec::new() };
-    match &res.spec {
+    match &*res.spec {
         Spec::Gateway(g) => gateway(&mut f, g),
         Spec::VirtualService(vs) => virtual_service(&mut f, vs),
         Spec::DestinationRule(dr) => destination_rule(&mut f, dr),

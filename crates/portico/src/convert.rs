@@ -326,7 +326,7 @@ pub fn convert(resources: &[Resource], target: Target, domain_suffix: &str) -> O
     let mut mains: Vec<Parsed<'_>> = Vec::new();
     let mut canaries: Vec<Parsed<'_>> = Vec::new();
     for res in resources {
-        let Spec::Ingress(ing) = &res.spec else { continue };
+        let Spec::Ingress(ing) = &*res.spec else { continue };
         let n = read_annotations(res, &mut findings);
         let paths = paths(res, ing, &n, &mut findings);
         let p = Parsed { res, ing, n, paths };

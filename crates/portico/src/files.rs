@@ -40,20 +40,44 @@ impl Good {
     }
 }
 
-/// Parse `text` document by document. A document whose text and first line are what `prev`
-/// parsed is taken from it: a change to one object of a large file parses that object only.
-fn parse_file(name: &str, text: &str, default_namespace: &str, prev: Option<&Good>) -> Vec<Doc> {
+/// One document of a file about to be read again: the index of the last parse's document with
+/// the same text and first line, or its new parse.
+enum Part {
+    Same(usize),
+    New(Parsed),
+}
+
+/// Plan the parse of `text` document by document. A document whose text and first line are
+/// what `prev` parsed is taken from it: a change to one object of a large file parses that
+/// object only.
+fn parse_parts(name: &str, text: &str, default_namespace: &str, prev: Option<&Good>) -> Vec<(u32, Range<usize>, Part)> {
     let parts = portico_api::split_documents(text).unwrap_or_else(|| vec![(1, 0..text.len())]);
-    let known: HashMap<(u32, &str), &Parsed> = prev
-        .map(|g| g.docs.iter().map(|d| ((d.first_line, &g.text[d.bytes.clone()]), &d.parsed)).collect())
+    let known: HashMap<(u32, &str), usize> = prev
+        .map(|g| g.docs.iter().enumerate().map(|(i, d)| ((d.first_line, &g.text[d.bytes.clone()]), i)).collect())
         .unwrap_or_default();
     parts
         .into_iter()
         .map(|(first_line, bytes)| {
             let part = &text[bytes.clone()];
             let parsed = match known.get(&(first_line, part)) {
-                Some(p) => (*p).clone(),
-                None => portico_api::parse_document(name, part, first_line, text.len(), default_namespace),
+                Some(&i) => Part::Same(i),
+                None => Part::New(portico_api::parse_document(name, part, first_line, text.len(), default_namespace)),
+            };
+            (first_line, bytes, parsed)
+        })
+        .collect()
+}
+
+/// The planned documents, the unchanged ones moved out of `prev` rather than copied (each
+/// document of the last parse is the same as at most one of this one: their first lines differ).
+fn assemble(parts: Vec<(u32, Range<usize>, Part)>, prev: Option<Good>) -> Vec<Doc> {
+    let mut prev_docs = prev.map(|g| g.docs).unwrap_or_default();
+    parts
+        .into_iter()
+        .map(|(first_line, bytes, part)| {
+            let parsed = match part {
+                Part::New(p) => p,
+                Part::Same(i) => prev_docs.get_mut(i).map(|d| std::mem::take(&mut d.parsed)).unwrap_or_default(),
             };
             Doc { first_line, bytes, parsed }
         })
@@ -163,8 +187,11 @@ impl FileSource {
                 }
                 prev => prev,
             };
-            let docs = parse_file(&name, &text, &self.default_namespace, prev.as_ref());
-            let found = docs.iter().flat_map(|d| &d.parsed.diagnostics);
+            let parts = parse_parts(&name, &text, &self.default_namespace, prev.as_ref());
+            let found = parts.iter().flat_map(|(_, _, part)| match part {
+                Part::New(p) => p.diagnostics.as_slice(),
+                Part::Same(i) => prev.as_ref().and_then(|g| g.docs.get(*i)).map_or(&[][..], |d| &d.parsed.diagnostics),
+            });
             let syntax_failed = found.clone().any(|d| d.code == code::SYNTAX);
             diagnostics.extend(found.cloned());
             if syntax_failed {
@@ -176,6 +203,7 @@ impl FileSource {
                 }
                 continue;
             }
+            let docs = assemble(parts, prev);
             resources.extend(docs.iter().flat_map(|d| &d.parsed.resources).cloned());
             next_good.insert(f, Good { text, docs });
         }
@@ -216,7 +244,7 @@ mod tests {
         let hosts = |l: &Load| -> Vec<String> {
             l.resources
                 .iter()
-                .map(|r| match &r.spec {
+                .map(|r| match &*r.spec {
                     portico_api::Spec::VirtualService(v) => v.hosts.join(","),
                     _ => String::new(),
                 })
@@ -227,6 +255,10 @@ mod tests {
             .map(|i| Arc::ptr_eq(&first.resources[i].origin.fields, &second.resources[i].origin.fields))
             .collect();
         assert_eq!(reused, [true, false, true]);
+        // And the same spec, shared rather than copied into each load.
+        let shared: Vec<bool> =
+            (0..3).map(|i| Arc::ptr_eq(&first.resources[i].spec, &second.resources[i].spec)).collect();
+        assert_eq!(shared, [true, false, true]);
         assert_eq!(second.resources.iter().map(|r| r.origin.line).collect::<Vec<_>>(), [1, 8, 15]);
         // A syntax error in one document: the whole file keeps its last good version, and the
         // error is at its line in the file.

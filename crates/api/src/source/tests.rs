@@ -40,15 +40,18 @@ fn gateway_with_positions() {
     assert_eq!(r.key(), "Gateway/edge/gw");
     assert_eq!(r.api_version, "networking.istio.io/v1");
     assert_eq!((r.origin.line, r.origin.col), (1, 1));
-    let pos = &r.origin.fields.positions;
-    assert_eq!(pos.get("spec.servers[1].tls.mode"), Some(&(22, 7)));
-    assert_eq!(pos.get("spec.servers[1]"), Some(&(15, 5)));
-    assert_eq!(pos.get("spec.servers[0].hosts[0]"), Some(&(14, 13)));
-    assert_eq!(pos.get("metadata.name"), Some(&(4, 3)));
+    let pos = &r.origin.fields;
+    assert_eq!(pos.get("spec.servers[1].tls.mode"), Some((22, 7)));
+    assert_eq!(pos.get("spec.servers[1]"), Some((15, 5)));
+    assert_eq!(pos.get("spec.servers[0].hosts[0]"), Some((14, 13)));
+    assert_eq!(pos.get("metadata.name"), Some((4, 3)));
+    // A prefix of a recorded path is not that path.
+    assert_eq!(pos.get("spec.servers[1].tls.mod"), None);
+    assert_eq!(pos.get("spec.servers[10]"), None);
     // A path that is not there locates at its longest known prefix.
     let loc = r.origin.locate("spec.servers[1].tls.mode.nothing");
     assert_eq!((loc.line, loc.col), (22, 7));
-    let Spec::Gateway(gw) = &r.spec else { panic!("not a gateway") };
+    let Spec::Gateway(gw) = &*r.spec else { panic!("not a gateway") };
     assert_eq!(gw.servers.len(), 2);
     assert_eq!(gw.servers[1].port.as_ref().map(|p| p.number), Some(443));
     assert_eq!(gw.selector.get("istio").map(String::as_str), Some("ingressgateway"));
@@ -83,8 +86,8 @@ fn json_input() {
     assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
     let r = &p.resources[0];
     assert_eq!(r.key(), "VirtualService/default/vs");
-    assert_eq!(r.origin.fields.positions.get("spec.http[0].route[1].weight"), Some(&(9, 54)));
-    let Spec::VirtualService(vs) = &r.spec else { panic!("not a virtual service") };
+    assert_eq!(r.origin.fields.get("spec.http[0].route[1].weight"), Some((9, 54)));
+    let Spec::VirtualService(vs) = &*r.spec else { panic!("not a virtual service") };
     assert_eq!(vs.http[0].route[1].weight, Some(30));
 }
 
@@ -118,8 +121,8 @@ items:
     let dr = &p.resources[0];
     assert_eq!((dr.origin.line, dr.origin.col), (4, 3));
     // Paths are relative to the item.
-    assert_eq!(dr.origin.fields.positions.get("spec.subsets[0].name"), Some(&(11, 7)));
-    let Spec::Secret(secret) = &p.resources[1].spec else { panic!("not a secret") };
+    assert_eq!(dr.origin.fields.get("spec.subsets[0].name"), Some((11, 7)));
+    let Spec::Secret(secret) = &*p.resources[1].spec else { panic!("not a secret") };
     assert_eq!(secret.string_data.get("tls.crt").map(String::as_str), Some("abc"));
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
 }
@@ -211,7 +214,7 @@ fn default_namespace_and_missing_spec() {
     );
     assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
     assert_eq!(p.resources[0].key(), "ServiceEntry/apps/se");
-    assert_eq!(p.resources[0].spec, Spec::ServiceEntry(ServiceEntry::default()));
+    assert_eq!(*p.resources[0].spec, Spec::ServiceEntry(ServiceEntry::default()));
 }
 
 #[test]
@@ -326,7 +329,7 @@ spec:
 ";
     let p = parse(text);
     assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
-    let Spec::DestinationRule(dr) = &p.resources[0].spec else { panic!("not a destination rule") };
+    let Spec::DestinationRule(dr) = &*p.resources[0].spec else { panic!("not a destination rule") };
     assert_eq!(dr.subsets[0].traffic_policy, dr.traffic_policy);
     assert_eq!(dr.subsets[1].labels.get("version").map(String::as_str), Some("v2"));
     assert_eq!(dr.subsets[1].labels.len(), 2);
@@ -504,4 +507,13 @@ fn documents_parse_alone_as_in_their_stream() {
     // A directive belongs to the document after it: such a stream is not split.
     assert!(split_documents("%YAML 1.2\n---\na: 1\n").is_none());
     assert_eq!(split_documents("a: 1\n---x: 2\n").unwrap().len(), 1);
+}
+
+#[test]
+fn sequence_indexes_are_written_in_decimal() {
+    for i in [0usize, 7, 10, 99, 100, 4096, usize::MAX] {
+        let mut path = String::from("spec.http");
+        super::push_index(&mut path, i);
+        assert_eq!(path, format!("spec.http[{i}]"));
+    }
 }

@@ -25,7 +25,7 @@ fn unverified(tls: Option<&ClientTlsSettings>) -> Option<&'static str> {
 /// IST0128 (traffic policy) and IST0129 (port level), Istio's `CaCertificateAnalyzer`.
 pub(super) fn ca_certificates(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     for res in cx.of_kind(portico_api::Kind::DestinationRule) {
-        let Spec::DestinationRule(dr) = &res.spec else { continue };
+        let Spec::DestinationRule(dr) = &*res.spec else { continue };
         let Some(tp) = &dr.traffic_policy else { continue };
         if let Some(mode) = unverified(tp.tls.as_ref()) {
             out.push(Diagnostic::warning(
@@ -64,7 +64,7 @@ pub(super) fn ca_certificates(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
 /// `GetDestinationHost`), so the rule applies to nothing.
 pub(super) fn unknown_hosts(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     for res in cx.of_kind(portico_api::Kind::DestinationRule) {
-        let Spec::DestinationRule(dr) = &res.spec else { continue };
+        let Spec::DestinationRule(dr) = &*res.spec else { continue };
         if cx.service_entry(&dr.host, res.namespace()).is_some() {
             continue;
         }

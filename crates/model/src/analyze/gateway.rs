@@ -154,7 +154,7 @@ pub(super) fn ports_on_service(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     let services: Vec<&portico_api::k8s::Service> = cx
         .resources
         .iter()
-        .filter_map(|r| match &r.spec {
+        .filter_map(|r| match &*r.spec {
             portico_api::Spec::Service(s) => Some((r, s)),
             _ => None,
         })

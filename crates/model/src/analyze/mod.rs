@@ -46,7 +46,7 @@ impl<'a> Ctx<'a> {
         let fqdn = crate::host::resolve_short_name(host, namespace, &self.opts.domain_suffix);
         let mut wildcard = None;
         for res in self.of_kind(portico_api::Kind::ServiceEntry) {
-            let Spec::ServiceEntry(se) = &res.spec else { continue };
+            let Spec::ServiceEntry(se) = &*res.spec else { continue };
             let visible = se.export_to.is_empty()
                 || se
                     .export_to
@@ -77,14 +77,14 @@ impl<'a> Ctx<'a> {
     }
 
     fn gateways(&self) -> impl Iterator<Item = (&'a Resource, &'a portico_api::istio::Gateway)> + '_ {
-        self.resources.iter().filter_map(|r| match &r.spec {
+        self.resources.iter().filter_map(|r| match &*r.spec {
             Spec::Gateway(g) => Some((*r, g)),
             _ => None,
         })
     }
 
     fn virtual_services(&self) -> impl Iterator<Item = (&'a Resource, &'a portico_api::istio::VirtualService)> + '_ {
-        self.resources.iter().filter_map(|r| match &r.spec {
+        self.resources.iter().filter_map(|r| match &*r.spec {
             Spec::VirtualService(v) => Some((*r, v)),
             _ => None,
         })

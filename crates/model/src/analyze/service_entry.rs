@@ -9,7 +9,7 @@ use portico_api::{Diagnostic, Spec};
 /// (Istio skips this when the mesh auto-allocates addresses; a file config has no mesh config.)
 pub(super) fn addresses(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     for res in cx.of_kind(portico_api::Kind::ServiceEntry) {
-        let Spec::ServiceEntry(se) = &res.spec else { continue };
+        let Spec::ServiceEntry(se) = &*res.spec else { continue };
         if !se.addresses.is_empty() {
             continue;
         }
@@ -40,7 +40,7 @@ pub(super) fn conflicting_protocols(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     type Group<'r> = Vec<(String, &'r portico_api::Resource)>;
     let mut index: BTreeMap<(String, String, u32), Group<'_>> = BTreeMap::new();
     for res in cx.of_kind(portico_api::Kind::ServiceEntry) {
-        let Spec::ServiceEntry(se) = &res.spec else { continue };
+        let Spec::ServiceEntry(se) = &*res.spec else { continue };
         let scopes: BTreeSet<String> = if se.export_to.is_empty() || se.export_to.iter().any(|e| e == ALL) {
             [ALL.to_string()].into()
         } else {

@@ -158,7 +158,7 @@ fn synthetic(origin_res: &Resource, ns: &str, name: String, spec: Spec) -> Resou
             ..Default::default()
         },
         origin: origin_res.origin.clone(),
-        spec,
+        spec: std::sync::Arc::new(spec),
     }
 }
 
@@ -181,7 +181,7 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
         foreign_gateways: HashSet::new(),
     };
     for r in valid {
-        match &r.spec {
+        match &*r.spec {
             Spec::ReferenceGrant(g) => w.grants.push((r, g)),
             Spec::Namespace => {
                 w.namespaces.insert(r.name().to_string(), r.meta.labels.clone());
@@ -220,7 +220,7 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
     let mut bound: Vec<Bound<'_>> = Vec::new();
     let mut gw_status: Vec<(usize, ObjectStatus)> = Vec::new();
     for r in valid.iter().copied() {
-        let Spec::KubeGateway(g) = &r.spec else { continue };
+        let Spec::KubeGateway(g) = &*r.spec else { continue };
         if g.gateway_class_name != opts.gateway_class {
             continue;
         }
@@ -232,14 +232,14 @@ pub fn translate(valid: &[&Resource], opts: &Options, diags: &mut Vec<Diagnostic
     let mut route_statuses = Vec::new();
     let mut plan = routes::Plan::default();
     for r in valid.iter().copied() {
-        let (parents, kind) = match &r.spec {
+        let (parents, kind) = match &*r.spec {
             Spec::HttpRoute(h) => (&h.parent_refs, "HTTPRoute"),
             Spec::GrpcRoute(g) => (&g.parent_refs, "GRPCRoute"),
             Spec::TlsRoute(t) => (&t.parent_refs, "TLSRoute"),
             Spec::TcpRoute(t) => (&t.parent_refs, "TCPRoute"),
             _ => continue,
         };
-        let hostnames: &[String] = match &r.spec {
+        let hostnames: &[String] = match &*r.spec {
             Spec::HttpRoute(h) => &h.hostnames,
             Spec::GrpcRoute(g) => &g.hostnames,
             Spec::TlsRoute(t) => &t.hostnames,

@@ -45,7 +45,7 @@ impl<'a> Plan<'a> {
             let mut sorted = routes.clone();
             sorted.sort_by(|a, b| route_order(a, b));
             for (order, r) in sorted.iter().enumerate() {
-                match &r.spec {
+                match &*r.spec {
                     Spec::HttpRoute(_) | Spec::GrpcRoute(_) => {
                         http.extend(http_rules(w, r, order, b.listener.port, diags))
                     }
@@ -109,7 +109,7 @@ type SortKey = (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>, usize, u
 
 /// The route's `ResolvedRefs` condition: the first backendRef that cannot be used decides it.
 pub(crate) fn resolved_refs(w: &World<'_>, r: &Resource) -> Condition {
-    let refs: Vec<&BackendRef> = match &r.spec {
+    let refs: Vec<&BackendRef> = match &*r.spec {
         Spec::HttpRoute(h) => h.rules.iter().flat_map(|x| x.backend_refs.iter()).collect(),
         Spec::GrpcRoute(g) => g.rules.iter().flat_map(|x| x.backend_refs.iter()).collect(),
         Spec::TlsRoute(t) | Spec::TcpRoute(t) => t.rules.iter().flat_map(|x| x.backend_refs.iter()).collect(),
@@ -183,7 +183,7 @@ fn http_rules(
         timeout: Option<String>,
         retry: Option<HttpRetry>,
     }
-    let rules: Vec<Rule<'_>> = match &r.spec {
+    let rules: Vec<Rule<'_>> = match &*r.spec {
         Spec::HttpRoute(h) => h
             .rules
             .iter()

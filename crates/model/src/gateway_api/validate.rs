@@ -44,7 +44,7 @@ impl Cx<'_> {
 /// Every problem the API server would reject a Gateway API object for.
 pub fn validate(res: &Resource) -> Vec<Diagnostic> {
     let mut cx = Cx { res, key: res.key(), out: Vec::new() };
-    match &res.spec {
+    match &*res.spec {
         Spec::GatewayClass(g) => gateway_class(&mut cx, g),
         Spec::KubeGateway(g) => gateway(&mut cx, g),
         Spec::HttpRoute(h) => http_route(&mut cx, h),

@@ -29,7 +29,7 @@ use std::time::Duration;
 pub fn validate(res: &Resource) -> Vec<Diagnostic> {
     let mut cx = Cx { res, key: res.key(), out: Vec::new() };
     metadata(&mut cx);
-    match &res.spec {
+    match &*res.spec {
         Spec::Gateway(g) => gateway::validate(&mut cx, g),
         Spec::VirtualService(vs) => virtual_service::validate(&mut cx, vs),
         Spec::DestinationRule(dr) => destination_rule::validate(&mut cx, dr),
