@@ -16,7 +16,7 @@
 # reloads is what one core pays for them; on a machine with a spare core it does not compete.
 #
 # usage: bench/reload.sh [N] [CHANGES] [SECONDS] [INTERVAL]   (defaults 10000 5 10 1; installs
-#        wrk and nginx when absent). Only 127.0.0.1 is contacted.
+#        wrk and nginx when absent; SKIP_LOAD=1 stops after step 1). Only 127.0.0.1 is contacted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}; CHANGES=${2:-5}; SECS=${3:-10}; INTERVAL=${4:-1}
@@ -154,5 +154,6 @@ for k in ['load_ms', 'compile_ms', 'swap_ms', 'analyze_ms']:
 c = sorted(float(r['compile_ms']) + float(r['swap_ms']) for r in rows)
 print(f'compile + swap: median {statistics.median(c):.1f} ms')"
 echo "== reload under load (wrk -c64, ${SECS}s each)"
+[ -n "${SKIP_LOAD:-}" ] && exit 0
 load 1 "1 VirtualService"
 load "$N" "$N VirtualServices"

@@ -36,12 +36,13 @@ pub(super) fn gateway_refs(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
             if g == MESH {
                 continue;
             }
-            let loc = vs_res.origin.locate(&format!("spec.gateways[{i}]"));
+            // Located only for a finding: most references are fine.
+            let loc = || vs_res.origin.locate(&format!("spec.gateways[{i}]"));
             if let Some(kube_gw) = internal_gateway(g) {
                 // Istio reports only this for such a reference (no IST0101/IST0132): the name is
                 // an implementation detail, not a Gateway the user can write.
                 out.push(Diagnostic::warning(
-                    loc,
+                    loc(),
                     code::REFERENCED_INTERNAL_GATEWAY,
                     vs_res.key(),
                     format!(
@@ -62,7 +63,7 @@ pub(super) fn gateway_refs(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
                 None
             };
             if let Some((kube_res, kube_gw)) = kube {
-                kube_gateway_ref(vs_res, vs, loc, kube_res, kube_gw, out);
+                kube_gateway_ref(vs_res, vs, loc(), kube_res, kube_gw, out);
                 continue;
             }
             if found.is_none() {
@@ -78,7 +79,7 @@ pub(super) fn gateway_refs(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
                     )
                 };
                 out.push(Diagnostic::error(
-                    loc.clone(),
+                    loc(),
                     code::REFERENCED_RESOURCE_NOT_FOUND,
                     vs_res.key(),
                     format!("Referenced gateway not found: {g:?}{hint}"),
@@ -95,7 +96,7 @@ pub(super) fn gateway_refs(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
             if !any {
                 let gw_full = found.map(|r| full_name(r)).unwrap_or_else(|| format!("{ref_ns}/{ref_name}"));
                 out.push(Diagnostic::warning(
-                    loc,
+                    loc(),
                     code::VS_HOST_NOT_IN_GATEWAY,
                     vs_res.key(),
                     format!(
@@ -186,56 +187,66 @@ fn names_for_namespace(hosts: &[String], ns: &str) -> Vec<String> {
 
 /// A destination with where it is written and what kind of reference it is.
 struct Dest<'a> {
-    path: String,
+    path: DestPath,
     d: &'a Destination,
     mirror: bool,
 }
 
+/// Where a destination is written (`spec.http[0].route[1].destination`), spelled out only for
+/// a finding: every VirtualService has some, and most have nothing to report.
+#[derive(Clone, Copy)]
+struct DestPath {
+    /// `http`, `tcp` or `tls`.
+    list: &'static str,
+    rule: usize,
+    at: DestAt,
+}
+
+#[derive(Clone, Copy)]
+enum DestAt {
+    Route(usize),
+    Mirror,
+    Mirrors(usize),
+}
+
+impl std::fmt::Display for DestPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DestPath { list, rule, at } = self;
+        match at {
+            DestAt::Route(i) => write!(f, "spec.{list}[{rule}].route[{i}].destination"),
+            DestAt::Mirror => write!(f, "spec.{list}[{rule}].mirror"),
+            DestAt::Mirrors(i) => write!(f, "spec.{list}[{rule}].mirrors[{i}].destination"),
+        }
+    }
+}
+
 fn destinations_of(vs: &VirtualService) -> Vec<Dest<'_>> {
     let mut out = Vec::new();
+    let at = |list, rule, at| DestPath { list, rule, at };
     for (ri, r) in vs.http.iter().enumerate() {
         for (di, d) in r.route.iter().enumerate() {
-            out.push(Dest {
-                path: format!("spec.http[{ri}].route[{di}].destination"),
-                d: &d.destination,
-                mirror: false,
-            });
+            out.push(Dest { path: at("http", ri, DestAt::Route(di)), d: &d.destination, mirror: false });
         }
         if let Some(m) = &r.mirror {
-            out.push(Dest { path: format!("spec.http[{ri}].mirror"), d: m, mirror: true });
+            out.push(Dest { path: at("http", ri, DestAt::Mirror), d: m, mirror: true });
         }
         for (mi, m) in r.mirrors.iter().enumerate() {
-            out.push(Dest {
-                path: format!("spec.http[{ri}].mirrors[{mi}].destination"),
-                d: &m.destination,
-                mirror: true,
-            });
+            out.push(Dest { path: at("http", ri, DestAt::Mirrors(mi)), d: &m.destination, mirror: true });
         }
     }
     for (ri, r) in vs.tcp.iter().enumerate() {
         for (di, d) in r.route.iter().enumerate() {
-            out.push(Dest {
-                path: format!("spec.tcp[{ri}].route[{di}].destination"),
-                d: &d.destination,
-                mirror: false,
-            });
+            out.push(Dest { path: at("tcp", ri, DestAt::Route(di)), d: &d.destination, mirror: false });
         }
     }
     for (ri, r) in vs.tls.iter().enumerate() {
         for (di, d) in r.route.iter().enumerate() {
-            out.push(Dest {
-                path: format!("spec.tls[{ri}].route[{di}].destination"),
-                d: &d.destination,
-                mirror: false,
-            });
+            out.push(Dest { path: at("tls", ri, DestAt::Route(di)), d: &d.destination, mirror: false });
         }
     }
     out
 }
 
-/// Destination hosts and ports (Istio's `DestinationHostAnalyzer`): the host must be a known
-/// service (here: a ServiceEntry host), the port one of its ports, and a service with several
-/// ports needs one named.
 pub(super) fn destinations(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     let translated = cx.translated.iter().filter_map(|r| match &*r.spec {
         Spec::VirtualService(v) => Some((*r, v)),
@@ -244,11 +255,11 @@ pub(super) fn destinations(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
     for (vs_res, vs) in cx.virtual_services().chain(translated) {
         for Dest { path, d, mirror } in destinations_of(vs) {
             let h = host::resolve_short_name(&d.host, vs_res.namespace(), &cx.opts.domain_suffix);
-            let loc = vs_res.origin.locate(&format!("{path}.host"));
+            let loc = || vs_res.origin.locate(&format!("{path}.host"));
             let Some((_, svc)) = cx.service_entry(&d.host, vs_res.namespace()) else {
                 let what = if mirror { "mirror host" } else { "host" };
                 out.push(Diagnostic::error(
-                    loc,
+                    loc(),
                     code::REFERENCED_RESOURCE_NOT_FOUND,
                     vs_res.key(),
                     format!(
@@ -263,7 +274,7 @@ pub(super) fn destinations(cx: &Ctx<'_>, out: &mut Vec<Diagnostic>) {
                 None if svc.ports.len() > 1 => {
                     let ports: Vec<String> = svc.ports.iter().map(|p| p.number.to_string()).collect();
                     out.push(Diagnostic::error(
-                        loc,
+                        loc(),
                         code::DESTINATION_PORT_REQUIRED,
                         vs_res.key(),
                         format!(
