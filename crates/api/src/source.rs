@@ -442,19 +442,9 @@ fn record(path: &str, pos: (u32, u32), out: &mut FieldIndex, budget: &mut usize)
 }
 
 /// `[i]` on `path`, without the formatting machinery (it runs for every sequence item).
-fn push_index(path: &mut String, mut i: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (i % 10) as u8;
-        i /= 10;
-        if i == 0 {
-            break;
-        }
-    }
+fn push_index(path: &mut String, i: usize) {
     path.push('[');
-    path.extend(digits[at..].iter().map(|&d| char::from(d)));
+    path.push_str(itoa::Buffer::new().format(i));
     path.push(']');
 }
 

@@ -17,7 +17,7 @@ use portico_api::diag::code;
 use portico_api::istio::{Gateway, Server, ServerTlsMode, VirtualService};
 use portico_api::{Diagnostic, Kind, Resource, Spec};
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub struct Compiled {
@@ -144,7 +144,9 @@ pub fn build<'a>(resources: &'a [Resource], opts: &'a Options) -> Built<'a> {
     let mut diags = Vec::new();
 
     // 1. Validation and duplicates.
-    let mut seen = HashSet::new();
+    // FxHash: config names, hashed once per object on every reload (SipHash was 3% of it).
+    let mut seen = rustc_hash::FxHashSet::default();
+    seen.reserve(resources.len());
     let mut valid: Vec<&Resource> = Vec::new();
     // What the webhook rejects is not served, but istioctl's analyzers still see it (a
     // VirtualService naming a Gateway with a schema error gets IST0106 on the Gateway, not a
@@ -199,7 +201,7 @@ pub fn build<'a>(resources: &'a [Resource], opts: &'a Options) -> Built<'a> {
         if let Spec::Secret(s) = &*res.spec {
             snapshot
                 .secrets
-                .insert(format!("{}/{}", res.namespace(), res.name()), Arc::new(decode_secret(res, s, &mut diags)));
+                .insert([res.namespace(), res.name()].join("/"), Arc::new(decode_secret(res, s, &mut diags)));
         }
     }
 
@@ -310,7 +312,7 @@ fn host_name(h: &str) -> String {
 #[derive(Default)]
 struct VhostMerge {
     vhosts: Vec<VirtualHost>,
-    at: HashMap<String, usize>,
+    at: rustc_hash::FxHashMap<String, usize>,
 }
 
 impl VhostMerge {
@@ -345,7 +347,7 @@ struct ServerRef<'a> {
 
 impl ServerRef<'_> {
     fn gateway_key(&self) -> String {
-        format!("{}/{}", self.gw_res.namespace(), self.gw_res.name())
+        [self.gw_res.namespace(), self.gw_res.name()].join("/")
     }
 }
 

@@ -84,7 +84,8 @@ impl<'a> Registry<'a> {
 
 /// Envoy/Istio cluster name: `outbound|PORT|SUBSET|HOST`.
 pub fn cluster_name(port: u32, subset: Option<&str>, host: &str) -> String {
-    format!("outbound|{}|{}|{}", port, subset.unwrap_or(""), host)
+    // Joined rather than formatted: made for every destination on every reload.
+    ["outbound", itoa::Buffer::new().format(port), subset.unwrap_or(""), host].join("|")
 }
 
 /// The DestinationRule for a host: exact match first, then the most specific wildcard; among

@@ -34,7 +34,7 @@ pub struct RouteCtx<'a> {
 
 impl RouteCtx<'_> {
     fn vs_key(&self) -> String {
-        format!("{}/{}", self.vs_res.namespace(), self.vs_res.name())
+        [self.vs_res.namespace(), self.vs_res.name()].join("/")
     }
 
     /// Match-level conditions decided at compile time for this gateway: `gateways`, `port`,
