@@ -154,14 +154,6 @@ impl FieldIndex {
             *line = line.saturating_add(by);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.fields.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
 }
 
 /// Where a resource came from.
