@@ -98,7 +98,7 @@ impl Shared {
             stop,
             connections: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
-            crypto: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            crypto: Arc::new(crate::tls::server_provider()),
             opts,
         }
     }

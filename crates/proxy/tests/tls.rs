@@ -1239,6 +1239,64 @@ async fn protocol_versions_and_cipher_suites_follow_the_server_settings() {
     proxy.shutdown().await;
 }
 
+#[tokio::test]
+async fn the_server_prefers_aes_128_gcm_whatever_the_clients_order() {
+    let be = backend("web").await;
+    let ca = Ca::new("test ca");
+    let p = ca.issue("p", &["p.example.com"], &[], 1);
+    let yaml = https_gateway(&[("p", "p.example.com", "p")], "")
+        + &secret("p", &p, None, None)
+        + &vs_all("web")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    // The client lists AES-256-GCM first (rustls' own order, and OpenSSL's).
+    let offering = |v: &'static rustls::SupportedProtocolVersion| {
+        let mut store = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(ca.pem.as_bytes()) {
+            store.add(c.unwrap()).unwrap();
+        }
+        let mut provider = (*provider()).clone();
+        provider.cipher_suites.sort_by_key(|s| {
+            !matches!(
+                s.suite(),
+                rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+                    | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            )
+        });
+        assert!(matches!(
+            provider.cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        ));
+        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[v])
+            .unwrap()
+            .with_root_certificates(store)
+            .with_no_client_auth()
+    };
+    for (version, want) in [
+        (&rustls::version::TLS13, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+        (&rustls::version::TLS12, rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+    ] {
+        let s = tls_connect(addr, Some("p.example.com"), offering(version)).await.unwrap();
+        assert_eq!(s.get_ref().1.negotiated_cipher_suite().map(|c| c.suite()), Some(want));
+    }
+    // A real OpenSSL client (AES-256-GCM first in its default TLS 1.3 list) is answered the same.
+    let out = tokio::task::spawn_blocking(move || {
+        let o = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string(), "-servername", "p.example.com", "-brief"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout)
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("TLS_AES_128_GCM_SHA256"), "{out}");
+    proxy.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn certificate_files_are_re_read_periodically() {
     let ca = Ca::new("test ca");

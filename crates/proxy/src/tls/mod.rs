@@ -7,7 +7,7 @@ mod config;
 pub mod hello;
 mod identity;
 
-pub(crate) use config::TlsStore;
+pub(crate) use config::{server_provider, TlsStore};
 
 use crate::downstream::{until, ConnInfo, Phase, TlsInfo};
 use crate::io::Prefixed;
