@@ -1017,6 +1017,8 @@ pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     inner: Option<S>,
     /// The client closed its side (nothing left to drain when we close).
     eof_seen: bool,
+    /// Our side is shut (hyper's shutdown went through): [`linger`] need not shut it again.
+    shut_down: bool,
     framer: Option<Framer>,
     /// Boxed: HTTP/1 connections (most of them, and the ones that sit idle) need none.
     h2: Option<Box<H2Watch>>,
@@ -1075,6 +1077,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
         let g = Guarded {
             inner: Some(inner),
             eof_seen: false,
+            shut_down: false,
             framer,
             h2: h2.map(Box::new),
             raw: BytesMut::new(),
@@ -1722,7 +1725,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<
             let answered = this.reply_sent == reply.len();
             this.log_refusal(answered);
         }
-        inner!(this, Poll::Ready(Err(gone()))).poll_shutdown(cx)
+        let shut = std::task::ready!(inner!(this, Poll::Ready(Err(gone()))).poll_shutdown(cx));
+        this.shut_down = shut.is_ok();
+        Poll::Ready(shut)
     }
 }
 
@@ -1737,16 +1742,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Guarded<S> {
             return;
         }
         let (Some(inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current()) else { return };
-        rt.spawn(linger(inner));
+        rt.spawn(linger(inner, self.shut_down));
     }
 }
 
-async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, shut_down: bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const LINGER: Duration = Duration::from_secs(2);
     const MAX_DRAINED: usize = 4 << 20;
     let _ = tokio::time::timeout(LINGER, async {
-        let _ = s.shutdown().await;
+        if !shut_down {
+            let _ = s.shutdown().await;
+        }
         let mut buf = [0u8; 8192];
         let mut drained = 0;
         while drained < MAX_DRAINED {
