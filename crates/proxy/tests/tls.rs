@@ -1297,6 +1297,51 @@ async fn the_server_prefers_aes_128_gcm_whatever_the_clients_order() {
     proxy.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_client_resumes_its_session_however_many_clients_came_between() {
+    let be = backend("web").await;
+    let ca = Ca::new("test ca");
+    let p = ca.issue("p", &["p.example.com"], &[], 1);
+    let yaml = https_gateway(&[("p", "p.example.com", "p")], "")
+        + &secret("p", &p, None, None)
+        + &vs_all("web")
+        + &service_entry("web", be.addr.port(), "HTTP");
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    let kind = |s: &TlsStream<TcpStream>| s.get_ref().1.handshake_kind();
+    // Clones of one client config share its session store.
+    let first = client_config(&[&ca.pem], None, &[]);
+    let visit = |cfg: rustls::ClientConfig| async move {
+        let s = tls_connect(addr, Some("p.example.com"), cfg).await.unwrap();
+        let k = kind(&s);
+        // The response is read after the tickets, so the client has stored them.
+        let mut c = h1_over(s).await.unwrap();
+        assert_eq!(https_get(&mut c, "p.example.com", "/", &[]).await.unwrap().status, 200);
+        k
+    };
+    assert_eq!(visit(first.clone()).await, Some(rustls::HandshakeKind::Full));
+    assert_eq!(visit(first.clone()).await, Some(rustls::HandshakeKind::Resumed));
+    // More clients than a session cache of a few hundred holds, each with a store of its own.
+    for _ in 0..300 {
+        let s = tls_connect(addr, Some("p.example.com"), client_config(&[&ca.pem], None, &[])).await.unwrap();
+        assert_eq!(kind(&s), Some(rustls::HandshakeKind::Full));
+    }
+    assert_eq!(visit(first.clone()).await, Some(rustls::HandshakeKind::Resumed));
+    // TLS 1.2 clients resume by ticket too.
+    let mut store = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::pem::PemObject::pem_slice_iter(ca.pem.as_bytes()) {
+        store.add(c.unwrap()).unwrap();
+    }
+    let v12 = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    assert_eq!(visit(v12.clone()).await, Some(rustls::HandshakeKind::Full));
+    assert_eq!(visit(v12.clone()).await, Some(rustls::HandshakeKind::Resumed));
+    proxy.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn certificate_files_are_re_read_periodically() {
     let ca = Ca::new("test ca");

@@ -260,6 +260,9 @@ fn build_config(
         _ => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(Resolver::new(keys)));
+    // Stateless session tickets (Envoy's default, keys rotated every 6 h): rustls' default keeps
+    // 256 sessions in memory, so past a few hundred clients between two visits, none resumed.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("session tickets: {e}"))?;
     // The server's order (the configured `cipherSuites` order, else `server_provider`'s) wins,
     // as Envoy sets for TLS 1.2.
     config.ignore_client_order = true;
