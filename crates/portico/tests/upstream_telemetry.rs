@@ -362,6 +362,30 @@ fn tls_handshake_failures_by_reason() {
     assert_eq!(total, 3.0, "one failure per refused handshake, none for the good one");
 }
 
+/// Completed handshakes are counted full or resumed: a client's second connection resumes its
+/// session with the ticket of the first; a client with a store of its own starts afresh.
+#[test]
+fn tls_handshakes_full_and_resumed() {
+    let t = setup("text");
+    let name = "portico_tls_handshakes_total";
+    let session = |s| [("session", s)];
+    let returning = client_config(&t.ca, None);
+    for _ in 0..3 {
+        assert_eq!(https_get(t.https, "app.example.com", "/", returning.clone()).map(|r| r.status), Ok(200));
+    }
+    assert_eq!(https_get(t.https, "app.example.com", "/", client_config(&t.ca, None)).map(|r| r.status), Ok(200));
+    assert_eq!(wait_value(t.gw.admin_port, name, &session("resumed"), 2.0), 2.0);
+    assert_eq!(wait_value(t.gw.admin_port, name, &session("full"), 2.0), 2.0);
+    // A refused handshake is a failure, not a handshake.
+    assert!(https_get(t.https, "nope.example.com", "/", client_config(&t.ca, None)).is_err());
+    assert_eq!(
+        wait_value(t.gw.admin_port, "portico_tls_handshake_failures_total", &[("reason", "no_certificate")], 1.0),
+        1.0
+    );
+    let s = scrape(t.gw.admin_port);
+    assert_eq!(value(&s, name, &session("full")) + value(&s, name, &session("resumed")), 4.0);
+}
+
 /// `%UPSTREAM_LOCAL_ADDRESS%` is the address the backend saw the request come from, and
 /// `%REQUESTED_SERVER_NAME%` the SNI, in JSON lines; plain HTTP has no SNI.
 #[test]

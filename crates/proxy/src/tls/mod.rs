@@ -306,6 +306,10 @@ pub(crate) async fn serve(
                 }
             };
             let (_, session) = tls.get_ref();
+            if let Some(t) = &shared.opts.telemetry {
+                let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                t.metrics().gateway().tls_handshake_done(resumed);
+            }
             let h2 = session.alpn_protocol() == Some(b"h2");
             let xfcc = session.peer_certificates().and_then(|c| c.first()).and_then(|c| identity::xfcc(c));
             if block.protocol == Protocol::Tls {

@@ -1,5 +1,5 @@
 //! Portico's own metrics (`portico_*`): config reloads, listeners, connections, per-cluster
-//! upstream state, TLS handshake failures, access-log drops. Handles are plain atomics behind an
+//! upstream state, TLS handshakes and their failures, access-log drops. Handles are plain atomics behind an
 //! `Arc`: the data plane keeps them and bumps them without any lookup.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -153,12 +153,21 @@ pub struct GatewayStats {
     /// full or the collector failed (never waited for on the request path).
     pub spans_dropped: Counter,
     pub(crate) tls_failures: [Counter; TlsFailureReason::ALL.len()],
+    /// `portico_tls_handshakes_total{session="full"}` (Envoy's `ssl.handshake`, less the reused).
+    pub tls_handshakes_full: Counter,
+    /// `portico_tls_handshakes_total{session="resumed"}` (Envoy's `ssl.session_reused`).
+    pub tls_handshakes_resumed: Counter,
 }
 
 impl GatewayStats {
     /// Count one failed downstream TLS handshake.
     pub fn tls_handshake_failed(&self, reason: TlsFailureReason) {
         self.tls_failures[reason.index()].inc();
+    }
+
+    /// Count one completed downstream TLS handshake, resumed or full.
+    pub fn tls_handshake_done(&self, resumed: bool) {
+        if resumed { &self.tls_handshakes_resumed } else { &self.tls_handshakes_full }.inc();
     }
 
     pub fn tls_handshake_failures(&self, reason: TlsFailureReason) -> u64 {

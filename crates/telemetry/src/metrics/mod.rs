@@ -533,6 +533,17 @@ impl Metrics {
         }
         family(
             out,
+            "portico_tls_handshakes_total",
+            "counter",
+            "Downstream TLS handshakes completed, full or resumed (a session ticket).",
+        );
+        for (session, c) in [("full", &g.tls_handshakes_full), ("resumed", &g.tls_handshakes_resumed)] {
+            let mut l = String::new();
+            push_label(&mut l, "session", session);
+            sample(out, "portico_tls_handshakes_total", &l, None, Value::U(c.get()));
+        }
+        family(
+            out,
             "portico_access_log_dropped_total",
             "counter",
             "Access log lines dropped (buffer full or write error).",
