@@ -133,6 +133,44 @@ impl Sink {
     }
 }
 
+/// One SIMPLE HTTPS server for `host` (a certificate from a new CA) in front of a `web` backend.
+struct OneServer {
+    proxy: portico_proxy::Proxy,
+    addr: SocketAddr,
+    ca: Ca,
+    _backend: portico_testkit::backend::Backend,
+}
+
+async fn one_https_server(host: &str) -> OneServer {
+    let backend = backend("web").await;
+    let ca = Ca::new("test ca");
+    let leaf = ca.issue("c", &[host], &[], 1);
+    let yaml = https_gateway(&[("c", host, "c")], "")
+        + &secret("c", &leaf, None, None)
+        + &vs_all("web")
+        + &service_entry("web", backend.addr.port(), "HTTP");
+    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
+    let addr = addr_of(&proxy, 443);
+    OneServer { proxy, addr, ca, _backend: backend }
+}
+
+/// A client config trusting `ca`, for the given TLS versions and crypto provider.
+fn client_for(
+    ca: &Ca,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> rustls::ClientConfig {
+    let mut store = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::pem::PemObject::pem_slice_iter(ca.pem.as_bytes()) {
+        store.add(c.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth()
+}
+
 // ───────────────────────────── SNI ─────────────────────────────
 
 fn https_gateway(servers: &[(&str, &str, &str)], extra_tls: &str) -> String {
@@ -996,15 +1034,7 @@ async fn tcp_routes_originate_tls_per_the_destination_rule() {
 
 #[tokio::test]
 async fn curl_and_openssl_talk_to_an_https_server() {
-    let be = backend("web").await;
-    let ca = Ca::new("test ca");
-    let c = ca.issue("c", &["curl.example.com"], &[], 1);
-    let yaml = https_gateway(&[("c", "curl.example.com", "c")], "")
-        + &secret("c", &c, None, None)
-        + &vs_all("web")
-        + &service_entry("web", be.addr.port(), "HTTP");
-    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
-    let addr = addr_of(&proxy, 443);
+    let OneServer { proxy, addr, ca, .. } = one_https_server("curl.example.com").await;
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.crt");
     std::fs::write(&ca_path, &ca.pem).unwrap();
@@ -1213,17 +1243,7 @@ async fn protocol_versions_and_cipher_suites_follow_the_server_settings() {
     // The unknown suite is a warning (dropped), not an error.
     let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
     let addr = addr_of(&proxy, 443);
-    let only = |v: &'static rustls::SupportedProtocolVersion| {
-        let mut store = rustls::RootCertStore::empty();
-        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(ca.pem.as_bytes()) {
-            store.add(c.unwrap()).unwrap();
-        }
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[v])
-            .unwrap()
-            .with_root_certificates(store)
-            .with_no_client_auth()
-    };
+    let only = |v: &'static rustls::SupportedProtocolVersion| client_for(&ca, &[v], provider());
     assert!(tls_connect(addr, Some("v13.example.com"), only(&rustls::version::TLS12)).await.is_err());
     let s = tls_connect(addr, Some("v13.example.com"), only(&rustls::version::TLS13)).await.unwrap();
     assert_eq!(s.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
@@ -1241,39 +1261,20 @@ async fn protocol_versions_and_cipher_suites_follow_the_server_settings() {
 
 #[tokio::test]
 async fn the_server_prefers_aes_128_gcm_whatever_the_clients_order() {
-    let be = backend("web").await;
-    let ca = Ca::new("test ca");
-    let p = ca.issue("p", &["p.example.com"], &[], 1);
-    let yaml = https_gateway(&[("p", "p.example.com", "p")], "")
-        + &secret("p", &p, None, None)
-        + &vs_all("web")
-        + &service_entry("web", be.addr.port(), "HTTP");
-    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
-    let addr = addr_of(&proxy, 443);
+    let OneServer { proxy, addr, ca, .. } = one_https_server("p.example.com").await;
     // The client lists AES-256-GCM first (rustls' own order, and OpenSSL's).
     let offering = |v: &'static rustls::SupportedProtocolVersion| {
-        let mut store = rustls::RootCertStore::empty();
-        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(ca.pem.as_bytes()) {
-            store.add(c.unwrap()).unwrap();
-        }
         let mut provider = (*provider()).clone();
-        provider.cipher_suites.sort_by_key(|s| {
-            !matches!(
-                s.suite(),
+        let aes256 = |s: rustls::CipherSuite| {
+            matches!(
+                s,
                 rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
                     | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
             )
-        });
-        assert!(matches!(
-            provider.cipher_suites[0].suite(),
-            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
-                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
-        ));
-        rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[v])
-            .unwrap()
-            .with_root_certificates(store)
-            .with_no_client_auth()
+        };
+        provider.cipher_suites.sort_by_key(|s| !aes256(s.suite()));
+        assert!(aes256(provider.cipher_suites[0].suite()));
+        client_for(&ca, &[v], Arc::new(provider))
     };
     for (version, want) in [
         (&rustls::version::TLS13, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
@@ -1299,15 +1300,7 @@ async fn the_server_prefers_aes_128_gcm_whatever_the_clients_order() {
 
 #[tokio::test]
 async fn a_client_resumes_its_session_however_many_clients_came_between() {
-    let be = backend("web").await;
-    let ca = Ca::new("test ca");
-    let p = ca.issue("p", &["p.example.com"], &[], 1);
-    let yaml = https_gateway(&[("p", "p.example.com", "p")], "")
-        + &secret("p", &p, None, None)
-        + &vs_all("web")
-        + &service_entry("web", be.addr.port(), "HTTP");
-    let proxy = launch(tls_opts(&[443]), compile(&yaml)).await;
-    let addr = addr_of(&proxy, 443);
+    let OneServer { proxy, addr, ca, .. } = one_https_server("p.example.com").await;
     let kind = |s: &TlsStream<TcpStream>| s.get_ref().1.handshake_kind();
     // Clones of one client config share its session store.
     let first = client_config(&[&ca.pem], None, &[]);
@@ -1328,15 +1321,7 @@ async fn a_client_resumes_its_session_however_many_clients_came_between() {
     }
     assert_eq!(visit(first.clone()).await, Some(rustls::HandshakeKind::Resumed));
     // TLS 1.2 clients resume by ticket too.
-    let mut store = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::pem::PemObject::pem_slice_iter(ca.pem.as_bytes()) {
-        store.add(c.unwrap()).unwrap();
-    }
-    let v12 = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
+    let v12 = client_for(&ca, &[&rustls::version::TLS12], provider());
     assert_eq!(visit(v12.clone()).await, Some(rustls::HandshakeKind::Full));
     assert_eq!(visit(v12.clone()).await, Some(rustls::HandshakeKind::Resumed));
     proxy.shutdown().await;
