@@ -182,7 +182,8 @@ impl RouteTable {
     }
 }
 
-/// `host:port` → `host`; `[::1]:80` → `[::1]`.
+/// `host:port` → `host`; `[::1]:80` → `[::1]`. Read back from the end over the port's digits:
+/// every request's authority goes through here, and `rfind` set up a searcher each time.
 pub fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         return match authority.find(']') {
@@ -190,8 +191,10 @@ pub fn strip_port(authority: &str) -> &str {
             None => authority,
         };
     }
-    match authority.rfind(':') {
-        Some(i) if authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &authority[..i],
+    let bytes = authority.as_bytes();
+    let digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    match bytes.len().checked_sub(digits + 1) {
+        Some(colon) if bytes[colon] == b':' => &authority[..colon],
         _ => authority,
     }
 }
@@ -796,6 +799,25 @@ pub fn joined_header_value(items: &[String]) -> Option<http::HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strip_port_drops_only_a_trailing_numeric_port() {
+        for (authority, host) in [
+            ("example.com:8080", "example.com"),
+            ("example.com", "example.com"),
+            ("example.com:", "example.com"),
+            ("127.0.0.1:18931", "127.0.0.1"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("host:http", "host:http"),
+            ("a:1b", "a:1b"),
+            ("8080", "8080"),
+            (":80", ""),
+            ("", ""),
+        ] {
+            assert_eq!(strip_port(authority), host, "{authority}");
+        }
+    }
 
     #[test]
     fn grpc_codes_compile_from_names_or_numbers() {

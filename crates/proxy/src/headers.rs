@@ -78,22 +78,21 @@ pub(crate) struct Present {
 impl Present {
     pub(crate) fn scan(headers: &HeaderMap) -> Present {
         let mut p = Present::default();
+        // One match on each name's text (lowercase, as every `HeaderName` is): comparing names one
+        // by one compared each custom name's bytes again for every name it was held against.
         for k in headers.keys() {
-            if k == header::CONNECTION {
-                p.connection = true;
-            } else if k == header::TE {
-                p.te = true;
-            } else if k == header::EXPECT {
-                p.expect = true;
-            } else if k == header::UPGRADE {
-                p.upgrade = true;
-                p.fixed_hop = true;
-            } else if k == header::TRANSFER_ENCODING || k == KEEP_ALIVE || k == PROXY_CONNECTION {
-                p.fixed_hop = true;
-            } else if k.as_str().starts_with("x-envoy-") {
-                p.envoy = true;
-            } else if k == X_FORWARDED_CLIENT_CERT {
-                p.xfcc = true;
+            match k.as_str() {
+                "connection" => p.connection = true,
+                "te" => p.te = true,
+                "expect" => p.expect = true,
+                "upgrade" => {
+                    p.upgrade = true;
+                    p.fixed_hop = true;
+                }
+                "transfer-encoding" | "keep-alive" | "proxy-connection" => p.fixed_hop = true,
+                "x-forwarded-client-cert" => p.xfcc = true,
+                name if name.starts_with("x-envoy-") => p.envoy = true,
+                _ => {}
             }
         }
         p
