@@ -444,6 +444,11 @@ fn parse_head(
     spans.clear();
     for h in parsed.headers.iter() {
         let name = header_name(h.name.as_bytes()).map_err(|_| H1Error::Protocol("invalid header name"))?;
+        // The gateway answers as itself whatever the upstream says (`server` is overwritten on
+        // every response, Envoy's default): kept, it was inserted here only to be replaced.
+        if name == http::header::SERVER {
+            continue;
+        }
         if framing_facts.see(&name, h.value) {
             let start = h.value.as_ptr() as usize - base;
             spans.push((name, start, start + h.value.len()));
@@ -754,8 +759,106 @@ impl Body for ResponseBody {
 
 #[cfg(test)]
 mod tests {
-    use super::header_name;
-    use http::HeaderName;
+    use super::{header_name, parse_head, Framing, Parsed};
+    use bytes::BytesMut;
+    use http::{HeaderName, Response, StatusCode};
+
+    /// What `parse_head` makes of `raw`: `Ok(None)` while incomplete, else the final response
+    /// (interim ones skipped), its framing and what is left in the buffer.
+    #[allow(clippy::type_complexity)]
+    fn parse(raw: &[u8]) -> Result<Option<(Response<()>, Framing, Vec<u8>)>, String> {
+        let mut buf = BytesMut::from(raw);
+        let (mut spans, mut reusable) = (Vec::new(), true);
+        loop {
+            match parse_head(&mut buf, &mut spans, false, &mut reusable) {
+                Ok(Some(Parsed::Interim)) => continue,
+                Ok(Some(Parsed::Final(resp, framing))) => return Ok(Some((resp, framing, buf.to_vec()))),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(format!("{e:?}")),
+            }
+        }
+    }
+
+    fn head(lines: &str) -> Vec<u8> {
+        format!("HTTP/1.1 200 OK\r\n{lines}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn a_response_head_keeps_what_goes_on_to_the_client() {
+        let raw = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 07 Dec 2026 23:56:36 GMT\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\nX-Spaced: \t v a l \t \r\n\r\nhello world\n";
+        let (resp, framing, rest) = parse(raw).unwrap().unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(framing, Framing::Length(12));
+        assert_eq!(rest, b"hello world\n");
+        let h = resp.headers();
+        assert_eq!(h["date"], "Mon, 07 Dec 2026 23:56:36 GMT");
+        assert_eq!(h["content-type"], "text/plain");
+        assert_eq!(h["content-length"], "12");
+        assert_eq!(h["x-spaced"], "v a l");
+        // Overwritten by the gateway anyway, and the connection's own.
+        assert!(h.get("server").is_none() && h.get("connection").is_none());
+    }
+
+    #[test]
+    fn incomplete_heads_wait_for_more() {
+        for raw in [&b""[..], b"H", b"HTTP/1.", b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK\r\nContent-Le", b"\r", b"\r\n"] {
+            assert!(matches!(parse(raw), Ok(None)), "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn what_a_response_head_may_be() {
+        // Bare LF line ends, empty lines first, no reason or an empty one, obs-text in a reason
+        // and a value, an interim response before the final one.
+        for raw in [
+            &b"HTTP/1.1 204 No Content\nDate: x\n\n"[..],
+            b"\r\n\nHTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 204\r\n\r\n",
+            b"HTTP/1.0 204 \r\n\r\n",
+            b"HTTP/1.1 204 Sans cont\xc3\xa9nu\r\nX-A: caf\xc3\xa9\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        ] {
+            let parsed = parse(raw);
+            assert!(
+                matches!(&parsed, Ok(Some((r, _, _))) if r.status() == StatusCode::NO_CONTENT),
+                "{:?}: {:?}",
+                String::from_utf8_lossy(raw),
+                parsed.map(|p| p.map(|(r, ..)| r.status()))
+            );
+        }
+        let lines: String = (0..100).map(|i| format!("x-h{i}: v\r\n")).collect();
+        assert!(matches!(parse(&head(&lines)), Ok(Some(_))));
+    }
+
+    #[test]
+    fn malformed_response_heads_are_refused() {
+        for raw in [
+            &b"SSH-2.0-OpenSSH_9.2\r\n"[..],
+            b"XYZ",
+            b"\r\rHTTP/1.1 200 OK\r\n\r\n",
+            b"HTTP/2.0 200 OK\r\n\r\n",
+            b"HTTP/1.1  200 OK\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 20x OK\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\n\r\n",
+            b"HTTP/1.1 200 O\rK\r\n\r\n",
+            b"HTTP/1.1 200OK\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            &head("X-A: a\r\n folded\r\n"),
+            &head("X-A : a\r\n"),
+            &head("X-A a\r\n"),
+            &head(": a\r\n"),
+            &head("X-A: a\x01b\r\n"),
+            &head("X-A: a\rb\r\n"),
+            &head("X-A: a\x7fb\r\n"),
+            &head("Server: a\x00b\r\n"),
+            &head("Bad Name: a\r\n"),
+            &head(&(0..101).map(|i| format!("x-h{i}: v\r\n")).collect::<String>()),
+        ] {
+            assert!(parse(raw).is_err(), "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
 
     #[test]
     fn names_matched_as_spelled_are_the_names_from_bytes_gives() {
