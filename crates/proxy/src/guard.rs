@@ -648,6 +648,9 @@ impl Framer {
     }
 }
 
+/// An HTTP/2 write this large does not wait a turn for others to join it (see `coalesce`).
+const GATHER_ENOUGH: usize = 8 * 1024;
+
 /// HTTP/2 flood limits (Envoy's flood protection, simplified to per-connection budgets).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct H2Limits {
@@ -1648,9 +1651,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     /// I/O. The responses of the connection's other streams whose upstream answered meanwhile
     /// are then framed and go out in the same write: fewer writes, and fewer wake-ups of a
     /// client that sleeps between them (each costs an inter-processor interrupt).
-    fn coalesce(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    ///
+    /// A write of [`GATHER_ENOUGH`] or more goes at once: it is a frame of a large body (the h2
+    /// crate writes each DATA frame it chains on its own, then flushes), and waiting gathers
+    /// nothing for it while a turn per frame added up (64 per MiB).
+    fn coalesce(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<()> {
         match self.h2.as_deref_mut() {
-            Some(h2) if !h2.write_waited => {
+            Some(h2) if !h2.write_waited && len < GATHER_ENOUGH => {
                 h2.write_waited = true;
                 let mut turn = std::pin::pin!(tokio::task::yield_now());
                 let _ = turn.as_mut().poll(cx);
@@ -1667,7 +1674,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<
         if let Some(why) = this.killed {
             return this.kill(cx, why).map(Err);
         }
-        std::task::ready!(this.coalesce(cx));
+        std::task::ready!(this.coalesce(cx, buf.len()));
         std::task::ready!(this.poll_injected(cx))?;
         this.before_write(buf);
         let res = inner!(this, Poll::Ready(Err(gone()))).poll_write(cx, buf);
@@ -1683,7 +1690,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<
         if let Some(why) = this.killed {
             return this.kill(cx, why).map(Err);
         }
-        std::task::ready!(this.coalesce(cx));
+        std::task::ready!(this.coalesce(cx, bufs.iter().map(|b| b.len()).sum()));
         std::task::ready!(this.poll_injected(cx))?;
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
             this.before_write(first);
