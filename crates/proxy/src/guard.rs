@@ -2004,6 +2004,48 @@ mod tests {
         assert_eq!(&out[..], &all[..]);
     }
 
+    /// What the client's side of an HTTP/2 connection has received so far.
+    async fn received(client: &mut tokio::io::DuplexStream) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let mut got = vec![0u8; 64 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut got)).await.unwrap().unwrap();
+        got.truncate(n);
+        got
+    }
+
+    #[tokio::test]
+    async fn h2_small_writes_wait_a_turn_and_large_ones_go_at_once() {
+        let timeouts = Timeouts {
+            idle: Duration::from_secs(60),
+            stream_idle: Duration::from_secs(60),
+            header_read: Duration::from_secs(60),
+        };
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let (mut g, _stop) = Guarded::http2(server, H2Limits::default(), timeouts, false);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // A SETTINGS frame: small, the first write of a round waits one turn.
+        let settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+        assert!(Pin::new(&mut g).poll_write(&mut cx, &settings).is_pending());
+        assert!(matches!(Pin::new(&mut g).poll_write(&mut cx, &settings), Poll::Ready(Ok(9))));
+        assert!(Pin::new(&mut g).poll_flush(&mut cx).is_ready());
+        assert_eq!(received(&mut client).await, settings);
+        // A 16 KiB DATA frame (stream 1): a frame of a large body, written at once although a
+        // new round began with the flush.
+        let mut data = vec![0u8, 0x40, 0, 0, 0, 0, 0, 0, 1];
+        data.resize(9 + 16 * 1024, b'x');
+        let head = io::IoSlice::new(&data[..9]);
+        let payload = io::IoSlice::new(&data[9..]);
+        let written = Pin::new(&mut g).poll_write_vectored(&mut cx, &[head, payload]);
+        assert!(matches!(written, Poll::Ready(Ok(n)) if n == data.len()), "{written:?}");
+        assert!(Pin::new(&mut g).poll_flush(&mut cx).is_ready());
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            got.extend(received(&mut client).await);
+        }
+        assert_eq!(got, data);
+    }
+
     #[test]
     fn h2_floods_are_judged() {
         let frame = |kind: u8, flags: u8, stream: u32, len: usize| {
