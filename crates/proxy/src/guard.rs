@@ -1093,7 +1093,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             stop_sent: false,
             parked_reader: None,
             timeouts,
-            last_progress: Instant::now(),
+            last_progress: crate::clock::now(),
             write_blocked: false,
             timer: None,
             timer_woken: crate::woken::OwnWaker::new(),
@@ -1280,7 +1280,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     }
 
     fn progress(&mut self) {
-        self.last_progress = Instant::now();
+        self.last_progress = crate::clock::now();
     }
 
     /// Poll the idle timers after an operation returned `Pending`: `Err` once the connection must
@@ -1306,7 +1306,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             if hard.is_none() && soft.is_none() && stalled.is_none() && nap.is_none() && head_due.is_none() {
                 return Ok(());
             }
-            let now = Instant::now();
+            let now = crate::clock::now();
             if nap.is_some_and(|n| n <= now) {
                 // The reader sees the end of input: hyper finishes and hands the stream back.
                 self.parked = true;

@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod clock;
 mod cors;
 mod downstream;
 mod error;

@@ -84,7 +84,7 @@ async fn accept_loop(listener: TcpListener, port: u32, shared: Arc<Shared>, mut 
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve(stream, peer, port, slot, phase.clone()));
+                    tokio::spawn(crate::clock::per_poll(serve(stream, peer, port, slot, phase.clone())));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

@@ -8,7 +8,6 @@ use crate::ResponseFlags;
 pub use portico_telemetry::{RequestRecord, TcpRecord};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Receives a record when a request is finished (its response body ended, failed, or the client
 /// went away). Called on the data-plane threads: implementations must be quick and must not block
@@ -47,7 +46,7 @@ impl AccessLogSink for NoopSink {
 /// response was not delivered, bytes received, duration) and reports it, exactly once.
 pub(crate) struct RequestGuard {
     sink: Arc<dyn AccessLogSink>,
-    started: Instant,
+    started: tokio::time::Instant,
     pub(crate) record: RequestRecord,
     pub(crate) received: Option<Arc<AtomicU64>>,
     /// The response was fully delivered (or failed upstream): no `DC` on drop.
@@ -56,7 +55,11 @@ pub(crate) struct RequestGuard {
 }
 
 impl RequestGuard {
-    pub(crate) fn new(sink: Arc<dyn AccessLogSink>, started: Instant, record: RequestRecord) -> Box<RequestGuard> {
+    pub(crate) fn new(
+        sink: Arc<dyn AccessLogSink>,
+        started: tokio::time::Instant,
+        record: RequestRecord,
+    ) -> Box<RequestGuard> {
         Box::new(RequestGuard { sink, started, record, received: None, finished: false, active: None })
     }
 
@@ -75,7 +78,7 @@ impl Drop for RequestGuard {
         if let Some(r) = &self.received {
             self.record.bytes_received = r.load(Ordering::Relaxed);
         }
-        self.record.duration = self.started.elapsed();
+        self.record.duration = crate::clock::now().saturating_duration_since(self.started);
         self.sink.log(&self.record);
     }
 }

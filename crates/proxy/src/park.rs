@@ -194,7 +194,7 @@ impl ParkingLot {
             lot.free.push(index);
             return;
         }
-        place.parked = Some(Parked { socket, deadline: idle.deadline, since: Instant::now(), conn, open });
+        place.parked = Some(Parked { socket, deadline: idle.deadline, since: crate::clock::now(), conn, open });
         lot.len += 1;
         let sooner = lot.deadlines.peek().is_none_or(|Reverse((at, _))| idle.deadline < *at);
         lot.deadlines.push(Reverse((idle.deadline, t)));
@@ -242,7 +242,7 @@ impl Shelter {
         }
         let Parked { socket, conn, open, since, .. } = p;
         conn.park_delay.woke_after(since.elapsed());
-        tokio::spawn(crate::listener::resume(socket.into(), conn, open));
+        tokio::spawn(crate::clock::per_poll(crate::listener::resume(socket.into(), conn, open)));
     }
 }
 

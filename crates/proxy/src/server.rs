@@ -45,7 +45,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
@@ -249,7 +249,7 @@ struct Forwarded {
 }
 
 async fn handle(shared: &Shared, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
-    let started = Instant::now();
+    let started = crate::clock::now();
     // The one snapshot load of this request; it stays in use until the request is done.
     let state = shared.state.load_full();
     let (mut parts, body) = req.into_parts();
@@ -305,7 +305,12 @@ fn protocol_limits(shared: &Shared, parts: &http::request::Parts) -> Option<Loca
 
 /// Phase 1: the request's record, its `x-request-id` (taken now, so local replies are logged and
 /// traced with one) and its trace.
-fn begin(shared: &Shared, conn: &ConnInfo, parts: &mut http::request::Parts, started: Instant) -> Box<RequestGuard> {
+fn begin(
+    shared: &Shared,
+    conn: &ConnInfo,
+    parts: &mut http::request::Parts,
+    started: tokio::time::Instant,
+) -> Box<RequestGuard> {
     // `:authority` (HTTP/2, or an absolute-form HTTP/1 target) else `Host`.
     let authority = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -487,7 +492,7 @@ async fn forward(
     cors: Option<HeaderMap>,
     vars: VarsBase,
     log: &mut RequestGuard,
-    started: Instant,
+    started: tokio::time::Instant,
 ) -> Result<Forwarded, Stop> {
     let route = &routed.route;
     let RouteAction::Forward(wc) = &route.action else { return Err(LocalReply::NoRoute.into()) };
@@ -643,7 +648,7 @@ async fn forward(
         trace: shared.opts.tracer.as_ref().zip(log.record.trace.as_deref_mut()),
     };
     // The route timeout covers all tries and the response body (Envoy's global route timeout).
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = timeout.map(|t| crate::clock::now() + t);
     let done = {
         // Pinned in place: the tries' future is not moved into the timeout wrapper.
         let sent = attempts.run(endpoint, upstream_body, replay);
@@ -667,7 +672,7 @@ async fn forward(
         set_cookie,
         client_upgrade,
         deadline,
-        service_time: started.elapsed(),
+        service_time: crate::clock::now().saturating_duration_since(started),
     })
 }
 

@@ -112,12 +112,12 @@ impl Usage {
     /// Past `maxConnectionDuration`, or idle for longer than `idleTimeout`: no new requests.
     fn retired(&self, cluster: &Cluster) -> bool {
         expired(self.born, cluster)
-            || (self.idle() && idle_timeout(cluster).is_some_and(|t| self.idle_deadline(t) <= Instant::now()))
+            || (self.idle() && idle_timeout(cluster).is_some_and(|t| self.idle_deadline(t) <= crate::clock::now()))
     }
 
     /// When the connection's task should look again whether it is idle and retired.
     fn next_check(&self, cluster: &Cluster) -> Option<Instant> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let idle =
             idle_timeout(cluster).map(|t| if self.idle() { self.idle_deadline(t) } else { now + t.max(RECHECK) });
         // Past it but busy: look again until its requests are done.
@@ -271,7 +271,7 @@ impl Recycle {
         if lane.idle.len() >= max_idle || expired(conn.born, &def) || (max != 0 && conn.uses >= max) {
             return;
         }
-        conn.idle_since = Instant::now();
+        conn.idle_since = crate::clock::now();
         lane.idle.push(conn);
         if needs_sweeper(&def) && !lane.sweeping.swap(true, Ordering::AcqRel) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -295,7 +295,7 @@ fn needs_sweeper(cluster: &Cluster) -> bool {
 
 /// Past `maxConnectionDuration`, or idle for longer than `idleTimeout`: not used again.
 fn retired(c: &h1::Conn, cluster: &Cluster) -> bool {
-    expired(c.born, cluster) || idle_timeout(cluster).is_some_and(|t| c.idle_since + t <= Instant::now())
+    expired(c.born, cluster) || idle_timeout(cluster).is_some_and(|t| c.idle_since + t <= crate::clock::now())
 }
 
 /// When an idle connection retires, if ever.

@@ -106,7 +106,7 @@ pub(crate) struct Conn {
 impl Conn {
     /// Boxed: a connection moves in and out of its pool and into response bodies.
     pub(crate) fn new(io: Io, local: Option<SocketAddr>, slot: Slot) -> Box<Conn> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         Box::new(Conn {
             io,
             buf: BytesMut::new(),
