@@ -257,7 +257,10 @@ impl Leftover {
 impl UpstreamBody {
     /// A streamed body that keeps nothing.
     pub(crate) fn new(inner: Incoming, received: Arc<AtomicU64>) -> UpstreamBody {
-        UpstreamBody { replay: VecDeque::new(), replay_trailers: None, inner: Some(inner), received, capture: None }
+        // A body that has already ended is let go now: asking an HTTP/2 body whether it has
+        // ended takes the connection's stream lock, and an exchange asks several times.
+        let inner = Some(inner).filter(|i| !i.is_end_stream());
+        UpstreamBody { replay: VecDeque::new(), replay_trailers: None, inner, received, capture: None }
     }
 
     /// A body known in full (a mirror's copy).
