@@ -65,6 +65,11 @@ impl Requests {
         self.begun.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// How many have begun so far.
+    pub(crate) fn begun(&self) -> u32 {
+        self.begun.load(Ordering::Relaxed)
+    }
+
     /// Nothing is in flight.
     pub(crate) fn settled(&self) -> bool {
         self.begun.load(Ordering::Relaxed) == self.answered.load(Ordering::Relaxed)

@@ -1041,6 +1041,9 @@ pub(crate) struct Guarded<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     timer: Option<Pin<Box<Sleep>>>,
     /// The timer's own waker (see `woken`).
     timer_woken: crate::woken::OwnWaker,
+    /// HTTP/1 requests begun when the timer was last armed: one begun since is a client that
+    /// keeps the connection busy, whose parking is then put off (`ParkDelay`).
+    timer_begun: u32,
     /// RST_STREAMs for stalled HTTP/2 streams, handed to h2 as if the client had sent them (so
     /// it drops the stream, its buffers and its upstream), at a frame boundary of the input.
     inject_in: Vec<u8>,
@@ -1097,6 +1100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             write_blocked: false,
             timer: None,
             timer_woken: crate::woken::OwnWaker::new(),
+            timer_begun: 0,
             inject_in: Vec::new(),
             inject_out: Vec::new(),
             refusals: None,
@@ -1295,18 +1299,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             let soft = (!self.stop_sent).then(|| self.last_progress + self.timeouts.idle);
             let stalled = self.h2.as_ref().and_then(|h| h.flow.next_due(self.timeouts.stream_idle));
             let nap = (self.conn.as_ref()).filter(|_| self.may_park()).map(|c| self.last_progress + c.park_delay.get());
+            let now = crate::clock::now();
+            // A request in flight: the timer is armed for when the connection could park, as if
+            // it were idle, so that its answer needs no wake-up and no pass of its own (most
+            // answers come well before). Only once that time has come with the answer still
+            // pending does the answer wake the connection, to park it then.
+            let mut nap_pending = None;
             if nap.is_none() {
                 if let Some(c) = self.conn.as_ref().filter(|c| !c.requests.settled()) {
-                    c.requests.wake_when_settled(cx.waker());
-                    if c.requests.settled() {
-                        cx.waker().wake_by_ref();
+                    let due = self.last_progress + c.park_delay.get();
+                    if due > now {
+                        nap_pending = Some(due);
+                    } else {
+                        c.requests.wake_when_settled(cx.waker());
+                        if c.requests.settled() {
+                            cx.waker().wake_by_ref();
+                        }
                     }
                 }
             }
-            if hard.is_none() && soft.is_none() && stalled.is_none() && nap.is_none() && head_due.is_none() {
+            if hard.is_none()
+                && soft.is_none()
+                && stalled.is_none()
+                && nap.is_none()
+                && nap_pending.is_none()
+                && head_due.is_none()
+            {
                 return Ok(());
             }
-            let now = crate::clock::now();
             if nap.is_some_and(|n| n <= now) {
                 // The reader sees the end of input: hyper finishes and hands the stream back.
                 self.parked = true;
@@ -1343,17 +1363,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             // (under a paused clock, within this one poll: the reset test never finished).
             let next = if lazy > now { Some(lazy) } else { [hard, soft].into_iter().flatten().min() };
             // Everything here is after `now` (what was due was handled above).
-            let Some(at) = next.into_iter().chain(stalled.map(|(due, _)| due)).chain(nap).chain(head_due).min() else {
+            let Some(at) =
+                next.into_iter().chain(stalled.map(|(due, _)| due)).chain(nap).chain(nap_pending).chain(head_due).min()
+            else {
                 return Ok(());
             };
             let mut moved = self.timer.is_none();
             let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
             // Also re-armed when something is due before it: a stalled stream, the idle parking, or (once armed
             // past a quiet period) the stream idle timeout of a write that blocked since.
+            let begun = self.conn.as_ref().map_or(0, |c| c.requests.begun());
             if timer.deadline() <= now {
                 // It went off and nothing was due: the connection made progress since it was
-                // armed.
-                if let Some(c) = &self.conn {
+                // armed. A new request since then is a busy client; the answer to one that was
+                // in flight is not (the timer was armed for its parking, see `nap_pending`).
+                if let Some(c) = self.conn.as_ref().filter(|_| begun != self.timer_begun) {
                     c.park_delay.double();
                 }
                 timer.as_mut().reset(at);
@@ -1365,6 +1389,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
             // Polled only when it went off or moved: this runs at every read that waits, several
             // times per request.
             if moved {
+                self.timer_begun = begun;
                 self.timer_woken.force();
             }
             if !self.timer_woken.due(cx) {
