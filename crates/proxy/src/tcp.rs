@@ -184,7 +184,7 @@ where
     if !prefix.is_empty() && up.write_all(&prefix).await.is_err() {
         return Outcome::UpstreamWriteFailed;
     }
-    let base = tokio::time::Instant::now();
+    let base = crate::clock::now();
     // Both directions in one poll over the two whole streams: no split halves (an allocation
     // and a lock taken on every read and write) and no second future polled on every wake-up.
     let mut to_up = Direction::new(&counters.received);
@@ -262,8 +262,11 @@ impl<'a> Direction<'a> {
                     Poll::Ready(Ok(n)) if n > 0 => {
                         self.pos += n;
                         if self.pos == self.len {
-                            self.count.fetch_add(self.len as u64, Ordering::Relaxed);
-                            let ms = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
+                            // This direction is the count's one writer: no read-modify-write.
+                            let total = self.count.load(Ordering::Relaxed).saturating_add(self.len as u64);
+                            self.count.store(total, Ordering::Relaxed);
+                            let since = crate::clock::now().saturating_duration_since(base);
+                            let ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
                             last.store(ms, Ordering::Relaxed);
                             (self.pos, self.len) = (0, 0);
                         }
