@@ -32,7 +32,8 @@
 //! redirects, rewrites), `headers` (proxy headers), `path` (normalization), `upstream/` (pools,
 //! load balancing incl. consistent hash, DNS, circuit breakers, outlier detection, upstream
 //! TLS), `retry` (tries, per-try timeouts, retries), `fault`, `mirror`, `cors`, `varsubst`
-//! (`%VAR%` header values), `body`, `log` (the sink hook).
+//! (`%VAR%` header values), `body`, `log` (the sink hook), `clock` (one clock reading per poll of a
+//! connection's task).
 #![forbid(unsafe_code)]
 
 mod body;
