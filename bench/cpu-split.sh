@@ -9,7 +9,8 @@
 #
 # usage: bench/cpu-split.sh PORTICO_BIN [SECONDS] [h1|h2c|tcp]     (default 8 s per proxy, h1)
 #        PEER=h2o runs h2o (the harness's best h2c peer) instead of HAProxy for h2c;
-#        H2LOAD_EXTRA adds h2load options (the harness's are "--log-file=FILE --warm-up-time 1").
+#        H2LOAD_EXTRA adds h2load options (the harness's are "--log-file=FILE --warm-up-time 1");
+#        FLOOR=1 (h1 only) also measures bench/floor, the least a tokio HTTP/1.1 proxy can do.
 # Only 127.0.0.1 is contacted; only processes started here are stopped.
 set -uo pipefail
 BIN=$(realpath "$1"); DUR=${2:-8}; MODE=${3:-h1}
@@ -159,6 +160,14 @@ else
   measure nginx $NP $NGINX
 fi
 kill $NP
+if [ "${FLOOR:-0}" = 1 ] && [ "$MODE" = h1 ]; then
+  FLOOR_DIR=$(cd "$(dirname "$0")/floor" && pwd)
+  (cd "$FLOOR_DIR" && { cargo build --release --offline -q 2>/dev/null || cargo build --release -q; })
+  taskset -c 1 "$FLOOR_DIR/target/release/portico-floor" 127.0.0.1:$NGINX 127.0.0.1:$ORIGIN & FP=$!; pids+=($FP)
+  wait_port $NGINX
+  measure floor $FP $NGINX
+  kill $FP
+fi
 PORTICO_LOG=error taskset -c 1 "$BIN" run --config "$W/config" --bind 127.0.0.1 --admin 127.0.0.1:$ADMIN \
   --workers 1 --access-log off & PP=$!; pids+=($PP)
 wait_port $PORTICO
