@@ -8,7 +8,8 @@
 #        with 8 streams per connection, as the harness does; installs valgrind,
 #        nginx and nghttp2-client when absent). Prints instructions per request and the
 #        functions with the most instructions of their own; the profile is kept for
-#        callgrind_annotate (its path is printed).
+#        callgrind_annotate (its path is printed). PORTICO_BIN may be bench/floor's
+#        portico-floor (h1 only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "$1"); N=${2:-20000}; MODE=${3:-h1}
@@ -68,9 +69,15 @@ spec:
   endpoints: [{address: 127.0.0.1, ports: {http: $BACKEND}}]
 YAML
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" & pids+=($!)
-PORTICO_LOG=error taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" run \
-  --config "$WORK/config" --bind 127.0.0.1 --admin 127.0.0.1:$ADMIN --workers 1 --access-log off \
-  2>"$WORK/valgrind.log" & P=$!; pids+=($P)
+if [ "$(basename "$BIN")" = portico-floor ]; then
+  # bench/floor in Portico's place (h1 only; its FLOOR_* variables pass through).
+  taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" 127.0.0.1:$H1 127.0.0.1:$BACKEND \
+    2>"$WORK/valgrind.log" & P=$!; pids+=($P)
+else
+  PORTICO_LOG=error taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BIN" run \
+    --config "$WORK/config" --bind 127.0.0.1 --admin 127.0.0.1:$ADMIN --workers 1 --access-log off \
+    2>"$WORK/valgrind.log" & P=$!; pids+=($P)
+fi
 PORT=$H1; [ "$MODE" = h2c ] && PORT=$H2C; [ "$MODE" = tcp ] && PORT=$TCP
 for p in $BACKEND $PORT; do
   for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.2; done
