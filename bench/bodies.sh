@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Large responses, side by side with nginx: the matrix (bench/matrix.sh) sends 13-byte bodies,
+# Large bodies, side by side with nginx: the matrix (bench/matrix.sh) sends 13-byte bodies,
 # so streaming, flow control and TLS records of real payloads are measured here. An nginx origin
-# serves a 64 KiB and a 1 MiB file; Portico and nginx (as a reverse proxy, its defaults: proxy
-# buffering on, keep-alive upstream pool) each run one worker pinned to core 1; the origin and
-# the load generators share core 0, as in the harness. Per proxy core = requests per second ÷
-# core 1's busy share (user, system, irq and softirq from /proc/stat), the harness's measure.
+# serves a 64 KiB and a 1 MiB file, and takes uploads of the same sizes (it reads each whole
+# before answering: a mirror subrequest makes it, then a sink answers without the body). Portico
+# and nginx (as a reverse proxy, its defaults: proxy buffering on, keep-alive upstream pool;
+# uploads streamed, `proxy_request_buffering off`, as Portico streams them) each run one worker
+# pinned to core 1; the origin and the load generators share core 0, as in the harness. Per proxy
+# core = requests per second ÷ core 1's busy share (user, system, irq and softirq from
+# /proc/stat), the harness's measure.
 #
 # usage: bench/bodies.sh [SECONDS]   (default 8 per run; installs nginx, wrk and nghttp2-client
-#        when absent). Only 127.0.0.1 is contacted. Prints one line per run and the ratios.
+#        when absent; PORTICO_BIN runs another build). Only 127.0.0.1 is contacted. Prints one
+#        line per run and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-8}
@@ -15,13 +19,13 @@ for tool in nginx:nginx wrk:wrk h2load:nghttp2-client openssl:openssl; do
   command -v "${tool%%:*}" >/dev/null 2>&1 ||
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}" >/dev/null; }
 done
-[ -x target/release/portico ] || cargo build --release -p portico
-BIN=$PWD/target/release/portico
+BIN=${PORTICO_BIN:-$PWD/target/release/portico}
+[ -x "$BIN" ] || cargo build --release -p portico
 WORK=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-ORIGIN=19100; NGX_H1=19101; NGX_H2C=19102; NGX_TLS=19103; P_H1=19111; P_H2C=19112; P_TLS=19113; ADMIN=19119
+ORIGIN=19100; SINK=19104; NGX_H1=19101; NGX_H2C=19102; NGX_TLS=19103; P_H1=19111; P_H2C=19112; P_TLS=19113; ADMIN=19119
 
 head -c 65536 /dev/urandom > "$WORK/64k"
 head -c 1048576 /dev/urandom > "$WORK/1m"
@@ -33,7 +37,15 @@ worker_processes 1; daemon off; pid $WORK/origin.pid; error_log $WORK/origin.err
 events { worker_connections 4096; }
 http {
   access_log off; sendfile on; tcp_nopush on; keepalive_requests 10000000; keepalive_timeout 300s; $TEMPS
-  server { listen 127.0.0.1:$ORIGIN; location = /64k { alias $WORK/64k; } location = /1m { alias $WORK/1m; } }
+  client_max_body_size 4m; client_body_buffer_size 2m;
+  upstream sink { server 127.0.0.1:$SINK; keepalive 64; }
+  server { listen 127.0.0.1:$SINK; location / { return 200 "ok\n"; } }
+  server {
+    listen 127.0.0.1:$ORIGIN; location = /64k { alias $WORK/64k; } location = /1m { alias $WORK/1m; }
+    location = /up { mirror /read-whole; proxy_pass http://sink; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_pass_request_body off; proxy_set_header Content-Length ""; }
+    location = /read-whole { internal; return 204; }
+  }
 }
 CONF
 cat > "$WORK/proxy.conf" <<CONF
@@ -46,6 +58,8 @@ http {
     listen 127.0.0.1:$NGX_H1; listen 127.0.0.1:$NGX_H2C http2; listen 127.0.0.1:$NGX_TLS ssl http2;
     ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; ssl_session_cache shared:SSL:10m;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location = /up { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_request_buffering off; client_max_body_size 4m; }
   }
 }
 CONF
@@ -89,25 +103,30 @@ for p in $ORIGIN $NGX_H1 $P_H1 $P_TLS; do
 done
 
 busy() { awk '/^cpu1 /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
-# One run: prints requests per second and core 1's busy share.
+# One run: prints requests per second and core 1's busy share. Uploads (`up1` over HTTP/1.1,
+# `up2` over h2c) post the file named after the path's `+`.
 measure() {
-  local kind=$1 url=$2 out b0 t0 b1 t1
-  case $kind in
-    wrk) taskset -c 0 wrk -t1 -c16 -d2s "$url" >/dev/null ;;
-    h2) taskset -c 0 h2load -c8 -m4 -D 2 "$url" >/dev/null ;;
-  esac
+  local kind=$1 url=${2%+*} file=$WORK/${2##*+} out b0 t0 b1 t1
+  load() {
+    case $kind in
+      wrk) taskset -c 0 wrk -t1 -c16 -d"$1"s "$url" | awk '/Requests\/sec/ {print $2}' ;;
+      h2) taskset -c 0 h2load -c8 -m4 -D "$1" "$url" | awk '/^finished in/ {print $4}' ;;
+      up1) taskset -c 0 h2load --h1 -c8 -m1 -D "$1" -d "$file" "$url" | awk '/^finished in/ {print $4}' ;;
+      up2) taskset -c 0 h2load -c8 -m1 -D "$1" -d "$file" "$url" | awk '/^finished in/ {print $4}' ;;
+    esac
+  }
+  load 2 >/dev/null
   read -r b0 t0 < <(busy)
-  case $kind in
-    wrk) out=$(taskset -c 0 wrk -t1 -c16 -d"${DUR}"s "$url" | awk '/Requests\/sec/ {print $2}') ;;
-    h2) out=$(taskset -c 0 h2load -c8 -m4 -D "$DUR" "$url" | awk '/^finished in/ {print $4}') ;;
-  esac
+  out=$(load "$DUR")
   read -r b1 t1 < <(busy)
   echo "$out $(( (b1 - b0) * 1000 / (t1 - t0) ))"
 }
 printf '%-28s %10s %10s %8s\n' "per proxy core" nginx Portico ratio
 for row in "HTTP/1.1 64 KiB|wrk|http|$NGX_H1|$P_H1|/64k" "HTTP/1.1 1 MiB|wrk|http|$NGX_H1|$P_H1|/1m" \
            "h2c 64 KiB|h2|http|$NGX_H2C|$P_H2C|/64k" "h2c 1 MiB|h2|http|$NGX_H2C|$P_H2C|/1m" \
-           "HTTPS/1.1 64 KiB|wrk|https|$NGX_TLS|$P_TLS|/64k" "h2 over TLS 64 KiB|h2|https|$NGX_TLS|$P_TLS|/64k"; do
+           "HTTPS/1.1 64 KiB|wrk|https|$NGX_TLS|$P_TLS|/64k" "h2 over TLS 64 KiB|h2|https|$NGX_TLS|$P_TLS|/64k" \
+           "upload HTTP/1.1 64 KiB|up1|http|$NGX_H1|$P_H1|/up+64k" "upload HTTP/1.1 1 MiB|up1|http|$NGX_H1|$P_H1|/up+1m" \
+           "upload h2c 64 KiB|up2|http|$NGX_H2C|$P_H2C|/up+64k" "upload h2c 1 MiB|up2|http|$NGX_H2C|$P_H2C|/up+1m"; do
   IFS='|' read -r name kind scheme nport pport path <<<"$row"
   read -r n_rps n_busy < <(measure "$kind" "$scheme://127.0.0.1:$nport$path")
   read -r p_rps p_busy < <(measure "$kind" "$scheme://127.0.0.1:$pport$path")

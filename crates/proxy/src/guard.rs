@@ -651,6 +651,12 @@ impl Framer {
 /// An HTTP/2 write this large does not wait a turn for others to join it (see `coalesce`).
 const GATHER_ENOUGH: usize = 8 * 1024;
 
+/// HTTP/2: how much one read takes from the socket while a client sends faster than h2 asks
+/// for it (see [`H2Watch::ahead`]): a stream's whole window.
+const READ_AHEAD: usize = 64 * 1024;
+/// ... once a read of at least this much filled h2's buffer.
+const READ_AHEAD_AFTER: usize = 4 * 1024;
+
 /// HTTP/2 flood limits (Envoy's flood protection, simplified to per-connection budgets).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct H2Limits {
@@ -743,6 +749,15 @@ struct H2Watch {
     flow: Flow,
     /// This round of writes waited one turn of the runtime (see [`Guarded::coalesce`]).
     write_waited: bool,
+    /// Read ahead of h2, which reads into what is left of its own buffer (8 KiB or so): an
+    /// upload took a system call per 7 KB. Once a large read fills h2's buffer, the next reads take up
+    /// to [`READ_AHEAD`] here, and h2 is handed `ahead[ahead_at..ahead_end]` as it asks. The
+    /// memory goes back once a read finds the socket drained and h2 has had every byte.
+    ahead: Vec<u8>,
+    ahead_at: usize,
+    ahead_end: usize,
+    /// The last read filled the space it was given: more is likely waiting.
+    read_ahead: bool,
 }
 
 impl H2Watch {
@@ -758,6 +773,10 @@ impl H2Watch {
             last_stream: 0,
             flow: Flow::default(),
             write_waited: false,
+            ahead: Vec::new(),
+            ahead_at: 0,
+            ahead_end: 0,
+            read_ahead: false,
         }
     }
 
@@ -1593,35 +1612,94 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                     return Poll::Ready(Ok(()));
                 }
                 let before = buf.filled().len();
-                match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, buf) {
-                    Poll::Ready(Ok(())) => {
-                        if buf.filled().len() == before {
-                            this.eof_seen = true;
-                        } else {
+                let ahead = this.h2.as_deref().map_or((false, false), |h| (h.ahead_at < h.ahead_end, h.read_ahead));
+                if ahead.0 {
+                    this.hand_ahead(buf);
+                } else if ahead.1 && buf.remaining() < READ_AHEAD {
+                    match this.poll_read_ahead(cx) {
+                        Poll::Ready(Ok(true)) => this.hand_ahead(buf),
+                        Poll::Ready(Ok(false)) => {}
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            if let Err(e) = this.poll_timers(cx) {
+                                return Poll::Ready(Err(e));
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                } else {
+                    match inner!(this, Poll::Ready(Err(gone()))).poll_read(cx, buf) {
+                        Poll::Ready(Ok(())) if buf.filled().len() == before => this.eof_seen = true,
+                        Poll::Ready(Ok(())) => {
                             this.progress();
-                            let now = this.last_progress;
-                            let verdict = this.h2.as_mut().and_then(|h| h.on_read(&buf.filled()[before..], now));
-                            if let Some(why) = verdict {
-                                buf.set_filled(before);
-                                return this.kill(cx, why).map(Err);
+                            if let Some(h) = this.h2.as_deref_mut() {
+                                // A full read of a large space, not a few bytes topping up h2's
+                                // buffer: small requests never pay for reading ahead.
+                                h.read_ahead = buf.remaining() == 0 && buf.filled().len() - before >= READ_AHEAD_AFTER;
+                                if !h.read_ahead {
+                                    h.ahead = Vec::new();
+                                }
                             }
                         }
-                        return Poll::Ready(Ok(()));
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        if let Err(e) = this.poll_timers(cx) {
-                            return Poll::Ready(Err(e));
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            if let Err(e) = this.poll_timers(cx) {
+                                return Poll::Ready(Err(e));
+                            }
+                            return Poll::Pending;
                         }
-                        return Poll::Pending;
                     }
                 }
+                // The flood checks see the bytes as h2 is handed them.
+                if buf.filled().len() > before {
+                    let now = this.last_progress;
+                    let verdict = this.h2.as_mut().and_then(|h| h.on_read(&buf.filled()[before..], now));
+                    if let Some(why) = verdict {
+                        buf.set_filled(before);
+                        return this.kill(cx, why).map(Err);
+                    }
+                }
+                return Poll::Ready(Ok(()));
             }
         }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
+    /// HTTP/2: read up to [`READ_AHEAD`] ahead of h2. `Ok(false)` at the client's end of input.
+    fn poll_read_ahead(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let Some(h) = self.h2.as_deref_mut() else { return Poll::Ready(Ok(false)) };
+        if h.ahead.len() < READ_AHEAD {
+            h.ahead.resize(READ_AHEAD, 0);
+        }
+        let mut space = ReadBuf::new(&mut h.ahead[..]);
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(Err(gone())) };
+        std::task::ready!(Pin::new(inner).poll_read(cx, &mut space))?;
+        let k = space.filled().len();
+        h.ahead_at = 0;
+        h.ahead_end = k;
+        h.read_ahead = k == READ_AHEAD;
+        if k == 0 {
+            h.ahead = Vec::new();
+            self.eof_seen = true;
+            return Poll::Ready(Ok(false));
+        }
+        self.progress();
+        Poll::Ready(Ok(true))
+    }
+
+    /// HTTP/2: hand h2 what was read ahead, as much as `buf` takes.
+    fn hand_ahead(&mut self, buf: &mut ReadBuf<'_>) {
+        let Some(h) = self.h2.as_deref_mut() else { return };
+        let n = (h.ahead_end - h.ahead_at).min(buf.remaining());
+        buf.put_slice(&h.ahead[h.ahead_at..h.ahead_at + n]);
+        h.ahead_at += n;
+        if h.ahead_at == h.ahead_end && !h.read_ahead {
+            // The burst is over: the memory goes back.
+            h.ahead = Vec::new();
+        }
+    }
+
     fn before_write(&mut self, first: &[u8]) {
         if let Some(f) = self.framer.as_mut() {
             if matches!(f.st, St::UpgradeWait) {

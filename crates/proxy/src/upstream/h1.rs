@@ -64,6 +64,21 @@ impl AsyncWrite for Io {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
@@ -266,61 +281,88 @@ pub(crate) async fn send(
     Ok(Response::from_parts(rp, body))
 }
 
+/// What one vectored write of a request body may carry: the body's frames that are ready
+/// together go out in one system call, not one each (an HTTP/2 upload arrives in frames of
+/// 16 KiB; a chunked frame is three slices).
+const UPLOAD_GATHER: usize = 256 * 1024;
+const UPLOAD_SLICES: usize = 48;
+
 /// Write the request body; `Ok(false)` when the response began (or the upstream closed) before
 /// it was all sent: the rest is not sent and the connection is not reused.
 async fn upload(conn: &mut Conn, body: &mut UpstreamBody, chunked: bool) -> Result<bool, H1Error> {
-    loop {
-        let frame = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
-            Poll::Ready(f) => Poll::Ready(Ok(Some(f))),
-            Poll::Pending => conn.poll_answered(cx).map_ok(|()| None),
-        })
-        .await?;
-        let Some(frame) = frame else { return Ok(false) };
-        let data = match frame {
-            None => Bytes::new(),
-            Some(Ok(f)) => f.into_data().unwrap_or_default(),
-            Some(Err(e)) => return Err(H1Error::RequestBody(e)),
-        };
-        let end = body.is_end_stream();
-        let out = if chunked {
-            let mut out = BytesMut::with_capacity(data.len() + 16);
-            if !data.is_empty() {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
+    let mut queue = std::collections::VecDeque::<Bytes>::new();
+    let mut queued = 0;
+    let mut ended = false;
+    std::future::poll_fn(|cx| loop {
+        while !ended && queued < UPLOAD_GATHER && queue.len() + 3 <= UPLOAD_SLICES {
+            let data = match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => {
+                    ended = true;
+                    Bytes::new()
+                }
+                // Trailers are not sent on (Envoy's HTTP/1 default).
+                Poll::Ready(Some(Ok(f))) => f.into_data().unwrap_or_default(),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(H1Error::RequestBody(e))),
+            };
+            ended = ended || body.is_end_stream();
+            let mut push = |b: Bytes| {
+                queued += b.len();
+                queue.push_back(b);
+            };
+            match (chunked, data.is_empty()) {
+                (false, false) => push(data),
+                (true, false) => {
+                    push(Bytes::from(format!("{:x}\r\n", data.len())));
+                    push(data);
+                    push(Bytes::from_static(b"\r\n"));
+                }
+                _ => {}
             }
-            if end {
-                out.extend_from_slice(b"0\r\n\r\n");
+            if ended && chunked {
+                push(Bytes::from_static(b"0\r\n\r\n"));
             }
-            out.freeze()
-        } else {
-            data
-        };
-        let mut off = 0;
-        // A write that fails ends the upload but not the exchange: an upstream that answered
-        // and closed (a 413, say) is still heard; with no answer, reading the head fails.
-        let written = std::future::poll_fn(|cx| loop {
-            if off == out.len() {
-                return match Pin::new(&mut conn.io).poll_flush(cx) {
-                    Poll::Ready(r) => Poll::Ready(Ok(r.is_ok())),
-                    Poll::Pending => conn.poll_answered(cx).map_ok(|()| false),
-                };
-            }
-            match Pin::new(&mut conn.io).poll_write(cx, &out[off..]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Ok(false)),
-                Poll::Ready(Ok(n)) => off += n,
-                // The upstream is not reading: it may be answering already.
-                Poll::Pending => return conn.poll_answered(cx).map_ok(|()| false),
-            }
-        })
-        .await?;
-        if !written {
-            return Ok(false);
         }
-        if end {
-            return Ok(true);
+        if queue.is_empty() {
+            if !ended {
+                // Waiting for the client's body: an upstream answering meanwhile ends the upload.
+                return conn.poll_answered(cx).map_ok(|()| false);
+            }
+            // A write that fails ends the upload but not the exchange: an upstream that answered
+            // and closed (a 413, say) is still heard; with no answer, reading the head fails.
+            return match Pin::new(&mut conn.io).poll_flush(cx) {
+                Poll::Ready(r) => Poll::Ready(Ok(r.is_ok())),
+                Poll::Pending => conn.poll_answered(cx).map_ok(|()| false),
+            };
         }
-    }
+        let sent = match queue.len() {
+            1 => Pin::new(&mut conn.io).poll_write(cx, &queue[0]),
+            n => {
+                let mut slices = [io::IoSlice::new(&[]); UPLOAD_SLICES];
+                for (slot, b) in slices.iter_mut().zip(queue.iter()) {
+                    *slot = io::IoSlice::new(b);
+                }
+                Pin::new(&mut conn.io).poll_write_vectored(cx, &slices[..n.min(UPLOAD_SLICES)])
+            }
+        };
+        match sent {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Ok(false)),
+            Poll::Ready(Ok(mut written)) => {
+                queued -= written;
+                while let Some(front) = queue.front_mut() {
+                    if written < front.len() {
+                        front.advance(written);
+                        break;
+                    }
+                    written -= front.len();
+                    queue.pop_front();
+                }
+            }
+            // The upstream is not reading: it may be answering already.
+            Poll::Pending => return conn.poll_answered(cx).map_ok(|()| false),
+        }
+    })
+    .await
 }
 
 /// Which framing the response body has (RFC 9112 §6.3).
