@@ -750,12 +750,11 @@ struct H2Watch {
     /// This round of writes waited one turn of the runtime (see [`Guarded::coalesce`]).
     write_waited: bool,
     /// Read ahead of h2, which reads into what is left of its own buffer (8 KiB or so): an
-    /// upload took a system call per 7 KB. Once a large read fills h2's buffer, the next reads take up
-    /// to [`READ_AHEAD`] here, and h2 is handed `ahead[ahead_at..ahead_end]` as it asks. The
-    /// memory goes back once a read finds the socket drained and h2 has had every byte.
-    ahead: Vec<u8>,
-    ahead_at: usize,
-    ahead_end: usize,
+    /// upload took a system call per 7 KB. Once a large read fills h2's buffer, the next reads
+    /// take up to [`READ_AHEAD`] here, and h2 is handed the bytes as it asks. The memory is held
+    /// only while bytes wait for h2 or the last read filled it: a read that finds the socket
+    /// dry, or comes back short and is handed out, gives it back (an idle connection holds none).
+    ahead: BytesMut,
     /// The last read filled the space it was given: more is likely waiting.
     read_ahead: bool,
 }
@@ -773,9 +772,7 @@ impl H2Watch {
             last_stream: 0,
             flow: Flow::default(),
             write_waited: false,
-            ahead: Vec::new(),
-            ahead_at: 0,
-            ahead_end: 0,
+            ahead: BytesMut::new(),
             read_ahead: false,
         }
     }
@@ -1612,7 +1609,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                     return Poll::Ready(Ok(()));
                 }
                 let before = buf.filled().len();
-                let ahead = this.h2.as_deref().map_or((false, false), |h| (h.ahead_at < h.ahead_end, h.read_ahead));
+                let ahead = this.h2.as_deref().map_or((false, false), |h| (!h.ahead.is_empty(), h.read_ahead));
                 if ahead.0 {
                     this.hand_ahead(buf);
                 } else if ahead.1 && buf.remaining() < READ_AHEAD {
@@ -1637,7 +1634,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                                 // buffer: small requests never pay for reading ahead.
                                 h.read_ahead = buf.remaining() == 0 && buf.filled().len() - before >= READ_AHEAD_AFTER;
                                 if !h.read_ahead {
-                                    h.ahead = Vec::new();
+                                    h.ahead = BytesMut::new();
                                 }
                             }
                         }
@@ -1669,18 +1666,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     /// HTTP/2: read up to [`READ_AHEAD`] ahead of h2. `Ok(false)` at the client's end of input.
     fn poll_read_ahead(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let Some(h) = self.h2.as_deref_mut() else { return Poll::Ready(Ok(false)) };
-        if h.ahead.len() < READ_AHEAD {
-            h.ahead.resize(READ_AHEAD, 0);
-        }
-        let mut space = ReadBuf::new(&mut h.ahead[..]);
         let Some(inner) = self.inner.as_mut() else { return Poll::Ready(Err(gone())) };
-        std::task::ready!(Pin::new(inner).poll_read(cx, &mut space))?;
-        let k = space.filled().len();
-        h.ahead_at = 0;
-        h.ahead_end = k;
-        h.read_ahead = k == READ_AHEAD;
+        h.ahead.reserve(READ_AHEAD);
+        let space = h.ahead.capacity() - h.ahead.len();
+        let k = match std::pin::pin!(tokio::io::AsyncReadExt::read_buf(inner, &mut h.ahead)).poll(cx) {
+            Poll::Ready(read) => read?,
+            Poll::Pending => {
+                // The socket is dry: the memory goes back until the client sends again.
+                h.ahead = BytesMut::new();
+                return Poll::Pending;
+            }
+        };
+        h.read_ahead = k == space;
         if k == 0 {
-            h.ahead = Vec::new();
+            h.ahead = BytesMut::new();
             self.eof_seen = true;
             return Poll::Ready(Ok(false));
         }
@@ -1691,12 +1690,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Guarded<S> {
     /// HTTP/2: hand h2 what was read ahead, as much as `buf` takes.
     fn hand_ahead(&mut self, buf: &mut ReadBuf<'_>) {
         let Some(h) = self.h2.as_deref_mut() else { return };
-        let n = (h.ahead_end - h.ahead_at).min(buf.remaining());
-        buf.put_slice(&h.ahead[h.ahead_at..h.ahead_at + n]);
-        h.ahead_at += n;
-        if h.ahead_at == h.ahead_end && !h.read_ahead {
+        let n = h.ahead.len().min(buf.remaining());
+        buf.put_slice(&h.ahead[..n]);
+        h.ahead.advance(n);
+        if h.ahead.is_empty() && !h.read_ahead {
             // The burst is over: the memory goes back.
-            h.ahead = Vec::new();
+            h.ahead = BytesMut::new();
         }
     }
 
@@ -2147,6 +2146,51 @@ mod tests {
             got.extend(received(&mut client).await);
         }
         assert_eq!(got, data);
+    }
+
+    #[tokio::test]
+    async fn h2_reads_ahead_of_a_fast_sender_and_gives_the_memory_back_when_dry() {
+        use tokio::io::AsyncWriteExt as _;
+        let timeouts = Timeouts {
+            idle: Duration::from_secs(60),
+            stream_idle: Duration::from_secs(60),
+            header_read: Duration::from_secs(60),
+        };
+        let (mut client, server) = tokio::io::duplex(512 * 1024);
+        let (mut g, _stop) = Guarded::http2(server, H2Limits::default(), timeouts, false);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut pull = |g: &mut Guarded<tokio::io::DuplexStream>, room: usize| {
+            let mut space = vec![0u8; room];
+            let mut buf = ReadBuf::new(&mut space);
+            match Pin::new(g).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) => Some(buf.filled().to_vec()),
+                Poll::Ready(Err(e)) => panic!("{e}"),
+                Poll::Pending => None,
+            }
+        };
+        // A small frame reads straight into h2's buffer: nothing is read ahead.
+        let ping = [0u8, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        client.write_all(&ping).await.unwrap();
+        assert_eq!(pull(&mut g, 8192).as_deref(), Some(&ping[..]));
+        assert_eq!(g.h2.as_ref().unwrap().ahead.capacity(), 0);
+        // Seven 16 KiB DATA frames at once, taken by h2 8 KiB at a time.
+        let mut sent = Vec::new();
+        for i in 0..7u8 {
+            sent.extend_from_slice(&[0, 0x40, 0, 0, 0, 0, 0, 0, 1]);
+            sent.extend(std::iter::repeat_n(b'a' + i, 16 * 1024));
+        }
+        client.write_all(&sent).await.unwrap();
+        let (mut got, mut most_ahead) = (Vec::new(), 0);
+        while let Some(bytes) = pull(&mut g, 8192) {
+            assert!(!bytes.is_empty() && bytes.len() <= 8192);
+            got.extend(bytes);
+            most_ahead = most_ahead.max(g.h2.as_ref().unwrap().ahead.len());
+        }
+        assert!(got == sent, "the bytes came out changed");
+        assert!(most_ahead > 8192, "nothing was read ahead of h2 ({most_ahead} bytes at most)");
+        // The socket is dry: the read-ahead memory went back.
+        assert_eq!(g.h2.as_ref().unwrap().ahead.capacity(), 0);
     }
 
     #[test]
