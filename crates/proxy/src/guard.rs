@@ -2115,15 +2115,20 @@ mod tests {
         got
     }
 
-    #[tokio::test]
-    async fn h2_small_writes_wait_a_turn_and_large_ones_go_at_once() {
+    /// An HTTP/2 connection's guard over an in-memory stream, and the client's end of it.
+    fn h2_guarded(room: usize) -> (tokio::io::DuplexStream, Guarded<tokio::io::DuplexStream>) {
         let timeouts = Timeouts {
             idle: Duration::from_secs(60),
             stream_idle: Duration::from_secs(60),
             header_read: Duration::from_secs(60),
         };
-        let (mut client, server) = tokio::io::duplex(256 * 1024);
-        let (mut g, _stop) = Guarded::http2(server, H2Limits::default(), timeouts, false);
+        let (client, server) = tokio::io::duplex(room);
+        (client, Guarded::http2(server, H2Limits::default(), timeouts, false).0)
+    }
+
+    #[tokio::test]
+    async fn h2_small_writes_wait_a_turn_and_large_ones_go_at_once() {
+        let (mut client, mut g) = h2_guarded(256 * 1024);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         // A SETTINGS frame: small, the first write of a round waits one turn.
@@ -2151,13 +2156,7 @@ mod tests {
     #[tokio::test]
     async fn h2_reads_ahead_of_a_fast_sender_and_gives_the_memory_back_when_dry() {
         use tokio::io::AsyncWriteExt as _;
-        let timeouts = Timeouts {
-            idle: Duration::from_secs(60),
-            stream_idle: Duration::from_secs(60),
-            header_read: Duration::from_secs(60),
-        };
-        let (mut client, server) = tokio::io::duplex(512 * 1024);
-        let (mut g, _stop) = Guarded::http2(server, H2Limits::default(), timeouts, false);
+        let (mut client, mut g) = h2_guarded(512 * 1024);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut pull = |g: &mut Guarded<tokio::io::DuplexStream>, room: usize| {

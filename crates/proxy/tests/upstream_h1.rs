@@ -304,6 +304,20 @@ async fn response_heads_past_envoys_limits_are_502_upe() {
     }
 }
 
+type StreamedBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// An HTTP/2 client connection (prior knowledge) to `addr`, for request bodies sent as streams.
+async fn h2c(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<StreamedBody> {
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap()),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 #[tokio::test]
 async fn request_bodies_of_unknown_length_go_out_chunked_and_known_ones_with_their_length() {
     // The echo backend reports the framing it received.
@@ -318,14 +332,8 @@ async fn request_bodies_of_unknown_length_go_out_chunked_and_known_ones_with_the
         Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from_static(b"part one, "))),
         Ok(http_body::Frame::data(bytes::Bytes::from_static(b"part two"))),
     ]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap()),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let request = http::Request::post("http://h/unknown").body(body).unwrap();
+    let mut sender = h2c(addr).await;
+    let request = http::Request::post("http://h/unknown").body(http_body_util::BodyExt::boxed(body)).unwrap();
     let r = read(sender.send_request(request).await.unwrap()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.seen("transfer-encoding").as_deref(), Some("chunked"));
@@ -341,18 +349,13 @@ async fn a_large_http2_upload_reaches_an_http1_upstream_whole_and_in_order() {
     let whole: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
     let be = backend("be").await;
     let (_proxy, addr) = start(simple(be.addr)).await;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap()),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c(addr).await;
     for known in [false, true] {
         let stream = futures_util::stream::iter(
             frames.clone().into_iter().map(|f| Ok::<_, std::convert::Infallible>(http_body::Frame::data(f))),
         );
-        let mut request = http::Request::post("http://h/upload").body(http_body_util::StreamBody::new(stream)).unwrap();
+        let body = http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(stream));
+        let mut request = http::Request::post("http://h/upload").body(body).unwrap();
         if known {
             request.headers_mut().insert("content-length", whole.len().to_string().parse().unwrap());
         }
