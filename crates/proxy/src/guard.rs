@@ -1609,10 +1609,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Guarded<S
                     return Poll::Ready(Ok(()));
                 }
                 let before = buf.filled().len();
-                let ahead = this.h2.as_deref().map_or((false, false), |h| (!h.ahead.is_empty(), h.read_ahead));
-                if ahead.0 {
+                let (held, more) = this.h2.as_deref().map_or((false, false), |h| (!h.ahead.is_empty(), h.read_ahead));
+                if held {
                     this.hand_ahead(buf);
-                } else if ahead.1 && buf.remaining() < READ_AHEAD {
+                } else if more && buf.remaining() < READ_AHEAD {
                     match this.poll_read_ahead(cx) {
                         Poll::Ready(Ok(true)) => this.hand_ahead(buf),
                         Poll::Ready(Ok(false)) => {}

@@ -328,8 +328,6 @@ async fn upload(conn: &mut Conn, body: &mut UpstreamBody, chunked: bool) -> Resu
                 // Waiting for the client's body: an upstream answering meanwhile ends the upload.
                 return conn.poll_answered(cx).map_ok(|()| false);
             }
-            // A write that fails ends the upload but not the exchange: an upstream that answered
-            // and closed (a 413, say) is still heard; with no answer, reading the head fails.
             return match Pin::new(&mut conn.io).poll_flush(cx) {
                 Poll::Ready(r) => Poll::Ready(Ok(r.is_ok())),
                 Poll::Pending => conn.poll_answered(cx).map_ok(|()| false),
@@ -346,6 +344,8 @@ async fn upload(conn: &mut Conn, body: &mut UpstreamBody, chunked: bool) -> Resu
             }
         };
         match sent {
+            // A write that fails ends the upload but not the exchange: an upstream that answered
+            // and closed (a 413, say) is still heard; with no answer, reading the head fails.
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Ok(false)),
             Poll::Ready(Ok(mut written)) => {
                 queued -= written;
